@@ -1,0 +1,225 @@
+//! Turning the bytes of one received event into something the responder can decide on.
+//! Pure: no I/O. Every failure is a typed, readable error; nothing here panics on bad input.
+
+use serde_json::Value;
+
+use crate::finding::{Envelope, Finding, GUARDDUTY_DETAIL_TYPE, GUARDDUTY_SOURCE};
+use crate::incident::{Incident, IncidentError};
+
+/// EventBridge caps an event at 256 KiB; anything far larger is not an event we were sent.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// Longest excerpt of input echoed back in an error, so a huge string cannot flood a log.
+const MAX_ERROR_CHARS: usize = 300;
+
+/// One received event, understood.
+#[derive(Debug, Clone)]
+pub enum Inbound {
+    /// A GuardDuty finding, normalised. `raw` is the finding JSON as received (kept as
+    /// evidence).
+    Finding { incident: Box<Incident>, raw: Value },
+    /// A well-formed EventBridge event that is not a GuardDuty finding.
+    Foreign {
+        source: Option<String>,
+        detail_type: Option<String>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("cannot read the event: {0}")]
+    Unreadable(String),
+    #[error("the event is {0} bytes; EventBridge events are at most 256 KiB")]
+    TooLarge(usize),
+    #[error("the event is not valid JSON (line {line}, column {column}): {message}")]
+    Json {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("the event is JSON but not an object (an EventBridge event or a GuardDuty finding)")]
+    NotAnObject,
+    #[error("the EventBridge event is malformed: {0}")]
+    Envelope(String),
+    #[error("the GuardDuty event has no `detail` object")]
+    MissingDetail,
+    #[error("the GuardDuty finding does not match the finding schema at `{path}`: {message}")]
+    FindingShape { path: String, message: String },
+    #[error("the GuardDuty finding cannot be handled: {0}")]
+    Incident(#[from] IncidentError),
+}
+
+/// Parse one event: an EventBridge envelope (the Lambda's input), or a bare GuardDuty finding
+/// as exported from the console or `GetFindings` (handy for replaying real findings).
+pub fn parse_event(bytes: &[u8]) -> Result<Inbound, EventError> {
+    if bytes.len() > MAX_EVENT_BYTES {
+        return Err(EventError::TooLarge(bytes.len()));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| EventError::Json {
+        line: e.line(),
+        column: e.column(),
+        message: clip(&e.to_string()),
+    })?;
+    parse_value(value)
+}
+
+pub fn parse_value(value: Value) -> Result<Inbound, EventError> {
+    let Value::Object(object) = &value else {
+        return Err(EventError::NotAnObject);
+    };
+    let is_bare_finding = !object.contains_key("detail-type")
+        && object.contains_key("schemaVersion")
+        && object.contains_key("type");
+    if is_bare_finding {
+        return finding_from(value, None, None);
+    }
+    let envelope: Envelope = serde_json::from_value(value.clone())
+        .map_err(|e| EventError::Envelope(clip(&e.to_string())))?;
+    let is_guardduty = envelope.source.as_deref() == Some(GUARDDUTY_SOURCE)
+        && envelope.detail_type.as_deref() == Some(GUARDDUTY_DETAIL_TYPE);
+    if !is_guardduty {
+        return Ok(Inbound::Foreign {
+            source: envelope.source,
+            detail_type: envelope.detail_type,
+        });
+    }
+    let detail = match envelope.detail {
+        Some(detail @ Value::Object(_)) => detail,
+        _ => return Err(EventError::MissingDetail),
+    };
+    finding_from(
+        detail,
+        envelope.account.as_deref(),
+        envelope.region.as_deref(),
+    )
+}
+
+fn finding_from(
+    raw: Value,
+    envelope_account: Option<&str>,
+    envelope_region: Option<&str>,
+) -> Result<Inbound, EventError> {
+    let finding: Finding =
+        serde_path_to_error::deserialize(&raw).map_err(|e| EventError::FindingShape {
+            path: clip(&e.path().to_string()),
+            message: clip(&e.inner().to_string()),
+        })?;
+    let incident = Incident::from_finding(&finding, envelope_account, envelope_region)?;
+    Ok(Inbound::Finding {
+        incident: Box::new(incident),
+        raw,
+    })
+}
+
+/// Shorten text for an error message, on a character boundary.
+pub fn clip(text: &str) -> String {
+    if text.chars().count() <= MAX_ERROR_CHARS {
+        return text.to_string();
+    }
+    let kept: String = text.chars().take(MAX_ERROR_CHARS).collect();
+    format!("{kept}… ({} characters in all)", text.chars().count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(detail: &str) -> String {
+        format!(
+            r#"{{"version":"0","id":"e","detail-type":"GuardDuty Finding","source":"aws.guardduty",
+               "account":"111122223333","time":"2026-01-01T00:00:00Z","region":"us-east-1",
+               "resources":[],"detail":{detail}}}"#
+        )
+    }
+
+    #[test]
+    fn truncated_json_names_the_position() {
+        let err = parse_event(br#"{"detail-type": "GuardDuty Fin"#).unwrap_err();
+        assert!(matches!(err, EventError::Json { line: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn foreign_event_is_recognised_not_rejected() {
+        let event = r#"{"detail-type":"EC2 Instance State-change Notification","source":"aws.ec2","detail":{}}"#;
+        match parse_event(event.as_bytes()).unwrap() {
+            Inbound::Foreign {
+                source,
+                detail_type,
+            } => {
+                assert_eq!(source.as_deref(), Some("aws.ec2"));
+                assert_eq!(
+                    detail_type.as_deref(),
+                    Some("EC2 Instance State-change Notification")
+                );
+            }
+            other => panic!("expected foreign, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrong_type_reports_the_path() {
+        let detail = r#"{"id":"f","type":"A:Runtime/B","severity":5,"accountId":"1","region":"r",
+                         "resource":{"resourceType":"ECSCluster","ecsClusterDetails":{"arn":"a","taskDetails":{"arn":"t","containers":"nope"}}}}"#;
+        let err = parse_event(envelope(detail).as_bytes()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("resource.ecsClusterDetails.taskDetails.containers"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn missing_resource_is_a_clear_error() {
+        let detail = r#"{"id":"f","type":"A:Runtime/B","severity":5,"accountId":"1","region":"r"}"#;
+        let err = parse_event(envelope(detail).as_bytes()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the GuardDuty finding cannot be handled: the finding has no resource"
+        );
+    }
+
+    #[test]
+    fn huge_strings_are_clipped_in_errors() {
+        let huge = "x".repeat(100_000);
+        let detail = format!(r#"{{"id":"f","type":"A:Runtime/B","severity":"{huge}"}}"#);
+        let err = parse_event(envelope(&detail).as_bytes()).unwrap_err();
+        assert!(err.to_string().len() < 1000, "{}", err.to_string().len());
+    }
+
+    #[test]
+    fn oversized_events_are_refused_before_parsing() {
+        let big = vec![b' '; MAX_EVENT_BYTES + 1];
+        assert!(matches!(parse_event(&big), Err(EventError::TooLarge(_))));
+    }
+
+    #[test]
+    fn non_object_json_is_refused() {
+        assert!(matches!(
+            parse_event(b"[1,2]"),
+            Err(EventError::NotAnObject)
+        ));
+    }
+
+    #[test]
+    fn bare_finding_is_accepted_and_member_account_is_kept() {
+        let detail = r#"{"schemaVersion":"2.0","id":"f","type":"A:Runtime/B","severity":5,"accountId":"444455556666","region":"eu-west-1",
+                         "resource":{"resourceType":"Lambda"}}"#;
+        match parse_event(detail.as_bytes()).unwrap() {
+            Inbound::Finding { incident, .. } => {
+                assert_eq!(incident.account_id, "444455556666");
+                assert_eq!(incident.delivered_via_account, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_event(envelope(detail).as_bytes()).unwrap() {
+            Inbound::Finding { incident, .. } => {
+                assert_eq!(incident.account_id, "444455556666");
+                assert_eq!(
+                    incident.delivered_via_account.as_deref(),
+                    Some("111122223333")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

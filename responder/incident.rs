@@ -1,0 +1,550 @@
+//! A finding normalised into what the responder reasons about: who is affected (the target),
+//! how bad it is (severity band), and the guardrail facts (sample, archived, account, region).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::finding::{tag_map, Container, Finding, FindingType, FindingTypeError, Timestamp};
+
+/// GuardDuty's severity bands: Low < 4, Medium 4–6.9, High 7–8.9, Critical ≥ 9
+/// (<https://docs.aws.amazon.com/guardduty/latest/ug/guardduty_findings-severity.html>).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub enum SeverityBand {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl SeverityBand {
+    pub fn of(severity: f64) -> SeverityBand {
+        if severity >= 9.0 {
+            SeverityBand::Critical
+        } else if severity >= 7.0 {
+            SeverityBand::High
+        } else if severity >= 4.0 {
+            SeverityBand::Medium
+        } else {
+            SeverityBand::Low
+        }
+    }
+
+    pub const ALL: [SeverityBand; 4] = [
+        SeverityBand::Low,
+        SeverityBand::Medium,
+        SeverityBand::High,
+        SeverityBand::Critical,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SeverityBand::Low => "Low",
+            SeverityBand::Medium => "Medium",
+            SeverityBand::High => "High",
+            SeverityBand::Critical => "Critical",
+        }
+    }
+
+    /// Case-insensitive, so playbooks may say `high` or `High`.
+    pub fn parse(text: &str) -> Option<SeverityBand> {
+        SeverityBand::ALL
+            .into_iter()
+            .find(|band| band.name().eq_ignore_ascii_case(text.trim()))
+    }
+}
+
+impl fmt::Display for SeverityBand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum LaunchType {
+    #[serde(rename = "FARGATE")]
+    Fargate,
+    #[serde(rename = "EC2")]
+    Ec2,
+}
+
+impl LaunchType {
+    /// The API enum says `FARGATE | EC2`; documented examples also show `Fargate`.
+    pub fn parse(text: &str) -> Option<LaunchType> {
+        match text.trim().to_ascii_uppercase().as_str() {
+            "FARGATE" => Some(LaunchType::Fargate),
+            "EC2" => Some(LaunchType::Ec2),
+            _ => None,
+        }
+    }
+}
+
+/// The kind of workload a finding is about, as named in playbooks and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    EcsTask,
+    Ec2Instance,
+    EksWorkload,
+    Unsupported,
+}
+
+impl TargetKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::EcsTask => "ecs_task",
+            TargetKind::Ec2Instance => "ec2_instance",
+            TargetKind::EksWorkload => "eks_workload",
+            TargetKind::Unsupported => "unsupported",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContainerRef {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+impl From<&Container> for ContainerRef {
+    fn from(c: &Container) -> Self {
+        ContainerRef {
+            name: c.name.clone(),
+            image: c.image.clone(),
+            id: c.id.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EcsTaskTarget {
+    pub cluster_arn: String,
+    pub cluster_name: String,
+    pub task_arn: String,
+    pub task_id: String,
+    pub launch_type: Option<LaunchType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_definition_arn: Option<String>,
+    /// The service name when the task's group is `service:NAME`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    pub containers: Vec<ContainerRef>,
+    #[serde(skip)]
+    pub task_tags: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub cluster_tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EniRef {
+    pub eni_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_ip: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ipv6: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vpc_id: Option<String>,
+    pub security_groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ec2InstanceTarget {
+    pub instance_id: String,
+    pub network_interfaces: Vec<EniRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vpc_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_profile_arn: Option<String>,
+    #[serde(skip)]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EksWorkloadTarget {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_arn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload_type: Option<String>,
+    pub containers: Vec<ContainerRef>,
+    #[serde(skip)]
+    pub cluster_tags: BTreeMap<String, String>,
+}
+
+/// What the finding is about. Serialised with `kind` first so reports stay greppable.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Target {
+    EcsTask(EcsTaskTarget),
+    Ec2Instance(Ec2InstanceTarget),
+    EksWorkload(EksWorkloadTarget),
+    Unsupported { resource_type: String },
+}
+
+impl Target {
+    pub fn kind(&self) -> TargetKind {
+        match self {
+            Target::EcsTask(_) => TargetKind::EcsTask,
+            Target::Ec2Instance(_) => TargetKind::Ec2Instance,
+            Target::EksWorkload(_) => TargetKind::EksWorkload,
+            Target::Unsupported { .. } => TargetKind::Unsupported,
+        }
+    }
+
+    /// Tags that playbook conditions and the exemption guardrail look at, each with where it
+    /// came from (a task tag overrides a cluster tag of the same key).
+    pub fn tag_sources(&self) -> Vec<(&'static str, &BTreeMap<String, String>)> {
+        match self {
+            Target::EcsTask(t) => vec![("task", &t.task_tags), ("cluster", &t.cluster_tags)],
+            Target::Ec2Instance(t) => vec![("instance", &t.tags)],
+            Target::EksWorkload(t) => vec![("cluster", &t.cluster_tags)],
+            Target::Unsupported { .. } => Vec::new(),
+        }
+    }
+
+    /// The tag value a condition sees: the most specific source wins.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tag_sources()
+            .into_iter()
+            .find_map(|(_, tags)| tags.get(key).map(String::as_str))
+    }
+
+    /// A short human label: `task web/3f2a… in cluster prod`.
+    pub fn label(&self) -> String {
+        match self {
+            Target::EcsTask(t) => {
+                let service = t
+                    .service
+                    .as_ref()
+                    .map(|s| format!(", service {s}"))
+                    .unwrap_or_default();
+                let launch = match t.launch_type {
+                    Some(LaunchType::Fargate) => "Fargate ",
+                    Some(LaunchType::Ec2) => "EC2-launched ",
+                    None => "",
+                };
+                format!(
+                    "{launch}task {} (cluster {}{service})",
+                    t.task_id, t.cluster_name
+                )
+            }
+            Target::Ec2Instance(t) => format!("EC2 instance {}", t.instance_id),
+            Target::EksWorkload(t) => format!(
+                "EKS {} {}/{} (cluster {})",
+                t.workload_type.as_deref().unwrap_or("workload"),
+                t.namespace.as_deref().unwrap_or("?"),
+                t.workload_name.as_deref().unwrap_or("?"),
+                t.cluster_name.as_deref().unwrap_or("?")
+            ),
+            Target::Unsupported { resource_type } => {
+                format!("unsupported resource type {resource_type}")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProcessSummary {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable_sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i64>,
+}
+
+/// A finding ready for planning.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Incident {
+    pub finding_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finding_arn: Option<String>,
+    pub finding_type: String,
+    #[serde(skip)]
+    pub finding_type_parts: FindingType,
+    pub severity: f64,
+    pub band: SeverityBand,
+    /// The account that owns the resource (the finding's `accountId`).
+    pub account_id: String,
+    pub region: String,
+    /// The account whose event bus delivered the event, when it is not the resource's own
+    /// (a GuardDuty administrator account receives its members' findings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivered_via_account: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+    /// How many times GuardDuty has seen this activity; grows as the finding is republished.
+    pub count: u64,
+    pub sample: bool,
+    pub archived: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessSummary>,
+    pub target: Target,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum IncidentError {
+    #[error(transparent)]
+    FindingType(#[from] FindingTypeError),
+    #[error("the finding has no {0}")]
+    Missing(&'static str),
+}
+
+impl Incident {
+    /// Normalise a parsed finding. `envelope_account`/`envelope_region` fill gaps and tell an
+    /// administrator-account delivery apart from the resource's own account.
+    pub fn from_finding(
+        finding: &Finding,
+        envelope_account: Option<&str>,
+        envelope_region: Option<&str>,
+    ) -> Result<Incident, IncidentError> {
+        let finding_type_parts: FindingType = finding.finding_type.parse()?;
+        let account_id = finding
+            .account_id
+            .clone()
+            .or_else(|| envelope_account.map(str::to_string))
+            .ok_or(IncidentError::Missing("accountId"))?;
+        let region = finding
+            .region
+            .clone()
+            .or_else(|| envelope_region.map(str::to_string))
+            .ok_or(IncidentError::Missing("region"))?;
+        let delivered_via_account = envelope_account
+            .filter(|via| *via != account_id)
+            .map(str::to_string);
+        let service = finding.service.clone().unwrap_or_default();
+        let resource = finding
+            .resource
+            .as_ref()
+            .ok_or(IncidentError::Missing("resource"))?;
+        let target = target_of(resource)?;
+        let process = service
+            .runtime_details
+            .as_ref()
+            .and_then(|r| r.process.as_ref())
+            .map(|p| ProcessSummary {
+                name: p.name.clone(),
+                executable_path: p.executable_path.clone(),
+                executable_sha256: p.executable_sha256.clone(),
+                pid: p.pid,
+            });
+        Ok(Incident {
+            finding_id: finding.id.clone(),
+            finding_arn: finding.arn.clone(),
+            finding_type: finding.finding_type.clone(),
+            finding_type_parts,
+            severity: finding.severity,
+            band: SeverityBand::of(finding.severity),
+            account_id,
+            region,
+            delivered_via_account,
+            title: finding.title.clone(),
+            created_at: finding.created_at.as_ref().map(Timestamp::to_string),
+            updated_at: finding.updated_at.as_ref().map(Timestamp::to_string),
+            count: service.count.unwrap_or(1),
+            sample: service
+                .additional_info
+                .as_ref()
+                .is_some_and(|info| info.is_sample()),
+            archived: service.archived.unwrap_or(false),
+            feature_name: service.feature_name.clone(),
+            process,
+            target,
+        })
+    }
+}
+
+fn target_of(resource: &crate::finding::Resource) -> Result<Target, IncidentError> {
+    let resource_type = resource
+        .resource_type
+        .as_deref()
+        .ok_or(IncidentError::Missing("resource.resourceType"))?;
+    match resource_type {
+        "ECSCluster" => {
+            let cluster = resource
+                .ecs_cluster_details
+                .as_ref()
+                .ok_or(IncidentError::Missing("resource.ecsClusterDetails"))?;
+            let task = cluster.task_details.as_ref().ok_or(IncidentError::Missing(
+                "resource.ecsClusterDetails.taskDetails",
+            ))?;
+            let task_arn =
+                task.arn
+                    .clone()
+                    .filter(|arn| !arn.is_empty())
+                    .ok_or(IncidentError::Missing(
+                        "resource.ecsClusterDetails.taskDetails.arn",
+                    ))?;
+            let cluster_arn = cluster
+                .arn
+                .clone()
+                .filter(|arn| !arn.is_empty())
+                .ok_or(IncidentError::Missing("resource.ecsClusterDetails.arn"))?;
+            let cluster_name = cluster
+                .name
+                .clone()
+                .unwrap_or_else(|| last_segment(&cluster_arn).to_string());
+            Ok(Target::EcsTask(EcsTaskTarget {
+                task_id: last_segment(&task_arn).to_string(),
+                cluster_arn,
+                cluster_name,
+                task_arn,
+                launch_type: task.launch_type.as_deref().and_then(LaunchType::parse),
+                task_definition_arn: task.definition_arn.clone(),
+                service: task
+                    .group
+                    .as_deref()
+                    .and_then(|g| g.strip_prefix("service:"))
+                    .map(str::to_string),
+                group: task.group.clone(),
+                containers: task.containers.iter().map(ContainerRef::from).collect(),
+                task_tags: tag_map([task.tags.as_slice()]),
+                cluster_tags: tag_map([cluster.tags.as_slice()]),
+            }))
+        }
+        "Instance" => {
+            let details = resource
+                .instance_details
+                .as_ref()
+                .ok_or(IncidentError::Missing("resource.instanceDetails"))?;
+            let instance_id = details
+                .instance_id
+                .clone()
+                .filter(|id| !id.is_empty())
+                .ok_or(IncidentError::Missing(
+                    "resource.instanceDetails.instanceId",
+                ))?;
+            let network_interfaces: Vec<EniRef> = details
+                .network_interfaces
+                .iter()
+                .filter_map(|eni| {
+                    Some(EniRef {
+                        eni_id: eni.network_interface_id.clone()?,
+                        private_ip: eni.private_ip_address.clone(),
+                        ipv6: eni.ipv6_addresses.clone(),
+                        subnet_id: eni.subnet_id.clone(),
+                        vpc_id: eni.vpc_id.clone(),
+                        security_groups: eni
+                            .security_groups
+                            .iter()
+                            .filter_map(|sg| sg.group_id.clone())
+                            .collect(),
+                    })
+                })
+                .collect();
+            Ok(Target::Ec2Instance(Ec2InstanceTarget {
+                instance_id,
+                vpc_id: network_interfaces.iter().find_map(|e| e.vpc_id.clone()),
+                subnet_id: network_interfaces.iter().find_map(|e| e.subnet_id.clone()),
+                network_interfaces,
+                instance_profile_arn: details
+                    .iam_instance_profile
+                    .as_ref()
+                    .and_then(|p| p.arn.clone()),
+                tags: tag_map([details.tags.as_slice()]),
+            }))
+        }
+        "EKSCluster" => {
+            let cluster = resource.eks_cluster_details.clone().unwrap_or_default();
+            let workload = resource
+                .kubernetes_details
+                .as_ref()
+                .and_then(|k| k.kubernetes_workload_details.clone())
+                .unwrap_or_default();
+            Ok(Target::EksWorkload(EksWorkloadTarget {
+                cluster_name: cluster.name.clone(),
+                cluster_arn: cluster.arn.clone(),
+                namespace: workload.namespace.clone(),
+                workload_name: workload.name.clone(),
+                workload_type: workload.workload_type.clone(),
+                containers: workload.containers.iter().map(ContainerRef::from).collect(),
+                cluster_tags: tag_map([cluster.tags.as_slice()]),
+            }))
+        }
+        other => Ok(Target::Unsupported {
+            resource_type: other.to_string(),
+        }),
+    }
+}
+
+/// `arn:aws:ecs:region:acct:task/cluster/id` → `id`; also works for cluster ARNs.
+fn last_segment(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn band_edges() {
+        assert_eq!(SeverityBand::of(0.0), SeverityBand::Low);
+        assert_eq!(SeverityBand::of(3.9), SeverityBand::Low);
+        assert_eq!(SeverityBand::of(3.99), SeverityBand::Low);
+        assert_eq!(SeverityBand::of(4.0), SeverityBand::Medium);
+        assert_eq!(SeverityBand::of(6.9), SeverityBand::Medium);
+        assert_eq!(SeverityBand::of(6.99), SeverityBand::Medium);
+        assert_eq!(SeverityBand::of(7.0), SeverityBand::High);
+        assert_eq!(SeverityBand::of(8.9), SeverityBand::High);
+        assert_eq!(SeverityBand::of(9.0), SeverityBand::Critical);
+        assert_eq!(SeverityBand::of(10.0), SeverityBand::Critical);
+    }
+
+    #[test]
+    fn band_names_parse_case_insensitively() {
+        assert_eq!(SeverityBand::parse("high"), Some(SeverityBand::High));
+        assert_eq!(
+            SeverityBand::parse(" CRITICAL "),
+            Some(SeverityBand::Critical)
+        );
+        assert_eq!(SeverityBand::parse("severe"), None);
+        assert!(SeverityBand::Low < SeverityBand::Critical);
+    }
+
+    #[test]
+    fn launch_type_variants() {
+        assert_eq!(LaunchType::parse("Fargate"), Some(LaunchType::Fargate));
+        assert_eq!(LaunchType::parse("FARGATE"), Some(LaunchType::Fargate));
+        assert_eq!(LaunchType::parse("ec2"), Some(LaunchType::Ec2));
+        assert_eq!(LaunchType::parse("EXTERNAL"), None);
+    }
+
+    #[test]
+    fn last_segment_of_arns() {
+        assert_eq!(
+            last_segment("arn:aws:ecs:us-east-1:111122223333:task/prod/0a1b2c"),
+            "0a1b2c"
+        );
+        assert_eq!(
+            last_segment("arn:aws:ecs:us-east-1:111122223333:cluster/prod"),
+            "prod"
+        );
+    }
+}

@@ -1,0 +1,44 @@
+//! GuardDuty Runtime Monitoring incident responder.
+//!
+//! Data flows one way: an EventBridge event is parsed ([`event`], [`finding`]) into an
+//! [`incident::Incident`], matched against [`playbook`]s and turned into a [`plan::Decision`]
+//! — all pure — and then carried out. The [`report::Report`] says what was decided and done.
+
+pub mod event;
+pub mod finding;
+pub mod incident;
+pub mod plan;
+pub mod playbook;
+pub mod report;
+
+use event::{parse_event, Inbound};
+use plan::{Decision, SkipReason};
+use playbook::{Mode, PlaybookSet};
+use report::Report;
+
+/// Parse one event and decide what to do about it, without doing anything. Pure.
+///
+/// `ceiling` caps every rule's mode (a deployment in `dry-run` never mutates).
+pub fn decide(
+    input: Option<String>,
+    bytes: &[u8],
+    playbooks: &PlaybookSet,
+    ceiling: Mode,
+) -> (Report, Option<(Inbound, Decision)>) {
+    let inbound = match parse_event(bytes) {
+        Ok(inbound) => inbound,
+        Err(error) => return (Report::for_error(input, &error), None),
+    };
+    let decision = match &inbound {
+        Inbound::Finding { incident, .. } => plan::plan(incident, playbooks).capped_at(ceiling),
+        Inbound::Foreign {
+            source,
+            detail_type,
+        } => Decision::Skip(SkipReason::NotAGuardDutyFinding {
+            source: source.clone(),
+            detail_type: detail_type.clone(),
+        }),
+    };
+    let report = Report::for_decision(input, &inbound, &decision);
+    (report, Some((inbound, decision)))
+}

@@ -1,0 +1,326 @@
+//! The `responder` binary, run as a user would run it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn responder() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_responder"));
+    command.current_dir(root());
+    // Replays must never reach a real AWS account from a test.
+    command.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9");
+    command.env_remove("RESPONDER_PLAYBOOKS_PATH");
+    command
+}
+
+fn run(args: &[&str]) -> Output {
+    responder().args(args).output().expect("run responder")
+}
+
+fn json_lines(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+fn sample_events() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("events"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn by_input<'a>(lines: &'a [Value], file: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["input"].as_str().is_some_and(|i| i.ends_with(file)))
+        .unwrap_or_else(|| panic!("no report for {file}"))
+}
+
+#[test]
+fn replay_of_every_sample_event_in_json() {
+    let files = sample_events();
+    assert!(files.len() >= 10, "events/ holds at least ten samples");
+    let mut args = vec!["replay", "--dry-run", "--output", "json"];
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    args.extend(names.iter().map(String::as_str));
+    let output = run(&args);
+    let lines = json_lines(&output);
+    assert_eq!(lines.len(), files.len());
+    for line in &lines {
+        for key in [
+            "finding_id",
+            "finding_type",
+            "severity",
+            "target",
+            "decision",
+            "rule",
+            "mode",
+            "steps",
+            "reason",
+        ] {
+            assert!(line.get(key).is_some(), "{key} missing in {line}");
+        }
+    }
+
+    let miner = by_input(&lines, "fargate-crypto-miner-high.json");
+    assert_eq!(miner["decision"], "act");
+    assert_eq!(miner["rule"], "ecs-task-high");
+    assert_eq!(miner["mode"], "dry-run");
+    assert_eq!(miner["severity"], 8.0);
+    assert_eq!(miner["target"]["kind"], "ecs_task");
+    assert_eq!(miner["target"]["launch_type"], "FARGATE");
+    assert_eq!(miner["target"]["service"], "checkout-api");
+    assert_eq!(
+        miner["target"]["task_arn"],
+        "arn:aws:ecs:us-east-1:111122223333:task/payments-prod/5b0f6c2e8d3a4b1f9e7c6a5d4b3c2a10"
+    );
+    let steps: Vec<&str> = miner["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["isolate", "evidence", "tag", "notify"]);
+
+    let republished = by_input(&lines, "fargate-crypto-miner-republished.json");
+    assert_eq!(republished["finding_id"], miner["finding_id"]);
+    assert_eq!(republished["count"], 7);
+
+    let skip = by_input(&lines, "sample-finding.json");
+    assert_eq!(skip["decision"], "skip");
+    assert_eq!(skip["rule"], Value::Null);
+    assert_eq!(skip["skip_code"], "sample_finding");
+
+    let via_admin = by_input(&lines, "ecs-ec2-launch-type-via-admin.json");
+    assert_eq!(
+        via_admin["account_id"], "111122223333",
+        "the resource's account, not the delivering one"
+    );
+    assert_eq!(via_admin["target"]["launch_type"], "EC2");
+
+    let ec2 = by_input(&lines, "ec2-instance-process-injection.json");
+    assert_eq!(ec2["target"]["kind"], "ec2_instance");
+    assert_eq!(ec2["target"]["instance_id"], "i-0b2c3d4e5f6a70819");
+    let eks = by_input(&lines, "eks-runc-container-escape.json");
+    assert_eq!(eks["target"]["kind"], "eks_workload");
+    assert_eq!(eks["target"]["namespace"], "ingest");
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn text_output_is_plain_when_not_a_terminal() {
+    let output = run(&[
+        "replay",
+        "--dry-run",
+        "events/fargate-crypto-miner-high.json",
+    ]);
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(!text.contains('\u{1b}'), "no colour codes through a pipe");
+    assert!(
+        text.contains("ACT  rule ecs-task-high  mode dry-run"),
+        "{text}"
+    );
+    assert!(text.contains("1. isolate"), "{text}");
+}
+
+fn broken_inputs(dir: &Path) -> Vec<(PathBuf, &'static str)> {
+    let valid: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("events/fargate-crypto-miner-high.json")).unwrap(),
+    )
+    .unwrap();
+    let text = valid.to_string();
+    let mut wrong_detail_type = valid.clone();
+    wrong_detail_type["detail-type"] = "AWS API Call via CloudTrail".into();
+    wrong_detail_type["source"] = "aws.ec2".into();
+    let mut missing_resource = valid.clone();
+    missing_resource["detail"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resource");
+    let mut huge = valid.clone();
+    huge["detail"]["severity"] = "9".repeat(200_000).into();
+    let mut wrong_types = valid.clone();
+    wrong_types["detail"]["service"]["count"] = "many".into();
+    let mut missing_task = valid.clone();
+    missing_task["detail"]["resource"]["ecsClusterDetails"]
+        .as_object_mut()
+        .unwrap()
+        .remove("taskDetails");
+    let cases: Vec<(&str, String, &'static str)> = vec![
+        (
+            "truncated.json",
+            text[..text.len() / 2].to_string(),
+            "not valid JSON",
+        ),
+        (
+            "wrong-detail-type.json",
+            wrong_detail_type.to_string(),
+            "not a GuardDuty finding",
+        ),
+        (
+            "missing-resource.json",
+            missing_resource.to_string(),
+            "the finding has no resource",
+        ),
+        ("huge.json", huge.to_string(), "severity"),
+        ("wrong-types.json", wrong_types.to_string(), "service.count"),
+        (
+            "missing-task.json",
+            missing_task.to_string(),
+            "resource.ecsClusterDetails.taskDetails",
+        ),
+        ("empty.json", String::new(), "not valid JSON"),
+        ("array.json", "[]".to_string(), "not an object"),
+    ];
+    cases
+        .into_iter()
+        .map(|(name, body, expect)| {
+            let path = dir.join(name);
+            std::fs::write(&path, body).unwrap();
+            (path, expect)
+        })
+        .collect()
+}
+
+#[test]
+fn broken_inputs_get_clear_errors_and_do_not_stop_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = broken_inputs(dir.path());
+    let good = root().join("events/fargate-reverse-shell.json");
+    for (path, expected) in &cases {
+        let output = run(&[
+            "replay",
+            "--dry-run",
+            "--output",
+            "json",
+            path.to_str().unwrap(),
+            good.to_str().unwrap(),
+        ]);
+        assert_eq!(output.status.code(), Some(2), "{}", path.display());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(path.to_str().unwrap()) && stderr.contains(expected),
+            "{}: expected {expected:?} in {stderr}",
+            path.display()
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            stderr.len() < 2_000,
+            "errors stay short: {} bytes",
+            stderr.len()
+        );
+        let lines = json_lines(&output);
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0]["error"].as_str().unwrap().contains(expected));
+        assert!(lines[0]["decision"] == "error" || lines[0]["decision"] == "skip");
+        assert_eq!(
+            lines[1]["decision"], "act",
+            "the good event is still handled"
+        );
+    }
+    let missing = run(&["replay", "--dry-run", "no/such/file.json"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr)
+        .contains("cannot read the event: no/such/file.json"));
+}
+
+#[test]
+fn replay_reads_stdin() {
+    let mut child = responder()
+        .args(["replay", "--dry-run", "--output", "json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let event = std::fs::read(root().join("events/fargate-new-binary-medium.json")).unwrap();
+    child.stdin.take().unwrap().write_all(&event).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let lines = json_lines(&output);
+    assert_eq!(lines[0]["input"], "-");
+    assert_eq!(lines[0]["rule"], "ecs-task-medium");
+}
+
+#[test]
+fn replay_honours_a_playbook_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("only.yaml"),
+        "rules:\n  - name: page-everyone\n    mode: notify-only\n    actions: [notify]\n",
+    )
+    .unwrap();
+    let output = run(&[
+        "replay",
+        "--dry-run",
+        "--output",
+        "json",
+        "--playbooks",
+        dir.path().to_str().unwrap(),
+        "events/fargate-crypto-miner-high.json",
+    ]);
+    assert!(output.status.success());
+    let lines = json_lines(&output);
+    assert_eq!(lines[0]["rule"], "page-everyone");
+    assert_eq!(
+        lines[0]["mode"], "dry-run",
+        "--dry-run caps the rule's mode"
+    );
+}
+
+#[test]
+fn validate_reports_located_errors() {
+    let ok = run(&["validate"]);
+    assert!(ok.status.success());
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("6 rule(s)"));
+    assert!(run(&["validate", "playbooks"]).status.success());
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("broken.yaml"),
+        "rules:\n  - name: r\n    mode: enforce\n    actions:\n      - isolate: {fallback: maybe}\n",
+    )
+    .unwrap();
+    let bad = run(&["validate", dir.path().to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("broken.yaml:5:"), "{stderr}");
+    assert!(stderr.contains("unknown variant `maybe`"), "{stderr}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let none = run(&["validate", empty.path().to_str().unwrap()]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no *.yaml"));
+}
+
+#[test]
+fn schema_command_prints_the_committed_schema() {
+    let output = run(&["schema"]);
+    assert!(output.status.success());
+    let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("playbooks/schema.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(printed, committed);
+    assert_eq!(
+        printed["$schema"],
+        "http://json-schema.org/draft-07/schema#"
+    );
+}

@@ -1,0 +1,3 @@
+//! The one integration-test binary (each extra binary would relink the AWS SDK).
+
+mod cli;
