@@ -18,12 +18,35 @@ pub enum Inbound {
     /// A GuardDuty finding, normalised. `raw` is the finding JSON as received (kept as
     /// evidence).
     Finding { incident: Box<Incident>, raw: Value },
+    /// An ECS "Task State Change" event: when a quarantined task stops, its network ACL
+    /// entries must go (the next task given the same IP would otherwise be blocked).
+    TaskStateChange(TaskStateChange),
     /// A well-formed EventBridge event that is not a GuardDuty finding.
     Foreign {
         source: Option<String>,
         detail_type: Option<String>,
     },
 }
+
+/// The fields of an ECS Task State Change event this responder uses.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStateChange {
+    pub task_arn: String,
+    #[serde(default)]
+    pub cluster_arn: Option<String>,
+    #[serde(default)]
+    pub last_status: Option<String>,
+    #[serde(default)]
+    pub desired_status: Option<String>,
+    #[serde(default)]
+    pub stopped_reason: Option<String>,
+    #[serde(default)]
+    pub stop_code: Option<String>,
+}
+
+pub const ECS_SOURCE: &str = "aws.ecs";
+pub const TASK_STATE_CHANGE: &str = "ECS Task State Change";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
@@ -41,9 +64,9 @@ pub enum EventError {
     NotAnObject,
     #[error("the EventBridge event is malformed: {0}")]
     Envelope(String),
-    #[error("the GuardDuty event has no `detail` object")]
+    #[error("the event has no `detail` object")]
     MissingDetail,
-    #[error("the GuardDuty finding does not match the finding schema at `{path}`: {message}")]
+    #[error("the event does not match the expected schema at `{path}`: {message}")]
     FindingShape { path: String, message: String },
     #[error("the GuardDuty finding cannot be handled: {0}")]
     Incident(#[from] IncidentError),
@@ -75,6 +98,17 @@ pub fn parse_value(value: Value) -> Result<Inbound, EventError> {
     }
     let envelope: Envelope = serde_json::from_value(value.clone())
         .map_err(|e| EventError::Envelope(clip(&e.to_string())))?;
+    let is_task_change = envelope.source.as_deref() == Some(ECS_SOURCE)
+        && envelope.detail_type.as_deref() == Some(TASK_STATE_CHANGE);
+    if is_task_change {
+        let detail = envelope.detail.ok_or(EventError::MissingDetail)?;
+        let change: TaskStateChange =
+            serde_path_to_error::deserialize(&detail).map_err(|e| EventError::FindingShape {
+                path: clip(&e.path().to_string()),
+                message: clip(&e.inner().to_string()),
+            })?;
+        return Ok(Inbound::TaskStateChange(change));
+    }
     let is_guardduty = envelope.source.as_deref() == Some(GUARDDUTY_SOURCE)
         && envelope.detail_type.as_deref() == Some(GUARDDUTY_DETAIL_TYPE);
     if !is_guardduty {

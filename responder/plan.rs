@@ -25,6 +25,11 @@ pub struct Step {
 pub enum Decision {
     Act(ActPlan),
     Skip(SkipReason),
+    /// A quarantined task stopped: remove the network ACL entries recorded for it.
+    Release {
+        task_arn: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -66,6 +71,11 @@ pub enum SkipReason {
         #[serde(skip_serializing_if = "Option::is_none")]
         hint: Option<String>,
     },
+    /// An ECS task state change other than STOPPED: nothing to release yet.
+    TaskNotStopped {
+        task_arn: String,
+        last_status: Option<String>,
+    },
 }
 
 impl SkipReason {
@@ -78,6 +88,7 @@ impl SkipReason {
             SkipReason::UnsupportedResource { .. } => "unsupported_resource",
             SkipReason::Exempt { .. } => "exempt",
             SkipReason::NoRuleMatched { .. } => "no_rule_matched",
+            SkipReason::TaskNotStopped { .. } => "task_not_stopped",
         }
     }
 
@@ -104,6 +115,13 @@ impl SkipReason {
             SkipReason::Exempt { tag, on } => format!(
                 "exempt: tag {tag} on the {on}; no step other than containment was planned"
             ),
+            SkipReason::TaskNotStopped {
+                task_arn,
+                last_status,
+            } => format!(
+                "ECS task {task_arn} changed state to {}, not STOPPED: nothing to release",
+                last_status.as_deref().unwrap_or("unknown")
+            ),
             SkipReason::NoRuleMatched { hint } => match hint {
                 Some(hint) => format!("no rule matched ({hint})"),
                 None => "no rule matched".to_string(),
@@ -128,6 +146,7 @@ impl Decision {
         match self {
             Decision::Act(plan) => plan.reason.clone(),
             Decision::Skip(reason) => reason.describe(),
+            Decision::Release { reason, .. } => reason.clone(),
         }
     }
 }
@@ -299,14 +318,14 @@ mod tests {
     fn actions(decision: &Decision) -> Vec<&'static str> {
         match decision {
             Decision::Act(p) => p.steps.iter().map(|s| s.action.name()).collect(),
-            Decision::Skip(r) => panic!("expected act, got skip: {}", r.describe()),
+            other => panic!("expected act, got {other:?}"),
         }
     }
 
     fn skip_code(decision: &Decision) -> &'static str {
         match decision {
             Decision::Skip(r) => r.code(),
-            Decision::Act(p) => panic!("expected skip, got act by {}", p.rule),
+            other => panic!("expected skip, got {other:?}"),
         }
     }
 

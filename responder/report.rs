@@ -18,7 +18,19 @@ use crate::playbook::Mode;
 pub enum DecisionKind {
     Act,
     Skip,
+    Release,
     Error,
+}
+
+impl DecisionKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DecisionKind::Act => "act",
+            DecisionKind::Skip => "skip",
+            DecisionKind::Release => "release",
+            DecisionKind::Error => "error",
+        }
+    }
 }
 
 /// How one step turned out (absent in a plan that has not been executed).
@@ -83,6 +95,29 @@ pub struct Report {
     /// Set when the event could not be handled; the CLI then exits with status 2.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How the plan was carried out (absent for a plan that was only printed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution: Option<Execution>,
+}
+
+/// Facts about carrying out a decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct Execution {
+    pub invocation_id: String,
+    pub started_at: String,
+    pub duration_ms: u64,
+    /// From receipt to the workload being cut off, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containment_ms: Option<u64>,
+    /// Where the audit record was written (`pk / sk` in the ledger table).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<String>,
+    /// A step failed in a way a retry can fix (throttling, 5xx): the Lambda returns an error
+    /// so the event is retried; the ledger keeps finished steps from repeating.
+    pub retryable: bool,
+    /// What a release (task stopped, or `responder release`) did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<serde_json::Value>,
 }
 
 impl Report {
@@ -106,6 +141,7 @@ impl Report {
             skip_code: None,
             notes: Vec::new(),
             error: Some(error.to_string()),
+            execution: None,
         }
     }
 
@@ -113,7 +149,7 @@ impl Report {
     pub fn for_decision(input: Option<String>, inbound: &Inbound, decision: &Decision) -> Report {
         let incident: Option<&Incident> = match inbound {
             Inbound::Finding { incident, .. } => Some(incident),
-            Inbound::Foreign { .. } => None,
+            Inbound::Foreign { .. } | Inbound::TaskStateChange(_) => None,
         };
         let (kind, rule, mode, steps, notes, skip_code) = match decision {
             Decision::Act(plan) => (
@@ -131,6 +167,14 @@ impl Report {
                 Vec::new(),
                 Vec::new(),
                 Some(reason.code()),
+            ),
+            Decision::Release { .. } => (
+                DecisionKind::Release,
+                None,
+                None,
+                Vec::new(),
+                Vec::new(),
+                None,
             ),
         };
         // A foreign event is a skip for the ledger, but an error for someone replaying files.
@@ -158,6 +202,7 @@ impl Report {
             skip_code,
             notes,
             error,
+            execution: None,
         }
     }
 
@@ -171,6 +216,106 @@ impl Report {
             serde_json::json!({"decision": "error", "error": format!("cannot serialise report: {e}")})
                 .to_string()
         })
+    }
+
+    /// The notification for this report: a subject (SNS allows 100 characters) and a body
+    /// that says what was found, on what, what was done, what failed, and how to release.
+    pub fn notification(&self, subject_prefix: Option<&str>) -> (String, String) {
+        let finding_type = self.finding_type.as_deref().unwrap_or("event");
+        let short_type = finding_type.rsplit('/').next().unwrap_or(finding_type);
+        let band = self.band.map(|b| b.name()).unwrap_or("-");
+        let target = self
+            .target
+            .as_ref()
+            .map(Target::label)
+            .unwrap_or_else(|| "unknown target".to_string());
+        let failed = self
+            .steps
+            .iter()
+            .any(|s| matches!(s.outcome, Some(Outcome::Failed { .. })));
+        let contained = self.steps.iter().any(|s| {
+            s.action == crate::playbook::ActionName::Isolate
+                && matches!(s.outcome, Some(Outcome::Done { .. }))
+        });
+        let verdict = match (self.decision, contained, failed) {
+            (DecisionKind::Act, true, false) => "contained",
+            (DecisionKind::Act, true, true) => "contained, with failures",
+            (DecisionKind::Act, false, true) => "ACTION FAILED",
+            (DecisionKind::Act, false, false) => "reported",
+            (DecisionKind::Skip, _, _) => "skipped",
+            (DecisionKind::Release, _, _) => "released",
+            (DecisionKind::Error, _, _) => "error",
+        };
+        let mut subject = format!(
+            "{}[{band}] {short_type} on {target}: {verdict}",
+            subject_prefix.map(|p| format!("{p} ")).unwrap_or_default()
+        );
+        // SNS subjects: at most 100 characters, no line breaks.
+        subject = subject.replace(['\n', '\r'], " ");
+        if subject.chars().count() > 100 {
+            subject = subject.chars().take(99).collect::<String>() + "…";
+        }
+
+        let mut body = String::new();
+        let _ = writeln!(
+            body,
+            "GuardDuty finding {finding_type} ({band}, severity {})",
+            self.severity.map(|s| s.to_string()).unwrap_or_default()
+        );
+        if let Some(id) = &self.finding_id {
+            let _ = writeln!(
+                body,
+                "Finding id {id} in account {} ({}), seen {} time(s)",
+                self.account_id.as_deref().unwrap_or("?"),
+                self.region.as_deref().unwrap_or("?"),
+                self.count.unwrap_or(1)
+            );
+        }
+        let _ = writeln!(body, "On: {target}");
+        let _ = writeln!(body);
+        let _ = writeln!(
+            body,
+            "Decision: {}{}",
+            self.reason,
+            self.mode
+                .map(|m| format!(" (mode {m})"))
+                .unwrap_or_default()
+        );
+        for (title, wanted) in [
+            ("Done", "done"),
+            ("Failed", "failed"),
+            ("Not done", "skipped"),
+        ] {
+            let lines: Vec<String> = self
+                .steps
+                .iter()
+                .filter(|step| step.action != crate::playbook::ActionName::Notify)
+                .filter_map(|step| {
+                    let (status, detail) = match &step.outcome {
+                        Some(Outcome::Done { detail }) => ("done", summarise(detail)),
+                        Some(Outcome::Failed { error, .. }) => ("failed", error.clone()),
+                        Some(Outcome::Skipped { reason }) => ("skipped", reason.clone()),
+                        None => ("skipped", "not executed".to_string()),
+                    };
+                    (status == wanted).then(|| format!("  - {}: {detail}", step.action))
+                })
+                .collect();
+            if !lines.is_empty() {
+                let _ = writeln!(body, "{title}:\n{}", lines.join("\n"));
+            }
+        }
+        for note in &self.notes {
+            let _ = writeln!(body, "Note: {note}");
+        }
+        if contained {
+            if let Some(id) = &self.finding_id {
+                let _ = writeln!(
+                    body,
+                    "\nTo release the containment once the investigation allows it:\n  responder release {id}\n(restores the original security groups and deletes exactly the network ACL entries that were added)."
+                );
+            }
+        }
+        (subject, body)
     }
 
     /// Text for people: short, aligned, styled (the caller strips styles when not a TTY).
@@ -222,6 +367,9 @@ impl Report {
                 let style = if self.error.is_some() { red } else { yellow };
                 let _ = writeln!(out, "{style}SKIP{style:#} {}", self.reason);
             }
+            DecisionKind::Release => {
+                let _ = writeln!(out, "{green}RELEASE{green:#} {}", self.reason);
+            }
             DecisionKind::Error => {
                 let _ = writeln!(out, "{red}ERROR{red:#} {}", self.reason);
             }
@@ -249,5 +397,30 @@ impl Report {
             let _ = writeln!(out, "{note}");
         }
         out
+    }
+}
+
+/// One line from a step's detail for the notification body.
+fn summarise(detail: &serde_json::Value) -> String {
+    match detail {
+        serde_json::Value::Object(map) => {
+            if let Some(summary) = map.get("summary").and_then(|s| s.as_str()) {
+                return summary.to_string();
+            }
+            let text = detail.to_string();
+            if text.len() > 300 {
+                format!(
+                    "{}…",
+                    &text[..text
+                        .char_indices()
+                        .nth(300)
+                        .map(|(i, _)| i)
+                        .unwrap_or(text.len())]
+                )
+            } else {
+                text
+            }
+        }
+        other => other.to_string(),
     }
 }

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use responder::event::EventError;
 use responder::playbook::{self, Mode, PlaybookSet};
 use responder::report::Report;
+use responder::respond::Responder;
 
 #[derive(Parser)]
 #[command(
@@ -31,7 +32,8 @@ enum Output {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Decide (and with --dry-run, only decide) what to do about recorded events.
+    /// Respond to recorded events: decide, and (without --dry-run) carry out the plan against
+    /// the AWS the environment points at (AWS_ENDPOINT_URL, credentials, RESPONDER_* names).
     Replay {
         /// Event files (EventBridge events or bare GuardDuty findings); `-` reads stdin.
         #[arg(required = true)]
@@ -42,6 +44,23 @@ enum Command {
         /// Print the plan only; make no AWS call.
         #[arg(long)]
         dry_run: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Undo a containment recorded in the ledger: restore security groups, delete exactly the
+    /// network ACL entries that were added.
+    Release {
+        /// A GuardDuty finding id, or an ECS task ARN (every finding recorded for the task).
+        target: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// The main job, end to end against a local emulator: seed a Fargate service, respond to a
+    /// crypto-mining finding on one of its tasks, show what was contained, stored and sent.
+    Demo {
+        /// Use an emulator already running at URL and leave everything in place afterwards.
+        #[arg(long)]
+        endpoint_url: Option<String>,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -56,6 +75,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RESPONDER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
         Command::Replay {
             events,
@@ -63,6 +89,11 @@ fn main() -> ExitCode {
             dry_run,
             output,
         } => replay(&events, playbooks.as_deref(), dry_run, output),
+        Command::Release { target, output } => with_runtime(release(&target, output)),
+        Command::Demo {
+            endpoint_url,
+            output,
+        } => with_runtime(demo(endpoint_url.as_deref(), output)),
         Command::Validate { path } => validate(path.as_deref()),
         Command::Schema => {
             let schema = playbook::json_schema();
@@ -99,24 +130,96 @@ fn validate(path: Option<&Path>) -> ExitCode {
     }
 }
 
+fn with_runtime(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(work),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A unique id for this CLI run, recorded as the ledger owner of what it does.
+fn invocation_id() -> String {
+    format!(
+        "cli-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
+    )
+}
+
+async fn responder_from_env(playbooks: PlaybookSet) -> Result<Responder, ExitCode> {
+    Responder::from_env(playbooks).await.map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 fn replay(events: &[PathBuf], playbooks: Option<&Path>, dry_run: bool, output: Output) -> ExitCode {
     let set = match load_playbooks(playbooks) {
         Ok(set) => set,
         Err(code) => return code,
     };
-    if !dry_run {
-        eprintln!("error: executing plans against AWS is not available yet; pass --dry-run to print the plan");
-        return ExitCode::FAILURE;
+    if dry_run {
+        let reports = events
+            .iter()
+            .map(|path| {
+                let label = path.display().to_string();
+                match read_event(path) {
+                    Ok(bytes) => responder::decide(Some(label), &bytes, &set, Mode::DryRun).0,
+                    Err(error) => Report::for_error(Some(label), &error),
+                }
+            })
+            .collect();
+        return emit(reports, output);
     }
-    let mut any_error = false;
-    let mut stdout = anstream::stdout();
-    for path in events {
+    with_runtime(async {
+        let responder = match responder_from_env(set).await {
+            Ok(responder) => responder,
+            Err(code) => return code,
+        };
+        print_reports_async(events, output, &responder, &invocation_id()).await
+    })
+}
+
+async fn print_reports_async(
+    events: &[PathBuf],
+    output: Output,
+    responder: &Responder,
+    id: &str,
+) -> ExitCode {
+    let mut reports = Vec::new();
+    for (i, path) in events.iter().enumerate() {
         let label = path.display().to_string();
         let report = match read_event(path) {
-            Ok(bytes) => responder::decide(Some(label), &bytes, &set, Mode::DryRun).0,
+            Ok(bytes) => {
+                responder
+                    .respond(Some(label), &bytes, &format!("{id}-{i}"), None)
+                    .await
+                    .report
+            }
             Err(error) => Report::for_error(Some(label), &error),
         };
+        reports.push(report);
+    }
+    emit(reports, output)
+}
+
+/// Print reports; exit 2 when an event could not be handled, 1 when a step failed.
+fn emit(reports: Vec<Report>, output: Output) -> ExitCode {
+    let mut any_error = false;
+    let mut any_failed = false;
+    let mut stdout = anstream::stdout();
+    for report in reports {
         any_error |= report.is_error();
+        any_failed |= report
+            .steps
+            .iter()
+            .any(|s| matches!(s.outcome, Some(responder::report::Outcome::Failed { .. })));
         let text = match output {
             Output::Json => format!("{}\n", report.to_json_line()),
             Output::Text => report.to_text(),
@@ -134,8 +237,54 @@ fn replay(events: &[PathBuf], playbooks: Option<&Path>, dry_run: bool, output: O
     }
     if any_error {
         ExitCode::from(2)
+    } else if any_failed {
+        ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+async fn release(target: &str, output: Output) -> ExitCode {
+    let set = match load_playbooks(None) {
+        Ok(set) => set,
+        Err(code) => return code,
+    };
+    let responder = match responder_from_env(set).await {
+        Ok(responder) => responder,
+        Err(code) => return code,
+    };
+    match responder.release(target, &invocation_id()).await {
+        Ok(detail) => {
+            let text = match output {
+                Output::Json => format!("{detail}\n"),
+                Output::Text => serde_json::to_string_pretty(&detail)
+                    .map(|t| t + "\n")
+                    .unwrap_or_default(),
+            };
+            print_or_exit(&text)
+        }
+        Err(error) => {
+            eprintln!("error: release of {target} failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(endpoint: Option<&str>, output: Output) -> ExitCode {
+    match responder::emulator::demo::run(endpoint).await {
+        Ok(result) => {
+            let text = match output {
+                Output::Json => serde_json::to_string(&result)
+                    .map(|t| t + "\n")
+                    .unwrap_or_default(),
+                Output::Text => result.to_text(),
+            };
+            print_or_exit(&text)
+        }
+        Err(error) => {
+            eprintln!("error: the demo failed: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,0 +1,303 @@
+//! `evidence`: an S3 object set per incident under `incidents/{account}/{finding-id}/` — the
+//! finding, the workload's state as AWS describes it, the network ACLs before and after
+//! isolation, tags — and a manifest with the SHA-256 of each object. Objects get an Object Lock
+//! legal hold when the bucket has Object Lock. Written before any `stop`.
+
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ObjectLockLegalHoldStatus;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::isolate::{acl_json, describe_acls, ecs_task_json, eni_json, ContainmentRecord};
+use super::{aws, Clients, StepError};
+use crate::incident::{EcsTaskTarget, Incident, Target};
+
+/// One stored object, as listed in the manifest.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredObject {
+    pub key: String,
+    pub sha256: String,
+    pub bytes: usize,
+}
+
+pub fn prefix(incident: &Incident) -> String {
+    format!("incidents/{}/{}/", incident.account_id, incident.finding_id)
+}
+
+/// Collect and store the evidence. Returns the manifest.
+pub async fn preserve(
+    clients: &Clients,
+    bucket: &str,
+    incident: &Incident,
+    raw_finding: &Value,
+    containment: Option<&ContainmentRecord>,
+    legal_hold: bool,
+) -> Result<Value, StepError> {
+    let mut documents: Vec<(&str, Value)> = vec![("finding.json", raw_finding.clone())];
+    match &incident.target {
+        Target::EcsTask(task) => documents.extend(ecs_documents(clients, task, containment).await?),
+        Target::Ec2Instance(instance) => {
+            let output = clients
+                .ec2
+                .describe_instances()
+                .instance_ids(&instance.instance_id)
+                .send()
+                .await
+                .map_err(aws("EC2 DescribeInstances"))?;
+            let instances: Vec<Value> = output
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .map(|i| {
+                    json!({
+                        "instanceId": i.instance_id(), "imageId": i.image_id(),
+                        "instanceType": i.instance_type().map(|t| t.as_str()),
+                        "state": i.state().and_then(|s| s.name()).map(|n| n.as_str()),
+                        "privateIpAddress": i.private_ip_address(), "subnetId": i.subnet_id(), "vpcId": i.vpc_id(),
+                        "iamInstanceProfile": i.iam_instance_profile().and_then(|p| p.arn()),
+                        "launchTime": i.launch_time().map(|t| t.to_string()),
+                        "networkInterfaces": i.network_interfaces().iter().map(|n| json!({
+                            "networkInterfaceId": n.network_interface_id(),
+                            "groups": n.groups().iter().map(|g| g.group_id()).collect::<Vec<_>>(),
+                        })).collect::<Vec<_>>(),
+                        "blockDeviceMappings": i.block_device_mappings().iter().map(|b| json!({
+                            "deviceName": b.device_name(), "volumeId": b.ebs().and_then(|e| e.volume_id()),
+                        })).collect::<Vec<_>>(),
+                        "tags": i.tags().iter().map(|t| json!({"key": t.key(), "value": t.value()})).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            documents.push(("describe-instances.json", Value::Array(instances)));
+            if let Some(record) = containment {
+                documents.push((
+                    "containment.json",
+                    serde_json::to_value(record).unwrap_or_default(),
+                ));
+            }
+        }
+        // EKS and other targets: the finding is the evidence this tool can collect.
+        _ => {}
+    }
+
+    let lock = object_lock_enabled(clients, bucket).await?;
+    let hold = legal_hold && lock;
+    let base = prefix(incident);
+    let mut stored = Vec::new();
+    for (name, document) in documents {
+        let body = serde_json::to_vec_pretty(&document).unwrap_or_default();
+        stored.push(put(clients, bucket, &format!("{base}{name}"), body, hold).await?);
+    }
+    let manifest = json!({
+        "finding_id": incident.finding_id,
+        "finding_type": incident.finding_type,
+        "account_id": incident.account_id,
+        "region": incident.region,
+        "collected_at": chrono::Utc::now().to_rfc3339(),
+        "collector": concat!("guardduty-responder ", env!("CARGO_PKG_VERSION")),
+        "legal_hold": hold,
+        "objects": stored,
+    });
+    let manifest_key = format!("{base}manifest.json");
+    let manifest_object = put(
+        clients,
+        bucket,
+        &manifest_key,
+        serde_json::to_vec_pretty(&manifest).unwrap_or_default(),
+        hold,
+    )
+    .await?;
+    Ok(json!({
+        "bucket": bucket,
+        "prefix": base,
+        "manifest": manifest_object,
+        "objects": manifest["objects"],
+        "legal_hold": hold,
+    }))
+}
+
+async fn ecs_documents(
+    clients: &Clients,
+    task: &EcsTaskTarget,
+    containment: Option<&ContainmentRecord>,
+) -> Result<Vec<(&'static str, Value)>, StepError> {
+    let mut documents = Vec::new();
+    let tasks = clients
+        .ecs
+        .describe_tasks()
+        .cluster(&task.cluster_arn)
+        .tasks(&task.task_arn)
+        .include(aws_sdk_ecs::types::TaskField::Tags)
+        .send()
+        .await
+        .map_err(aws("ECS DescribeTasks"))?;
+    let described: Vec<Value> = tasks.tasks().iter().map(ecs_task_json).collect();
+    let failures: Vec<Value> = tasks
+        .failures()
+        .iter()
+        .map(|f| json!({"arn": f.arn(), "reason": f.reason(), "detail": f.detail()}))
+        .collect();
+    let eni_id = tasks.tasks().first().and_then(|t| {
+        t.attachments()
+            .iter()
+            .flat_map(|a| a.details())
+            .find(|d| d.name() == Some("networkInterfaceId"))
+            .and_then(|d| d.value().map(str::to_string))
+    });
+    documents.push((
+        "describe-tasks.json",
+        json!({"tasks": described, "failures": failures}),
+    ));
+    documents.push((
+        "tags.json",
+        json!({
+            "task": tasks.tasks().first().map(|t| t.tags().iter().map(|t| json!({"key": t.key(), "value": t.value()})).collect::<Vec<_>>()),
+            "cluster": task.cluster_tags,
+        }),
+    ));
+
+    let definition_arn = tasks
+        .tasks()
+        .first()
+        .and_then(|t| t.task_definition_arn().map(str::to_string))
+        .or_else(|| task.task_definition_arn.clone());
+    if let Some(arn) = definition_arn {
+        let output = clients
+            .ecs
+            .describe_task_definition()
+            .task_definition(&arn)
+            .send()
+            .await
+            .map_err(aws("ECS DescribeTaskDefinition"))?;
+        if let Some(def) = output.task_definition() {
+            documents.push((
+                "task-definition.json",
+                json!({
+                    "taskDefinitionArn": def.task_definition_arn(),
+                    "family": def.family(), "revision": def.revision(),
+                    "networkMode": def.network_mode().map(|m| m.as_str()),
+                    "taskRoleArn": def.task_role_arn(), "executionRoleArn": def.execution_role_arn(),
+                    "requiresCompatibilities": def.requires_compatibilities().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+                    "cpu": def.cpu(), "memory": def.memory(),
+                    // Environment values may hold secrets: names only.
+                    "containerDefinitions": def.container_definitions().iter().map(|c| json!({
+                        "name": c.name(), "image": c.image(), "command": c.command(), "entryPoint": c.entry_point(),
+                        "privileged": c.privileged(), "user": c.user(),
+                        "environmentNames": c.environment().iter().filter_map(|e| e.name()).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                }),
+            ));
+        }
+    }
+
+    if let Some(service) = &task.service {
+        let output = clients
+            .ecs
+            .describe_services()
+            .cluster(&task.cluster_arn)
+            .services(service)
+            .include(aws_sdk_ecs::types::ServiceField::Tags)
+            .send()
+            .await
+            .map_err(aws("ECS DescribeServices"))?;
+        let services: Vec<Value> = output
+            .services()
+            .iter()
+            .map(|s| {
+                json!({
+                    "serviceArn": s.service_arn(), "serviceName": s.service_name(), "status": s.status(),
+                    "desiredCount": s.desired_count(), "runningCount": s.running_count(),
+                    "taskDefinition": s.task_definition(),
+                    "launchType": s.launch_type().map(|l| l.as_str()),
+                    "loadBalancers": s.load_balancers().iter().map(|l| json!({
+                        "targetGroupArn": l.target_group_arn(), "containerName": l.container_name(), "containerPort": l.container_port(),
+                    })).collect::<Vec<_>>(),
+                    "tags": s.tags().iter().map(|t| json!({"key": t.key(), "value": t.value()})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        documents.push(("service.json", Value::Array(services)));
+    }
+
+    let mut vpc_id = containment.and_then(|c| c.vpc_id.clone());
+    if let Some(eni_id) = eni_id.or_else(|| containment.and_then(|c| c.eni_ids.first().cloned())) {
+        let output = clients
+            .ec2
+            .describe_network_interfaces()
+            .network_interface_ids(&eni_id)
+            .send()
+            .await
+            .map_err(aws("EC2 DescribeNetworkInterfaces"))?;
+        let enis: Vec<Value> = output.network_interfaces().iter().map(eni_json).collect();
+        vpc_id = vpc_id.or_else(|| {
+            output
+                .network_interfaces()
+                .first()
+                .and_then(|e| e.vpc_id().map(str::to_string))
+        });
+        documents.push(("network-interfaces.json", Value::Array(enis)));
+    }
+    if let Some(record) = containment {
+        if !record.acls_before.is_null() {
+            documents.push(("network-acls-before.json", record.acls_before.clone()));
+        }
+        documents.push((
+            "containment.json",
+            serde_json::to_value(record).unwrap_or_default(),
+        ));
+    }
+    if let Some(vpc_id) = vpc_id {
+        let acls = describe_acls(clients, &vpc_id).await?;
+        let name = if containment.is_some() {
+            "network-acls-after.json"
+        } else {
+            "network-acls.json"
+        };
+        documents.push((name, Value::Array(acls.iter().map(acl_json).collect())));
+    }
+    Ok(documents)
+}
+
+async fn object_lock_enabled(clients: &Clients, bucket: &str) -> Result<bool, StepError> {
+    match clients
+        .s3
+        .get_object_lock_configuration()
+        .bucket(bucket)
+        .send()
+        .await
+    {
+        Ok(output) => Ok(output
+            .object_lock_configuration()
+            .and_then(|c| c.object_lock_enabled())
+            .is_some_and(|e| e.as_str() == "Enabled")),
+        Err(error) if error.code() == Some("ObjectLockConfigurationNotFoundError") => Ok(false),
+        Err(error) => Err(aws("S3 GetObjectLockConfiguration")(error)),
+    }
+}
+
+async fn put(
+    clients: &Clients,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+    legal_hold: bool,
+) -> Result<StoredObject, StepError> {
+    let sha256 = hex::encode(Sha256::digest(&body));
+    let bytes = body.len();
+    let mut request = clients
+        .s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type("application/json")
+        .body(ByteStream::from(body));
+    if legal_hold {
+        request = request.object_lock_legal_hold_status(ObjectLockLegalHoldStatus::On);
+    }
+    request.send().await.map_err(aws("S3 PutObject"))?;
+    Ok(StoredObject {
+        key: key.to_string(),
+        sha256,
+        bytes,
+    })
+}

@@ -1,0 +1,384 @@
+//! The incident ledger in DynamoDB: one partition per finding, one item per step, claimed
+//! with conditional writes so a replayed, republished or concurrently delivered finding never
+//! repeats a finished step, plus an audit item for every received event.
+//!
+//! Items (`pk`, `sk`):
+//! - `finding#{id}`, `step#{action}` — status `claimed` | `done` | `failed` | `released`,
+//!   `owner` (invocation), `lease_until`, `attempts`, `rule`, `detail` (JSON), `updated_at`.
+//! - `task#{task arn}`, `finding#{id}` — lets a task's STOPPED event or `release TASK_ARN` find
+//!   the containment records of that task.
+//! - `finding#{id}` or `audit#{date}`, `audit#{time}#{invocation}` — the full report; expires
+//!   through the table's TTL attribute `expires_at`. Step items never expire: `release` needs them.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::{aws, StepError};
+
+/// How long a claim protects a step from other invocations (the Lambda timeout is shorter).
+pub const LEASE: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepStatus {
+    Claimed,
+    Done,
+    Failed,
+    Released,
+}
+
+impl StepStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            StepStatus::Claimed => "claimed",
+            StepStatus::Done => "done",
+            StepStatus::Failed => "failed",
+            StepStatus::Released => "released",
+        }
+    }
+
+    fn parse(text: &str) -> Option<StepStatus> {
+        [
+            StepStatus::Claimed,
+            StepStatus::Done,
+            StepStatus::Failed,
+            StepStatus::Released,
+        ]
+        .into_iter()
+        .find(|s| s.name() == text)
+    }
+}
+
+/// A step item as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    pub finding_id: String,
+    pub key: String,
+    pub status: StepStatus,
+    pub owner: String,
+    pub rule: Option<String>,
+    pub updated_at: String,
+    pub lease_until: i64,
+    pub attempts: u32,
+    pub detail: Value,
+}
+
+/// The answer to "may I run this step?".
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// Yes: this invocation holds the step until it finishes or the lease runs out.
+    Acquired,
+    /// No: it already happened (or was released, or another invocation holds it).
+    Taken(StepRecord),
+}
+
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    owner: String,
+    audit_ttl: Duration,
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+pub fn finding_pk(finding_id: &str) -> String {
+    format!("finding#{finding_id}")
+}
+
+impl Ledger {
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        table: impl Into<String>,
+        owner: impl Into<String>,
+        audit_ttl_days: u32,
+    ) -> Ledger {
+        Ledger {
+            client,
+            table: table.into(),
+            owner: owner.into(),
+            audit_ttl: Duration::from_secs(u64::from(audit_ttl_days) * 86_400),
+        }
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Claim a step: succeeds when the step was never claimed, failed before, or its claim
+    /// expired; otherwise returns what is recorded.
+    pub async fn claim(
+        &self,
+        finding_id: &str,
+        step_key: &str,
+        rule: &str,
+    ) -> Result<Claim, StepError> {
+        let now = Utc::now();
+        let lease_until = now.timestamp() + LEASE.as_secs() as i64;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(finding_pk(finding_id)))
+            .key("sk", s(step_key))
+            .update_expression(
+                "SET #status = :claimed, #owner = :owner, lease_until = :lease, #rule = :rule, \
+                 updated_at = :now, attempts = if_not_exists(attempts, :zero) + :one",
+            )
+            .condition_expression(
+                "attribute_not_exists(pk) OR #status = :failed OR \
+                 (#status = :claimed AND lease_until < :epoch)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#rule", "rule")
+            .expression_attribute_values(":claimed", s("claimed"))
+            .expression_attribute_values(":failed", s("failed"))
+            .expression_attribute_values(":owner", s(&self.owner))
+            .expression_attribute_values(":lease", n(lease_until))
+            .expression_attribute_values(":epoch", n(now.timestamp()))
+            .expression_attribute_values(":rule", s(rule))
+            .expression_attribute_values(":now", s(now.to_rfc3339()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Claim::Acquired),
+            Err(error) => {
+                let conditional = error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception());
+                if !conditional {
+                    return Err(aws("DynamoDB UpdateItem (claim step)")(error));
+                }
+                match self.get_step(finding_id, step_key).await? {
+                    Some(record) => Ok(Claim::Taken(record)),
+                    // Deleted between the two calls: nobody holds it, but do not race; report.
+                    None => Err(StepError::Refused(format!(
+                        "the ledger item {step_key} changed while being claimed; retry"
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// Record how a claimed step ended. Only the owner may finish its claim.
+    pub async fn finish(
+        &self,
+        finding_id: &str,
+        step_key: &str,
+        status: StepStatus,
+        detail: &Value,
+    ) -> Result<(), StepError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(finding_pk(finding_id)))
+            .key("sk", s(step_key))
+            .update_expression("SET #status = :status, detail = :detail, updated_at = :now")
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":status", s(status.name()))
+            .expression_attribute_values(":detail", s(detail.to_string()))
+            .expression_attribute_values(":now", s(Utc::now().to_rfc3339()))
+            .expression_attribute_values(":owner", s(&self.owner))
+            .send()
+            .await
+            .map_err(aws("DynamoDB UpdateItem (finish step)"))?;
+        Ok(())
+    }
+
+    /// Mark a finished (or partly applied) step released, keeping what was done.
+    pub async fn mark_released(
+        &self,
+        finding_id: &str,
+        step_key: &str,
+        release_detail: &Value,
+    ) -> Result<(), StepError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(finding_pk(finding_id)))
+            .key("sk", s(step_key))
+            .update_expression("SET #status = :released, released = :detail, updated_at = :now")
+            .condition_expression("#status IN (:done, :failed)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":released", s("released"))
+            .expression_attribute_values(":done", s("done"))
+            .expression_attribute_values(":failed", s("failed"))
+            .expression_attribute_values(":detail", s(release_detail.to_string()))
+            .expression_attribute_values(":now", s(Utc::now().to_rfc3339()))
+            .send()
+            .await
+            .map_err(aws("DynamoDB UpdateItem (mark released)"))?;
+        Ok(())
+    }
+
+    pub async fn get_step(
+        &self,
+        finding_id: &str,
+        step_key: &str,
+    ) -> Result<Option<StepRecord>, StepError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(finding_pk(finding_id)))
+            .key("sk", s(step_key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(aws("DynamoDB GetItem"))?;
+        Ok(output
+            .item
+            .as_ref()
+            .and_then(|item| step_record(finding_id, item)))
+    }
+
+    /// Every step item of a finding (audit items excluded).
+    pub async fn steps(&self, finding_id: &str) -> Result<Vec<StepRecord>, StepError> {
+        let items = self.query_prefix(&finding_pk(finding_id), "step#").await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| step_record(finding_id, item))
+            .collect())
+    }
+
+    async fn query_prefix(
+        &self,
+        pk: &str,
+        prefix: &str,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StepError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(pk))
+                .expression_attribute_values(":prefix", s(prefix))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(aws("DynamoDB Query"))?;
+            items.extend(output.items.unwrap_or_default());
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
+    /// Remember that a task has containment records under a finding.
+    pub async fn index_task(&self, task_arn: &str, finding_id: &str) -> Result<(), StepError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("task#{task_arn}")))
+            .item("sk", s(finding_pk(finding_id)))
+            .item("finding_id", s(finding_id))
+            .item("updated_at", s(Utc::now().to_rfc3339()))
+            .send()
+            .await
+            .map_err(aws("DynamoDB PutItem (task index)"))?;
+        Ok(())
+    }
+
+    pub async fn findings_for_task(&self, task_arn: &str) -> Result<Vec<String>, StepError> {
+        let items = self
+            .query_prefix(&format!("task#{task_arn}"), "finding#")
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| match item.get("finding_id") {
+                Some(AttributeValue::S(id)) => Some(id.clone()),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The audit record of one received event. Written even for skips and failures.
+    pub async fn put_audit(
+        &self,
+        finding_id: Option<&str>,
+        report: &Value,
+        at: DateTime<Utc>,
+    ) -> Result<String, StepError> {
+        let pk = match finding_id {
+            Some(id) => finding_pk(id),
+            None => format!("audit#{}", at.format("%Y-%m-%d")),
+        };
+        let sk = format!("audit#{}#{}", at.to_rfc3339(), self.owner);
+        let expires_at = at.timestamp() + self.audit_ttl.as_secs() as i64;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&pk))
+            .item("sk", s(&sk))
+            .item("report", s(report.to_string()))
+            .item(
+                "decision",
+                s(report["decision"].as_str().unwrap_or("unknown")),
+            )
+            .item("expires_at", n(expires_at))
+            .item("updated_at", s(at.to_rfc3339()))
+            .send()
+            .await
+            .map_err(aws("DynamoDB PutItem (audit)"))?;
+        Ok(format!("{pk} / {sk}"))
+    }
+
+    /// Audit records of a finding, oldest first (for people inspecting the ledger).
+    pub async fn audits(&self, finding_id: &str) -> Result<Vec<Value>, StepError> {
+        let items = self.query_prefix(&finding_pk(finding_id), "audit#").await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| match item.get("report") {
+                Some(AttributeValue::S(text)) => serde_json::from_str(text).ok(),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+fn step_record(finding_id: &str, item: &HashMap<String, AttributeValue>) -> Option<StepRecord> {
+    let text = |key: &str| match item.get(key) {
+        Some(AttributeValue::S(v)) => Some(v.clone()),
+        _ => None,
+    };
+    let number = |key: &str| match item.get(key) {
+        Some(AttributeValue::N(v)) => v.parse::<i64>().ok(),
+        _ => None,
+    };
+    Some(StepRecord {
+        finding_id: finding_id.to_string(),
+        key: text("sk")?,
+        status: StepStatus::parse(&text("status")?)?,
+        owner: text("owner").unwrap_or_default(),
+        rule: text("rule"),
+        updated_at: text("updated_at").unwrap_or_default(),
+        lease_until: number("lease_until").unwrap_or(0),
+        attempts: number("attempts").unwrap_or(0).try_into().unwrap_or(0),
+        detail: text("detail")
+            .and_then(|d| serde_json::from_str(&d).ok())
+            .unwrap_or(Value::Null),
+    })
+}

@@ -1,0 +1,58 @@
+//! `notify`: one SNS message per response — a short subject, a body people can act on, and the
+//! full report as JSON in the `report` message attribute (plus `severity_band`, `decision` and
+//! `finding_type` attributes for subscription filter policies). Sent last, even when earlier
+//! steps failed.
+
+use std::collections::HashMap;
+
+use aws_sdk_sns::types::MessageAttributeValue;
+use serde_json::{json, Value};
+
+use super::{aws, Clients, StepError};
+use crate::report::Report;
+
+/// SNS limits a whole message (body and attributes) to 256 KiB.
+const MAX_REPORT_ATTRIBUTE: usize = 200 * 1024;
+
+pub async fn notify(
+    clients: &Clients,
+    topic_arn: &str,
+    report: &Report,
+    subject_prefix: Option<&str>,
+) -> Result<Value, StepError> {
+    let (subject, body) = report.notification(subject_prefix);
+    let mut report_json = report.to_json_line();
+    if report_json.len() > MAX_REPORT_ATTRIBUTE {
+        report_json = json!({"truncated": true, "finding_id": report.finding_id}).to_string();
+    }
+    let mut attributes = HashMap::new();
+    let string = |value: &str| {
+        MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(value)
+            .build()
+    };
+    for (name, value) in [
+        ("report", Some(report_json.as_str())),
+        ("decision", Some(report.decision.name())),
+        ("severity_band", report.band.map(|b| b.name())),
+        ("finding_type", report.finding_type.as_deref()),
+    ] {
+        if let Some(value) = value {
+            let attribute = string(value)
+                .map_err(|e| StepError::Refused(format!("SNS attribute {name}: {e}")))?;
+            attributes.insert(name.to_string(), attribute);
+        }
+    }
+    let output = clients
+        .sns
+        .publish()
+        .topic_arn(topic_arn)
+        .subject(&subject)
+        .message(&body)
+        .set_message_attributes(Some(attributes))
+        .send()
+        .await
+        .map_err(aws("SNS Publish"))?;
+    Ok(json!({"topic_arn": topic_arn, "message_id": output.message_id(), "subject": subject}))
+}

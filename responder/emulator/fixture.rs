@@ -1,0 +1,476 @@
+//! Seeds the emulator with a realistic Fargate service and the responder's own resources, and
+//! rewrites sample findings to point at what was created.
+
+use aws_sdk_ec2::types::{Filter, RuleAction};
+use serde_json::Value;
+
+use super::EmulatorError;
+use crate::actions::Clients;
+
+/// moto's default account.
+pub const ACCOUNT: &str = "123456789012";
+
+/// The crypto-mining sample, compiled in so the demo works from any directory.
+pub const MINER_EVENT: &str = include_str!("../../events/fargate-crypto-miner-high.json");
+
+/// A running task of the fixture service.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskRef {
+    pub arn: String,
+    pub eni_id: String,
+    pub ip: String,
+    pub subnet_id: String,
+}
+
+/// Everything the fixture created.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Fixture {
+    pub region: String,
+    pub vpc_id: String,
+    pub private_subnets: Vec<String>,
+    pub public_subnet: String,
+    /// The custom ACL guarding the private subnets (the public one keeps the VPC default).
+    pub private_acl_id: String,
+    pub default_acl_id: String,
+    pub app_security_group: String,
+    pub cluster_arn: String,
+    pub cluster_name: String,
+    pub service_name: String,
+    pub task_definition_arn: String,
+    pub tasks: Vec<TaskRef>,
+    pub target_group_arn: String,
+    pub bucket: String,
+    pub table: String,
+    pub topic_arn: String,
+    pub queue_url: String,
+}
+
+fn seed<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> EmulatorError {
+    move |e| EmulatorError::Seed(format!("{what}: {e}"))
+}
+
+fn need<T>(value: Option<T>, what: &str) -> Result<T, EmulatorError> {
+    value.ok_or_else(|| EmulatorError::Seed(format!("{what} missing in the emulator's answer")))
+}
+
+/// Create the VPC, the Fargate service with `task_count` running tasks behind a target group,
+/// and the evidence bucket, ledger table and topic (with an SQS queue subscribed, to read
+/// notifications back). `name` keeps fixtures of parallel tests apart.
+pub async fn seed_fargate(
+    clients: &Clients,
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    task_count: usize,
+) -> Result<Fixture, EmulatorError> {
+    let ec2 = &clients.ec2;
+    let region = ec2
+        .config()
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "us-east-1".to_string());
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.20.0.0/16")
+        .send()
+        .await
+        .map_err(seed("CreateVpc"))?;
+    let vpc_id = need(vpc.vpc().and_then(|v| v.vpc_id()), "VpcId")?.to_string();
+    // moto's RunTask needs DNS hostnames for awsvpc ENIs.
+    ec2.modify_vpc_attribute()
+        .vpc_id(&vpc_id)
+        .enable_dns_hostnames(
+            aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                .value(true)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(seed("ModifyVpcAttribute"))?;
+    let mut subnets = Vec::new();
+    for (cidr, zone) in [
+        ("10.20.1.0/24", "a"),
+        ("10.20.2.0/24", "b"),
+        ("10.20.0.0/24", "a"),
+    ] {
+        let subnet = ec2
+            .create_subnet()
+            .vpc_id(&vpc_id)
+            .cidr_block(cidr)
+            .availability_zone(format!("{region}{zone}"))
+            .send()
+            .await
+            .map_err(seed("CreateSubnet"))?;
+        subnets.push(need(subnet.subnet().and_then(|s| s.subnet_id()), "SubnetId")?.to_string());
+    }
+    let public_subnet = subnets.pop().unwrap_or_default();
+    let private_subnets = subnets;
+
+    // A custom ACL for the private subnets with the usual "allow all" rules at 100.
+    let acls = ec2
+        .describe_network_acls()
+        .filters(Filter::builder().name("vpc-id").values(&vpc_id).build())
+        .send()
+        .await
+        .map_err(seed("DescribeNetworkAcls"))?;
+    let default_acl = need(acls.network_acls().first(), "default network ACL")?;
+    let default_acl_id = need(default_acl.network_acl_id(), "NetworkAclId")?.to_string();
+    let private_acl = ec2
+        .create_network_acl()
+        .vpc_id(&vpc_id)
+        .send()
+        .await
+        .map_err(seed("CreateNetworkAcl"))?;
+    let private_acl_id = need(
+        private_acl.network_acl().and_then(|a| a.network_acl_id()),
+        "NetworkAclId",
+    )?
+    .to_string();
+    for egress in [false, true] {
+        ec2.create_network_acl_entry()
+            .network_acl_id(&private_acl_id)
+            .rule_number(100)
+            .egress(egress)
+            .protocol("-1")
+            .rule_action(RuleAction::Allow)
+            .cidr_block("0.0.0.0/0")
+            .send()
+            .await
+            .map_err(seed("CreateNetworkAclEntry"))?;
+    }
+    for subnet in &private_subnets {
+        let association = default_acl
+            .associations()
+            .iter()
+            .find(|a| a.subnet_id() == Some(subnet.as_str()))
+            .and_then(|a| a.network_acl_association_id());
+        let association = need(association, "subnet's ACL association")?;
+        ec2.replace_network_acl_association()
+            .association_id(association)
+            .network_acl_id(&private_acl_id)
+            .send()
+            .await
+            .map_err(seed("ReplaceNetworkAclAssociation"))?;
+    }
+
+    let sg = ec2
+        .create_security_group()
+        .vpc_id(&vpc_id)
+        .group_name(format!("{name}-app"))
+        .description("application tasks")
+        .send()
+        .await
+        .map_err(seed("CreateSecurityGroup"))?;
+    let app_security_group = need(sg.group_id(), "GroupId")?.to_string();
+
+    let ecs = &clients.ecs;
+    let cluster_name = format!("{name}-prod");
+    let cluster = ecs
+        .create_cluster()
+        .cluster_name(&cluster_name)
+        .send()
+        .await
+        .map_err(seed("CreateCluster"))?;
+    let cluster_arn = need(
+        cluster.cluster().and_then(|c| c.cluster_arn()),
+        "clusterArn",
+    )?
+    .to_string();
+    let family = format!("{name}-checkout-api");
+    let definition = ecs
+        .register_task_definition()
+        .family(&family)
+        .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+        .cpu("256")
+        .memory("512")
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("checkout-api")
+                .image(format!(
+                    "{ACCOUNT}.dkr.ecr.{region}.amazonaws.com/checkout-api:2026.11.3"
+                ))
+                .memory(512)
+                .essential(true)
+                .port_mappings(
+                    aws_sdk_ecs::types::PortMapping::builder()
+                        .container_port(8080)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(seed("RegisterTaskDefinition"))?;
+    let task_definition_arn = need(
+        definition
+            .task_definition()
+            .and_then(|d| d.task_definition_arn()),
+        "taskDefinitionArn",
+    )?
+    .to_string();
+
+    let tg = clients
+        .elbv2
+        .create_target_group()
+        .name(format!("{name}-tg").chars().take(32).collect::<String>())
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+        .port(8080)
+        .vpc_id(&vpc_id)
+        .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip)
+        .send()
+        .await
+        .map_err(seed("CreateTargetGroup"))?;
+    let target_group_arn = need(
+        tg.target_groups()
+            .first()
+            .and_then(|t| t.target_group_arn()),
+        "TargetGroupArn",
+    )?
+    .to_string();
+
+    let service_name = "checkout-api".to_string();
+    let network = aws_sdk_ecs::types::NetworkConfiguration::builder()
+        .awsvpc_configuration(
+            aws_sdk_ecs::types::AwsVpcConfiguration::builder()
+                .set_subnets(Some(private_subnets.clone()))
+                .security_groups(&app_security_group)
+                .assign_public_ip(aws_sdk_ecs::types::AssignPublicIp::Disabled)
+                .build()
+                .map_err(seed("AwsVpcConfiguration"))?,
+        )
+        .build();
+    ecs.create_service()
+        .cluster(&cluster_arn)
+        .service_name(&service_name)
+        .task_definition(&task_definition_arn)
+        .desired_count(task_count as i32)
+        .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+        .network_configuration(network.clone())
+        .load_balancers(
+            aws_sdk_ecs::types::LoadBalancer::builder()
+                .target_group_arn(&target_group_arn)
+                .container_name("checkout-api")
+                .container_port(8080)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(seed("CreateService"))?;
+    // moto's CreateService starts no tasks: start them as the scheduler would.
+    let run = ecs
+        .run_task()
+        .cluster(&cluster_arn)
+        .task_definition(&task_definition_arn)
+        .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+        .count(task_count as i32)
+        .group(format!("service:{service_name}"))
+        .started_by("ecs-svc/7364918273645123908")
+        .network_configuration(network)
+        .send()
+        .await
+        .map_err(seed("RunTask"))?;
+    let mut tasks = Vec::new();
+    for task in run.tasks() {
+        let detail = |key: &str| {
+            task.attachments()
+                .iter()
+                .flat_map(|a| a.details())
+                .find(|d| d.name() == Some(key))
+                .and_then(|d| d.value().map(str::to_string))
+        };
+        tasks.push(TaskRef {
+            arn: need(task.task_arn(), "taskArn")?.to_string(),
+            eni_id: need(detail("networkInterfaceId"), "networkInterfaceId")?,
+            ip: need(detail("privateIPv4Address"), "privateIPv4Address")?,
+            subnet_id: need(detail("subnetId"), "subnetId")?,
+        });
+    }
+    let targets: Vec<_> = tasks
+        .iter()
+        .map(|t| {
+            aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder()
+                .id(&t.ip)
+                .port(8080)
+                .build()
+        })
+        .collect();
+    clients
+        .elbv2
+        .register_targets()
+        .target_group_arn(&target_group_arn)
+        .set_targets(Some(targets))
+        .send()
+        .await
+        .map_err(seed("RegisterTargets"))?;
+
+    let bucket = format!("{name}-evidence");
+    clients
+        .s3
+        .create_bucket()
+        .bucket(&bucket)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .map_err(seed("CreateBucket"))?;
+    let table = format!("{name}-ledger");
+    create_ledger_table(clients, &table).await?;
+    let topic = clients
+        .sns
+        .create_topic()
+        .name(format!("{name}-incidents"))
+        .send()
+        .await
+        .map_err(seed("CreateTopic"))?;
+    let topic_arn = need(topic.topic_arn(), "TopicArn")?.to_string();
+    let queue = sqs
+        .create_queue()
+        .queue_name(format!("{name}-notifications"))
+        .send()
+        .await
+        .map_err(seed("CreateQueue"))?;
+    let queue_url = need(queue.queue_url(), "QueueUrl")?.to_string();
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(seed("GetQueueAttributes"))?;
+    let queue_arn = need(
+        attributes
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)),
+        "QueueArn",
+    )?;
+    clients
+        .sns
+        .subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(queue_arn)
+        .send()
+        .await
+        .map_err(seed("Subscribe"))?;
+
+    Ok(Fixture {
+        region,
+        vpc_id,
+        private_subnets,
+        public_subnet,
+        private_acl_id,
+        default_acl_id,
+        app_security_group,
+        cluster_arn,
+        cluster_name,
+        service_name,
+        task_definition_arn,
+        tasks,
+        target_group_arn,
+        bucket,
+        table,
+        topic_arn,
+        queue_url,
+    })
+}
+
+/// The ledger table as `template.yaml` defines it: `pk`/`sk` strings, on demand.
+pub async fn create_ledger_table(clients: &Clients, table: &str) -> Result<(), EmulatorError> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    clients
+        .dynamodb
+        .create_table()
+        .table_name(table)
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(seed("AttributeDefinition"))?,
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("sk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(seed("AttributeDefinition"))?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .map_err(seed("KeySchemaElement"))?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("sk")
+                .key_type(KeyType::Range)
+                .build()
+                .map_err(seed("KeySchemaElement"))?,
+        )
+        .send()
+        .await
+        .map_err(seed("CreateTable"))?;
+    Ok(())
+}
+
+/// An EC2 instance in the fixture's private subnet, its groups on the primary interface
+/// (moto reports launch-time groups on the ENI otherwise).
+pub async fn launch_instance(
+    clients: &Clients,
+    fixture: &Fixture,
+) -> Result<(String, String), EmulatorError> {
+    let output = clients
+        .ec2
+        .run_instances()
+        .image_id("ami-12c6146b")
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .network_interfaces(
+            aws_sdk_ec2::types::InstanceNetworkInterfaceSpecification::builder()
+                .device_index(0)
+                .subnet_id(&fixture.private_subnets[0])
+                .groups(&fixture.app_security_group)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(seed("RunInstances"))?;
+    let instance = need(output.instances().first(), "instance")?;
+    let instance_id = need(instance.instance_id(), "InstanceId")?.to_string();
+    let eni = need(
+        instance
+            .network_interfaces()
+            .first()
+            .and_then(|n| n.network_interface_id()),
+        "NetworkInterfaceId",
+    )?
+    .to_string();
+    Ok((instance_id, eni))
+}
+
+/// The sample crypto-mining finding rewritten to point at one of the fixture's tasks.
+pub fn miner_finding_for(fixture: &Fixture, task: &TaskRef, finding_id: &str) -> Value {
+    let mut event: Value = serde_json::from_str(MINER_EVENT).unwrap_or(Value::Null);
+    let region = fixture.region.as_str();
+    event["account"] = ACCOUNT.into();
+    event["region"] = region.into();
+    let detail = &mut event["detail"];
+    detail["id"] = finding_id.into();
+    detail["accountId"] = ACCOUNT.into();
+    detail["region"] = region.into();
+    detail["arn"] = format!("arn:aws:guardduty:{region}:{ACCOUNT}:detector/4ec1d2a8f7b64c0e9b3a5d6f7e8c9a01/finding/{finding_id}").into();
+    let cluster = &mut detail["resource"]["ecsClusterDetails"];
+    cluster["name"] = fixture.cluster_name.as_str().into();
+    cluster["arn"] = fixture.cluster_arn.as_str().into();
+    cluster["tags"] = Value::Array(Vec::new());
+    let task_details = &mut cluster["taskDetails"];
+    task_details["arn"] = task.arn.as_str().into();
+    task_details["definitionArn"] = fixture.task_definition_arn.as_str().into();
+    task_details["group"] = format!("service:{}", fixture.service_name).into();
+    event
+}
