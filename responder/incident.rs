@@ -228,7 +228,21 @@ impl Target {
             .find_map(|(_, tags)| tags.get(key).map(String::as_str))
     }
 
-    /// A short human label: `task web/3f2a… in cluster prod`.
+    /// The shortest useful name, for notification subjects.
+    pub fn short_label(&self) -> String {
+        match self {
+            Target::EcsTask(t) => format!("ECS task {} in {}", t.task_id, t.cluster_name),
+            Target::Ec2Instance(t) => format!("EC2 instance {}", t.instance_id),
+            Target::EksWorkload(t) => format!(
+                "EKS {}/{}",
+                t.namespace.as_deref().unwrap_or("?"),
+                t.workload_name.as_deref().unwrap_or("?")
+            ),
+            Target::Unsupported { resource_type } => resource_type.clone(),
+        }
+    }
+
+    /// A human label: `Fargate task 3f2a… (cluster prod, service web)`.
     pub fn label(&self) -> String {
         match self {
             Target::EcsTask(t) => {

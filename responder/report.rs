@@ -229,6 +229,11 @@ impl Report {
             .as_ref()
             .map(Target::label)
             .unwrap_or_else(|| "unknown target".to_string());
+        let short_target = self
+            .target
+            .as_ref()
+            .map(Target::short_label)
+            .unwrap_or_else(|| "unknown target".to_string());
         let failed = self
             .steps
             .iter()
@@ -247,7 +252,7 @@ impl Report {
             (DecisionKind::Error, _, _) => "error",
         };
         let mut subject = format!(
-            "{}[{band}] {short_type} on {target}: {verdict}",
+            "{}[{band}] {verdict}: {short_type} on {short_target}",
             subject_prefix.map(|p| format!("{p} ")).unwrap_or_default()
         );
         // SNS subjects: at most 100 characters, no line breaks.

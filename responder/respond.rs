@@ -49,8 +49,9 @@ pub struct Response {
 struct Progress {
     outcomes: BTreeMap<ActionName, Outcome>,
     durations: BTreeMap<ActionName, u64>,
-    /// Steps carried out (done or failed) by this invocation, for the notification key.
-    new: Vec<(ActionName, &'static str)>,
+    /// Where each step stands after this invocation (`done`, `failed`, `skipped`,
+    /// `in-progress` elsewhere, ...): the notification is keyed on it.
+    state: BTreeMap<ActionName, &'static str>,
     containment: Option<ContainmentRecord>,
     containment_ms: Option<u64>,
     evidence_done: bool,
@@ -206,6 +207,58 @@ impl Responder {
                 return progress;
             }
         };
+        // One invocation responds to a finding at a time; a concurrent delivery stands back.
+        let mut locked = false;
+        if let Some(ledger) = ledger.filter(|_| needs_ledger) {
+            match ledger.claim(&incident.finding_id, "lock", &plan.rule).await {
+                Ok(Claim::Acquired) => locked = true,
+                Ok(Claim::Taken(holder)) => {
+                    let reason = format!(
+                        "another invocation ({}) is responding to this finding right now",
+                        holder.owner
+                    );
+                    for step in &plan.steps {
+                        progress.outcomes.insert(
+                            step.action,
+                            Outcome::Skipped {
+                                reason: reason.clone(),
+                            },
+                        );
+                    }
+                    write_outcomes(report, &plan.steps, &progress, None);
+                    return progress;
+                }
+                Err(error) => {
+                    for step in &plan.steps {
+                        progress.outcomes.insert(step.action, failed(&error));
+                    }
+                    write_outcomes(report, &plan.steps, &progress, None);
+                    return progress;
+                }
+            }
+        }
+        self.execute_locked(incident, raw, plan, ledger, report, started, &mut progress)
+            .await;
+        if let (true, Some(ledger)) = (locked, ledger) {
+            if let Err(error) = ledger.unclaim(&incident.finding_id, "lock").await {
+                // The lease runs out on its own; a later delivery then proceeds.
+                tracing::warn!(finding_id = %incident.finding_id, error = %error, "response lock not released");
+            }
+        }
+        progress
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn execute_locked(
+        &self,
+        incident: &Incident,
+        raw: &Value,
+        plan: &ActPlan,
+        ledger: Option<&Ledger>,
+        report: &mut Report,
+        started: Instant,
+        progress: &mut Progress,
+    ) {
         let fallback_stop = plan.steps.iter().find_map(|s| match &s.spec {
             Action::Isolate(p) if p.fallback == IsolateFallback::Stop => Some(s.clone()),
             _ => None,
@@ -220,7 +273,7 @@ impl Responder {
             .iter()
             .filter(|s| s.action.phase() == crate::playbook::Phase::Contain)
         {
-            self.run(step, incident, raw, ledger, &mut progress, started)
+            self.run(step, incident, raw, ledger, progress, started)
                 .await;
         }
         // 2. Preserve, concurrently: each step's outcome is independent of the others'.
@@ -229,7 +282,7 @@ impl Responder {
             .iter()
             .filter(|s| s.action.phase() == crate::playbook::Phase::Preserve)
             .collect();
-        let view = ProgressView::of(&progress);
+        let view = ProgressView::of(progress);
         let results = futures::future::join_all(preserve.iter().map(|step| {
             let view = &view;
             async move {
@@ -241,7 +294,7 @@ impl Responder {
         }))
         .await;
         for (action, run) in results {
-            absorb(&mut progress, action, run);
+            absorb(progress, action, run);
         }
         // 3. Stop (planned, or the isolate fallback).
         let stop_step = plan
@@ -268,20 +321,19 @@ impl Responder {
                     .unwrap_or(steps.len());
                 steps.insert(at, stop_step.clone());
             }
-            self.run(stop_step, incident, raw, ledger, &mut progress, started)
+            self.run(stop_step, incident, raw, ledger, progress, started)
                 .await;
         }
         // 4. Notify, last, with everything above in the message.
         if let Some(notify_step) = plan.steps.iter().find(|s| s.action == ActionName::Notify) {
-            write_outcomes(report, &steps, &progress, progress.exempt_on.as_deref());
-            let view = ProgressView::of(&progress);
+            write_outcomes(report, &steps, progress, progress.exempt_on.as_deref());
+            let view = ProgressView::of(progress);
             let run = self
                 .notify(notify_step, incident, ledger, &view, report)
                 .await;
-            absorb(&mut progress, ActionName::Notify, run);
+            absorb(progress, ActionName::Notify, run);
         }
-        write_outcomes(report, &steps, &progress, progress.exempt_on.as_deref());
-        progress
+        write_outcomes(report, &steps, progress, progress.exempt_on.as_deref());
     }
 
     /// Is the task's service tagged exempt? (Service tags are not in findings.)
@@ -392,7 +444,10 @@ impl Responder {
                 return StepRun {
                     outcome: already(&record),
                     ms: elapsed(started),
-                    new: None,
+                    state: match record.status {
+                        StepStatus::Claimed => "in-progress",
+                        status => status.name(),
+                    },
                     previous: (record.status == StepStatus::Done).then_some(record.detail),
                 }
             }
@@ -425,7 +480,7 @@ impl Responder {
         StepRun {
             outcome,
             ms,
-            new: Some(status.name()),
+            state: status.name(),
             previous: None,
         }
     }
@@ -518,7 +573,9 @@ impl Responder {
         }
     }
 
-    /// Notify, once per new set of outcomes: a replay that changed nothing sends nothing.
+    /// Notify once per state of the response: the key is where every step stands, so a replay
+    /// or a second delivery that changes nothing sends nothing, while an escalation, a retry that
+    /// finished a failed step, or a crash before notifying sends again.
     async fn notify(
         &self,
         step: &Step,
@@ -538,30 +595,25 @@ impl Responder {
             Ok(topic) => topic,
             Err(error) => return StepRun::failed(&error),
         };
-        let key = if progress.new.is_empty() {
-            match ledger.steps(&incident.finding_id).await {
-                Ok(steps)
-                    if steps.iter().any(|s| {
-                        s.key.starts_with("step#notify") && s.status == StepStatus::Done
-                    }) =>
-                {
-                    return StepRun::skipped(
-                        "already notified and nothing new happened".to_string(),
-                    );
-                }
-                Ok(_) => "step#notify".to_string(),
-                Err(error) => return StepRun::failed(&error),
-            }
-        } else {
-            let mut hasher = Sha256::new();
-            for (action, status) in &progress.new {
-                hasher.update(format!("{}={status};", action.name()));
-            }
-            format!("step#notify#{}", &hex::encode(hasher.finalize())[..12])
-        };
+        if progress.state.values().any(|s| *s == "in-progress") {
+            return StepRun::skipped(
+                "another invocation is carrying out this finding's steps and will notify"
+                    .to_string(),
+            );
+        }
+        let mut hasher = Sha256::new();
+        for (action, state) in &progress.state {
+            hasher.update(format!("{}={state};", action.name()));
+        }
+        let key = format!("step#notify#{}", &hex::encode(hasher.finalize())[..12]);
         match ledger.claim(&incident.finding_id, &key, &step.rule).await {
             Err(error) => return StepRun::failed(&error),
-            Ok(Claim::Taken(record)) => return StepRun::skipped(already_reason(&record)),
+            Ok(Claim::Taken(record)) => {
+                return StepRun::skipped(format!(
+                    "already notified of this state ({})",
+                    already_reason(&record)
+                ))
+            }
             Ok(Claim::Acquired) => {}
         }
         let prefix = match &step.spec {
@@ -592,7 +644,7 @@ impl Responder {
         StepRun {
             outcome,
             ms: elapsed(started),
-            new: Some(status.name()),
+            state: status.name(),
             previous: None,
         }
     }
@@ -699,7 +751,7 @@ struct ProgressView {
     isolate_failed: bool,
     evidence_done: bool,
     exempt_on: Option<String>,
-    new: Vec<(ActionName, &'static str)>,
+    state: BTreeMap<ActionName, &'static str>,
 }
 
 impl ProgressView {
@@ -709,7 +761,7 @@ impl ProgressView {
             isolate_failed: progress.isolate_failed,
             evidence_done: progress.evidence_done,
             exempt_on: progress.exempt_on.clone(),
-            new: progress.new.clone(),
+            state: progress.state.clone(),
         }
     }
 }
@@ -718,8 +770,8 @@ impl ProgressView {
 struct StepRun {
     outcome: Outcome,
     ms: u64,
-    /// `done`/`failed` when this invocation carried the step out.
-    new: Option<&'static str>,
+    /// Where the step stands: `done`, `failed`, `skipped`, `in-progress` (elsewhere), ...
+    state: &'static str,
     /// The recorded detail when an earlier invocation already did it.
     previous: Option<Value>,
 }
@@ -729,7 +781,7 @@ impl StepRun {
         StepRun {
             outcome: Outcome::Skipped { reason },
             ms: 0,
-            new: None,
+            state: "skipped",
             previous: None,
         }
     }
@@ -738,7 +790,7 @@ impl StepRun {
         StepRun {
             outcome: failed(error),
             ms: 0,
-            new: None,
+            state: "failed",
             previous: None,
         }
     }
@@ -748,15 +800,15 @@ fn absorb(progress: &mut Progress, action: ActionName, run: StepRun) {
     let StepRun {
         outcome,
         ms,
-        new,
+        state,
         previous,
     } = run;
     if action == ActionName::Evidence {
         // Done now, or done before (a replay): either way the evidence exists.
         progress.evidence_done = matches!(outcome, Outcome::Done { .. }) || previous.is_some();
     }
-    if let Some(status) = new {
-        progress.new.push((action, status));
+    if action != ActionName::Notify {
+        progress.state.insert(action, state);
     }
     progress.durations.insert(action, ms);
     progress.outcomes.insert(action, outcome);

@@ -5,6 +5,8 @@
 //! Items (`pk`, `sk`):
 //! - `finding#{id}`, `step#{action}` — status `claimed` | `done` | `failed` | `released`,
 //!   `owner` (invocation), `lease_until`, `attempts`, `rule`, `detail` (JSON), `updated_at`.
+//! - `finding#{id}`, `lock` — held while one invocation responds to the finding, so a second
+//!   delivery arriving meanwhile stands back instead of racing it step by step.
 //! - `task#{task arn}`, `finding#{id}` — lets a task's STOPPED event or `release TASK_ARN` find
 //!   the containment records of that task.
 //! - `finding#{id}` or `audit#{date}`, `audit#{time}#{invocation}` — the full report; expires
@@ -174,6 +176,22 @@ impl Ledger {
                 }
             }
         }
+    }
+
+    /// Let go of a claim without recording an outcome (the per-finding response lock).
+    pub async fn unclaim(&self, finding_id: &str, key: &str) -> Result<(), StepError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(finding_pk(finding_id)))
+            .key("sk", s(key))
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(&self.owner))
+            .send()
+            .await
+            .map_err(aws("DynamoDB DeleteItem (unclaim)"))?;
+        Ok(())
     }
 
     /// Record how a claimed step ended. Only the owner may finish its claim.

@@ -51,11 +51,14 @@ pub struct Notification {
     pub subject: String,
     pub body: String,
     pub attributes: Vec<String>,
+    /// The full report carried in the `report` message attribute.
+    #[serde(skip)]
+    pub report: Option<Value>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct ReplaySummary {
-    /// Calls that changed something other than the audit record.
+    /// Calls that changed something outside the ledger's own bookkeeping.
     pub mutating_calls: Vec<String>,
     pub step_outcomes: Vec<String>,
 }
@@ -137,7 +140,7 @@ pub async fn run(endpoint: Option<&str>) -> Result<DemoResult, EmulatorError> {
         mutating_calls: proxy
             .mutating_calls()
             .into_iter()
-            .filter(|c| !(c.service == "dynamodb" && c.operation == "PutItem"))
+            .filter(|c| c.service != "dynamodb")
             .map(|c| format!("{} {}", c.service, c.operation))
             .collect(),
         step_outcomes: again
@@ -242,11 +245,23 @@ async fn list_keys(clients: &Clients, bucket: &str) -> Result<Vec<String>, Emula
         .collect())
 }
 
-/// The notification as a subscriber receives it (SNS's JSON envelope in the SQS message).
+/// The first notification waiting in the queue.
 pub async fn read_notification(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
 ) -> Result<Option<Notification>, EmulatorError> {
+    Ok(read_all_notifications(sqs, queue_url)
+        .await?
+        .into_iter()
+        .next())
+}
+
+/// Notifications as a subscriber receives them (SNS's JSON envelope in each SQS message),
+/// removed from the queue once read.
+pub async fn read_all_notifications(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+) -> Result<Vec<Notification>, EmulatorError> {
     let output = sqs
         .receive_message()
         .queue_url(queue_url)
@@ -254,17 +269,35 @@ pub async fn read_notification(
         .send()
         .await
         .map_err(|e| EmulatorError::Seed(format!("ReceiveMessage: {e}")))?;
-    Ok(output.messages().first().and_then(|m| {
-        let envelope: Value = serde_json::from_str(m.body()?).ok()?;
-        Some(Notification {
+    let mut notifications = Vec::new();
+    for message in output.messages() {
+        if let Some(handle) = message.receipt_handle() {
+            sqs.delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(handle)
+                .send()
+                .await
+                .map_err(|e| EmulatorError::Seed(format!("DeleteMessage: {e}")))?;
+        }
+        let Some(envelope) = message
+            .body()
+            .and_then(|b| serde_json::from_str::<Value>(b).ok())
+        else {
+            continue;
+        };
+        notifications.push(Notification {
             subject: envelope["Subject"].as_str().unwrap_or("").to_string(),
             body: envelope["Message"].as_str().unwrap_or("").to_string(),
+            report: envelope["MessageAttributes"]["report"]["Value"]
+                .as_str()
+                .and_then(|r| serde_json::from_str(r).ok()),
             attributes: envelope["MessageAttributes"]
                 .as_object()
                 .map(|a| a.keys().cloned().collect())
                 .unwrap_or_default(),
-        })
-    }))
+        });
+    }
+    Ok(notifications)
 }
 
 impl DemoResult {
@@ -342,7 +375,7 @@ impl DemoResult {
         }
         let _ = writeln!(
             out,
-            "  mutating calls besides the audit record: {}",
+            "  changes outside the ledger (lock and audit record): {}",
             if self.replay.mutating_calls.is_empty() {
                 "none".to_string()
             } else {

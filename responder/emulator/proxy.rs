@@ -41,7 +41,8 @@ pub enum Fault {
     Latency(Duration),
 }
 
-/// Inject `fault` into calls of `operation` (`*` for every call).
+/// Inject `fault` into calls of `operation`: an exact name (`DescribeTasks`), `*` for every
+/// call, or a prefix ending in `*` (`PUT /bucket/*` for S3 writes).
 #[derive(Debug, Clone)]
 pub struct FaultRule {
     pub operation: String,
@@ -51,6 +52,13 @@ pub struct FaultRule {
 }
 
 impl FaultRule {
+    fn matches(&self, operation: &str) -> bool {
+        match self.operation.strip_suffix('*') {
+            Some(prefix) => operation.starts_with(prefix),
+            None => self.operation == operation,
+        }
+    }
+
     pub fn new(operation: &str, fault: Fault, times: Option<u32>) -> FaultRule {
         FaultRule {
             operation: operation.to_string(),
@@ -408,7 +416,7 @@ async fn respond(
         let fault = config
             .rules
             .iter_mut()
-            .find(|r| (r.operation == "*" || r.operation == operation) && r.times != Some(0))
+            .find(|r| r.matches(operation) && r.times != Some(0))
             .map(|rule| {
                 if let Some(times) = rule.times.as_mut() {
                     *times -= 1;

@@ -1,3 +1,6 @@
 //! The one integration-test binary (each extra binary would relink the AWS SDK).
 
 mod cli;
+mod containment;
+mod demo;
+mod support;

@@ -1,0 +1,161 @@
+//! `responder demo`, and the CLI acting on what it leaves behind: the README's main job.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::moto_endpoint;
+
+fn responder() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_responder"));
+    command.current_dir(env!("CARGO_MANIFEST_DIR"));
+    command
+}
+
+#[test]
+fn demo_contains_stores_sends_and_releases() {
+    // Starts (and stops) its own emulator, as on a fresh machine.
+    let output = responder()
+        .args(["demo", "--output", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["report"]["decision"], "act");
+    let ip = result["task_ip"].as_str().unwrap();
+    let entries = result["nacl_entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 4, "ingress and egress DENY in both ACLs");
+    assert!(entries
+        .iter()
+        .all(|e| e["cidrBlock"] == format!("{ip}/32").as_str() && e["ruleAction"] == "deny"));
+    let keys = result["evidence_keys"].as_array().unwrap();
+    assert!(keys
+        .iter()
+        .any(|k| k.as_str().unwrap().ends_with("/manifest.json")));
+    assert!(result["notification"]["subject"]
+        .as_str()
+        .unwrap()
+        .contains("contained"));
+    assert!(result["replay"]["mutating_calls"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(result["entries_after_release"], 0);
+    assert!(std::path::Path::new(result["event_file"].as_str().unwrap()).is_file());
+}
+
+#[test]
+fn demo_against_a_running_emulator_leaves_everything_for_the_cli() {
+    let endpoint = moto_endpoint();
+    let output = responder()
+        .args(["demo", "--endpoint-url", &endpoint, "--output", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["release"], Value::Null, "left in place");
+    let env: Vec<(String, String)> = result["env"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    assert!(env
+        .iter()
+        .any(|(k, v)| k == "AWS_ENDPOINT_URL" && *v == endpoint));
+    for key in [
+        "RESPONDER_EVIDENCE_BUCKET",
+        "RESPONDER_LEDGER_TABLE",
+        "RESPONDER_TOPIC_ARN",
+        "AWS_REGION",
+    ] {
+        assert!(env.iter().any(|(k, _)| k == key), "{key}");
+    }
+
+    // Replaying the kept event with that environment changes nothing: all done already.
+    let replay = responder()
+        .envs(env.clone())
+        .args([
+            "replay",
+            "--output",
+            "json",
+            result["event_file"].as_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let report: Value = serde_json::from_slice(&replay.stdout).unwrap();
+    for step in report["steps"].as_array().unwrap() {
+        assert_eq!(step["outcome"]["status"], "skipped", "{step}");
+    }
+    assert!(report["execution"]["audit"]
+        .as_str()
+        .unwrap()
+        .starts_with("finding#"));
+
+    // And the CLI releases the quarantine.
+    let release = responder()
+        .envs(env)
+        .args([
+            "release",
+            result["finding_id"].as_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        release.status.success(),
+        "{}",
+        String::from_utf8_lossy(&release.stderr)
+    );
+    let released: Value = serde_json::from_slice(&release.stdout).unwrap();
+    assert_eq!(released["result"], "released");
+    assert_eq!(
+        released["detail"]["removed_nacl_entries"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+#[test]
+fn replay_without_configuration_names_what_is_missing() {
+    let endpoint = moto_endpoint();
+    let output = responder()
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("RESPONDER_LEDGER_TABLE")
+        .args([
+            "replay",
+            "--output",
+            "json",
+            "events/fargate-crypto-miner-high.json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "a failed step exits 1");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let error = report["steps"][0]["outcome"]["error"].as_str().unwrap();
+    assert!(error.contains("RESPONDER_LEDGER_TABLE"), "{error}");
+    assert!(report["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n.as_str().unwrap().contains("no audit record")));
+}

@@ -1,0 +1,210 @@
+//! Test harness for the emulator tests: one moto server per test run (or the one the test
+//! command started, `RESPONDER_TEST_MOTO`), and per test a fault proxy, a fresh fixture with
+//! its own names, and a responder pointed at the proxy.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use responder::actions::{Clients, Config};
+use responder::emulator::fixture::{self, Fixture};
+use responder::emulator::proxy::FaultProxy;
+use responder::emulator::{sdk_config, Moto};
+use responder::playbook::{Mode, PlaybookSet};
+use responder::report::{Outcome, Report};
+use responder::respond::Responder;
+use serde_json::Value;
+
+static MOTO: OnceLock<Result<(String, Option<Moto>), String>> = OnceLock::new();
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The emulator endpoint, starting moto once for the whole test binary if needed.
+pub fn moto_endpoint() -> String {
+    let started = MOTO.get_or_init(|| {
+        if let Ok(endpoint) = std::env::var("RESPONDER_TEST_MOTO") {
+            return Ok((endpoint, None));
+        }
+        // Started on its own runtime: the server outlives any one test's runtime.
+        std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime
+                .block_on(Moto::start())
+                .map(|m| (m.endpoint.clone(), Some(m)))
+                .map_err(|e| e.to_string())
+        })
+        .join()
+        .unwrap_or_else(|_| Err("moto start panicked".to_string()))
+    });
+    match started {
+        Ok((endpoint, _)) => endpoint.clone(),
+        Err(e) => panic!("the AWS emulator is needed for this test: {e}"),
+    }
+}
+
+pub struct World {
+    pub proxy: FaultProxy,
+    pub clients: Clients,
+    pub sqs: aws_sdk_sqs::Client,
+    pub fixture: Fixture,
+    pub responder: Responder,
+    pub name: String,
+}
+
+impl World {
+    pub async fn new(tasks: usize) -> World {
+        World::with_playbooks(tasks, PlaybookSet::defaults().unwrap()).await
+    }
+
+    pub async fn with_playbooks(tasks: usize, playbooks: PlaybookSet) -> World {
+        let endpoint = moto_endpoint();
+        responder::emulator::pin_task_states(&endpoint)
+            .await
+            .unwrap();
+        let proxy = FaultProxy::start(&endpoint).await.unwrap();
+        let config = sdk_config(&proxy.endpoint, "us-east-1");
+        let clients = Clients::from_sdk_config(&config);
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let name = format!(
+            "t{}x{}",
+            std::process::id() % 10_000,
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let fixture = fixture::seed_fargate(&clients, &sqs, &name, tasks)
+            .await
+            .unwrap();
+        proxy.clear_calls();
+        let responder = Responder {
+            clients: clients.clone(),
+            config: Config {
+                evidence_bucket: Some(fixture.bucket.clone()),
+                ledger_table: Some(fixture.table.clone()),
+                topic_arn: Some(fixture.topic_arn.clone()),
+                mode_ceiling: None,
+                audit_ttl_days: 30,
+            },
+            playbooks,
+        };
+        World {
+            proxy,
+            clients,
+            sqs,
+            fixture,
+            responder,
+            name,
+        }
+    }
+
+    pub fn finding_id(&self, n: usize) -> String {
+        format!("{}f{n:0>28}", self.name)
+    }
+
+    /// The crypto-mining sample pointed at task `index`.
+    pub fn miner_event(&self, task: usize, finding: usize) -> Value {
+        fixture::miner_finding_for(
+            &self.fixture,
+            &self.fixture.tasks[task],
+            &self.finding_id(finding),
+        )
+    }
+
+    pub async fn respond(&self, event: &Value) -> Report {
+        self.respond_as(
+            event,
+            &format!("inv-{}", COUNTER.fetch_add(1, Ordering::SeqCst)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn respond_as(
+        &self,
+        event: &Value,
+        invocation: &str,
+        ceiling: Option<Mode>,
+    ) -> Report {
+        self.responder
+            .respond(
+                Some("test".into()),
+                event.to_string().as_bytes(),
+                invocation,
+                ceiling,
+            )
+            .await
+            .report
+    }
+
+    /// Every entry of every ACL in the fixture VPC, as comparable JSON.
+    pub async fn acl_state(&self) -> Vec<Value> {
+        let acls = responder::actions::isolate::describe_acls(&self.clients, &self.fixture.vpc_id)
+            .await
+            .unwrap();
+        let mut entries: Vec<Value> = acls
+            .iter()
+            .flat_map(|acl| {
+                let id = acl.network_acl_id().unwrap_or_default().to_string();
+                acl.entries().iter().map(move |e| {
+                    serde_json::json!({
+                        "acl": id, "rule": e.rule_number(), "egress": e.egress(),
+                        "action": e.rule_action().map(|a| a.as_str().to_string()),
+                        "cidr": e.cidr_block(), "protocol": e.protocol(),
+                    })
+                })
+            })
+            .collect();
+        entries.sort_by_key(|e| e.to_string());
+        entries
+    }
+
+    pub fn count_calls(&self, operation: &str) -> usize {
+        self.proxy
+            .calls()
+            .iter()
+            .filter(|c| c.operation == operation && c.status < 300)
+            .count()
+    }
+
+    pub async fn notifications(&self) -> Vec<responder::emulator::demo::Notification> {
+        let mut all = Vec::new();
+        loop {
+            let batch = responder::emulator::demo::read_all_notifications(
+                &self.sqs,
+                &self.fixture.queue_url,
+            )
+            .await
+            .unwrap();
+            if batch.is_empty() {
+                return all;
+            }
+            all.extend(batch);
+        }
+    }
+}
+
+pub fn outcome<'a>(report: &'a Report, action: &str) -> &'a Outcome {
+    report
+        .steps
+        .iter()
+        .find(|s| s.action.name() == action)
+        .and_then(|s| s.outcome.as_ref())
+        .unwrap_or_else(|| panic!("no outcome for {action} in {}", report.to_json_line()))
+}
+
+pub fn is_done(report: &Report, action: &str) -> bool {
+    matches!(outcome(report, action), Outcome::Done { .. })
+}
+
+pub fn detail<'a>(report: &'a Report, action: &str) -> &'a Value {
+    match outcome(report, action) {
+        Outcome::Done { detail } => detail,
+        other => panic!("{action} not done: {other:?}"),
+    }
+}
+
+pub fn skipped_reason(report: &Report, action: &str) -> String {
+    match outcome(report, action) {
+        Outcome::Skipped { reason } => reason.clone(),
+        other => panic!("{action} not skipped: {other:?}"),
+    }
+}
