@@ -84,6 +84,8 @@ pub async fn run(endpoint: Option<&str>) -> Result<DemoResult, EmulatorError> {
     let sqs = aws_sdk_sqs::Client::new(&config);
     let name = format!("demo{}", chrono::Utc::now().format("%H%M%S%3f"));
     let fixture = fixture::seed_fargate(&clients, &sqs, &name, 2).await?;
+    // Runtime Monitoring on Fargate reports through this endpoint; the quarantine keeps it open.
+    fixture::add_guardduty_endpoint(&clients, &fixture).await?;
     let task = fixture
         .tasks
         .first()

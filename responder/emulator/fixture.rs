@@ -373,6 +373,46 @@ pub async fn seed_fargate(
     })
 }
 
+/// The GuardDuty data-plane VPC endpoint that Runtime Monitoring's agent reports through,
+/// in the second private subnet (the tasks run in the first). Returns its interface address.
+pub async fn add_guardduty_endpoint(
+    clients: &Clients,
+    fixture: &Fixture,
+) -> Result<String, EmulatorError> {
+    let output = clients
+        .ec2
+        .create_vpc_endpoint()
+        .vpc_id(&fixture.vpc_id)
+        .vpc_endpoint_type(aws_sdk_ec2::types::VpcEndpointType::Interface)
+        .service_name(format!("com.amazonaws.{}.guardduty-data", fixture.region))
+        .subnet_ids(&fixture.private_subnets[1])
+        .security_group_ids(&fixture.app_security_group)
+        .send()
+        .await
+        .map_err(seed("CreateVpcEndpoint"))?;
+    let eni = need(
+        output
+            .vpc_endpoint()
+            .and_then(|e| e.network_interface_ids().first().cloned()),
+        "endpoint network interface",
+    )?;
+    let described = clients
+        .ec2
+        .describe_network_interfaces()
+        .network_interface_ids(&eni)
+        .send()
+        .await
+        .map_err(seed("DescribeNetworkInterfaces"))?;
+    Ok(need(
+        described
+            .network_interfaces()
+            .first()
+            .and_then(|n| n.private_ip_address()),
+        "endpoint address",
+    )?
+    .to_string())
+}
+
 /// The ledger table as `template.yaml` defines it: `pk`/`sk` strings, on demand.
 pub async fn create_ledger_table(clients: &Clients, table: &str) -> Result<(), EmulatorError> {
     use aws_sdk_dynamodb::types::{

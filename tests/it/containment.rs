@@ -841,3 +841,157 @@ async fn every_event_leaves_an_audit_record_even_when_unreadable() {
     assert!(audit.starts_with("audit#"), "{audit}");
     assert_eq!(world.proxy.mutating_calls().len(), 1);
 }
+
+#[tokio::test]
+async fn the_guardduty_agent_keeps_its_path_through_the_quarantine() {
+    let world = World::new(1).await;
+    let endpoint_ip =
+        responder::emulator::fixture::add_guardduty_endpoint(&world.clients, &world.fixture)
+            .await
+            .unwrap();
+    let report = world.respond(&world.miner_event(0, 20)).await;
+    assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
+    let cidr = format!("{}/32", world.fixture.tasks[0].ip);
+    let state = world.acl_state().await;
+    let ours = |acl: &str, egress: bool| -> Vec<Value> {
+        let mut entries: Vec<Value> = state
+            .iter()
+            .filter(|e| e["acl"] == acl && e["egress"] == egress && e["cidr"] == cidr.as_str())
+            .cloned()
+            .collect();
+        entries.sort_by_key(|e| e["rule"].as_i64());
+        entries
+    };
+    // The endpoint sits in a private subnet: that ACL allows the agent's traffic first.
+    for egress in [false, true] {
+        let entries = ours(&world.fixture.private_acl_id, egress);
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        assert_eq!(
+            (
+                entries[0]["action"].as_str(),
+                entries[0]["protocol"].as_str()
+            ),
+            (Some("allow"), Some("6"))
+        );
+        assert_eq!(entries[1]["action"], "deny");
+        assert!(entries[0]["rule"].as_i64() < entries[1]["rule"].as_i64());
+        // The public subnet's ACL only denies.
+        let public = ours(&world.fixture.default_acl_id, egress);
+        assert_eq!(public.len(), 1);
+        assert_eq!(public[0]["action"], "deny");
+    }
+    let _ = endpoint_ip;
+}
+
+#[tokio::test]
+async fn the_quarantine_group_lets_only_the_agent_out() {
+    let world = World::new(1).await;
+    let endpoint_ip =
+        responder::emulator::fixture::add_guardduty_endpoint(&world.clients, &world.fixture)
+            .await
+            .unwrap();
+    let (instance_id, eni_id) =
+        responder::emulator::fixture::launch_instance(&world.clients, &world.fixture)
+            .await
+            .unwrap();
+    let mut event: Value = serde_json::from_str(include_str!(
+        "../../events/ec2-instance-process-injection.json"
+    ))
+    .unwrap();
+    event["account"] = "123456789012".into();
+    event["detail"]["accountId"] = "123456789012".into();
+    event["detail"]["id"] = world.finding_id(21).into();
+    event["detail"]["resource"]["instanceDetails"]["instanceId"] = instance_id.into();
+    event["detail"]["resource"]["instanceDetails"]["networkInterfaces"][0]["networkInterfaceId"] =
+        eni_id.into();
+    let report = world.respond(&event).await;
+    let group_id = detail(&report, "isolate")["record"]["sg_swaps"][0]["quarantine_group"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let group = world
+        .clients
+        .ec2
+        .describe_security_groups()
+        .group_ids(&group_id)
+        .send()
+        .await
+        .unwrap();
+    let egress = group.security_groups()[0].ip_permissions_egress();
+    assert_eq!(egress.len(), 1, "{egress:?}");
+    assert_eq!(
+        (egress[0].from_port(), egress[0].to_port()),
+        (Some(443), Some(443))
+    );
+    assert_eq!(
+        egress[0].ip_ranges()[0].cidr_ip(),
+        Some(format!("{endpoint_ip}/32").as_str())
+    );
+}
+
+#[tokio::test]
+async fn deregister_takes_the_task_out_of_its_target_group() {
+    let yaml =
+        "rules:\n  - name: r\n    mode: enforce\n    actions: [isolate, deregister, notify]\n";
+    let world = World::with_playbooks(2, playbooks(yaml)).await;
+    let report = world.respond(&world.miner_event(0, 22)).await;
+    let removed = &detail(&report, "deregister")["deregistered"];
+    assert_eq!(
+        removed[0]["target_group_arn"],
+        world.fixture.target_group_arn.as_str(),
+        "{removed}"
+    );
+    let health = world
+        .clients
+        .elbv2
+        .describe_target_health()
+        .target_group_arn(&world.fixture.target_group_arn)
+        .send()
+        .await
+        .unwrap();
+    let ips: Vec<&str> = health
+        .target_health_descriptions()
+        .iter()
+        .filter_map(|d| d.target().and_then(|t| t.id()))
+        .collect();
+    assert!(
+        !ips.contains(&world.fixture.tasks[0].ip.as_str()),
+        "{ips:?}"
+    );
+    assert!(
+        ips.contains(&world.fixture.tasks[1].ip.as_str()),
+        "the other task keeps serving"
+    );
+}
+
+#[tokio::test]
+async fn an_exempt_service_is_not_contained_but_still_reported() {
+    let world = World::new(1).await;
+    let service_arn = format!(
+        "{}/{}",
+        world.fixture.cluster_arn.replace(":cluster/", ":service/"),
+        world.fixture.service_name
+    );
+    world
+        .clients
+        .ecs
+        .tag_resource()
+        .resource_arn(&service_arn)
+        .tags(
+            aws_sdk_ecs::types::Tag::builder()
+                .key("incident-responder:exempt")
+                .value("true")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let report = world.respond(&world.miner_event(0, 23)).await;
+    assert!(
+        skipped_reason(&report, "isolate").contains("on service"),
+        "{}",
+        report.to_json_line()
+    );
+    assert!(is_done(&report, "evidence") && is_done(&report, "notify"));
+    assert_eq!(world.count_calls("CreateNetworkAclEntry"), 0);
+}

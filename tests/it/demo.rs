@@ -28,10 +28,14 @@ fn demo_contains_stores_sends_and_releases() {
     assert_eq!(result["report"]["decision"], "act");
     let ip = result["task_ip"].as_str().unwrap();
     let entries = result["nacl_entries"].as_array().unwrap();
-    assert_eq!(entries.len(), 4, "ingress and egress DENY in both ACLs");
+    // DENY in and out in both ACLs, plus the GuardDuty agent's ALLOW pair ahead of the DENY in
+    // the ACL that guards the endpoint's subnet.
+    assert_eq!(entries.len(), 6, "{entries:?}");
     assert!(entries
         .iter()
-        .all(|e| e["cidrBlock"] == format!("{ip}/32").as_str() && e["ruleAction"] == "deny"));
+        .all(|e| e["cidrBlock"] == format!("{ip}/32").as_str()));
+    let denies = entries.iter().filter(|e| e["ruleAction"] == "deny").count();
+    assert_eq!(denies, 4);
     let keys = result["evidence_keys"].as_array().unwrap();
     assert!(keys
         .iter()
@@ -128,7 +132,7 @@ fn demo_against_a_running_emulator_leaves_everything_for_the_cli() {
             .as_array()
             .unwrap()
             .len(),
-        4
+        6
     );
 }
 
