@@ -16,11 +16,9 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::incident::{Incident, LaunchType, SeverityBand, Target, TargetKind};
 
-/// The playbooks compiled into the binary, so the Lambda is self-contained.
-pub const DEFAULT_PLAYBOOKS: &[(&str, &str)] = &[(
-    "playbooks/default.yaml",
-    include_str!("../playbooks/default.yaml"),
-)];
+/// Every `playbooks/*.yaml` compiled into the binary (see `build.rs`), so the Lambda is
+/// self-contained.
+pub const DEFAULT_PLAYBOOKS: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/playbooks.rs"));
 
 /// One playbook file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

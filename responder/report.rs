@@ -206,6 +206,50 @@ impl Report {
         }
     }
 
+    /// One CloudWatch Embedded Metric Format line: metrics from the log, with no API call.
+    /// Namespace `GuardDutyResponder`, dimension `Decision`.
+    pub fn emf_line(&self, timestamp_ms: i64) -> String {
+        let count = |wanted: fn(&Outcome) -> bool| {
+            self.steps
+                .iter()
+                .filter(|s| s.outcome.as_ref().is_some_and(wanted))
+                .count()
+        };
+        let execution = self.execution.as_ref();
+        let mut metrics = vec![
+            serde_json::json!({"Name": "Events", "Unit": "Count"}),
+            serde_json::json!({"Name": "StepsDone", "Unit": "Count"}),
+            serde_json::json!({"Name": "StepsFailed", "Unit": "Count"}),
+            serde_json::json!({"Name": "Duration", "Unit": "Milliseconds"}),
+        ];
+        let containment_ms = execution.and_then(|e| e.containment_ms);
+        if containment_ms.is_some() {
+            metrics.push(serde_json::json!({"Name": "ContainmentLatency", "Unit": "Milliseconds"}));
+        }
+        let mut line = serde_json::json!({
+            "_aws": {
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": "GuardDutyResponder",
+                    "Dimensions": [["Decision"]],
+                    "Metrics": metrics,
+                }],
+            },
+            "Decision": self.decision.name(),
+            "Events": 1,
+            "StepsDone": count(|o| matches!(o, Outcome::Done { .. })),
+            "StepsFailed": count(|o| matches!(o, Outcome::Failed { .. })),
+            "Duration": execution.map_or(0, |e| e.duration_ms),
+            "finding_id": self.finding_id,
+            "finding_type": self.finding_type,
+            "rule": self.rule,
+        });
+        if let Some(ms) = containment_ms {
+            line["ContainmentLatency"] = ms.into();
+        }
+        line.to_string()
+    }
+
     pub fn is_error(&self) -> bool {
         self.error.is_some()
     }
@@ -427,5 +471,51 @@ fn summarise(detail: &serde_json::Value) -> String {
             }
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_line_declares_what_it_carries() {
+        let (mut report, _) = crate::decide(
+            None,
+            include_bytes!("../events/fargate-crypto-miner-high.json"),
+            &crate::playbook::PlaybookSet::defaults().unwrap(),
+            crate::playbook::Mode::Enforce,
+        );
+        report.steps[0].outcome = Some(Outcome::Done {
+            detail: serde_json::Value::Null,
+        });
+        report.steps[1].outcome = Some(Outcome::Failed {
+            error: "x".into(),
+            retryable: false,
+        });
+        report.execution = Some(Execution {
+            containment_ms: Some(42),
+            duration_ms: 99,
+            ..Execution::default()
+        });
+        let line: serde_json::Value =
+            serde_json::from_str(&report.emf_line(1_700_000_000_000)).unwrap();
+        let declared: Vec<&str> = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        for name in &declared {
+            assert!(line[name].is_number(), "{name} declared but not a number");
+        }
+        assert_eq!(line["Decision"], "act");
+        assert_eq!(line["StepsDone"], 1);
+        assert_eq!(line["StepsFailed"], 1);
+        assert_eq!(line["ContainmentLatency"], 42);
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0][0],
+            "Decision"
+        );
     }
 }

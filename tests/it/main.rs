@@ -3,4 +3,6 @@
 mod cli;
 mod containment;
 mod demo;
+mod lambda;
 mod support;
+mod template;
