@@ -9,7 +9,7 @@ use aws_sdk_s3::types::ObjectLockLegalHoldStatus;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::isolate::{acl_json, describe_acls, ecs_task_json, eni_json, ContainmentRecord};
+use super::isolate::{acl_json, describe_acls, describe_task, eni_json, ContainmentRecord};
 use super::{aws, Clients, StepError};
 use crate::incident::{EcsTaskTarget, Incident, Target};
 
@@ -122,44 +122,27 @@ async fn ecs_documents(
     containment: Option<&ContainmentRecord>,
 ) -> Result<Vec<(&'static str, Value)>, StepError> {
     let mut documents = Vec::new();
-    let tasks = clients
-        .ecs
-        .describe_tasks()
-        .cluster(&task.cluster_arn)
-        .tasks(&task.task_arn)
-        .include(aws_sdk_ecs::types::TaskField::Tags)
-        .send()
-        .await
-        .map_err(aws("ECS DescribeTasks"))?;
-    let described: Vec<Value> = tasks.tasks().iter().map(ecs_task_json).collect();
-    let failures: Vec<Value> = tasks
-        .failures()
-        .iter()
-        .map(|f| json!({"arn": f.arn(), "reason": f.reason(), "detail": f.detail()}))
-        .collect();
-    let eni_id = tasks.tasks().first().and_then(|t| {
-        t.attachments()
-            .iter()
-            .flat_map(|a| a.details())
-            .find(|d| d.name() == Some("networkInterfaceId"))
-            .and_then(|d| d.value().map(str::to_string))
-    });
+    // Described again (not reused from isolate): evidence records the state after isolation.
+    let facts = describe_task(clients, task).await?;
+    let eni_id = facts.as_ref().and_then(|f| f.eni_id.clone());
     documents.push((
         "describe-tasks.json",
-        json!({"tasks": described, "failures": failures}),
+        match &facts {
+            Some(facts) => json!({"tasks": [facts.raw], "failures": []}),
+            None => json!({"tasks": [], "failures": [{"arn": task.task_arn, "reason": "MISSING"}]}),
+        },
     ));
     documents.push((
         "tags.json",
         json!({
-            "task": tasks.tasks().first().map(|t| t.tags().iter().map(|t| json!({"key": t.key(), "value": t.value()})).collect::<Vec<_>>()),
+            "task": facts.as_ref().map(|f| f.raw["tags"].clone()),
             "cluster": task.cluster_tags,
         }),
     ));
 
-    let definition_arn = tasks
-        .tasks()
-        .first()
-        .and_then(|t| t.task_definition_arn().map(str::to_string))
+    let definition_arn = facts
+        .as_ref()
+        .and_then(|f| f.raw["taskDefinitionArn"].as_str().map(str::to_string))
         .or_else(|| task.task_definition_arn.clone());
     if let Some(arn) = definition_arn {
         let output = clients

@@ -180,6 +180,42 @@ pub async fn control(
     }
 }
 
+/// Serve HTTP/1 on `listener` with `handle` until the returned task is aborted: the loop shared
+/// by the fault proxy and the tests' Lambda Runtime API.
+pub fn serve_loopback<S, H, F>(
+    listener: tokio::net::TcpListener,
+    state: std::sync::Arc<S>,
+    handle: H,
+) -> tokio::task::JoinHandle<()>
+where
+    S: Send + Sync + 'static,
+    H: Fn(std::sync::Arc<S>, hyper::Request<hyper::body::Incoming>) -> F
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    F: std::future::Future<Output = hyper::Response<Full<Bytes>>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let state = state.clone();
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let future = handle(state.clone(), request);
+                    async move { Ok::<_, std::convert::Infallible>(future.await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}
+
 /// SDK configuration for an emulator endpoint: test credentials, a fixed region, quick retries.
 pub fn sdk_config(endpoint: &str, region: &str) -> aws_config::SdkConfig {
     aws_config::SdkConfig::builder()
