@@ -21,8 +21,11 @@ use serde_json::Value;
 
 use super::{aws, StepError};
 
-/// How long a claim protects a step from other invocations (the Lambda timeout is shorter).
-pub const LEASE: Duration = Duration::from_secs(300);
+/// How long a claim protects a step (and the response lock) from other invocations. Longer
+/// than the function's timeout (60 s in template.yaml), so a live invocation never loses its
+/// claim; shorter than Lambda's first asynchronous retry of a crashed or timed-out invocation
+/// (about a minute after it ended), so that retry finds the claim expired and finishes the job.
+pub const LEASE: Duration = Duration::from_secs(90);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepStatus {

@@ -995,3 +995,36 @@ async fn an_exempt_service_is_not_contained_but_still_reported() {
     assert!(is_done(&report, "evidence") && is_done(&report, "notify"));
     assert_eq!(world.count_calls("CreateNetworkAclEntry"), 0);
 }
+
+#[tokio::test]
+async fn a_crashed_invocations_claim_expires_and_the_retry_finishes_the_job() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let world = World::new(1).await;
+    let put_lock = |lease_until: i64| {
+        world
+            .clients
+            .dynamodb
+            .put_item()
+            .table_name(&world.fixture.table)
+            .item(
+                "pk",
+                AttributeValue::S(format!("finding#{}", world.finding_id(30))),
+            )
+            .item("sk", AttributeValue::S("lock".into()))
+            .item("status", AttributeValue::S("claimed".into()))
+            .item("owner", AttributeValue::S("crashed-invocation".into()))
+            .item("lease_until", AttributeValue::N(lease_until.to_string()))
+            .send()
+    };
+    let now = chrono::Utc::now().timestamp();
+    // A live holder: this delivery stands back and changes nothing.
+    put_lock(now + 60).await.unwrap();
+    let report = world.respond(&world.miner_event(0, 30)).await;
+    assert!(skipped_reason(&report, "isolate").contains("crashed-invocation"));
+    assert_eq!(world.count_calls("CreateNetworkAclEntry"), 0);
+    // The holder died and its lease ran out: the retry takes over.
+    put_lock(now - 1).await.unwrap();
+    let report = world.respond(&world.miner_event(0, 30)).await;
+    assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
+    assert_eq!(world.count_calls("CreateNetworkAclEntry"), 4);
+}
