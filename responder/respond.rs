@@ -265,7 +265,12 @@ impl Responder {
         });
 
         // 1. Contain.
-        if plan.steps.iter().any(|s| s.action.is_containment()) {
+        // Only worth a call when containment will really run (not in dry-run or notify-only).
+        if plan
+            .steps
+            .iter()
+            .any(|s| s.action.is_containment() && s.mode == Mode::Enforce)
+        {
             progress.exempt_on = self.service_exemption(incident).await;
         }
         for step in plan

@@ -725,6 +725,12 @@ async fn dry_run_makes_no_mutating_call_but_leaves_an_audit_record() {
     let mutating = world.proxy.mutating_calls();
     assert_eq!(mutating.len(), 1, "only the audit record: {mutating:?}");
     assert_eq!(
+        world.proxy.calls().len(),
+        1,
+        "no call at all besides it: {:?}",
+        world.proxy.calls()
+    );
+    assert_eq!(
         (mutating[0].service.as_str(), mutating[0].operation.as_str()),
         ("dynamodb", "PutItem")
     );
