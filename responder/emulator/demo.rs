@@ -327,9 +327,14 @@ impl DemoResult {
             self.task_ip
         );
         for e in &self.nacl_entries {
+            let ports = match (&e["portRange"]["from"], &e["portRange"]["to"]) {
+                (Value::Number(from), Value::Number(to)) if from == to => format!(" tcp {from}"),
+                (Value::Number(from), Value::Number(to)) => format!(" tcp {from}-{to}"),
+                _ => " all traffic".to_string(),
+            };
             let _ = writeln!(
                 out,
-                "  {}  #{:<3} {:<7} {:<5} {}",
+                "  {}  #{:<3} {:<7} {:<5} {}{ports}",
                 e["networkAclId"].as_str().unwrap_or(""),
                 e["ruleNumber"],
                 if e["egress"] == true {
