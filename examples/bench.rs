@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use responder::actions::{Clients, Config};
+use responder::actions::Clients;
 use responder::emulator::{fixture, proxy::FaultProxy, sdk_config, Moto};
 use responder::playbook::{Mode, PlaybookSet};
 use responder::respond::Responder;
@@ -89,13 +89,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     fixture::add_guardduty_endpoint(&clients, &fixture).await?;
     let responder = Responder {
         clients,
-        config: Config {
-            evidence_bucket: Some(fixture.bucket.clone()),
-            ledger_table: Some(fixture.table.clone()),
-            topic_arn: Some(fixture.topic_arn.clone()),
-            mode_ceiling: None,
-            audit_ttl_days: 1,
-        },
+        config: fixture.config(),
         playbooks,
     };
     let mut containment = Vec::new();

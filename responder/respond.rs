@@ -20,8 +20,8 @@ use sha2::{Digest, Sha256};
 use crate::actions::isolate::{self, ContainmentRecord, Isolated};
 use crate::actions::ledger::{Claim, Ledger, StepRecord, StepStatus};
 use crate::actions::{
-    aws, deregister, evidence, notify, release, snapshot, stop, tag, Clients, Config, StepError,
-    ENV_TABLE,
+    deregister, evidence, notify, release, snapshot, stop, tag, workload, Clients, Config,
+    StepError, ENV_TABLE,
 };
 use crate::event::{parse_event, Inbound};
 use crate::incident::{Incident, Target};
@@ -346,31 +346,23 @@ impl Responder {
         let Target::EcsTask(task) = &incident.target else {
             return None;
         };
-        let service = task.service.as_ref()?;
         let tag = &self.playbooks.guardrails.exempt_tag;
-        let output = self
-            .clients
-            .ecs
-            .describe_services()
-            .cluster(&task.cluster_arn)
-            .services(service)
-            .include(aws_sdk_ecs::types::ServiceField::Tags)
-            .send()
-            .await;
-        match output {
-            Ok(output) => output
-                .services()
-                .iter()
-                .flat_map(|s| s.tags())
-                .any(|t| {
-                    t.key() == Some(tag.key.as_str())
-                        && t.value()
-                            .is_some_and(|v| v.eq_ignore_ascii_case(&tag.value))
+        match workload::describe_service(&self.clients, task).await {
+            Ok(service) => service
+                .filter(|s| {
+                    s.tags
+                        .iter()
+                        .any(|(k, v)| *k == tag.key && v.eq_ignore_ascii_case(&tag.value))
                 })
-                .then(|| format!("exempt: tag {tag} on service {service}; containment skipped")),
+                .map(|_| {
+                    format!(
+                        "exempt: tag {tag} on service {}; containment skipped",
+                        task.service.as_deref().unwrap_or("?")
+                    )
+                }),
             Err(error) => {
                 // Not knowing must not block containment of a live threat; say so.
-                tracing::warn!(error = %aws("ECS DescribeServices")(error), "service tags unknown; exemption not checked");
+                tracing::warn!(error = %error, "service tags unknown; exemption not checked");
                 None
             }
         }
@@ -561,7 +553,7 @@ impl Responder {
                 let (ip, vpc) = match (&progress.containment, &incident.target) {
                     (Some(record), _) => (record.ip.clone(), record.vpc_id.clone()),
                     (None, Target::EcsTask(task)) => {
-                        let facts = isolate::describe_task(clients, task).await.map_err(plain)?;
+                        let facts = workload::describe_task(clients, task).await.map_err(plain)?;
                         (facts.and_then(|f| f.ipv4), None)
                     }
                     (None, Target::Ec2Instance(i)) => (i.network_interfaces.first().and_then(|e| e.private_ip.clone()), i.vpc_id.clone()),
@@ -710,19 +702,7 @@ impl Responder {
             .await?;
         if !nacl_only && record.target.starts_with("arn:aws:ecs:") {
             // Best effort: the task may be gone.
-            let _ = self
-                .clients
-                .ecs
-                .tag_resource()
-                .resource_arn(&record.target)
-                .tags(
-                    aws_sdk_ecs::types::Tag::builder()
-                        .key(tag::STATE_TAG)
-                        .value("released")
-                        .build(),
-                )
-                .send()
-                .await;
+            let _ = tag::mark_task_state(&self.clients, &record.target, "released").await;
         }
         Ok(
             json!({"finding_id": finding_id, "result": "released", "target": record.target, "detail": detail}),

@@ -9,7 +9,8 @@ use aws_sdk_s3::types::ObjectLockLegalHoldStatus;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::isolate::{acl_json, describe_acls, describe_task, eni_json, ContainmentRecord};
+use super::isolate::{acl_json, describe_acls, eni_json, ContainmentRecord};
+use super::workload::{describe_service, describe_task};
 use super::{aws, Clients, StepError};
 use crate::incident::{EcsTaskTarget, Incident, Target};
 
@@ -173,33 +174,8 @@ async fn ecs_documents(
         }
     }
 
-    if let Some(service) = &task.service {
-        let output = clients
-            .ecs
-            .describe_services()
-            .cluster(&task.cluster_arn)
-            .services(service)
-            .include(aws_sdk_ecs::types::ServiceField::Tags)
-            .send()
-            .await
-            .map_err(aws("ECS DescribeServices"))?;
-        let services: Vec<Value> = output
-            .services()
-            .iter()
-            .map(|s| {
-                json!({
-                    "serviceArn": s.service_arn(), "serviceName": s.service_name(), "status": s.status(),
-                    "desiredCount": s.desired_count(), "runningCount": s.running_count(),
-                    "taskDefinition": s.task_definition(),
-                    "launchType": s.launch_type().map(|l| l.as_str()),
-                    "loadBalancers": s.load_balancers().iter().map(|l| json!({
-                        "targetGroupArn": l.target_group_arn(), "containerName": l.container_name(), "containerPort": l.container_port(),
-                    })).collect::<Vec<_>>(),
-                    "tags": s.tags().iter().map(|t| json!({"key": t.key(), "value": t.value()})).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        documents.push(("service.json", Value::Array(services)));
+    if let Some(service) = describe_service(clients, task).await? {
+        documents.push(("service.json", Value::Array(vec![service.raw])));
     }
 
     let mut vpc_id = containment.and_then(|c| c.vpc_id.clone());

@@ -10,6 +10,7 @@ pub mod release;
 pub mod snapshot;
 pub mod stop;
 pub mod tag;
+pub mod workload;
 
 use std::fmt::Debug;
 use std::time::Duration;

@@ -20,7 +20,7 @@ pub async fn stop(clients: &Clients, incident: &Incident, rule: &str) -> Result<
         incident.finding_type, incident.finding_id
     );
     reason.truncate(255);
-    match super::isolate::describe_task(clients, task).await? {
+    match super::workload::describe_task(clients, task).await? {
         None => {
             return Ok(
                 json!({"summary": "already gone (MISSING)", "result": "already gone", "detail": "ECS no longer knows the task (MISSING)"}),

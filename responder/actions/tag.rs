@@ -79,3 +79,25 @@ pub async fn tag(
         "tags": tags.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
     }))
 }
+
+/// Set the state tag on a task (e.g. `released`). Best effort: the task may be gone.
+pub async fn mark_task_state(
+    clients: &Clients,
+    task_arn: &str,
+    state: &str,
+) -> Result<(), StepError> {
+    clients
+        .ecs
+        .tag_resource()
+        .resource_arn(task_arn)
+        .tags(
+            aws_sdk_ecs::types::Tag::builder()
+                .key(STATE_TAG)
+                .value(state)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(aws("ECS TagResource"))?;
+    Ok(())
+}

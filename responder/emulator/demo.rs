@@ -13,7 +13,7 @@ use super::proxy::FaultProxy;
 use super::{sdk_config, EmulatorError, Moto};
 use crate::actions::isolate::{acl_json, describe_acls};
 use crate::actions::ledger::Ledger;
-use crate::actions::{Clients, Config, ENV_BUCKET, ENV_TABLE, ENV_TOPIC};
+use crate::actions::{Clients, ENV_BUCKET, ENV_TABLE, ENV_TOPIC};
 use crate::playbook::PlaybookSet;
 use crate::report::Report;
 use crate::respond::Responder;
@@ -99,13 +99,7 @@ pub async fn run(endpoint: Option<&str>) -> Result<DemoResult, EmulatorError> {
 
     let responder = Responder {
         clients: clients.clone(),
-        config: Config {
-            evidence_bucket: Some(fixture.bucket.clone()),
-            ledger_table: Some(fixture.table.clone()),
-            topic_arn: Some(fixture.topic_arn.clone()),
-            mode_ceiling: None,
-            audit_ttl_days: 400,
-        },
+        config: fixture.config(),
         playbooks: PlaybookSet::defaults().map_err(|e| EmulatorError::Seed(e.to_string()))?,
     };
     let label = Some(event_file.display().to_string());

@@ -45,6 +45,19 @@ pub struct Fixture {
     pub queue_url: String,
 }
 
+impl Fixture {
+    /// Responder configuration naming this fixture's bucket, table and topic.
+    pub fn config(&self) -> crate::actions::Config {
+        crate::actions::Config {
+            evidence_bucket: Some(self.bucket.clone()),
+            ledger_table: Some(self.table.clone()),
+            topic_arn: Some(self.topic_arn.clone()),
+            mode_ceiling: None,
+            audit_ttl_days: 30,
+        }
+    }
+}
+
 fn seed<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> EmulatorError {
     move |e| EmulatorError::Seed(format!("{what}: {e}"))
 }

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use responder::actions::{Clients, Config};
+use responder::actions::Clients;
 use responder::emulator::fixture::{self, Fixture};
 use responder::emulator::proxy::FaultProxy;
 use responder::emulator::{sdk_config, Moto};
@@ -77,13 +77,7 @@ impl World {
         proxy.clear_calls();
         let responder = Responder {
             clients: clients.clone(),
-            config: Config {
-                evidence_bucket: Some(fixture.bucket.clone()),
-                ledger_table: Some(fixture.table.clone()),
-                topic_arn: Some(fixture.topic_arn.clone()),
-                mode_ceiling: None,
-                audit_ttl_days: 30,
-            },
+            config: fixture.config(),
             playbooks,
         };
         World {

@@ -1,0 +1,127 @@
+//! Reads of the workload shared by several actions (isolate, evidence, stop, the exemption
+//! guardrail): what ECS says about a task and its service.
+
+use serde_json::{json, Value};
+
+use super::{aws, Clients, StepError};
+use crate::incident::EcsTaskTarget;
+
+/// What DescribeTasks says about a task's network.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFacts {
+    pub last_status: Option<String>,
+    pub eni_id: Option<String>,
+    pub subnet_id: Option<String>,
+    pub ipv4: Option<String>,
+    pub ipv6: Option<String>,
+    pub raw: Value,
+}
+
+/// DescribeTasks for one task. `Ok(None)` when ECS no longer knows it (`MISSING`).
+pub async fn describe_task(
+    clients: &Clients,
+    task: &EcsTaskTarget,
+) -> Result<Option<TaskFacts>, StepError> {
+    let output = clients
+        .ecs
+        .describe_tasks()
+        .cluster(&task.cluster_arn)
+        .tasks(&task.task_arn)
+        .include(aws_sdk_ecs::types::TaskField::Tags)
+        .send()
+        .await
+        .map_err(aws("ECS DescribeTasks"))?;
+    let Some(found) = output.tasks().first() else {
+        return Ok(None);
+    };
+    let mut facts = TaskFacts {
+        last_status: found.last_status().map(str::to_string),
+        raw: ecs_task_json(found),
+        ..TaskFacts::default()
+    };
+    for attachment in found.attachments() {
+        if attachment.r#type() != Some("ElasticNetworkInterface") {
+            continue;
+        }
+        for detail in attachment.details() {
+            let value = detail.value().map(str::to_string);
+            match detail.name() {
+                Some("networkInterfaceId") => facts.eni_id = value,
+                Some("subnetId") => facts.subnet_id = value,
+                Some("privateIPv4Address") => facts.ipv4 = value,
+                Some("privateIPv6Address") => facts.ipv6 = value,
+                _ => {}
+            }
+        }
+    }
+    Ok(Some(facts))
+}
+
+/// The parts of an ECS task worth keeping as evidence (the SDK types are not serde).
+pub fn ecs_task_json(task: &aws_sdk_ecs::types::Task) -> Value {
+    json!({
+        "taskArn": task.task_arn(),
+        "clusterArn": task.cluster_arn(),
+        "taskDefinitionArn": task.task_definition_arn(),
+        "lastStatus": task.last_status(),
+        "desiredStatus": task.desired_status(),
+        "launchType": task.launch_type().map(|l| l.as_str()),
+        "group": task.group(),
+        "startedBy": task.started_by(),
+        "availabilityZone": task.availability_zone(),
+        "stoppedReason": task.stopped_reason(),
+        "attachments": task.attachments().iter().map(|a| json!({
+            "id": a.id(), "type": a.r#type(), "status": a.status(),
+            "details": a.details().iter().map(|d| json!({"name": d.name(), "value": d.value()})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "containers": task.containers().iter().map(|c| json!({
+            "name": c.name(), "image": c.image(), "imageDigest": c.image_digest(),
+            "runtimeId": c.runtime_id(), "lastStatus": c.last_status(),
+        })).collect::<Vec<_>>(),
+        "tags": task.tags().iter().map(|t| json!({"key": t.key(), "value": t.value()})).collect::<Vec<_>>(),
+    })
+}
+
+/// What DescribeServices says about a task's service.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceFacts {
+    pub tags: Vec<(String, String)>,
+    pub raw: Value,
+}
+
+/// DescribeServices (with tags) for the task's service; `Ok(None)` when the task has no
+/// service or ECS does not know it.
+pub async fn describe_service(
+    clients: &Clients,
+    task: &EcsTaskTarget,
+) -> Result<Option<ServiceFacts>, StepError> {
+    let Some(service) = &task.service else {
+        return Ok(None);
+    };
+    let output = clients
+        .ecs
+        .describe_services()
+        .cluster(&task.cluster_arn)
+        .services(service)
+        .include(aws_sdk_ecs::types::ServiceField::Tags)
+        .send()
+        .await
+        .map_err(aws("ECS DescribeServices"))?;
+    Ok(output.services().first().map(|s| ServiceFacts {
+        tags: s
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+            .collect(),
+        raw: json!({
+            "serviceArn": s.service_arn(), "serviceName": s.service_name(), "status": s.status(),
+            "desiredCount": s.desired_count(), "runningCount": s.running_count(),
+            "taskDefinition": s.task_definition(),
+            "launchType": s.launch_type().map(|l| l.as_str()),
+            "loadBalancers": s.load_balancers().iter().map(|l| json!({
+                "targetGroupArn": l.target_group_arn(), "containerName": l.container_name(), "containerPort": l.container_port(),
+            })).collect::<Vec<_>>(),
+            "tags": s.tags().iter().map(|t| json!({"key": t.key(), "value": t.value()})).collect::<Vec<_>>(),
+        }),
+    }))
+}
