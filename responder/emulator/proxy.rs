@@ -48,6 +48,9 @@ pub struct FaultRule {
     pub fault: Fault,
     /// Apply to this many matching calls, then stop (None: always).
     pub times: Option<u32>,
+    /// Apply to one matching call in `every` (1: each one), for a share of calls.
+    pub every: u32,
+    seen: u32,
 }
 
 impl FaultRule {
@@ -63,7 +66,32 @@ impl FaultRule {
             operation: operation.to_string(),
             fault,
             times,
+            every: 1,
+            seen: 0,
         }
+    }
+
+    /// Inject into one matching call in `every` (e.g. 3: a third of them), indefinitely.
+    pub fn share(operation: &str, fault: Fault, every: u32) -> FaultRule {
+        FaultRule {
+            every: every.max(1),
+            ..FaultRule::new(operation, fault, None)
+        }
+    }
+
+    /// Count a matching call; true when this one gets the fault.
+    fn fires(&mut self) -> bool {
+        if self.times == Some(0) {
+            return false;
+        }
+        self.seen += 1;
+        if self.seen % self.every != 0 {
+            return false;
+        }
+        if let Some(times) = self.times.as_mut() {
+            *times -= 1;
+        }
+        true
     }
 }
 
@@ -400,13 +428,8 @@ async fn respond(
         let fault = config
             .rules
             .iter_mut()
-            .find(|r| r.matches(operation) && r.times != Some(0))
-            .map(|rule| {
-                if let Some(times) = rule.times.as_mut() {
-                    *times -= 1;
-                }
-                rule.fault
-            });
+            .filter(|r| r.matches(operation))
+            .find_map(|rule| rule.fires().then_some(rule.fault));
         (fault, config.clone())
     };
     match fault {
@@ -711,6 +734,17 @@ mod tests {
             Some("a/b c")
         );
         assert_eq!(form_value("A=%41%4", "A").as_deref(), Some("A%4"));
+    }
+
+    #[test]
+    fn a_share_of_calls_gets_the_fault() {
+        let mut rule = FaultRule::share("DescribeTasks", Fault::Throttle, 3);
+        let fired: Vec<bool> = (0..6).map(|_| rule.fires()).collect();
+        assert_eq!(fired, [false, false, true, false, false, true]);
+        let mut limited = FaultRule::new("X", Fault::ServerError, Some(2));
+        let fired: Vec<bool> = (0..4).map(|_| limited.fires()).collect();
+        assert_eq!(fired, [true, true, false, false]);
+        assert!(FaultRule::new("PUT /bucket/*", Fault::Throttle, None).matches("PUT /bucket/key"));
     }
 
     #[test]

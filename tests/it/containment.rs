@@ -252,6 +252,12 @@ async fn stop_is_withheld_when_evidence_fails() {
 async fn throttled_and_failing_calls_are_retried_to_success() {
     let world = World::new(1).await;
     world.proxy.configure(|c| {
+        // Every other EC2 describe call is throttled, on top of the one-off faults below.
+        c.rules.push(FaultRule::share(
+            "DescribeNetworkInterfaces",
+            Fault::Throttle,
+            2,
+        ));
         c.rules
             .push(FaultRule::new("DescribeTasks", Fault::Throttle, Some(2)));
         c.rules.push(FaultRule::new(
