@@ -115,14 +115,6 @@ impl Ledger {
         }
     }
 
-    pub fn owner(&self) -> &str {
-        &self.owner
-    }
-
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
     /// Claim a step: succeeds when the step was never claimed, failed before, or its claim
     /// expired; otherwise returns what is recorded.
     pub async fn claim(

@@ -166,13 +166,6 @@ impl StepError {
             }
         )
     }
-
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            StepError::Aws { code, .. } => Some(code),
-            _ => None,
-        }
-    }
 }
 
 const RETRYABLE_CODES: &[&str] = &[

@@ -488,12 +488,7 @@ async fn respond(
     let mut injected = None;
     match operation {
         "DescribeNetworkInterfaces" if response.status() == StatusCode::OK => {
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
+            let bytes = body_of(response).await;
             let rewritten = mark_task_enis_requester_managed(&String::from_utf8_lossy(&bytes));
             response = Response::new(Full::new(Bytes::from(rewritten)));
             response.headers_mut().insert(
@@ -502,12 +497,7 @@ async fn respond(
             );
         }
         "DescribeTasks" if response.status() == StatusCode::OK => {
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
+            let bytes = body_of(response).await;
             let (rewritten, added) = add_missing_failures(&body, &bytes);
             if added {
                 injected = Some("MISSING failures added".to_string());
@@ -573,6 +563,15 @@ async fn forward(
             response
         }
     }
+}
+
+async fn body_of(response: Response<Full<Bytes>>) -> Bytes {
+    response
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default()
 }
 
 /// Ask the emulator directly (not through the proxy) with the caller's credentials scope.

@@ -82,17 +82,7 @@ async fn an_instance_eni_gets_the_two_step_security_group_swap_and_release_resto
         responder::emulator::fixture::launch_instance(&world.clients, &world.fixture)
             .await
             .unwrap();
-    let mut event: Value = serde_json::from_str(include_str!(
-        "../../events/ec2-instance-process-injection.json"
-    ))
-    .unwrap();
-    event["account"] = "123456789012".into();
-    event["detail"]["accountId"] = "123456789012".into();
-    event["detail"]["id"] = world.finding_id(7).into();
-    let details = &mut event["detail"]["resource"]["instanceDetails"];
-    details["instanceId"] = instance_id.clone().into();
-    details["networkInterfaces"][0]["networkInterfaceId"] = eni_id.clone().into();
-    // Keep only the steps under test (the default EC2 rule also snapshots volumes).
+    let event = world.instance_event(&instance_id, &eni_id, 7);
     let report = world.respond(&event).await;
     assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
     let record = &detail(&report, "isolate")["record"];
@@ -112,19 +102,7 @@ async fn an_instance_eni_gets_the_two_step_security_group_swap_and_release_resto
         .filter(|c| c.operation == "ModifyNetworkInterfaceAttribute")
         .collect();
     assert_eq!(modifies.len(), 2, "{modifies:?}");
-    let eni = world
-        .clients
-        .ec2
-        .describe_network_interfaces()
-        .network_interface_ids(&eni_id)
-        .send()
-        .await
-        .unwrap();
-    let groups: Vec<&str> = eni.network_interfaces()[0]
-        .groups()
-        .iter()
-        .filter_map(|g| g.group_id())
-        .collect();
+    let groups = world.eni_groups(&eni_id).await;
     assert_eq!(groups, [swap["quarantine_group"].as_str().unwrap()]);
     let quarantine = world
         .clients
@@ -149,19 +127,7 @@ async fn an_instance_eni_gets_the_two_step_security_group_swap_and_release_resto
         .await
         .unwrap();
     assert_eq!(released["result"], "released", "{released}");
-    let eni = world
-        .clients
-        .ec2
-        .describe_network_interfaces()
-        .network_interface_ids(&eni_id)
-        .send()
-        .await
-        .unwrap();
-    let groups: Vec<&str> = eni.network_interfaces()[0]
-        .groups()
-        .iter()
-        .filter_map(|g| g.group_id())
-        .collect();
+    let groups = world.eni_groups(&eni_id).await;
     assert_eq!(groups, [world.fixture.app_security_group.as_str()]);
 }
 
@@ -857,10 +823,9 @@ async fn every_event_leaves_an_audit_record_even_when_unreadable() {
 #[tokio::test]
 async fn the_guardduty_agent_keeps_its_path_through_the_quarantine() {
     let world = World::new(1).await;
-    let endpoint_ip =
-        responder::emulator::fixture::add_guardduty_endpoint(&world.clients, &world.fixture)
-            .await
-            .unwrap();
+    responder::emulator::fixture::add_guardduty_endpoint(&world.clients, &world.fixture)
+        .await
+        .unwrap();
     let report = world.respond(&world.miner_event(0, 20)).await;
     assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
     let cidr = format!("{}/32", world.fixture.tasks[0].ip);
@@ -892,7 +857,6 @@ async fn the_guardduty_agent_keeps_its_path_through_the_quarantine() {
         assert_eq!(public.len(), 1);
         assert_eq!(public[0]["action"], "deny");
     }
-    let _ = endpoint_ip;
 }
 
 #[tokio::test]
@@ -906,16 +870,7 @@ async fn the_quarantine_group_lets_only_the_agent_out() {
         responder::emulator::fixture::launch_instance(&world.clients, &world.fixture)
             .await
             .unwrap();
-    let mut event: Value = serde_json::from_str(include_str!(
-        "../../events/ec2-instance-process-injection.json"
-    ))
-    .unwrap();
-    event["account"] = "123456789012".into();
-    event["detail"]["accountId"] = "123456789012".into();
-    event["detail"]["id"] = world.finding_id(21).into();
-    event["detail"]["resource"]["instanceDetails"]["instanceId"] = instance_id.into();
-    event["detail"]["resource"]["instanceDetails"]["networkInterfaces"][0]["networkInterfaceId"] =
-        eni_id.into();
+    let event = world.instance_event(&instance_id, &eni_id, 21);
     let report = world.respond(&event).await;
     let group_id = detail(&report, "isolate")["record"]["sg_swaps"][0]["quarantine_group"]
         .as_str()

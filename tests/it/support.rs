@@ -103,6 +103,38 @@ impl World {
         )
     }
 
+    /// The EC2 process-injection sample pointed at an instance of the fixture.
+    pub fn instance_event(&self, instance_id: &str, eni_id: &str, finding: usize) -> Value {
+        let mut event: Value = serde_json::from_str(include_str!(
+            "../../events/ec2-instance-process-injection.json"
+        ))
+        .unwrap();
+        event["account"] = fixture::ACCOUNT.into();
+        event["detail"]["accountId"] = fixture::ACCOUNT.into();
+        event["detail"]["id"] = self.finding_id(finding).into();
+        let details = &mut event["detail"]["resource"]["instanceDetails"];
+        details["instanceId"] = instance_id.into();
+        details["networkInterfaces"][0]["networkInterfaceId"] = eni_id.into();
+        event
+    }
+
+    /// The security groups an ENI has now.
+    pub async fn eni_groups(&self, eni_id: &str) -> Vec<String> {
+        let output = self
+            .clients
+            .ec2
+            .describe_network_interfaces()
+            .network_interface_ids(eni_id)
+            .send()
+            .await
+            .unwrap();
+        output.network_interfaces()[0]
+            .groups()
+            .iter()
+            .filter_map(|g| g.group_id().map(str::to_string))
+            .collect()
+    }
+
     pub async fn respond(&self, event: &Value) -> Report {
         self.respond_as(
             event,
