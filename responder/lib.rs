@@ -5,7 +5,6 @@
 //! — all pure — and then carried out. The [`report::Report`] says what was decided and done.
 
 pub mod actions;
-pub mod emulator;
 pub mod event;
 pub mod finding;
 pub mod incident;
@@ -15,7 +14,7 @@ pub mod report;
 pub mod respond;
 
 use event::{parse_event, Inbound};
-use plan::{Decision, SkipReason};
+use plan::Decision;
 use playbook::{Mode, PlaybookSet};
 use report::Report;
 
@@ -32,35 +31,7 @@ pub fn decide(
         Ok(inbound) => inbound,
         Err(error) => return (Report::for_error(input, &error), None),
     };
-    let decision = decide_inbound(&inbound, playbooks, ceiling);
+    let decision = plan::decide(&inbound, playbooks, ceiling);
     let report = Report::for_decision(input, &inbound, &decision);
     (report, Some((inbound, decision)))
-}
-
-/// The decision for an event already parsed. Pure.
-pub fn decide_inbound(inbound: &Inbound, playbooks: &PlaybookSet, ceiling: Mode) -> Decision {
-    match inbound {
-        Inbound::Finding { incident, .. } => plan::plan(incident, playbooks).capped_at(ceiling),
-        Inbound::Foreign {
-            source,
-            detail_type,
-        } => Decision::Skip(SkipReason::NotAGuardDutyFinding {
-            source: source.clone(),
-            detail_type: detail_type.clone(),
-        }),
-        Inbound::TaskStateChange(change) if change.last_status.as_deref() == Some("STOPPED") => {
-            Decision::Release {
-                task_arn: change.task_arn.clone(),
-                reason: format!(
-                    "ECS task {} stopped ({}): release the network ACL quarantine entries recorded for it, so the next task given its IP is not blocked",
-                    change.task_arn,
-                    change.stopped_reason.as_deref().unwrap_or("no reason given")
-                ),
-            }
-        }
-        Inbound::TaskStateChange(change) => Decision::Skip(SkipReason::TaskNotStopped {
-            task_arn: change.task_arn.clone(),
-            last_status: change.last_status.clone(),
-        }),
-    }
 }

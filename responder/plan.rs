@@ -1,9 +1,12 @@
-//! Planning: from an incident and the playbooks to a decision. Pure — no I/O, no clock.
+//! Planning: from a received event and the playbooks to a decision — act (which steps, in which
+//! mode), skip (and why), or release a stopped task's quarantine. Pure — no I/O, no clock.
 
 use serde::Serialize;
 
+use crate::actions::{ActionName, ActionSpec};
+use crate::event::Inbound;
 use crate::incident::{Incident, Target};
-use crate::playbook::{Action, ActionName, Mode, PlaybookSet, SeverityThreshold, TagCondition};
+use crate::playbook::{Mode, PlaybookSet, SeverityThreshold, TagCondition};
 
 /// One planned step.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -15,8 +18,9 @@ pub struct Step {
     pub mode: Mode,
     /// Why the step is in the plan.
     pub reason: String,
+    /// The action with its typed parameters.
     #[serde(skip)]
-    pub spec: Action,
+    pub spec: ActionSpec,
 }
 
 /// What to do about one finding.
@@ -148,6 +152,35 @@ impl Decision {
             Decision::Skip(reason) => reason.describe(),
             Decision::Release { reason, .. } => reason.clone(),
         }
+    }
+}
+
+/// Decide what to do about one received event. `ceiling` caps every rule's mode (a deployment
+/// in `dry-run` never mutates).
+pub fn decide(inbound: &Inbound, playbooks: &PlaybookSet, ceiling: Mode) -> Decision {
+    match inbound {
+        Inbound::Finding { incident, .. } => plan(incident, playbooks).capped_at(ceiling),
+        Inbound::Foreign {
+            source,
+            detail_type,
+        } => Decision::Skip(SkipReason::NotAGuardDutyFinding {
+            source: source.clone(),
+            detail_type: detail_type.clone(),
+        }),
+        Inbound::TaskStateChange(change) if change.last_status.as_deref() == Some("STOPPED") => {
+            Decision::Release {
+                task_arn: change.task_arn.clone(),
+                reason: format!(
+                    "ECS task {} stopped ({}): release the network ACL quarantine entries recorded for it, so the next task given its IP is not blocked",
+                    change.task_arn,
+                    change.stopped_reason.as_deref().unwrap_or("no reason given")
+                ),
+            }
+        }
+        Inbound::TaskStateChange(change) => Decision::Skip(SkipReason::TaskNotStopped {
+            task_arn: change.task_arn.clone(),
+            last_status: change.last_status.clone(),
+        }),
     }
 }
 
@@ -287,7 +320,7 @@ mod tests {
     use serde_json::{json, Value};
 
     fn event(name: &str) -> Value {
-        let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
@@ -640,7 +673,7 @@ rules:
     #[test]
     fn every_runtime_finding_type_parses_and_plans() {
         let path = format!(
-            "{}/tests/data/finding-types.json",
+            "{}/../tests/data/finding-types.json",
             env!("CARGO_MANIFEST_DIR")
         );
         let list: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();

@@ -7,10 +7,12 @@ use std::fmt::Write as _;
 use anstyle::{AnsiColor, Style};
 use serde::Serialize;
 
+use crate::actions::{ActionName, StepOutput};
 use crate::event::{EventError, Inbound};
 use crate::incident::{Incident, SeverityBand, Target};
 use crate::plan::{Decision, SkipReason, Step};
 use crate::playbook::Mode;
+use crate::respond::ReleaseSummary;
 
 /// The decision as one word, for JSON consumers and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -37,14 +39,45 @@ impl DecisionKind {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Outcome {
-    Done { detail: serde_json::Value },
-    Skipped { reason: String },
-    Failed { error: String, retryable: bool },
+    /// Carried out by this invocation.
+    Done {
+        /// One line for people.
+        summary: String,
+        /// What the action did, typed.
+        detail: StepOutput,
+    },
+    /// Not carried out here (dry-run, exempt, done before, withheld, ...).
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// Tried and failed.
+    Failed {
+        /// What went wrong.
+        error: String,
+        /// Whether a retry may succeed (throttling, 5xx).
+        retryable: bool,
+        /// Changes made before the failure, kept and recorded (so `release` can undo them).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        partial: Option<StepOutput>,
+    },
 }
 
+impl Outcome {
+    /// The output of a step done now.
+    pub fn done(detail: StepOutput) -> Outcome {
+        Outcome::Done {
+            summary: detail.summary(),
+            detail,
+        }
+    }
+}
+
+/// One step of the plan, with its outcome once executed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepReport {
-    pub action: crate::playbook::ActionName,
+    /// The action.
+    pub action: ActionName,
     pub rule: String,
     pub mode: Mode,
     pub reason: String,
@@ -117,7 +150,7 @@ pub struct Execution {
     pub retryable: bool,
     /// What a release (task stopped, or `responder release`) did.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub release: Option<serde_json::Value>,
+    pub release: Option<ReleaseSummary>,
 }
 
 impl Report {
@@ -283,8 +316,13 @@ impl Report {
             .iter()
             .any(|s| matches!(s.outcome, Some(Outcome::Failed { .. })));
         let contained = self.steps.iter().any(|s| {
-            s.action == crate::playbook::ActionName::Isolate
-                && matches!(s.outcome, Some(Outcome::Done { .. }))
+            matches!(
+                &s.outcome,
+                Some(Outcome::Done {
+                    detail: StepOutput::Isolate(output),
+                    ..
+                }) if output.contained().is_some()
+            )
         });
         let verdict = match (self.decision, contained, failed) {
             (DecisionKind::Act, true, false) => "contained",
@@ -338,10 +376,10 @@ impl Report {
             let lines: Vec<String> = self
                 .steps
                 .iter()
-                .filter(|step| step.action != crate::playbook::ActionName::Notify)
+                .filter(|step| step.action != ActionName::Notify)
                 .filter_map(|step| {
                     let (status, detail) = match &step.outcome {
-                        Some(Outcome::Done { detail }) => ("done", summarise(detail)),
+                        Some(Outcome::Done { summary, .. }) => ("done", summary.clone()),
                         Some(Outcome::Failed { error, .. }) => ("failed", error.clone()),
                         Some(Outcome::Skipped { reason }) => ("skipped", reason.clone()),
                         None => ("skipped", "not executed".to_string()),
@@ -449,31 +487,6 @@ impl Report {
     }
 }
 
-/// One line from a step's detail for the notification body.
-fn summarise(detail: &serde_json::Value) -> String {
-    match detail {
-        serde_json::Value::Object(map) => {
-            if let Some(summary) = map.get("summary").and_then(|s| s.as_str()) {
-                return summary.to_string();
-            }
-            let text = detail.to_string();
-            if text.len() > 300 {
-                format!(
-                    "{}…",
-                    &text[..text
-                        .char_indices()
-                        .nth(300)
-                        .map(|(i, _)| i)
-                        .unwrap_or(text.len())]
-                )
-            } else {
-                text
-            }
-        }
-        other => other.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,12 +499,15 @@ mod tests {
             &crate::playbook::PlaybookSet::defaults().unwrap(),
             crate::playbook::Mode::Enforce,
         );
-        report.steps[0].outcome = Some(Outcome::Done {
-            detail: serde_json::Value::Null,
-        });
+        report.steps[0].outcome = Some(Outcome::done(StepOutput::Isolate(
+            crate::actions::isolate::IsolateOutput::Gone {
+                why: "stopped".into(),
+            },
+        )));
         report.steps[1].outcome = Some(Outcome::Failed {
             error: "x".into(),
             retryable: false,
+            partial: None,
         });
         report.execution = Some(Execution {
             containment_ms: Some(42),

@@ -6,35 +6,130 @@
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ObjectLockLegalHoldStatus;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::isolate::{acl_json, describe_acls, eni_json, ContainmentRecord};
-use super::workload::{describe_service, describe_task};
-use super::{aws, Clients, StepError};
+use super::isolate::ContainmentRecord;
+use super::workload::{acl_json, describe_acls, describe_service, describe_task, eni_json};
+use super::{aws, Action, Clients, Failure, Phase, StepContext, StepError};
 use crate::incident::{EcsTaskTarget, Incident, Target};
 
+/// The `evidence` action.
+pub struct Evidence;
+
+impl Action for Evidence {
+    const NAME: &'static str = "evidence";
+    const PHASE: Phase = Phase::Preserve;
+    const PURPOSE: &'static str =
+        "preserve the finding and the workload's state before anything is torn down";
+    const CONTAINMENT: bool = false;
+    const PERMISSIONS: &'static [&'static str] = &[
+        "ecs:DescribeTasks",
+        "ecs:DescribeTaskDefinition",
+        "ecs:DescribeServices",
+        "ec2:DescribeInstances",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeNetworkAcls",
+        "s3:GetBucketObjectLockConfiguration",
+        "s3:PutObject",
+        "s3:PutObjectLegalHold",
+    ];
+
+    type Params = EvidenceParams;
+    type Output = EvidenceOutput;
+
+    async fn run(
+        ctx: &StepContext<'_>,
+        params: &EvidenceParams,
+    ) -> Result<EvidenceOutput, Failure<EvidenceOutput>> {
+        let bucket = ctx.config.bucket()?;
+        Ok(preserve(
+            ctx.clients,
+            bucket,
+            ctx.incident,
+            ctx.raw_finding,
+            ctx.earlier.containment.as_ref(),
+            params.legal_hold,
+        )
+        .await?)
+    }
+
+    fn summary(output: &EvidenceOutput) -> String {
+        format!(
+            "{} object(s) and a manifest in s3://{}/{}{}",
+            output.objects.len(),
+            output.bucket,
+            output.prefix,
+            if output.legal_hold {
+                " (legal hold)"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// Parameters of `evidence`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceParams {
+    /// Put an S3 Object Lock legal hold on every evidence object when the bucket has Object Lock.
+    #[serde(default = "yes")]
+    pub legal_hold: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for EvidenceParams {
+    fn default() -> Self {
+        EvidenceParams { legal_hold: true }
+    }
+}
+
+/// What was stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceOutput {
+    /// The evidence bucket.
+    pub bucket: String,
+    /// `incidents/{account}/{finding-id}/`.
+    pub prefix: String,
+    /// The manifest object.
+    pub manifest: StoredObject,
+    /// Every object the manifest lists.
+    pub objects: Vec<StoredObject>,
+    /// Whether the objects are under an Object Lock legal hold.
+    pub legal_hold: bool,
+}
+
 /// One stored object, as listed in the manifest.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredObject {
+    /// Its key in the bucket.
     pub key: String,
+    /// SHA-256 of its bytes, hex.
     pub sha256: String,
+    /// Its size.
     pub bytes: usize,
 }
 
+/// Where an incident's evidence goes.
 pub fn prefix(incident: &Incident) -> String {
     format!("incidents/{}/{}/", incident.account_id, incident.finding_id)
 }
 
-/// Collect and store the evidence. Returns the manifest.
-pub async fn preserve(
+/// Collect and store the evidence.
+async fn preserve(
     clients: &Clients,
     bucket: &str,
     incident: &Incident,
     raw_finding: &Value,
     containment: Option<&ContainmentRecord>,
     legal_hold: bool,
-) -> Result<Value, StepError> {
+) -> Result<EvidenceOutput, StepError> {
     let mut documents: Vec<(&str, Value)> = vec![("finding.json", raw_finding.clone())];
     match &incident.target {
         Target::EcsTask(task) => documents.extend(ecs_documents(clients, task, containment).await?),
@@ -97,7 +192,7 @@ pub async fn preserve(
         "collected_at": chrono::Utc::now().to_rfc3339(),
         "collector": concat!("guardduty-responder ", env!("CARGO_PKG_VERSION")),
         "legal_hold": hold,
-        "objects": stored,
+        "objects": &stored,
     });
     let manifest_key = format!("{base}manifest.json");
     let manifest_object = put(
@@ -108,13 +203,13 @@ pub async fn preserve(
         hold,
     )
     .await?;
-    Ok(json!({
-        "bucket": bucket,
-        "prefix": base,
-        "manifest": manifest_object,
-        "objects": manifest["objects"],
-        "legal_hold": hold,
-    }))
+    Ok(EvidenceOutput {
+        bucket: bucket.to_string(),
+        prefix: base,
+        manifest: manifest_object,
+        objects: stored,
+        legal_hold: hold,
+    })
 }
 
 async fn ecs_documents(

@@ -21,6 +21,15 @@ use serde_json::Value;
 
 use super::{aws, StepError};
 
+/// What the ledger calls.
+pub const PERMISSIONS: &[&str] = &[
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:Query",
+];
+
 /// How long a claim protects a step (and the response lock) from other invocations. Longer
 /// than the function's timeout (60 s in template.yaml), so a live invocation never loses its
 /// claim; shorter than Lambda's first asynchronous retry of a crashed or timed-out invocation

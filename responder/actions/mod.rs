@@ -1,238 +1,209 @@
-//! Every AWS call the responder makes lives under this module: one file per action, plus the
-//! ledger. Nothing above this boundary (parsing, playbooks, planning) does I/O.
+//! Every AWS call the responder makes lives under this module. An action is one unit — its
+//! parameters (whose doc comments become the playbook JSON Schema), phase, purpose, the IAM
+//! actions it calls and its `run` with a typed output — in one file or folder, registered once
+//! in [`registry`]. The playbook format, the plan and the executor all read the registry.
+//!
+//! Nothing above this boundary (parsing, playbooks, planning) does I/O.
 
+mod aws;
+mod config;
 pub mod deregister;
 pub mod evidence;
 pub mod isolate;
 pub mod ledger;
 pub mod notify;
+mod registry;
 pub mod release;
+pub mod revoke_sessions;
 pub mod snapshot;
 pub mod stop;
 pub mod tag;
 pub mod workload;
 
-use std::fmt::Debug;
-use std::time::Duration;
+use std::fmt;
+use std::future::Future;
 
-use aws_sdk_ec2::error::ProvideErrorMetadata;
-use aws_sdk_ec2::error::SdkError;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-use crate::playbook::Mode;
+pub(crate) use aws::aws;
+pub use aws::{Clients, StepError};
+pub use config::{Config, ConfigError, ENV_AUDIT_TTL, ENV_BUCKET, ENV_MODE, ENV_TABLE, ENV_TOPIC};
+pub(crate) use registry::{output_from_ledger, run_action};
+pub use registry::{ActionName, ActionSpec, StepOutput};
 
-/// The SDK clients, built once (per Lambda container) and shared.
-#[derive(Clone, Debug)]
-pub struct Clients {
-    pub ec2: aws_sdk_ec2::Client,
-    pub ecs: aws_sdk_ecs::Client,
-    pub s3: aws_sdk_s3::Client,
-    pub sns: aws_sdk_sns::Client,
-    pub dynamodb: aws_sdk_dynamodb::Client,
-    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
+use crate::incident::Incident;
+use crate::report::Report;
+use isolate::ContainmentRecord;
+use ledger::Ledger;
+
+/// Execution phases, in order. A rule lists its actions in phase order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Cut the workload off; nothing it does not need comes before it.
+    Contain,
+    /// Keep what an investigation needs, concurrently.
+    Preserve,
+    /// Stop the workload, only after evidence (unless forced).
+    Stop,
+    /// Tell people, last, even when earlier steps failed.
+    Notify,
 }
 
-impl Clients {
-    /// Clients from an SDK configuration. With an endpoint override (an emulator), S3 uses
-    /// path-style addressing, which emulators on 127.0.0.1 need.
-    pub fn from_sdk_config(config: &aws_config::SdkConfig) -> Clients {
-        let s3_config = aws_sdk_s3::config::Builder::from(config)
-            .force_path_style(config.endpoint_url().is_some())
-            .build();
-        Clients {
-            ec2: aws_sdk_ec2::Client::new(config),
-            ecs: aws_sdk_ecs::Client::new(config),
-            s3: aws_sdk_s3::Client::from_conf(s3_config),
-            sns: aws_sdk_sns::Client::new(config),
-            dynamodb: aws_sdk_dynamodb::Client::new(config),
-            elbv2: aws_sdk_elasticloadbalancingv2::Client::new(config),
+impl Phase {
+    /// The phase's name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Contain => "contain",
+            Phase::Preserve => "preserve",
+            Phase::Stop => "stop",
+            Phase::Notify => "notify",
         }
     }
+}
 
-    /// Load the standard AWS configuration (environment, profile, `AWS_ENDPOINT_URL`), with
-    /// retries that ride out throttling.
-    pub async fn from_env() -> Clients {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .retry_config(
-                aws_config::retry::RetryConfig::standard()
-                    .with_max_attempts(4)
-                    .with_initial_backoff(Duration::from_millis(100)),
-            )
-            .load()
-            .await;
-        Clients::from_sdk_config(&config)
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
-/// Resource names and switches, read once from the environment.
-#[derive(Clone, Debug, Default)]
-pub struct Config {
-    pub evidence_bucket: Option<String>,
-    pub ledger_table: Option<String>,
-    pub topic_arn: Option<String>,
-    /// A deployment-wide cap on every rule's mode (`RESPONDER_MODE`).
-    pub mode_ceiling: Option<Mode>,
-    /// Days an audit record is kept (`RESPONDER_AUDIT_TTL_DAYS`, default 400).
-    pub audit_ttl_days: u32,
-}
+/// One action: everything the playbook format, the plan, the executor, the IAM policy and
+/// the documentation need to know about it. Implemented by a unit struct per action and listed
+/// once in [`registry`].
+pub trait Action {
+    /// The name playbooks use (`snapshot-volumes`).
+    const NAME: &'static str;
+    /// When it runs.
+    const PHASE: Phase;
+    /// Why a step of this kind is in a plan, for people reading the report.
+    const PURPOSE: &'static str;
+    /// Containment changes the workload: the exemption guardrail removes such steps.
+    const CONTAINMENT: bool;
+    /// Every IAM action `run` may call (checked against `template.yaml` by a test).
+    const PERMISSIONS: &'static [&'static str];
 
-pub const ENV_BUCKET: &str = "RESPONDER_EVIDENCE_BUCKET";
-pub const ENV_TABLE: &str = "RESPONDER_LEDGER_TABLE";
-pub const ENV_TOPIC: &str = "RESPONDER_TOPIC_ARN";
-pub const ENV_MODE: &str = "RESPONDER_MODE";
-pub const ENV_AUDIT_TTL: &str = "RESPONDER_AUDIT_TTL_DAYS";
+    /// The parameters a playbook gives it (`- isolate: {fallback: stop}`).
+    type Params: DeserializeOwned
+        + Serialize
+        + JsonSchema
+        + Default
+        + Clone
+        + PartialEq
+        + fmt::Debug
+        + Send
+        + Sync;
+    /// What it did, recorded in the ledger and the report.
+    type Output: DeserializeOwned + Serialize + Clone + PartialEq + fmt::Debug + Send + Sync;
 
-#[derive(Debug, thiserror::Error)]
-#[error("{variable}={value:?} is not valid: {expected}")]
-pub struct ConfigError {
-    pub variable: &'static str,
-    pub value: String,
-    pub expected: &'static str,
-}
+    /// Carry the step out. A failure may carry the partial output that must be kept (so
+    /// `release` can undo changes made before the failure).
+    fn run(
+        ctx: &StepContext<'_>,
+        params: &Self::Params,
+    ) -> impl Future<Output = Result<Self::Output, Failure<Self::Output>>> + Send;
 
-impl Config {
-    pub fn from_env() -> Result<Config, ConfigError> {
-        let read = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let mode_ceiling = match read(ENV_MODE) {
-            None => None,
-            Some(value) => Some(Mode::parse(&value).ok_or(ConfigError {
-                variable: ENV_MODE,
-                value,
-                expected: "one of enforce, notify-only, dry-run",
-            })?),
-        };
-        let audit_ttl_days = match read(ENV_AUDIT_TTL) {
-            None => 400,
-            Some(value) => value.parse().map_err(|_| ConfigError {
-                variable: ENV_AUDIT_TTL,
-                value,
-                expected: "a whole number of days",
-            })?,
-        };
-        Ok(Config {
-            evidence_bucket: read(ENV_BUCKET),
-            ledger_table: read(ENV_TABLE),
-            topic_arn: read(ENV_TOPIC),
-            mode_ceiling,
-            audit_ttl_days,
-        })
-    }
+    /// One line for the notification and the text report.
+    fn summary(output: &Self::Output) -> String;
 
-    pub fn bucket(&self) -> Result<&str, StepError> {
-        self.evidence_bucket
-            .as_deref()
-            .ok_or(StepError::MissingConfig(ENV_BUCKET, "the evidence bucket"))
-    }
-
-    pub fn table(&self) -> Result<&str, StepError> {
-        self.ledger_table
-            .as_deref()
-            .ok_or(StepError::MissingConfig(ENV_TABLE, "the ledger table"))
-    }
-
-    pub fn topic(&self) -> Result<&str, StepError> {
-        self.topic_arn.as_deref().ok_or(StepError::MissingConfig(
-            ENV_TOPIC,
-            "the notification topic",
-        ))
+    /// A reason not to run at all given what earlier phases did (e.g. `stop` without
+    /// evidence). Pure.
+    fn withheld(_params: &Self::Params, _earlier: &Earlier) -> Option<String> {
+        None
     }
 }
 
-/// Why a step did not succeed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StepError {
-    #[error("{0} is not set: it names {1}")]
-    MissingConfig(&'static str, &'static str),
-    #[error("{operation} failed: {code}: {message}")]
-    Aws {
-        operation: &'static str,
-        code: String,
-        message: String,
-        retryable: bool,
-    },
-    /// A precondition does not hold; retrying will not help.
-    #[error("{0}")]
-    Refused(String),
+/// A step that did not succeed, with whatever it changed before failing.
+#[derive(Debug, Clone)]
+pub struct Failure<O> {
+    /// Why.
+    pub error: StepError,
+    /// Changes that were made and are kept (recorded so `release` can undo them).
+    pub partial: Option<O>,
 }
 
-impl StepError {
-    /// True when trying again later may succeed (throttling, 5xx, timeouts). The ledger makes
-    /// retries safe.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            StepError::Aws {
-                retryable: true,
-                ..
-            }
-        )
+impl<O> Failure<O> {
+    /// The partial output converted (e.g. into the registry's [`StepOutput`]).
+    pub fn map<P>(self, convert: impl FnOnce(O) -> P) -> Failure<P> {
+        Failure {
+            error: self.error,
+            partial: self.partial.map(convert),
+        }
     }
 }
 
-const RETRYABLE_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestLimitExceeded",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "ProvisionedThroughputExceededException",
-    "SlowDown",
-    "ServiceUnavailable",
-    "InternalError",
-    "InternalFailure",
-    "InternalServerError",
-    "ServerException",
+impl<O> From<StepError> for Failure<O> {
+    fn from(error: StepError) -> Self {
+        Failure {
+            error,
+            partial: None,
+        }
+    }
+}
+
+/// What earlier phases of this response produced, as later steps need it.
+#[derive(Debug, Clone, Default)]
+pub struct Earlier {
+    /// The containment in force (done now, or by an earlier invocation).
+    pub containment: Option<ContainmentRecord>,
+    /// Isolation was attempted and did not succeed.
+    pub isolate_failed: bool,
+    /// Evidence is preserved (now or before).
+    pub evidence_done: bool,
+}
+
+/// Everything a step's `run` may use.
+pub struct StepContext<'a> {
+    /// The SDK clients.
+    pub clients: &'a Clients,
+    /// Resource names (bucket, table, topic).
+    pub config: &'a Config,
+    /// The finding, normalised.
+    pub incident: &'a Incident,
+    /// The finding as received (kept as evidence).
+    pub raw_finding: &'a serde_json::Value,
+    /// The rule that asked for the step.
+    pub rule: &'a str,
+    /// The ledger of this response.
+    pub ledger: &'a Ledger,
+    /// What earlier phases produced.
+    pub earlier: &'a Earlier,
+    /// The report as it stands (outcomes so far): what `notify` sends.
+    pub report: &'a Report,
+}
+
+/// IAM actions used outside any playbook action, by component.
+pub const COMPONENT_PERMISSIONS: &[(&str, &[&str])] = &[
+    ("ledger", ledger::PERMISSIONS),
+    ("release", release::PERMISSIONS),
+    ("exemption guardrail", workload::SERVICE_PERMISSIONS),
 ];
 
-/// Classify an SDK error with the operation it came from.
-pub fn aws_error<E, R>(operation: &'static str, error: SdkError<E, R>) -> StepError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: Debug + HttpStatus,
-{
-    let status = error.raw_response().map(HttpStatus::status);
-    let code = error.code().map(str::to_string);
-    let message = error
-        .message()
-        .map(str::to_string)
-        .unwrap_or_else(|| aws_sdk_ec2::error::DisplayErrorContext(&error).to_string());
-    let transport = matches!(
-        error,
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
-    );
-    let retryable = transport
-        || status.is_some_and(|s| s >= 500)
-        || code
-            .as_deref()
-            .is_some_and(|c| RETRYABLE_CODES.contains(&c));
-    StepError::Aws {
-        operation,
-        code: code.unwrap_or_else(|| match status {
-            Some(status) => format!("HTTP {status}"),
-            None => "no response".to_string(),
-        }),
-        message,
-        retryable,
-    }
-}
+/// Grants the function needs that no code of ours calls: the platform uses them on its behalf.
+pub const PLATFORM_PERMISSIONS: &[(&str, &str)] = &[
+    (
+        "kms:GenerateDataKey",
+        "SNS, S3 and DynamoDB encrypt with the stack's key as this role",
+    ),
+    (
+        "kms:Decrypt",
+        "reading objects and items encrypted with the stack's key",
+    ),
+    (
+        "sqs:SendMessage",
+        "Lambda's on-failure destination sends as the function's role",
+    ),
+];
 
-/// The HTTP status of a raw response, whichever response type the SDK hands back.
-pub trait HttpStatus {
-    fn status(&self) -> u16;
-}
-
-impl HttpStatus for aws_sdk_ec2::config::http::HttpResponse {
-    fn status(&self) -> u16 {
-        self.status().as_u16()
-    }
-}
-
-/// Shorthand: `.map_err(aws("DescribeTasks"))`.
-pub fn aws<E, R>(operation: &'static str) -> impl FnOnce(SdkError<E, R>) -> StepError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: Debug + HttpStatus,
-{
-    move |error| aws_error(operation, error)
+/// Every IAM action the code may call: the actions' and the components'.
+pub fn declared_permissions() -> Vec<(&'static str, &'static str)> {
+    let actions = ActionName::ALL
+        .iter()
+        .flat_map(|a| a.permissions().iter().map(move |p| (a.name(), *p)));
+    let components = COMPONENT_PERMISSIONS
+        .iter()
+        .flat_map(|(c, ps)| ps.iter().map(move |p| (*c, *p)));
+    actions.chain(components).collect()
 }

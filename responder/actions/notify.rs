@@ -6,20 +6,74 @@
 use std::collections::HashMap;
 
 use aws_sdk_sns::types::MessageAttributeValue;
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
-use super::{aws, Clients, StepError};
+use super::{aws, Action, Clients, Failure, Phase, StepContext, StepError};
 use crate::report::Report;
 
 /// SNS limits a whole message (body and attributes) to 256 KiB.
 const MAX_REPORT_ATTRIBUTE: usize = 200 * 1024;
 
-pub async fn notify(
+/// The `notify` action.
+pub struct Notify;
+
+/// Parameters of `notify`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyParams {
+    /// Text put before the subject, e.g. `[prod]`.
+    #[serde(default)]
+    pub subject_prefix: Option<String>,
+}
+
+/// The message sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotifyOutput {
+    /// The topic.
+    pub topic_arn: String,
+    /// SNS's id for the message.
+    pub message_id: Option<String>,
+    /// Its subject.
+    pub subject: String,
+}
+
+impl Action for Notify {
+    const NAME: &'static str = "notify";
+    const PHASE: Phase = Phase::Notify;
+    const PURPOSE: &'static str = "tell people what was found and done";
+    const CONTAINMENT: bool = false;
+    const PERMISSIONS: &'static [&'static str] = &["sns:Publish"];
+
+    type Params = NotifyParams;
+    type Output = NotifyOutput;
+
+    async fn run(
+        ctx: &StepContext<'_>,
+        params: &NotifyParams,
+    ) -> Result<NotifyOutput, Failure<NotifyOutput>> {
+        let topic = ctx.config.topic()?;
+        Ok(notify(
+            ctx.clients,
+            topic,
+            ctx.report,
+            params.subject_prefix.as_deref(),
+        )
+        .await?)
+    }
+
+    fn summary(output: &NotifyOutput) -> String {
+        format!("sent to {}: {}", output.topic_arn, output.subject)
+    }
+}
+
+async fn notify(
     clients: &Clients,
     topic_arn: &str,
     report: &Report,
     subject_prefix: Option<&str>,
-) -> Result<Value, StepError> {
+) -> Result<NotifyOutput, StepError> {
     let (subject, body) = report.notification(subject_prefix);
     let mut report_json = report.to_json_line();
     if report_json.len() > MAX_REPORT_ATTRIBUTE {
@@ -54,5 +108,9 @@ pub async fn notify(
         .send()
         .await
         .map_err(aws("SNS Publish"))?;
-    Ok(json!({"topic_arn": topic_arn, "message_id": output.message_id(), "subject": subject}))
+    Ok(NotifyOutput {
+        topic_arn: topic_arn.to_string(),
+        message_id: output.message_id().map(str::to_string),
+        subject,
+    })
 }

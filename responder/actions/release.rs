@@ -4,10 +4,81 @@
 //! reported.
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
-use super::isolate::{remove_entries, ContainmentRecord, NaclEntry};
+use super::isolate::nacl::remove_entries;
+use super::isolate::{ContainmentRecord, NaclEntry};
 use super::{aws, Clients, StepError};
+
+/// What `release` calls (besides the ledger).
+pub const PERMISSIONS: &[&str] = &[
+    "ec2:DescribeNetworkAcls",
+    "ec2:DeleteNetworkAclEntry",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:ModifyNetworkInterfaceAttribute",
+    "ecs:TagResource",
+];
+
+/// What a release undid, and what it left alone and why.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseOutput {
+    /// ACL entries deleted.
+    pub removed_nacl_entries: Vec<NaclEntry>,
+    /// ENIs given their original groups back.
+    pub restored_security_groups: Vec<RestoredGroups>,
+    /// Changes not undone because they are no longer as made.
+    pub left_alone: Vec<LeftAlone>,
+    /// Changes whose undo failed.
+    pub failed: Vec<FailedUndo>,
+}
+
+impl ReleaseOutput {
+    /// One line for people.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} network ACL entr(ies) removed, {} ENI(s) restored, {} left alone, {} failed",
+            self.removed_nacl_entries.len(),
+            self.restored_security_groups.len(),
+            self.left_alone.len(),
+            self.failed.len()
+        )
+    }
+}
+
+/// An ENI whose groups were restored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoredGroups {
+    /// The network interface.
+    pub eni_id: String,
+    /// The groups it has again.
+    pub groups: Vec<String>,
+}
+
+/// A change not undone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeftAlone {
+    /// The ACL entry, when it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry: Option<NaclEntry>,
+    /// The ENI, when it is a group swap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eni_id: Option<String>,
+    /// Why it was left.
+    pub why: String,
+}
+
+/// An undo that failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedUndo {
+    /// The ACL entry, when it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry: Option<NaclEntry>,
+    /// The ENI, when it is a group swap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eni_id: Option<String>,
+    /// The error.
+    pub error: String,
+}
 
 /// Undo the record. `nacl_only` is for a task's STOPPED event: its ENI is gone, only the ACL
 /// entries (which would block the next task that gets the same IP) matter.
@@ -15,7 +86,7 @@ pub async fn release(
     clients: &Clients,
     record: &ContainmentRecord,
     nacl_only: bool,
-) -> Result<Value, StepError> {
+) -> Result<ReleaseOutput, StepError> {
     let mut removed = Vec::new();
     let mut left = Vec::new();
     let mut failed = Vec::new();
@@ -26,12 +97,20 @@ pub async fn release(
         .cloned()
         .partition(|e| still_ours.contains(e));
     for entry in gone {
-        left.push(json!({"entry": entry, "why": "no longer present as created (already removed or replaced)"}));
+        left.push(LeftAlone {
+            entry: Some(entry),
+            eni_id: None,
+            why: "no longer present as created (already removed or replaced)".to_string(),
+        });
     }
     for (entry, result) in remove_entries(clients, &ours).await {
         match result {
             Ok(()) => removed.push(entry),
-            Err(error) => failed.push(json!({"entry": entry, "error": error.to_string()})),
+            Err(error) => failed.push(FailedUndo {
+                entry: Some(entry),
+                eni_id: None,
+                error: error.to_string(),
+            }),
         }
     }
 
@@ -56,13 +135,23 @@ pub async fn release(
                     })
                     .unwrap_or_default(),
                 Err(error) if error.code() == Some("InvalidNetworkInterfaceID.NotFound") => {
-                    left.push(json!({"eni_id": swap.eni_id, "why": "the network interface no longer exists"}));
+                    left.push(LeftAlone {
+                        entry: None,
+                        eni_id: Some(swap.eni_id.clone()),
+                        why: "the network interface no longer exists".to_string(),
+                    });
                     continue;
                 }
                 Err(error) => return Err(aws("EC2 DescribeNetworkInterfaces")(error)),
             };
             if groups != [swap.quarantine_group.clone()] {
-                left.push(json!({"eni_id": swap.eni_id, "why": format!("its groups changed since quarantine ({groups:?}); not overwritten")}));
+                left.push(LeftAlone {
+                    entry: None,
+                    eni_id: Some(swap.eni_id.clone()),
+                    why: format!(
+                        "its groups changed since quarantine ({groups:?}); not overwritten"
+                    ),
+                });
                 continue;
             }
             match clients
@@ -73,23 +162,33 @@ pub async fn release(
                 .send()
                 .await
             {
-                Ok(_) => restored.push(json!({"eni_id": swap.eni_id, "groups": swap.original_groups})),
-                Err(error) => failed.push(json!({"eni_id": swap.eni_id, "error": aws("EC2 ModifyNetworkInterfaceAttribute")(error).to_string()})),
+                Ok(_) => restored.push(RestoredGroups {
+                    eni_id: swap.eni_id.clone(),
+                    groups: swap.original_groups.clone(),
+                }),
+                Err(error) => failed.push(FailedUndo {
+                    entry: None,
+                    eni_id: Some(swap.eni_id.clone()),
+                    error: aws("EC2 ModifyNetworkInterfaceAttribute")(error).to_string(),
+                }),
             }
         }
     }
-    let detail = json!({
-        "removed_nacl_entries": removed,
-        "restored_security_groups": restored,
-        "left_alone": left,
-        "failed": failed,
-        "summary": format!("{} network ACL entr(ies) removed, {} ENI(s) restored, {} left alone, {} failed",
-            removed.len(), restored.len(), left.len(), failed.len()),
-    });
-    if !failed.is_empty() {
-        return Err(StepError::Refused(format!("release incomplete: {detail}")));
+    let output = ReleaseOutput {
+        removed_nacl_entries: removed,
+        restored_security_groups: restored,
+        left_alone: left,
+        failed,
+    };
+    if !output.failed.is_empty() {
+        let failures: Vec<&str> = output.failed.iter().map(|f| f.error.as_str()).collect();
+        return Err(StepError::Refused(format!(
+            "release incomplete ({}): {}",
+            output.summary(),
+            failures.join("; ")
+        )));
     }
-    Ok(detail)
+    Ok(output)
 }
 
 /// The recorded entries that are still in their ACLs exactly as created.

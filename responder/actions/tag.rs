@@ -1,23 +1,87 @@
 //! `tag`: mark the workload (and its ENI) with the incident id and state, so anyone looking at
 //! it in the console sees that it is under investigation.
 
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
-use super::{aws, Clients, StepError};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{aws, Action, Clients, Failure, Phase, StepContext, StepError};
 use crate::incident::{Incident, Target};
-use crate::playbook::TagParams;
 
+/// The tag naming the finding a workload is under investigation for.
 pub const INCIDENT_TAG: &str = "incident-responder:incident";
+/// The tag saying where the response stands (`contained`, `released`, ...).
 pub const STATE_TAG: &str = "incident-responder:state";
 
+/// The `tag` action.
+pub struct Tag;
+
+/// Parameters of `tag`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TagParams {
+    /// Extra tags to add besides the incident id and state.
+    #[serde(default)]
+    pub extra: BTreeMap<String, String>,
+}
+
+/// What was tagged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TagOutput {
+    /// The state written in [`STATE_TAG`].
+    pub state: String,
+    /// Every resource tagged (task ARN or instance id, and ENIs).
+    pub resources: Vec<String>,
+    /// The tags written.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Action for Tag {
+    const NAME: &'static str = "tag";
+    const PHASE: Phase = Phase::Preserve;
+    const PURPOSE: &'static str = "mark the workload with the incident id and state";
+    const CONTAINMENT: bool = false;
+    const PERMISSIONS: &'static [&'static str] = &["ecs:TagResource", "ec2:CreateTags"];
+
+    type Params = TagParams;
+    type Output = TagOutput;
+
+    async fn run(
+        ctx: &StepContext<'_>,
+        params: &TagParams,
+    ) -> Result<TagOutput, Failure<TagOutput>> {
+        let earlier = ctx.earlier;
+        let state = match (&earlier.containment, earlier.isolate_failed) {
+            (Some(_), _) => "contained",
+            (None, true) => "isolation-failed",
+            (None, false) => "investigating",
+        };
+        let enis = earlier
+            .containment
+            .as_ref()
+            .map(|c| c.eni_ids.clone())
+            .unwrap_or_default();
+        Ok(tag(ctx.clients, ctx.incident, state, &enis, params).await?)
+    }
+
+    fn summary(output: &TagOutput) -> String {
+        format!(
+            "{} resource(s) tagged {STATE_TAG}={}",
+            output.resources.len(),
+            output.state
+        )
+    }
+}
+
 /// Tag the target. `state` is e.g. `contained`, `isolation-failed`, `investigating`.
-pub async fn tag(
+async fn tag(
     clients: &Clients,
     incident: &Incident,
     state: &str,
     eni_ids: &[String],
     params: &TagParams,
-) -> Result<Value, StepError> {
+) -> Result<TagOutput, StepError> {
     let mut tags: Vec<(String, String)> = vec![
         (INCIDENT_TAG.to_string(), incident.finding_id.clone()),
         (STATE_TAG.to_string(), state.to_string()),
@@ -73,11 +137,11 @@ pub async fn tag(
             }
         }
     }
-    Ok(json!({
-        "summary": format!("{} resource(s) tagged {STATE_TAG}={state}", tagged.len()),
-        "resources": tagged,
-        "tags": tags.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
-    }))
+    Ok(TagOutput {
+        state: state.to_string(),
+        resources: tagged,
+        tags: tags.into_iter().collect(),
+    })
 }
 
 /// Set the state tag on a task (e.g. `released`). Best effort: the task may be gone.

@@ -1,10 +1,15 @@
-//! Reads of the workload shared by several actions (isolate, evidence, stop, the exemption
-//! guardrail): what ECS says about a task and its service.
+//! Reads shared by several actions (isolate, evidence, stop, deregister, the exemption
+//! guardrail) and their JSON renderings for evidence: what ECS says about a task and its
+//! service, what EC2 says about an ENI and the VPC's network ACLs.
 
+use aws_sdk_ec2::types::{Filter, NetworkAcl};
 use serde_json::{json, Value};
 
 use super::{aws, Clients, StepError};
 use crate::incident::EcsTaskTarget;
+
+/// What the exemption guardrail calls (service tags are not in findings).
+pub const SERVICE_PERMISSIONS: &[&str] = &["ecs:DescribeServices"];
 
 /// What DescribeTasks says about a task's network.
 #[derive(Debug, Clone, Default)]
@@ -124,4 +129,49 @@ pub async fn describe_service(
             "tags": s.tags().iter().map(|t| json!({"key": t.key(), "value": t.value()})).collect::<Vec<_>>(),
         }),
     }))
+}
+
+/// A network ACL as evidence (the SDK types are not serde).
+pub fn acl_json(acl: &NetworkAcl) -> Value {
+    json!({
+        "networkAclId": acl.network_acl_id(),
+        "isDefault": acl.is_default(),
+        "vpcId": acl.vpc_id(),
+        "associations": acl.associations().iter().map(|a| a.subnet_id()).collect::<Vec<_>>(),
+        "entries": acl.entries().iter().map(|e| json!({
+            "ruleNumber": e.rule_number(), "egress": e.egress(), "ruleAction": e.rule_action().map(|r| r.as_str()),
+            "protocol": e.protocol(), "cidrBlock": e.cidr_block(), "ipv6CidrBlock": e.ipv6_cidr_block(),
+            "portRange": e.port_range().map(|p| json!({"from": p.from(), "to": p.to()})),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Every network ACL of a VPC.
+pub async fn describe_acls(clients: &Clients, vpc_id: &str) -> Result<Vec<NetworkAcl>, StepError> {
+    let output = clients
+        .ec2
+        .describe_network_acls()
+        .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
+        .send()
+        .await
+        .map_err(aws("EC2 DescribeNetworkAcls"))?;
+    Ok(output.network_acls().to_vec())
+}
+
+/// A network interface as evidence.
+pub fn eni_json(eni: &aws_sdk_ec2::types::NetworkInterface) -> Value {
+    json!({
+        "networkInterfaceId": eni.network_interface_id(),
+        "description": eni.description(),
+        "interfaceType": eni.interface_type().map(|t| t.as_str()),
+        "requesterManaged": eni.requester_managed(),
+        "requesterId": eni.requester_id(),
+        "status": eni.status().map(|s| s.as_str()),
+        "vpcId": eni.vpc_id(),
+        "subnetId": eni.subnet_id(),
+        "privateIpAddress": eni.private_ip_address(),
+        "publicIp": eni.association().and_then(|a| a.public_ip()),
+        "groups": eni.groups().iter().map(|g| json!({"groupId": g.group_id(), "groupName": g.group_name()})).collect::<Vec<_>>(),
+        "macAddress": eni.mac_address(),
+    })
 }

@@ -6,12 +6,12 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+fn root() -> PathBuf {
+    crate::support::workspace_root()
 }
 
 fn responder() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_responder"));
+    let mut command = Command::new(crate::support::binary("responder"));
     command.current_dir(root());
     // Replays must never reach a real AWS account from a test.
     command.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9");

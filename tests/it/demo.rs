@@ -7,8 +7,8 @@ use serde_json::Value;
 use crate::support::moto_endpoint;
 
 fn responder() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_responder"));
-    command.current_dir(env!("CARGO_MANIFEST_DIR"));
+    let mut command = Command::new(crate::support::binary("responder"));
+    command.current_dir(crate::support::workspace_root());
     command
 }
 
@@ -126,9 +126,10 @@ fn demo_against_a_running_emulator_leaves_everything_for_the_cli() {
         String::from_utf8_lossy(&release.stderr)
     );
     let released: Value = serde_json::from_slice(&release.stdout).unwrap();
-    assert_eq!(released["result"], "released");
+    let finding = &released["findings"][0];
+    assert_eq!(finding["result"], "released", "{released}");
     assert_eq!(
-        released["detail"]["removed_nacl_entries"]
+        finding["detail"]["removed_nacl_entries"]
             .as_array()
             .unwrap()
             .len(),

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use emulator::proxy::{Fault, FaultRule};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
-use responder::emulator::proxy::{Fault, FaultRule};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -40,7 +40,7 @@ impl RuntimeApi {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let state = Arc::new(Mutex::new(Api::default()));
-        let task = responder::emulator::serve_loopback(listener, state.clone(), serve);
+        let task = emulator::serve_loopback(listener, state.clone(), serve);
         RuntimeApi {
             address,
             state,
@@ -120,7 +120,7 @@ async fn serve(
 }
 
 fn bootstrap(api: &RuntimeApi, world: &World, extra: &[(&str, &str)]) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_bootstrap"));
+    let mut command = Command::new(crate::support::binary("bootstrap"));
     command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

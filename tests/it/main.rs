@@ -1,8 +1,14 @@
-//! The one integration-test binary (each extra binary would relink the AWS SDK).
+//! The one integration-test binary (each extra binary would relink the AWS SDK). Modules by
+//! topic; each says in its first line what belongs there.
 
+mod architecture;
 mod cli;
-mod containment;
 mod demo;
+mod evidence;
+mod idempotency;
+mod isolate;
 mod lambda;
+mod modes;
+mod release;
 mod support;
 mod template;

@@ -2,20 +2,77 @@
 //! command started, `RESPONDER_TEST_MOTO`), and per test a fault proxy, a fresh fixture with
 //! its own names, and a responder pointed at the proxy.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
+use emulator::fixture::{self, Fixture};
+use emulator::proxy::FaultProxy;
+use emulator::{sdk_config, Moto};
+use responder::actions::evidence::EvidenceOutput;
+use responder::actions::isolate::{ContainmentRecord, IsolateOutput};
+use responder::actions::release::ReleaseOutput;
 use responder::actions::Clients;
-use responder::emulator::fixture::{self, Fixture};
-use responder::emulator::proxy::FaultProxy;
-use responder::emulator::{sdk_config, Moto};
+use responder::actions::StepOutput;
 use responder::playbook::{Mode, PlaybookSet};
 use responder::report::{Outcome, Report};
 use responder::respond::Responder;
+use responder::respond::{ReleaseResult, ReleaseSummary};
 use serde_json::Value;
 
+static BINARIES: OnceLock<Result<HashMap<String, PathBuf>, String>> = OnceLock::new();
 static MOTO: OnceLock<Result<(String, Option<Moto>), String>> = OnceLock::new();
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The repository root (this package lives in `tests/`).
+pub fn workspace_root() -> PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// The path of one of the workspace's binaries (`responder`, `bootstrap`), built once per test
+/// run. They belong to other packages, so Cargo does not build them for this test binary; this
+/// asks Cargo (already finished compiling the tests, so the build lock is free), which makes
+/// them current and says where they are.
+pub fn binary(name: &str) -> PathBuf {
+    let built = BINARIES.get_or_init(|| {
+        let output = Command::new(env!("CARGO"))
+            .current_dir(workspace_root())
+            .args(["build", "--quiet", "--message-format=json"])
+            .args(["--bin", "responder", "--bin", "bootstrap"])
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "cargo build of the binaries failed ({})",
+                output.status
+            ));
+        }
+        let mut paths = HashMap::new();
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            let Ok(message) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if let (Some(name), Some(path)) = (
+                message["target"]["name"].as_str(),
+                message["executable"].as_str(),
+            ) {
+                paths.insert(name.to_string(), PathBuf::from(path));
+            }
+        }
+        Ok(paths)
+    });
+    match built {
+        Ok(paths) => paths
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("cargo built no binary named {name}")),
+        Err(e) => panic!("{e}"),
+    }
+}
 
 /// The emulator endpoint, starting moto once for the whole test binary if needed.
 pub fn moto_endpoint() -> String {
@@ -59,9 +116,7 @@ impl World {
 
     pub async fn with_playbooks(tasks: usize, playbooks: PlaybookSet) -> World {
         let endpoint = moto_endpoint();
-        responder::emulator::pin_task_states(&endpoint)
-            .await
-            .unwrap();
+        emulator::pin_task_states(&endpoint).await.unwrap();
         let proxy = FaultProxy::start(&endpoint).await.unwrap();
         let config = sdk_config(&proxy.endpoint, "us-east-1");
         let clients = Clients::from_sdk_config(&config);
@@ -163,7 +218,7 @@ impl World {
 
     /// Every entry of every ACL in the fixture VPC, as comparable JSON.
     pub async fn acl_state(&self) -> Vec<Value> {
-        let acls = responder::actions::isolate::describe_acls(&self.clients, &self.fixture.vpc_id)
+        let acls = responder::actions::workload::describe_acls(&self.clients, &self.fixture.vpc_id)
             .await
             .unwrap();
         let mut entries: Vec<Value> = acls
@@ -191,15 +246,12 @@ impl World {
             .count()
     }
 
-    pub async fn notifications(&self) -> Vec<responder::emulator::demo::Notification> {
+    pub async fn notifications(&self) -> Vec<emulator::demo::Notification> {
         let mut all = Vec::new();
         loop {
-            let batch = responder::emulator::demo::read_all_notifications(
-                &self.sqs,
-                &self.fixture.queue_url,
-            )
-            .await
-            .unwrap();
+            let batch = emulator::demo::read_all_notifications(&self.sqs, &self.fixture.queue_url)
+                .await
+                .unwrap();
             if batch.is_empty() {
                 return all;
             }
@@ -221,10 +273,35 @@ pub fn is_done(report: &Report, action: &str) -> bool {
     matches!(outcome(report, action), Outcome::Done { .. })
 }
 
-pub fn detail<'a>(report: &'a Report, action: &str) -> &'a Value {
+/// The typed output of a step done in this invocation.
+pub fn output<'a>(report: &'a Report, action: &str) -> &'a StepOutput {
     match outcome(report, action) {
-        Outcome::Done { detail } => detail,
+        Outcome::Done { detail, .. } => detail,
         other => panic!("{action} not done: {other:?}"),
+    }
+}
+
+/// What `isolate` did, when it contained the workload.
+pub fn isolation(report: &Report) -> &ContainmentRecord {
+    match output(report, "isolate") {
+        StepOutput::Isolate(IsolateOutput::Contained { record }) => record,
+        other => panic!("not contained: {other:?}"),
+    }
+}
+
+/// What `evidence` stored.
+pub fn evidence(report: &Report) -> &EvidenceOutput {
+    match output(report, "evidence") {
+        StepOutput::Evidence(stored) => stored,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// What a release of one finding undid.
+pub fn released(summary: &ReleaseSummary) -> &ReleaseOutput {
+    match summary.findings.first().map(|f| &f.result) {
+        Some(ReleaseResult::Released { detail, .. }) => detail,
+        other => panic!("not released: {other:?}"),
     }
 }
 

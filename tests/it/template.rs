@@ -5,7 +5,7 @@ use serde_yaml_ng::Value as Yaml;
 
 fn template() -> Yaml {
     let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap();
     serde_yaml_ng::from_str(&text).unwrap()
 }
 
@@ -124,7 +124,8 @@ fn wildcard(pattern: &str, text: &str) -> bool {
 
 fn sample(name: &str) -> Value {
     serde_json::from_str(
-        &std::fs::read_to_string(format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap(),
+        &std::fs::read_to_string(format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap(),
     )
     .unwrap()
 }

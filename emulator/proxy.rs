@@ -194,7 +194,7 @@ impl FaultProxy {
             calls: Mutex::new(Vec::new()),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
-        let task = super::serve_loopback(listener, state.clone(), |state, request| async move {
+        let task = crate::serve_loopback(listener, state.clone(), |state, request| async move {
             handle(&state, request).await
         });
         Ok(FaultProxy {

@@ -254,12 +254,12 @@ async fn release(target: &str, output: Output) -> ExitCode {
         Err(code) => return code,
     };
     match responder.release(target, &invocation_id()).await {
-        Ok(detail) => {
+        Ok(summary) => {
             let text = match output {
-                Output::Json => format!("{detail}\n"),
-                Output::Text => serde_json::to_string_pretty(&detail)
+                Output::Json => serde_json::to_string(&summary)
                     .map(|t| t + "\n")
                     .unwrap_or_default(),
+                Output::Text => summary.to_text(),
             };
             print_or_exit(&text)
         }
@@ -271,7 +271,7 @@ async fn release(target: &str, output: Output) -> ExitCode {
 }
 
 async fn demo(endpoint: Option<&str>, output: Output) -> ExitCode {
-    match responder::emulator::demo::run(endpoint).await {
+    match emulator::demo::run(endpoint).await {
         Ok(result) => {
             let text = match output {
                 Output::Json => serde_json::to_string(&result)

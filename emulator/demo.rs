@@ -8,15 +8,15 @@ use std::path::PathBuf;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::fixture::{self, Fixture};
-use super::proxy::FaultProxy;
-use super::{sdk_config, EmulatorError, Moto};
-use crate::actions::isolate::{acl_json, describe_acls};
-use crate::actions::ledger::Ledger;
-use crate::actions::{Clients, ENV_BUCKET, ENV_TABLE, ENV_TOPIC};
-use crate::playbook::PlaybookSet;
-use crate::report::Report;
-use crate::respond::Responder;
+use crate::fixture::{self, Fixture};
+use crate::proxy::FaultProxy;
+use crate::{sdk_config, EmulatorError, Moto};
+use responder::actions::ledger::Ledger;
+use responder::actions::workload::{acl_json, describe_acls};
+use responder::actions::{Clients, ENV_BUCKET, ENV_TABLE, ENV_TOPIC};
+use responder::playbook::PlaybookSet;
+use responder::report::Report;
+use responder::respond::{ReleaseResult, ReleaseSummary, Responder};
 
 pub const REGION: &str = "us-east-1";
 
@@ -41,7 +41,7 @@ pub struct DemoResult {
     pub ledger: Vec<Value>,
     pub replay: ReplaySummary,
     /// None when the demo left everything in place (`--endpoint-url`).
-    pub release: Option<Value>,
+    pub release: Option<ReleaseSummary>,
     /// Entries for the task's IP still in any ACL after the release.
     pub entries_after_release: Option<usize>,
 }
@@ -74,7 +74,7 @@ pub async fn run(endpoint: Option<&str>) -> Result<DemoResult, EmulatorError> {
         .map(str::to_string)
         .or_else(|| moto.as_ref().map(|m| m.endpoint.clone()))
         .unwrap_or_default();
-    super::pin_task_states(&emulator).await?;
+    crate::pin_task_states(&emulator).await?;
     // The proxy makes the emulator answer as AWS does (requester-managed task ENIs, ACL quota).
     let proxy = FaultProxy::start(&emulator)
         .await
@@ -181,11 +181,11 @@ pub async fn run(endpoint: Option<&str>) -> Result<DemoResult, EmulatorError> {
     })
 }
 
-fn outcome_word(step: &crate::report::StepReport) -> String {
+fn outcome_word(step: &responder::report::StepReport) -> String {
     match &step.outcome {
-        Some(crate::report::Outcome::Done { .. }) => "done".to_string(),
-        Some(crate::report::Outcome::Skipped { reason }) => format!("skipped ({reason})"),
-        Some(crate::report::Outcome::Failed { error, .. }) => format!("failed ({error})"),
+        Some(responder::report::Outcome::Done { .. }) => "done".to_string(),
+        Some(responder::report::Outcome::Skipped { reason }) => format!("skipped ({reason})"),
+        Some(responder::report::Outcome::Failed { error, .. }) => format!("failed ({error})"),
         None => "not run".to_string(),
     }
 }
@@ -385,11 +385,16 @@ impl DemoResult {
         );
         match (&self.release, self.entries_after_release) {
             (Some(release), Some(left)) => {
-                let _ = writeln!(
-                    out,
-                    "\n== Release ({})",
-                    release["detail"]["summary"].as_str().unwrap_or("")
-                );
+                let summary = release
+                    .findings
+                    .iter()
+                    .map(|f| match &f.result {
+                        ReleaseResult::Released { detail, .. } => detail.summary(),
+                        other => format!("{other:?}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let _ = writeln!(out, "\n== Release ({summary})");
                 let _ = writeln!(
                     out,
                     "  entries for {} left in the ACLs: {left}",

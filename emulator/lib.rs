@@ -51,7 +51,7 @@ pub fn moto_binary() -> Result<PathBuf, EmulatorError> {
         return Ok(PathBuf::from(path));
     }
     let candidates = [
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-moto/bin/moto_server"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-moto/bin/moto_server"),
         PathBuf::from(".venv-moto/bin/moto_server"),
     ];
     if let Some(found) = candidates.iter().find(|p| p.is_file()) {
@@ -175,7 +175,7 @@ pub async fn control(
     } else {
         Err(EmulatorError::Control(
             path.to_string(),
-            format!("HTTP {status}: {}", crate::event::clip(&text)),
+            format!("HTTP {status}: {}", responder::event::clip(&text)),
         ))
     }
 }

@@ -9,8 +9,8 @@
 
 use std::time::Instant;
 
+use emulator::{fixture, proxy::FaultProxy, sdk_config, Moto};
 use responder::actions::Clients;
-use responder::emulator::{fixture, proxy::FaultProxy, sdk_config, Moto};
 use responder::playbook::{Mode, PlaybookSet};
 use responder::respond::Responder;
 
@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 1. The pure core: parse + plan every sample event.
     let playbooks = PlaybookSet::defaults()?;
     let mut events = Vec::new();
-    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/events"))? {
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../events"))? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "json") {
             events.push(std::fs::read(path)?);
@@ -79,7 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (moto.endpoint.clone(), Some(moto))
         }
     };
-    responder::emulator::pin_task_states(&endpoint).await?;
+    emulator::pin_task_states(&endpoint).await?;
     let proxy = FaultProxy::start(&endpoint).await?;
     let config = sdk_config(&proxy.endpoint, "us-east-1");
     let clients = Clients::from_sdk_config(&config);

@@ -4,14 +4,14 @@
 use aws_sdk_ec2::types::{Filter, RuleAction};
 use serde_json::Value;
 
-use super::EmulatorError;
-use crate::actions::Clients;
+use crate::EmulatorError;
+use responder::actions::Clients;
 
 /// moto's default account.
 pub const ACCOUNT: &str = "123456789012";
 
 /// The crypto-mining sample, compiled in so the demo works from any directory.
-pub const MINER_EVENT: &str = include_str!("../../events/fargate-crypto-miner-high.json");
+pub const MINER_EVENT: &str = include_str!("../events/fargate-crypto-miner-high.json");
 
 /// A running task of the fixture service.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -47,8 +47,8 @@ pub struct Fixture {
 
 impl Fixture {
     /// Responder configuration naming this fixture's bucket, table and topic.
-    pub fn config(&self) -> crate::actions::Config {
-        crate::actions::Config {
+    pub fn config(&self) -> responder::actions::Config {
+        responder::actions::Config {
             evidence_bucket: Some(self.bucket.clone()),
             ledger_table: Some(self.table.clone()),
             topic_arn: Some(self.topic_arn.clone()),

@@ -1,0 +1,150 @@
+//! The SDK clients and what an AWS error means for a step: which failures a retry can fix.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::error::SdkError;
+
+/// The SDK clients, built once (per Lambda container) and shared.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub ec2: aws_sdk_ec2::Client,
+    pub ecs: aws_sdk_ecs::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
+}
+
+impl Clients {
+    /// Clients from an SDK configuration. With an endpoint override (an emulator), S3 uses
+    /// path-style addressing, which emulators on 127.0.0.1 need.
+    pub fn from_sdk_config(config: &aws_config::SdkConfig) -> Clients {
+        let s3_config = aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(config.endpoint_url().is_some())
+            .build();
+        Clients {
+            ec2: aws_sdk_ec2::Client::new(config),
+            ecs: aws_sdk_ecs::Client::new(config),
+            s3: aws_sdk_s3::Client::from_conf(s3_config),
+            sns: aws_sdk_sns::Client::new(config),
+            dynamodb: aws_sdk_dynamodb::Client::new(config),
+            elbv2: aws_sdk_elasticloadbalancingv2::Client::new(config),
+        }
+    }
+
+    /// Load the standard AWS configuration (environment, profile, `AWS_ENDPOINT_URL`), with
+    /// retries that ride out throttling.
+    pub async fn from_env() -> Clients {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .retry_config(
+                aws_config::retry::RetryConfig::standard()
+                    .with_max_attempts(4)
+                    .with_initial_backoff(Duration::from_millis(100)),
+            )
+            .load()
+            .await;
+        Clients::from_sdk_config(&config)
+    }
+}
+
+/// Why a step did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StepError {
+    #[error("{0} is not set: it names {1}")]
+    MissingConfig(&'static str, &'static str),
+    #[error("{operation} failed: {code}: {message}")]
+    Aws {
+        operation: &'static str,
+        code: String,
+        message: String,
+        retryable: bool,
+    },
+    /// A precondition does not hold; retrying will not help.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl StepError {
+    /// True when trying again later may succeed (throttling, 5xx, timeouts). The ledger makes
+    /// retries safe.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StepError::Aws {
+                retryable: true,
+                ..
+            }
+        )
+    }
+}
+
+const RETRYABLE_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "SlowDown",
+    "ServiceUnavailable",
+    "InternalError",
+    "InternalFailure",
+    "InternalServerError",
+    "ServerException",
+];
+
+/// Classify an SDK error with the operation it came from.
+fn aws_error<E, R>(operation: &'static str, error: SdkError<E, R>) -> StepError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: Debug + HttpStatus,
+{
+    let status = error.raw_response().map(HttpStatus::status);
+    let code = error.code().map(str::to_string);
+    let message = error
+        .message()
+        .map(str::to_string)
+        .unwrap_or_else(|| aws_sdk_ec2::error::DisplayErrorContext(&error).to_string());
+    let transport = matches!(
+        error,
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
+    );
+    let retryable = transport
+        || status.is_some_and(|s| s >= 500)
+        || code
+            .as_deref()
+            .is_some_and(|c| RETRYABLE_CODES.contains(&c));
+    StepError::Aws {
+        operation,
+        code: code.unwrap_or_else(|| match status {
+            Some(status) => format!("HTTP {status}"),
+            None => "no response".to_string(),
+        }),
+        message,
+        retryable,
+    }
+}
+
+/// The HTTP status of a raw response, whichever response type the SDK hands back.
+pub trait HttpStatus {
+    fn status(&self) -> u16;
+}
+
+impl HttpStatus for aws_sdk_ec2::config::http::HttpResponse {
+    fn status(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+/// Shorthand: `.map_err(aws("DescribeTasks"))`.
+pub(crate) fn aws<E, R>(operation: &'static str) -> impl FnOnce(SdkError<E, R>) -> StepError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: Debug + HttpStatus,
+{
+    move |error| aws_error(operation, error)
+}

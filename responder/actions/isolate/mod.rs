@@ -1,0 +1,363 @@
+//! `isolate`: cut a workload off the network, reversibly, recording exactly what changed.
+//!
+//! An ordered ladder of rungs ([`ladder`]), each attempt recorded:
+//! - `sg-swap` ([`sg_swap`]) — replace the ENI's security groups, first with an allow-all
+//!   "untracking" group (so existing flows become untracked) and then with the quarantine
+//!   group, which cuts them
+//!   ([connection tracking](https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/security-group-connection-tracking.html)).
+//!   EC2 refuses this on requester-managed ENIs, which every Fargate (and ECS `awsvpc`) task has.
+//! - `nacl-quarantine` ([`nacl`], numbers from [`allocator`]) — DENY the task's /32 (and /128)
+//!   in both directions in the network ACLs of the VPC's subnets, at free rule numbers in a
+//!   reserved range before the ACL's own rules. ACLs are stateless, so established connections
+//!   are cut too. An ACL only sees traffic that crosses a subnet boundary: traffic to hosts in
+//!   the task's own subnet, and a public-IP task's direct internet traffic, are not cut — the
+//!   outcome says so, and a task with a public IP counts as not isolated (so the rule's fallback
+//!   runs).
+//!
+//! The GuardDuty agent's path to its VPC endpoint ([`endpoints`]) is kept open when asked.
+
+mod allocator;
+mod endpoints;
+mod ladder;
+pub(crate) mod nacl;
+mod sg_swap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Action, Failure, Phase, StepContext, StepError};
+use crate::incident::Target;
+
+pub use sg_swap::ROLE_TAG;
+
+/// The `isolate` action.
+pub struct Isolate;
+
+impl Action for Isolate {
+    const NAME: &'static str = "isolate";
+    const PHASE: Phase = Phase::Contain;
+    const PURPOSE: &'static str = "cut the workload off the network, reversibly";
+    const CONTAINMENT: bool = true;
+    const PERMISSIONS: &'static [&'static str] = &[
+        "ecs:DescribeTasks",
+        "ec2:DescribeInstances",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeVpcEndpoints",
+        // nacl-quarantine (DeleteNetworkAclEntry: rolling back a half-applied quarantine)
+        "ec2:DescribeNetworkAcls",
+        "ec2:CreateNetworkAclEntry",
+        "ec2:DeleteNetworkAclEntry",
+        // sg-swap
+        "ec2:DescribeSecurityGroups",
+        "ec2:CreateSecurityGroup",
+        "ec2:CreateTags",
+        "ec2:AuthorizeSecurityGroupIngress",
+        "ec2:AuthorizeSecurityGroupEgress",
+        "ec2:RevokeSecurityGroupEgress",
+        "ec2:ModifyNetworkInterfaceAttribute",
+    ];
+
+    type Params = IsolateParams;
+    type Output = IsolateOutput;
+
+    async fn run(
+        ctx: &StepContext<'_>,
+        params: &IsolateParams,
+    ) -> Result<IsolateOutput, Failure<IsolateOutput>> {
+        let incident = ctx.incident;
+        let output = match &incident.target {
+            Target::EcsTask(task) => {
+                // The task index (how a STOPPED event finds this record) is written alongside,
+                // not before: it must not delay containment.
+                let (index, isolated) = tokio::join!(
+                    ctx.ledger.index_task(&task.task_arn, &incident.finding_id),
+                    ladder::isolate_task(ctx.clients, task, params, &incident.region)
+                );
+                let isolated = isolated?;
+                if let Err(error) = index {
+                    // What was changed is still recorded under the finding, for `release`.
+                    return Err(Failure {
+                        error,
+                        partial: Some(isolated),
+                    });
+                }
+                isolated
+            }
+            Target::Ec2Instance(instance) => {
+                ladder::isolate_instance(ctx.clients, instance, params, &incident.region).await?
+            }
+            other => {
+                return Err(StepError::Refused(format!(
+                    "isolate does not act on a {}: contain it with the platform's own controls",
+                    other.kind().name()
+                ))
+                .into())
+            }
+        };
+        match output {
+            IsolateOutput::Incomplete { ref why, .. } => Err(Failure {
+                error: StepError::Refused(format!("not fully isolated: {why}")),
+                partial: Some(output),
+            }),
+            output => Ok(output),
+        }
+    }
+
+    fn summary(output: &IsolateOutput) -> String {
+        match output {
+            IsolateOutput::Contained { record } => match record.rung {
+                Some(IsolationRung::NaclQuarantine) => format!(
+                    "{} network ACL entries for {} (nacl-quarantine)",
+                    record.nacl_entries.len(),
+                    record.ip.as_deref().unwrap_or("?")
+                ),
+                Some(IsolationRung::SgSwap) => format!(
+                    "security groups of {} swapped for the quarantine group (sg-swap)",
+                    record.eni_ids.join(", ")
+                ),
+                None => "not isolated".to_string(),
+            },
+            IsolateOutput::Incomplete { why, .. } => format!("not fully isolated: {why}"),
+            IsolateOutput::Gone { why } => format!("nothing to isolate: {why}"),
+        }
+    }
+}
+
+/// How isolation ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum IsolateOutput {
+    /// The workload is cut off as far as the rung can say.
+    Contained {
+        /// What changed.
+        record: Box<ContainmentRecord>,
+    },
+    /// Changes were made (and are recorded, so `release` can undo them) but the workload is
+    /// not fully cut off: the step counts as failed so the rule's fallback runs.
+    Incomplete {
+        /// What changed.
+        record: Box<ContainmentRecord>,
+        /// What stays open.
+        why: String,
+    },
+    /// The workload is already stopped or gone: nothing to isolate (not an error).
+    Gone {
+        /// How we know.
+        why: String,
+    },
+}
+
+impl IsolateOutput {
+    /// The changes made, if any.
+    pub fn record(&self) -> Option<&ContainmentRecord> {
+        match self {
+            IsolateOutput::Contained { record } | IsolateOutput::Incomplete { record, .. } => {
+                Some(record)
+            }
+            IsolateOutput::Gone { .. } => None,
+        }
+    }
+
+    /// The record, when the workload is contained.
+    pub fn contained(&self) -> Option<&ContainmentRecord> {
+        match self {
+            IsolateOutput::Contained { record } => Some(record),
+            _ => None,
+        }
+    }
+}
+
+/// Isolation rungs, tried in order until one applies and succeeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum IsolationRung {
+    /// Replace the ENI's security groups (first an allow-all group so tracked connections are
+    /// re-evaluated, then the quarantine group). Refused by EC2 on requester-managed ENIs
+    /// such as every Fargate task's.
+    SgSwap,
+    /// DENY the workload's /32 (and /128) in both directions in its subnet's network ACL,
+    /// ahead of the existing entries. Stateless, so it also cuts established connections.
+    NaclQuarantine,
+}
+
+impl IsolationRung {
+    /// The rung's name in playbooks and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            IsolationRung::SgSwap => "sg-swap",
+            IsolationRung::NaclQuarantine => "nacl-quarantine",
+        }
+    }
+}
+
+/// What to do when every isolation rung failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum IsolateFallback {
+    /// Report the failure and carry on with the other steps.
+    #[default]
+    None,
+    /// Stop the task once evidence is preserved.
+    Stop,
+}
+
+/// Parameters of `isolate`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IsolateParams {
+    /// Rungs to try, in order.
+    #[serde(default = "IsolateParams::default_rungs")]
+    pub rungs: Vec<IsolationRung>,
+    /// Network ACL rule numbers reserved for quarantine entries. They must sit before the
+    /// ACL's existing rules to take effect.
+    #[serde(default)]
+    pub nacl_rule_range: RuleRange,
+    /// Keep the GuardDuty agent reporting while quarantined: allow HTTPS between the workload
+    /// and the GuardDuty VPC endpoint's addresses, ahead of the DENY entries.
+    #[serde(default = "yes")]
+    pub keep_guardduty_agent: bool,
+    /// Name of the quarantine security group created (once per VPC) for the SG swap.
+    #[serde(default = "IsolateParams::default_quarantine_group")]
+    pub quarantine_group_name: String,
+    /// What to do when no rung succeeded.
+    #[serde(default)]
+    pub fallback: IsolateFallback,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl IsolateParams {
+    fn default_rungs() -> Vec<IsolationRung> {
+        vec![IsolationRung::SgSwap, IsolationRung::NaclQuarantine]
+    }
+
+    fn default_quarantine_group() -> String {
+        "incident-responder-quarantine".to_string()
+    }
+}
+
+impl Default for IsolateParams {
+    fn default() -> Self {
+        IsolateParams {
+            rungs: IsolateParams::default_rungs(),
+            nacl_rule_range: RuleRange::default(),
+            keep_guardduty_agent: true,
+            quarantine_group_name: IsolateParams::default_quarantine_group(),
+            fallback: IsolateFallback::None,
+        }
+    }
+}
+
+/// An inclusive range of network ACL rule numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleRange {
+    /// The lowest number the responder may use.
+    #[schemars(range(min = 1, max = 32766))]
+    pub first: u16,
+    /// The highest number the responder may use.
+    #[schemars(range(min = 1, max = 32766))]
+    pub last: u16,
+}
+
+impl RuleRange {
+    /// Is `number` in the range?
+    pub fn contains(self, number: i32) -> bool {
+        (i32::from(self.first)..=i32::from(self.last)).contains(&number)
+    }
+}
+
+impl Default for RuleRange {
+    /// Below 100, where AWS's own examples and most templates start numbering.
+    fn default() -> Self {
+        RuleRange { first: 1, last: 99 }
+    }
+}
+
+/// One network ACL entry this tool created (and must remove on release).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NaclEntry {
+    /// The ACL.
+    pub acl_id: String,
+    /// Its rule number.
+    pub rule_number: i32,
+    /// Outbound (true) or inbound.
+    pub egress: bool,
+    /// The one CIDR the entry matches.
+    pub cidr: String,
+    /// The CIDR is IPv6.
+    pub ipv6: bool,
+    /// `allow` or `deny`.
+    pub action: String,
+    /// IP protocol number (`-1`: all, `6`: TCP).
+    pub protocol: String,
+    /// TCP port range, when the protocol has ports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ports: Option<(i32, i32)>,
+}
+
+/// One ENI whose security groups were swapped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SgSwap {
+    /// The network interface.
+    pub eni_id: String,
+    /// Its groups before the swap (restored by `release`).
+    pub original_groups: Vec<String>,
+    /// The group it has now.
+    pub quarantine_group: String,
+    /// The allow-all group of the first step.
+    pub untracking_group: String,
+}
+
+/// One rung tried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RungAttempt {
+    /// Which rung.
+    pub rung: IsolationRung,
+    /// `applied`, `not_applicable` or `failed`.
+    pub result: String,
+    /// What happened, in words.
+    pub detail: String,
+}
+
+/// What isolation did, stored in the ledger so `release` can undo exactly that.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainmentRecord {
+    /// The task ARN or instance id.
+    pub target: String,
+    /// The rung that applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rung: Option<IsolationRung>,
+    /// Every rung tried, in order.
+    pub attempts: Vec<RungAttempt>,
+    /// ENIs whose groups were swapped.
+    #[serde(default)]
+    pub sg_swaps: Vec<SgSwap>,
+    /// Network ACL entries created.
+    #[serde(default)]
+    pub nacl_entries: Vec<NaclEntry>,
+    /// The workload's private IPv4 address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Its IPv6 address, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
+    /// Its network interfaces.
+    #[serde(default)]
+    pub eni_ids: Vec<String>,
+    /// Its VPC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vpc_id: Option<String>,
+    /// Its subnet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<String>,
+    /// What the network isolation does not cover, in words.
+    #[serde(default)]
+    pub gaps: Vec<String>,
+    /// The ACLs as they were before (DescribeNetworkAcls, as evidence).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub acls_before: Value,
+}

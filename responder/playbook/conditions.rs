@@ -1,0 +1,305 @@
+//! Which findings a rule matches: conditions, globs and severity thresholds. Pure.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use globset::GlobMatcher;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::incident::{Incident, LaunchType, SeverityBand, Target, TargetKind};
+
+/// Conditions on a finding. Every condition given must hold; within a list, any entry may match.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Conditions {
+    /// Globs over the finding type, e.g. `CryptoCurrency:Runtime/*` or `*:Runtime/*`.
+    #[serde(default)]
+    pub finding_types: Option<Vec<Glob>>,
+    /// Inclusive lower bound: a number (0-10) or a band (Low, Medium, High, Critical).
+    #[serde(default)]
+    pub min_severity: Option<SeverityThreshold>,
+    /// Inclusive upper bound: a number (0-10) or a band (Low, Medium, High, Critical).
+    #[serde(default)]
+    pub max_severity: Option<SeverityThreshold>,
+    /// Kinds of affected workload.
+    #[serde(default)]
+    pub targets: Option<Vec<TargetKind>>,
+    /// ECS launch types (ECS tasks only).
+    #[serde(default)]
+    pub launch_types: Option<Vec<LaunchType>>,
+    /// Globs over the ECS or EKS cluster name or ARN.
+    #[serde(default)]
+    pub clusters: Option<Vec<Glob>>,
+    /// Globs over the ECS service name (tasks started by a service).
+    #[serde(default)]
+    pub services: Option<Vec<Glob>>,
+    /// Globs over the account that owns the resource.
+    #[serde(default)]
+    pub accounts: Option<Vec<Glob>>,
+    /// Globs over the region.
+    #[serde(default)]
+    pub regions: Option<Vec<Glob>>,
+    /// Tag key → value glob; every key must be present on the workload (task tags win over
+    /// cluster tags).
+    #[serde(default)]
+    pub tags: Option<BTreeMap<String, Glob>>,
+}
+
+impl Conditions {
+    /// No condition is given.
+    pub fn is_empty(&self) -> bool {
+        self.finding_types.is_none()
+            && self.min_severity.is_none()
+            && self.max_severity.is_none()
+            && self.targets.is_none()
+            && self.launch_types.is_none()
+            && self.clusters.is_none()
+            && self.services.is_none()
+            && self.accounts.is_none()
+            && self.regions.is_none()
+            && self.tags.is_none()
+    }
+
+    /// Pure: does this incident satisfy every condition given?
+    pub fn matches(&self, incident: &Incident) -> bool {
+        let any = |globs: &Option<Vec<Glob>>, values: &[&str]| match globs {
+            None => true,
+            Some(globs) => globs
+                .iter()
+                .any(|g| values.iter().any(|value| g.is_match(value))),
+        };
+        let target = &incident.target;
+        let (cluster_values, service_values): (Vec<&str>, Vec<&str>) = match target {
+            Target::EcsTask(t) => (
+                vec![t.cluster_name.as_str(), t.cluster_arn.as_str()],
+                t.service.as_deref().into_iter().collect(),
+            ),
+            Target::EksWorkload(t) => (
+                t.cluster_name
+                    .as_deref()
+                    .into_iter()
+                    .chain(t.cluster_arn.as_deref())
+                    .collect(),
+                Vec::new(),
+            ),
+            _ => (Vec::new(), Vec::new()),
+        };
+        any(&self.finding_types, &[incident.finding_type.as_str()])
+            && self
+                .min_severity
+                .is_none_or(|min| min.at_most(incident.severity))
+            && self
+                .max_severity
+                .is_none_or(|max| max.at_least(incident.severity))
+            && self
+                .targets
+                .as_ref()
+                .is_none_or(|kinds| kinds.contains(&target.kind()))
+            && self.launch_types.as_ref().is_none_or(|types| match target {
+                Target::EcsTask(t) => t.launch_type.is_some_and(|lt| types.contains(&lt)),
+                _ => false,
+            })
+            && any(&self.clusters, &cluster_values)
+            && any(&self.services, &service_values)
+            && any(&self.accounts, &[incident.account_id.as_str()])
+            && any(&self.regions, &[incident.region.as_str()])
+            && self.tags.as_ref().is_none_or(|wanted| {
+                wanted
+                    .iter()
+                    .all(|(key, glob)| target.tag(key).is_some_and(|v| glob.is_match(v)))
+            })
+    }
+}
+
+/// A glob pattern (`*`, `?`, `[abc]`, `{a,b}`), compiled when the playbook is read.
+#[derive(Clone)]
+pub struct Glob {
+    pattern: String,
+    matcher: GlobMatcher,
+}
+
+impl Glob {
+    pub fn new(pattern: &str) -> Result<Glob, globset::Error> {
+        let matcher = globset::GlobBuilder::new(pattern)
+            .literal_separator(false)
+            .build()?
+            .compile_matcher();
+        Ok(Glob {
+            pattern: pattern.to_string(),
+            matcher,
+        })
+    }
+
+    pub fn is_match(&self, value: &str) -> bool {
+        self.matcher.is_match(value)
+    }
+}
+
+impl fmt::Debug for Glob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Glob({:?})", self.pattern)
+    }
+}
+
+impl<'de> Deserialize<'de> for Glob {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let pattern = String::deserialize(deserializer)?;
+        Glob::new(&pattern)
+            .map_err(|e| de::Error::custom(format!("invalid glob {pattern:?}: {}", e.kind())))
+    }
+}
+
+impl Serialize for Glob {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.pattern)
+    }
+}
+
+impl JsonSchema for Glob {
+    fn schema_name() -> Cow<'static, str> {
+        "Glob".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A glob: `*` any run of characters, `?` one character, `[abc]` a class, `{a,b}` alternatives."
+        })
+    }
+}
+
+/// A severity threshold: a GuardDuty score or a band name.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SeverityThreshold {
+    Score(f64),
+    Band(SeverityBand),
+}
+
+impl SeverityThreshold {
+    /// `severity` is at or above this threshold.
+    pub fn at_most(self, severity: f64) -> bool {
+        match self {
+            SeverityThreshold::Score(min) => severity >= min,
+            SeverityThreshold::Band(band) => SeverityBand::of(severity) >= band,
+        }
+    }
+
+    /// `severity` is at or below this threshold.
+    pub fn at_least(self, severity: f64) -> bool {
+        match self {
+            SeverityThreshold::Score(max) => severity <= max,
+            SeverityThreshold::Band(band) => SeverityBand::of(severity) <= band,
+        }
+    }
+
+    /// The lowest score the threshold admits (for consistency checks).
+    pub(crate) fn lowest_score(self) -> f64 {
+        match self {
+            SeverityThreshold::Score(s) => s,
+            SeverityThreshold::Band(SeverityBand::Low) => 0.0,
+            SeverityThreshold::Band(SeverityBand::Medium) => 4.0,
+            SeverityThreshold::Band(SeverityBand::High) => 7.0,
+            SeverityThreshold::Band(SeverityBand::Critical) => 9.0,
+        }
+    }
+
+    /// The highest score the threshold admits as an upper bound.
+    pub(crate) fn highest_score(self) -> f64 {
+        match self {
+            SeverityThreshold::Score(s) => s,
+            SeverityThreshold::Band(SeverityBand::Low) => 3.99,
+            SeverityThreshold::Band(SeverityBand::Medium) => 6.99,
+            SeverityThreshold::Band(SeverityBand::High) => 8.99,
+            SeverityThreshold::Band(SeverityBand::Critical) => 10.0,
+        }
+    }
+}
+
+impl fmt::Display for SeverityThreshold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SeverityThreshold::Score(s) => write!(f, "{s}"),
+            SeverityThreshold::Band(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+impl Serialize for SeverityThreshold {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SeverityThreshold::Score(s) => serializer.serialize_f64(*s),
+            SeverityThreshold::Band(b) => serializer.serialize_str(b.name()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SeverityThreshold {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ThresholdVisitor;
+        const EXPECTED: &str = "a severity from 0 to 10 or one of Low, Medium, High, Critical";
+
+        impl Visitor<'_> for ThresholdVisitor {
+            type Value = SeverityThreshold;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(EXPECTED)
+            }
+
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                if v.is_finite() && (0.0..=10.0).contains(&v) {
+                    Ok(SeverityThreshold::Score(v))
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Float(v), &EXPECTED))
+                }
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                if v <= 10 {
+                    Ok(SeverityThreshold::Score(v as f64))
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Unsigned(v), &EXPECTED))
+                }
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::invalid_value(de::Unexpected::Signed(v), &EXPECTED)),
+                }
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                SeverityBand::parse(v)
+                    .map(SeverityThreshold::Band)
+                    .ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &EXPECTED))
+            }
+        }
+
+        deserializer.deserialize_any(ThresholdVisitor)
+    }
+}
+
+impl JsonSchema for SeverityThreshold {
+    fn schema_name() -> Cow<'static, str> {
+        "SeverityThreshold".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A GuardDuty severity score (0-10) or a band: Low < 4, Medium 4-6.9, High 7-8.9, Critical >= 9.",
+            "oneOf": [
+                {"type": "number", "minimum": 0, "maximum": 10},
+                {"type": "string", "enum": ["Low", "Medium", "High", "Critical", "low", "medium", "high", "critical"]}
+            ]
+        })
+    }
+}
+
+impl PartialEq for Glob {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+    }
+}

@@ -1,0 +1,171 @@
+//! Playbooks: YAML rules that say what to do about which findings, plus global guardrails.
+//!
+//! The types here are the format's documentation: the committed JSON Schema
+//! (`playbooks/schema.json`) is generated from them (the actions' parameters come from the
+//! [action registry](crate::actions)). [`conditions`] says which findings a rule matches (pure);
+//! [`load`] reads files and checks what serde cannot.
+
+pub mod conditions;
+mod load;
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use conditions::{Conditions, Glob, SeverityThreshold};
+pub use load::{json_schema, PlaybookError, PlaybookErrors, DEFAULT_PLAYBOOKS};
+
+use crate::actions::ActionSpec;
+
+/// One playbook file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "GuardDuty responder playbook")]
+pub struct PlaybookFile {
+    /// Global safety settings. At most one file in a playbook directory may set them.
+    #[serde(default)]
+    pub guardrails: Option<Guardrails>,
+    /// Rules, evaluated in file order (files in name order). The first match decides unless it
+    /// says `continue: true`.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+/// Global safety settings applied before any rule.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Guardrails {
+    /// A tag on the task, service, cluster or instance that exempts it from containment
+    /// (isolate, deregister, stop, revoke-sessions). Evidence and notification still happen.
+    #[serde(default = "Guardrails::default_exempt_tag")]
+    pub exempt_tag: TagCondition,
+    /// Skip GuardDuty's generated sample findings (`additionalInfo.sample`).
+    #[serde(default = "yes")]
+    pub ignore_sample_findings: bool,
+    /// Skip findings that have been archived (suppressed) in GuardDuty.
+    #[serde(default = "yes")]
+    pub ignore_archived: bool,
+    /// Findings below this severity (a number or a band name) are skipped before any rule.
+    #[serde(default)]
+    pub min_severity: Option<SeverityThreshold>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Guardrails {
+    fn default_exempt_tag() -> TagCondition {
+        TagCondition {
+            key: "incident-responder:exempt".to_string(),
+            value: "true".to_string(),
+        }
+    }
+}
+
+impl Default for Guardrails {
+    fn default() -> Self {
+        Guardrails {
+            exempt_tag: Guardrails::default_exempt_tag(),
+            ignore_sample_findings: true,
+            ignore_archived: true,
+            min_severity: None,
+        }
+    }
+}
+
+/// An exact tag key and value.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TagCondition {
+    pub key: String,
+    pub value: String,
+}
+
+impl fmt::Display for TagCondition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.key, self.value)
+    }
+}
+
+/// What a rule does with the findings it matches.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Record and print the plan; make no change anywhere.
+    DryRun,
+    /// Only send the notification.
+    NotifyOnly,
+    /// Carry out every step.
+    Enforce,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::DryRun => "dry-run",
+            Mode::NotifyOnly => "notify-only",
+            Mode::Enforce => "enforce",
+        }
+    }
+
+    /// The stricter of two modes: a deployment-wide `dry-run` caps every rule.
+    pub fn capped_at(self, ceiling: Mode) -> Mode {
+        self.min(ceiling)
+    }
+
+    pub fn parse(text: &str) -> Option<Mode> {
+        [Mode::DryRun, Mode::NotifyOnly, Mode::Enforce]
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(text.trim()))
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A rule: which findings, what to do, in which mode.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Unique across all playbook files; appears in reports, the ledger and notifications.
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Conditions that must all hold (a list holds when any entry matches). Empty matches all.
+    #[serde(rename = "match", default)]
+    pub conditions: Conditions,
+    /// Conditions that, when they all hold, take the finding out of this rule.
+    #[serde(default)]
+    pub exclude: Option<Conditions>,
+    pub mode: Mode,
+    /// Ordered steps. Phases run in this order and the list must follow it: contain
+    /// (isolate, revoke-sessions), preserve (evidence, snapshot-volumes, tag, deregister),
+    /// stop, notify.
+    pub actions: Vec<ActionSpec>,
+    /// Keep evaluating later rules after this one matched (their steps are added).
+    #[serde(rename = "continue", default)]
+    pub continue_matching: bool,
+}
+
+/// A rule together with the file it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedRule {
+    pub rule: Rule,
+    pub source: String,
+}
+
+/// Every playbook in force: guardrails and rules in evaluation order.
+#[derive(Debug, Clone)]
+pub struct PlaybookSet {
+    pub guardrails: Guardrails,
+    pub rules: Vec<LoadedRule>,
+    /// Where the set came from (file names), for reports.
+    pub sources: Vec<String>,
+}

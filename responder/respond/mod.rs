@@ -1,0 +1,167 @@
+//! `respond`: the one entry point the Lambda and the CLI share. Parse and decide (pure), then
+//! carry out the plan ([`steps`]: phases, the ledger's claims, each action's `run`), notify once
+//! per state of the response ([`notify`]), or release a stopped task's quarantine
+//! ([`release`]). Every received event leaves an audit record.
+
+mod notify;
+mod release;
+mod steps;
+
+use std::time::Instant;
+
+use chrono::Utc;
+
+use crate::actions::ledger::Ledger;
+use crate::actions::{Clients, Config, ConfigError, ENV_TABLE};
+use crate::event::{parse_event, Inbound};
+use crate::plan::Decision;
+use crate::playbook::{Mode, PlaybookSet};
+use crate::report::{Execution, Outcome, Report};
+
+pub use release::{FindingRelease, ReleaseResult, ReleaseSummary};
+
+/// Everything a response needs, built once per Lambda container (or CLI run).
+#[derive(Clone, Debug)]
+pub struct Responder {
+    /// The SDK clients.
+    pub clients: Clients,
+    /// Resource names and the mode ceiling.
+    pub config: Config,
+    /// The playbooks in force.
+    pub playbooks: PlaybookSet,
+}
+
+/// A report and whether the caller should ask for a retry.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// What was decided and done.
+    pub report: Report,
+    /// A step failed in a way a retry can fix: the Lambda returns an error so the event is
+    /// delivered again (the ledger keeps finished steps from repeating).
+    pub retryable: bool,
+}
+
+impl Responder {
+    /// Clients and configuration from the environment.
+    pub async fn from_env(playbooks: PlaybookSet) -> Result<Responder, ConfigError> {
+        Ok(Responder {
+            clients: Clients::from_env().await,
+            config: Config::from_env()?,
+            playbooks,
+        })
+    }
+
+    fn ledger(&self, invocation_id: &str) -> Option<Ledger> {
+        self.config.ledger_table.as_ref().map(|table| {
+            Ledger::new(
+                self.clients.dynamodb.clone(),
+                table,
+                invocation_id,
+                self.config.audit_ttl_days,
+            )
+        })
+    }
+
+    /// Handle one received event end to end. `ceiling` caps every rule's mode on top of the
+    /// deployment's `RESPONDER_MODE`.
+    pub async fn respond(
+        &self,
+        input: Option<String>,
+        bytes: &[u8],
+        invocation_id: &str,
+        ceiling: Option<Mode>,
+    ) -> Response {
+        let started = Instant::now();
+        let started_at = Utc::now();
+        let ceiling = [self.config.mode_ceiling, ceiling]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(Mode::Enforce);
+        let ledger = self.ledger(invocation_id);
+        let mut execution = Execution {
+            invocation_id: invocation_id.to_string(),
+            started_at: started_at.to_rfc3339(),
+            ..Execution::default()
+        };
+
+        let mut report = match parse_event(bytes) {
+            Err(error) => Report::for_error(input, &error),
+            Ok(inbound) => {
+                let decision = crate::plan::decide(&inbound, &self.playbooks, ceiling);
+                let mut report = Report::for_decision(input, &inbound, &decision);
+                match (&inbound, &decision) {
+                    (Inbound::Finding { incident, raw }, Decision::Act(plan)) => {
+                        let invocation = steps::Invocation {
+                            responder: self,
+                            incident,
+                            raw,
+                            ledger: ledger.as_ref(),
+                            started,
+                        };
+                        execution.containment_ms = invocation.carry_out(plan, &mut report).await;
+                    }
+                    (_, Decision::Release { task_arn, .. }) => {
+                        if ceiling == Mode::DryRun {
+                            report.notes.push("dry-run: nothing released".to_string());
+                        } else {
+                            match self.release_task(task_arn, ledger.as_ref(), true).await {
+                                Ok(summary) => execution.release = Some(summary),
+                                Err(error) => {
+                                    execution.retryable |= error.is_retryable();
+                                    report.error = Some(error.to_string());
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                report
+            }
+        };
+
+        execution.retryable |= report.steps.iter().any(|s| {
+            matches!(
+                s.outcome,
+                Some(Outcome::Failed {
+                    retryable: true,
+                    ..
+                })
+            )
+        });
+        execution.duration_ms = started.elapsed().as_millis() as u64;
+        // The audit record: every received event leaves one, whatever happened.
+        match &ledger {
+            Some(ledger) => {
+                report.execution = Some(execution.clone());
+                let value = serde_json::to_value(&report).unwrap_or_default();
+                match ledger
+                    .put_audit(report.finding_id.as_deref(), &value, started_at)
+                    .await
+                {
+                    Ok(key) => execution.audit = Some(key),
+                    Err(error) => {
+                        tracing::error!(error = %error, report = %value, "audit record not written");
+                        report
+                            .notes
+                            .push(format!("audit record not written: {error}"));
+                        execution.retryable |= error.is_retryable();
+                    }
+                }
+            }
+            None => report
+                .notes
+                .push(format!("no audit record: {ENV_TABLE} is not set")),
+        }
+        let retryable = execution.retryable;
+        report.execution = Some(execution);
+        tracing::info!(
+            finding_id = report.finding_id.as_deref().unwrap_or(""),
+            decision = report.decision.name(),
+            rule = report.rule.as_deref().unwrap_or(""),
+            retryable,
+            "event handled"
+        );
+        Response { report, retryable }
+    }
+}

@@ -1,0 +1,170 @@
+//! Releasing what `isolate` recorded: for one finding (`responder release FINDING_ID`), or for
+//! every finding of a task (`responder release TASK_ARN`, and the task's STOPPED event, where
+//! only the ACL entries matter: they would block the next task given the same IP).
+
+use serde::Serialize;
+
+use super::steps::recorded_isolation;
+use super::Responder;
+use crate::actions::isolate::ContainmentRecord;
+use crate::actions::ledger::{Ledger, StepRecord, StepStatus};
+use crate::actions::release::{release, ReleaseOutput};
+use crate::actions::tag::mark_task_state;
+use crate::actions::{StepError, ENV_TABLE};
+
+/// What a release did, finding by finding.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReleaseSummary {
+    /// The task, when released by task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_arn: Option<String>,
+    /// One entry per finding recorded for the target.
+    pub findings: Vec<FindingRelease>,
+}
+
+impl ReleaseSummary {
+    /// One line per finding, for people.
+    pub fn to_text(&self) -> String {
+        let mut lines: Vec<String> = Vec::new();
+        if let Some(task) = &self.task_arn {
+            lines.push(format!("task {task}: {} finding(s)", self.findings.len()));
+        }
+        for finding in &self.findings {
+            let what = match &finding.result {
+                ReleaseResult::Released { target, detail } => {
+                    format!("released {target}: {}", detail.summary())
+                }
+                ReleaseResult::AlreadyReleased { at } => format!("already released at {at}"),
+                ReleaseResult::NothingRecorded => "no containment recorded".to_string(),
+                ReleaseResult::NoChanges { status } => {
+                    format!("isolate step is {status} with no containment changes")
+                }
+            };
+            lines.push(format!("finding {}: {what}", finding.finding_id));
+        }
+        lines.join("\n") + "\n"
+    }
+}
+
+/// The release of one finding's containment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FindingRelease {
+    /// The finding.
+    pub finding_id: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub result: ReleaseResult,
+}
+
+/// What happened to one finding's containment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ReleaseResult {
+    /// Undone now.
+    Released {
+        /// The task ARN or instance id.
+        target: String,
+        /// What was undone and what was left alone.
+        detail: ReleaseOutput,
+    },
+    /// Undone before.
+    AlreadyReleased {
+        /// When.
+        at: String,
+    },
+    /// The ledger has no isolate step for the finding.
+    NothingRecorded,
+    /// The isolate step changed nothing (e.g. the task was already gone).
+    NoChanges {
+        /// The step's status.
+        status: String,
+    },
+}
+
+impl Responder {
+    /// Release the containment recorded for a finding id, or for every finding of an ECS task
+    /// ARN.
+    pub async fn release(
+        &self,
+        target: &str,
+        invocation_id: &str,
+    ) -> Result<ReleaseSummary, StepError> {
+        let ledger = self.ledger(invocation_id);
+        if target.starts_with("arn:") {
+            return self.release_task(target, ledger.as_ref(), false).await;
+        }
+        let ledger = ledger.ok_or(StepError::MissingConfig(
+            ENV_TABLE,
+            "the ledger table holding the containment records",
+        ))?;
+        let finding = self.release_finding(target, &ledger, false).await?;
+        Ok(ReleaseSummary {
+            task_arn: None,
+            findings: vec![finding],
+        })
+    }
+
+    /// `nacl_only`: the task is gone, only its ACL entries matter.
+    pub(super) async fn release_task(
+        &self,
+        task_arn: &str,
+        ledger: Option<&Ledger>,
+        nacl_only: bool,
+    ) -> Result<ReleaseSummary, StepError> {
+        let ledger = ledger.ok_or(StepError::MissingConfig(
+            ENV_TABLE,
+            "the ledger table holding the containment records",
+        ))?;
+        let mut findings = Vec::new();
+        for finding_id in ledger.findings_for_task(task_arn).await? {
+            findings.push(self.release_finding(&finding_id, ledger, nacl_only).await?);
+        }
+        Ok(ReleaseSummary {
+            task_arn: Some(task_arn.to_string()),
+            findings,
+        })
+    }
+
+    async fn release_finding(
+        &self,
+        finding_id: &str,
+        ledger: &Ledger,
+        nacl_only: bool,
+    ) -> Result<FindingRelease, StepError> {
+        let result = match ledger.get_step(finding_id, "step#isolate").await? {
+            None => ReleaseResult::NothingRecorded,
+            Some(step) if step.status == StepStatus::Released => ReleaseResult::AlreadyReleased {
+                at: step.updated_at,
+            },
+            Some(step) => match containment_of(&step) {
+                None => ReleaseResult::NoChanges {
+                    status: step.status.name().to_string(),
+                },
+                Some(record) => {
+                    let detail = release(&self.clients, &record, nacl_only).await?;
+                    let stored = serde_json::to_value(&detail).unwrap_or_default();
+                    ledger
+                        .mark_released(finding_id, "step#isolate", &stored)
+                        .await?;
+                    if !nacl_only && record.target.starts_with("arn:aws:ecs:") {
+                        // Best effort: the task may be gone.
+                        let _ = mark_task_state(&self.clients, &record.target, "released").await;
+                    }
+                    ReleaseResult::Released {
+                        target: record.target,
+                        detail,
+                    }
+                }
+            },
+        };
+        Ok(FindingRelease {
+            finding_id: finding_id.to_string(),
+            result,
+        })
+    }
+}
+
+/// The containment changes in an isolate step item, done or partly applied.
+pub(crate) fn containment_of(step: &StepRecord) -> Option<ContainmentRecord> {
+    recorded_isolation(&step.detail)?.record().cloned()
+}

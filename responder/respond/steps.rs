@@ -1,0 +1,453 @@
+//! Carrying out a plan, in phases:
+//!
+//! 1. contain — `isolate` (the critical path: only the calls it needs come before it),
+//! 2. preserve — `evidence`, `snapshot-volumes`, `tag`, `deregister`, concurrently,
+//! 3. `stop` — only after evidence was preserved, unless the rule forces it (also the
+//!    isolate fallback),
+//! 4. `notify` — last, even when earlier steps failed.
+//!
+//! Each step is claimed in the ledger first, so replays, republished findings and concurrent
+//! deliveries never repeat a finished step; failures are isolated per step.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use super::Responder;
+use crate::actions::isolate::{IsolateFallback, IsolateOutput};
+use crate::actions::ledger::{Claim, Ledger, StepRecord, StepStatus};
+use crate::actions::stop::StopParams;
+use crate::actions::{
+    output_from_ledger, run_action, workload, ActionName, ActionSpec, Earlier, Phase, StepContext,
+    StepError, StepOutput, ENV_TABLE,
+};
+use crate::incident::{Incident, Target};
+use crate::plan::{ActPlan, Step};
+use crate::playbook::Mode;
+use crate::report::{Outcome, Report, StepReport};
+
+/// Where a step stands after this invocation. The notification is keyed on these, so a
+/// replay that changes nothing sends nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StepState {
+    Done,
+    Failed,
+    Skipped,
+    /// Claimed by another invocation that has not finished.
+    InProgressElsewhere,
+    Released,
+}
+
+impl StepState {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            StepState::Done => "done",
+            StepState::Failed => "failed",
+            StepState::Skipped => "skipped",
+            StepState::InProgressElsewhere => "in-progress",
+            StepState::Released => "released",
+        }
+    }
+
+    fn of_record(status: StepStatus) -> StepState {
+        match status {
+            StepStatus::Claimed => StepState::InProgressElsewhere,
+            StepStatus::Done => StepState::Done,
+            StepStatus::Failed => StepState::Failed,
+            StepStatus::Released => StepState::Released,
+        }
+    }
+}
+
+/// One response to one finding: what every step needs to know about the invocation.
+pub(super) struct Invocation<'a> {
+    pub(super) responder: &'a Responder,
+    pub(super) incident: &'a Incident,
+    pub(super) raw: &'a Value,
+    pub(super) ledger: Option<&'a Ledger>,
+    pub(super) started: Instant,
+}
+
+/// How one step went in this invocation.
+pub(super) struct StepRun {
+    pub(super) outcome: Outcome,
+    pub(super) ms: u64,
+    pub(super) state: StepState,
+    /// What an earlier invocation recorded, when it did the step.
+    pub(super) previous: Option<StepOutput>,
+}
+
+impl StepRun {
+    pub(super) fn skipped(reason: String) -> StepRun {
+        StepRun {
+            outcome: Outcome::Skipped { reason },
+            ms: 0,
+            state: StepState::Skipped,
+            previous: None,
+        }
+    }
+
+    pub(super) fn failed(error: &StepError) -> StepRun {
+        StepRun {
+            outcome: failed(error, None),
+            ms: 0,
+            state: StepState::Failed,
+            previous: None,
+        }
+    }
+}
+
+/// What happened to each step so far.
+#[derive(Default)]
+pub(super) struct Progress {
+    outcomes: BTreeMap<ActionName, Outcome>,
+    durations: BTreeMap<ActionName, u64>,
+    pub(super) states: BTreeMap<ActionName, StepState>,
+    pub(super) earlier: Earlier,
+    containment_ms: Option<u64>,
+    exempt_on: Option<String>,
+}
+
+impl Progress {
+    fn absorb(&mut self, action: ActionName, run: StepRun) {
+        let StepRun {
+            outcome,
+            ms,
+            state,
+            previous,
+        } = run;
+        match action {
+            ActionName::Isolate => match (&outcome, previous) {
+                (Outcome::Done { detail, .. }, _) => self.earlier.containment = containment(detail),
+                // Done by an earlier invocation: later steps still need what it changed.
+                (Outcome::Skipped { .. }, Some(previous)) => {
+                    self.earlier.containment = containment(&previous)
+                }
+                (Outcome::Failed { .. }, _) => self.earlier.isolate_failed = true,
+                (Outcome::Skipped { .. }, None) => {}
+            },
+            // Done now, or done before (a replay): either way the evidence exists.
+            ActionName::Evidence => {
+                self.earlier.evidence_done =
+                    matches!(outcome, Outcome::Done { .. }) || previous.is_some()
+            }
+            _ => {}
+        }
+        if action != ActionName::Notify {
+            self.states.insert(action, state);
+        }
+        self.durations.insert(action, ms);
+        self.outcomes.insert(action, outcome);
+    }
+
+    fn fail_all(&mut self, steps: &[Step], outcome: &Outcome) {
+        for step in steps {
+            self.outcomes.insert(step.action, outcome.clone());
+        }
+    }
+
+    fn write(&self, report: &mut Report, steps: &[Step]) {
+        report.steps = steps
+            .iter()
+            .map(|step| {
+                let mut out = StepReport::from(step);
+                out.outcome = self.outcomes.get(&step.action).cloned();
+                out.duration_ms = self.durations.get(&step.action).copied();
+                out
+            })
+            .collect();
+        if let Some(exempt) = &self.exempt_on {
+            if !report.notes.iter().any(|n| n == exempt) {
+                report.notes.push(exempt.clone());
+            }
+        }
+    }
+}
+
+fn containment(output: &StepOutput) -> Option<crate::actions::isolate::ContainmentRecord> {
+    match output {
+        StepOutput::Isolate(isolated) => isolated.contained().cloned(),
+        _ => None,
+    }
+}
+
+impl Invocation<'_> {
+    /// Carry out the plan and write every step's outcome into the report. Returns the time
+    /// from receipt to containment, when the workload was contained now.
+    pub(super) async fn carry_out(&self, plan: &ActPlan, report: &mut Report) -> Option<u64> {
+        let mut progress = Progress::default();
+        let needs_ledger = plan.steps.iter().any(|s| s.mode != Mode::DryRun);
+        let ledger = match (self.ledger, needs_ledger) {
+            (_, false) => None,
+            (Some(ledger), true) => Some(ledger),
+            (None, true) => {
+                let error = StepError::MissingConfig(
+                    ENV_TABLE,
+                    "the ledger table that makes retries safe; nothing is done without it",
+                );
+                progress.fail_all(&plan.steps, &failed(&error, None));
+                progress.write(report, &plan.steps);
+                return None;
+            }
+        };
+        // One invocation responds to a finding at a time; a concurrent delivery stands back.
+        let finding_id = &self.incident.finding_id;
+        if let Some(ledger) = ledger {
+            match ledger.claim(finding_id, "lock", &plan.rule).await {
+                Ok(Claim::Acquired) => {}
+                Ok(Claim::Taken(holder)) => {
+                    let reason = format!(
+                        "another invocation ({}) is responding to this finding right now",
+                        holder.owner
+                    );
+                    progress.fail_all(&plan.steps, &Outcome::Skipped { reason });
+                    progress.write(report, &plan.steps);
+                    return None;
+                }
+                Err(error) => {
+                    progress.fail_all(&plan.steps, &failed(&error, None));
+                    progress.write(report, &plan.steps);
+                    return None;
+                }
+            }
+        }
+        self.phases(plan, report, &mut progress).await;
+        if let Some(ledger) = ledger {
+            if let Err(error) = ledger.unclaim(finding_id, "lock").await {
+                // The lease runs out on its own; a later delivery then proceeds.
+                tracing::warn!(finding_id = %finding_id, error = %error, "response lock not released");
+            }
+        }
+        progress.containment_ms
+    }
+
+    async fn phases(&self, plan: &ActPlan, report: &mut Report, progress: &mut Progress) {
+        let in_phase = |phase: Phase| plan.steps.iter().filter(move |s| s.action.phase() == phase);
+
+        // 1. Contain. The service-tag exemption costs a call: only when containment will run.
+        if plan
+            .steps
+            .iter()
+            .any(|s| s.action.is_containment() && s.mode == Mode::Enforce)
+        {
+            progress.exempt_on = self.service_exemption().await;
+        }
+        for step in in_phase(Phase::Contain) {
+            let run = self.run_step(step, progress, report).await;
+            let contained_now = step.action == ActionName::Isolate
+                && matches!(&run.outcome, Outcome::Done { detail: StepOutput::Isolate(o), .. } if o.contained().is_some());
+            if contained_now {
+                progress.containment_ms = Some(self.started.elapsed().as_millis() as u64);
+            }
+            progress.absorb(step.action, run);
+        }
+
+        // 2. Preserve, concurrently: each step's outcome is independent of the others'.
+        let runs =
+            {
+                let view: &Progress = progress;
+                let report: &Report = report;
+                futures::future::join_all(in_phase(Phase::Preserve).map(|step| async move {
+                    (step.action, self.run_step(step, view, report).await)
+                }))
+                .await
+            };
+        for (action, run) in runs {
+            progress.absorb(action, run);
+        }
+
+        // 3. Stop: planned, or the isolate fallback when isolation failed.
+        let mut steps = plan.steps.clone();
+        let stop_step = plan
+            .steps
+            .iter()
+            .find(|s| s.action == ActionName::Stop)
+            .cloned()
+            .or_else(|| fallback_stop(plan).filter(|_| progress.earlier.isolate_failed));
+        if let Some(stop_step) = stop_step {
+            if !steps.iter().any(|s| s.action == ActionName::Stop) {
+                let at = steps
+                    .iter()
+                    .position(|s| s.action == ActionName::Notify)
+                    .unwrap_or(steps.len());
+                steps.insert(at, stop_step.clone());
+            }
+            let run = self.run_step(&stop_step, progress, report).await;
+            progress.absorb(ActionName::Stop, run);
+        }
+
+        // 4. Notify, last, with everything above in the message.
+        if let Some(notify_step) = in_phase(Phase::Notify).next() {
+            progress.write(report, &steps);
+            let run = self.notify(notify_step, progress, report).await;
+            progress.absorb(ActionName::Notify, run);
+        }
+        progress.write(report, &steps);
+    }
+
+    /// Is the task's service tagged exempt? (Service tags are not in findings.)
+    async fn service_exemption(&self) -> Option<String> {
+        let Target::EcsTask(task) = &self.incident.target else {
+            return None;
+        };
+        let tag = &self.responder.playbooks.guardrails.exempt_tag;
+        match workload::describe_service(&self.responder.clients, task).await {
+            Ok(service) => service
+                .filter(|s| {
+                    s.tags
+                        .iter()
+                        .any(|(k, v)| *k == tag.key && v.eq_ignore_ascii_case(&tag.value))
+                })
+                .map(|_| {
+                    format!(
+                        "exempt: tag {tag} on service {}; containment skipped",
+                        task.service.as_deref().unwrap_or("?")
+                    )
+                }),
+            Err(error) => {
+                // Not knowing must not block containment of a live threat; say so.
+                tracing::warn!(error = %error, "service tags unknown; exemption not checked");
+                None
+            }
+        }
+    }
+
+    /// The context a step's `run` sees.
+    pub(super) fn context<'a>(
+        &'a self,
+        step: &'a Step,
+        ledger: &'a Ledger,
+        earlier: &'a Earlier,
+        report: &'a Report,
+    ) -> StepContext<'a> {
+        StepContext {
+            clients: &self.responder.clients,
+            config: &self.responder.config,
+            incident: self.incident,
+            raw_finding: self.raw,
+            rule: &step.rule,
+            ledger,
+            earlier,
+            report,
+        }
+    }
+
+    /// Claim, run and record one step (every phase but notify).
+    async fn run_step(&self, step: &Step, progress: &Progress, report: &Report) -> StepRun {
+        let started = Instant::now();
+        match step.mode {
+            Mode::DryRun => return StepRun::skipped("dry-run: not carried out".to_string()),
+            Mode::NotifyOnly => {
+                return StepRun::skipped("notify-only mode: not carried out".to_string())
+            }
+            Mode::Enforce => {}
+        }
+        if step.action.is_containment() {
+            if let Some(exempt) = &progress.exempt_on {
+                return StepRun::skipped(exempt.clone());
+            }
+        }
+        if let Some(reason) = step.spec.withheld(&progress.earlier) {
+            return StepRun::skipped(reason);
+        }
+        let Some(ledger) = self.ledger else {
+            return StepRun::failed(&StepError::MissingConfig(ENV_TABLE, "the ledger table"));
+        };
+        let finding_id = &self.incident.finding_id;
+        let key = format!("step#{}", step.action.name());
+        match ledger.claim(finding_id, &key, &step.rule).await {
+            Err(error) => return StepRun::failed(&error),
+            Ok(Claim::Taken(record)) => return already_recorded(step.action, record, started),
+            Ok(Claim::Acquired) => {}
+        }
+        let ctx = self.context(step, ledger, &progress.earlier, report);
+        let (status, outcome, stored) = match run_action(&step.spec, &ctx).await {
+            Ok(output) => {
+                let stored = serde_json::to_value(&output).unwrap_or_default();
+                (StepStatus::Done, Outcome::done(output), stored)
+            }
+            // Partial changes (e.g. ACL entries) stay in the ledger so release can undo them.
+            Err(failure) => {
+                let stored =
+                    json!({"error": failure.error.to_string(), "partial": failure.partial});
+                (
+                    StepStatus::Failed,
+                    failed(&failure.error, failure.partial),
+                    stored,
+                )
+            }
+        };
+        if let Err(error) = ledger.finish(finding_id, &key, status, &stored).await {
+            tracing::error!(finding_id = %finding_id, step = step.action.name(), error = %error, "step outcome not recorded");
+        }
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::info!(finding_id = %finding_id, rule = %step.rule, step = step.action.name(), outcome = status.name(), duration_ms = ms, "step finished");
+        StepRun {
+            outcome,
+            ms,
+            state: StepState::of_record(status),
+            previous: None,
+        }
+    }
+}
+
+/// The isolate fallback as a stop step, when the plan asks for one.
+fn fallback_stop(plan: &ActPlan) -> Option<Step> {
+    plan.steps.iter().find_map(|s| match &s.spec {
+        ActionSpec::Isolate(p) if p.fallback == IsolateFallback::Stop => Some(Step {
+            action: ActionName::Stop,
+            params: json!({"force": false}),
+            rule: s.rule.clone(),
+            mode: s.mode,
+            reason: "fallback: isolation did not succeed, so the task is stopped once evidence is preserved".to_string(),
+            spec: ActionSpec::Stop(StopParams { force: false }),
+        }),
+        _ => None,
+    })
+}
+
+/// The step belongs to an earlier (or concurrent) invocation: say so, and pass on what it did.
+fn already_recorded(action: ActionName, record: StepRecord, started: Instant) -> StepRun {
+    let previous = (record.status == StepStatus::Done)
+        .then(|| output_from_ledger(action, &record.detail))
+        .flatten();
+    StepRun {
+        outcome: Outcome::Skipped {
+            reason: already_reason(&record),
+        },
+        ms: started.elapsed().as_millis() as u64,
+        state: StepState::of_record(record.status),
+        previous,
+    }
+}
+
+pub(super) fn already_reason(record: &StepRecord) -> String {
+    match record.status {
+        StepStatus::Claimed => format!(
+            "in progress in another invocation ({}, claimed {})",
+            record.owner, record.updated_at
+        ),
+        status => format!(
+            "already {} by invocation {} at {}",
+            status.name(),
+            record.owner,
+            record.updated_at
+        ),
+    }
+}
+
+pub(super) fn failed(error: &StepError, partial: Option<StepOutput>) -> Outcome {
+    Outcome::Failed {
+        error: error.to_string(),
+        retryable: error.is_retryable(),
+        partial,
+    }
+}
+
+/// The isolate output recorded in a step item (done, or kept from a failure).
+pub(super) fn recorded_isolation(detail: &Value) -> Option<IsolateOutput> {
+    serde_json::from_value(detail.clone())
+        .ok()
+        .or_else(|| serde_json::from_value(detail.get("partial")?.clone()).ok())
+}

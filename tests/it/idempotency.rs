@@ -1,0 +1,173 @@
+//! Replays, republished findings, concurrent deliveries, retries and crashed invocations: each
+//! step happens once.
+
+use emulator::proxy::{Fault, FaultRule};
+use responder::report::Outcome;
+use serde_json::json;
+
+use crate::support::{is_done, outcome, skipped_reason, World};
+
+#[tokio::test]
+async fn a_retry_after_throttling_exhaustion_finishes_without_repeating() {
+    let world = World::new(1).await;
+    // S3 keeps throttling beyond the SDK's attempts: the run fails retryably.
+    let writes = format!("PUT /{}/*", world.fixture.bucket);
+    world
+        .proxy
+        .configure(|c| c.rules.push(FaultRule::new(&writes, Fault::Throttle, None)));
+    let event = world.miner_event(0, 5);
+    let first = world
+        .responder
+        .respond(None, event.to_string().as_bytes(), "try-1", None)
+        .await;
+    assert!(first.retryable, "{}", first.report.to_json_line());
+    assert!(matches!(
+        outcome(&first.report, "evidence"),
+        Outcome::Failed {
+            retryable: true,
+            ..
+        }
+    ));
+    assert!(is_done(&first.report, "isolate") && is_done(&first.report, "notify"));
+
+    // The retry (as Lambda would make it) finishes the job and repeats nothing that was done.
+    world.proxy.configure(|c| c.rules.clear());
+    let again = world
+        .responder
+        .respond(None, event.to_string().as_bytes(), "try-2", None)
+        .await;
+    assert!(!again.retryable, "{}", again.report.to_json_line());
+    assert!(is_done(&again.report, "evidence"));
+    assert!(skipped_reason(&again.report, "isolate").starts_with("already done"));
+    assert!(skipped_reason(&again.report, "tag").starts_with("already done"));
+    assert!(
+        is_done(&again.report, "notify"),
+        "the evidence being preserved now is news"
+    );
+    assert_eq!(
+        world.count_calls("CreateNetworkAclEntry"),
+        4,
+        "isolation happened once"
+    );
+    assert_eq!(world.notifications().await.len(), 2);
+}
+
+#[tokio::test]
+async fn twenty_replays_make_one_set_of_mutations() {
+    let world = World::new(1).await;
+    let event = world.miner_event(0, 8);
+    let first = world.respond(&event).await;
+    assert!(is_done(&first, "isolate"));
+    let after_first: Vec<_> = world.proxy.mutating_calls();
+    world.proxy.clear_calls();
+    let mut republished = event.clone();
+    for n in 0..20 {
+        republished["detail"]["service"]["count"] = json!(2 + n);
+        let report = world.respond(&republished).await;
+        for step in ["isolate", "evidence", "tag", "notify"] {
+            assert!(
+                matches!(outcome(&report, step), Outcome::Skipped { .. }),
+                "replay {n}: {step} ran again"
+            );
+        }
+    }
+    let extra: Vec<_> = world
+        .proxy
+        .mutating_calls()
+        .into_iter()
+        .filter(|c| c.service != "dynamodb")
+        .collect();
+    // Only the ledger's own bookkeeping (response lock, audit records) was written.
+    assert!(extra.is_empty(), "replays changed something: {extra:?}");
+    assert_eq!(
+        world.count_calls("PutItem"),
+        20,
+        "one audit record per replay"
+    );
+
+    assert_eq!(
+        after_first
+            .iter()
+            .filter(|c| c.operation == "CreateNetworkAclEntry")
+            .count(),
+        4
+    );
+    assert_eq!(world.notifications().await.len(), 1, "one notification");
+}
+
+#[tokio::test]
+async fn two_concurrent_deliveries_act_once() {
+    let world = World::new(1).await;
+    let event = world.miner_event(0, 9);
+    let (a, b) = tokio::join!(
+        world.respond_as(&event, "member-delivery", None),
+        world.respond_as(&event, "admin-delivery", None)
+    );
+    let isolations = [&a, &b].iter().filter(|r| is_done(r, "isolate")).count();
+    assert_eq!(
+        isolations,
+        1,
+        "exactly one isolates:\n{}\n{}",
+        a.to_json_line(),
+        b.to_json_line()
+    );
+    assert_eq!(world.count_calls("CreateNetworkAclEntry"), 4);
+    let evidence_runs = [&a, &b].iter().filter(|r| is_done(r, "evidence")).count();
+    assert_eq!(evidence_runs, 1);
+    let notes = world.notifications().await;
+    assert_eq!(notes.len(), 1, "one notification");
+}
+
+#[tokio::test]
+async fn a_republished_finding_whose_severity_rose_runs_only_the_new_steps() {
+    let world = World::new(1).await;
+    let mut medium = world.miner_event(0, 15);
+    medium["detail"]["type"] = "Execution:Runtime/NewBinaryExecuted".into();
+    medium["detail"]["severity"] = json!(5);
+    let first = world.respond(&medium).await;
+    assert_eq!(first.rule.as_deref(), Some("ecs-task-medium"));
+    assert!(is_done(&first, "evidence") && is_done(&first, "notify"));
+    let mut high = medium.clone();
+    high["detail"]["severity"] = json!(8);
+    high["detail"]["service"]["count"] = json!(3);
+    let second = world.respond(&high).await;
+    assert_eq!(second.rule.as_deref(), Some("ecs-task-high"));
+    assert!(is_done(&second, "isolate"), "{}", second.to_json_line());
+    assert!(is_done(&second, "tag"));
+    assert!(skipped_reason(&second, "evidence").starts_with("already done"));
+    assert!(is_done(&second, "notify"), "the escalation is news");
+    assert_eq!(world.notifications().await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_crashed_invocations_claim_expires_and_the_retry_finishes_the_job() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let world = World::new(1).await;
+    let put_lock = |lease_until: i64| {
+        world
+            .clients
+            .dynamodb
+            .put_item()
+            .table_name(&world.fixture.table)
+            .item(
+                "pk",
+                AttributeValue::S(format!("finding#{}", world.finding_id(30))),
+            )
+            .item("sk", AttributeValue::S("lock".into()))
+            .item("status", AttributeValue::S("claimed".into()))
+            .item("owner", AttributeValue::S("crashed-invocation".into()))
+            .item("lease_until", AttributeValue::N(lease_until.to_string()))
+            .send()
+    };
+    let now = chrono::Utc::now().timestamp();
+    // A live holder: this delivery stands back and changes nothing.
+    put_lock(now + 60).await.unwrap();
+    let report = world.respond(&world.miner_event(0, 30)).await;
+    assert!(skipped_reason(&report, "isolate").contains("crashed-invocation"));
+    assert_eq!(world.count_calls("CreateNetworkAclEntry"), 0);
+    // The holder died and its lease ran out: the retry takes over.
+    put_lock(now - 1).await.unwrap();
+    let report = world.respond(&world.miner_event(0, 30)).await;
+    assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
+    assert_eq!(world.count_calls("CreateNetworkAclEntry"), 4);
+}

@@ -1,0 +1,352 @@
+//! Isolation against the emulator: which rung applies, the entries and groups it leaves, what
+//! it does when the ACL is full, the GuardDuty agent's path, deregistration, gone workloads.
+
+use emulator::proxy::{Fault, FaultRule};
+use responder::actions::isolate::{IsolateOutput, IsolationRung};
+use responder::actions::StepOutput;
+use responder::playbook::PlaybookSet;
+use responder::report::{DecisionKind, Outcome};
+use serde_json::Value;
+
+use crate::support::{is_done, isolation, outcome, output, released, World};
+
+fn playbooks(yaml: &str) -> PlaybookSet {
+    PlaybookSet::from_sources([("test.yaml".to_string(), yaml.to_string())]).unwrap()
+}
+
+#[tokio::test]
+async fn fargate_task_is_quarantined_in_the_network_acls_and_nothing_else_changes() {
+    let world = World::new(2).await;
+    let before = world.acl_state().await;
+    let report = world.respond(&world.miner_event(0, 1)).await;
+    assert_eq!(report.decision, DecisionKind::Act);
+    assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
+
+    let record = isolation(&report);
+    assert_eq!(record.rung, Some(IsolationRung::NaclQuarantine));
+    assert_eq!(record.attempts[0].rung, IsolationRung::SgSwap);
+    assert_eq!(
+        record.attempts[0].result, "not_applicable",
+        "a Fargate ENI is requester-managed"
+    );
+    assert_eq!(
+        world.count_calls("ModifyNetworkInterfaceAttribute"),
+        0,
+        "no SG change was even tried"
+    );
+
+    let task_ip = &world.fixture.tasks[0].ip;
+    let cidr = format!("{task_ip}/32");
+    let after = world.acl_state().await;
+    let added: Vec<&Value> = after.iter().filter(|e| !before.contains(e)).collect();
+    let removed: Vec<&Value> = before.iter().filter(|e| !after.contains(e)).collect();
+    assert!(
+        removed.is_empty(),
+        "existing entries are never altered: {removed:?}"
+    );
+    // Both ACLs in use in the VPC get an ingress and an egress DENY for the task, at rule 1,
+    // before their own rules at 100.
+    for acl in [&world.fixture.private_acl_id, &world.fixture.default_acl_id] {
+        for egress in [false, true] {
+            assert!(
+                added.iter().any(|e| e["acl"] == acl.as_str()
+                    && e["egress"] == egress
+                    && e["cidr"] == cidr.as_str()
+                    && e["action"] == "deny"
+                    && e["rule"] == 1),
+                "missing {} DENY in {acl}: {added:?}",
+                if egress { "egress" } else { "ingress" }
+            );
+        }
+    }
+    assert_eq!(
+        added.len(),
+        4,
+        "nothing but the four DENY entries: {added:?}"
+    );
+    assert!(added.iter().all(|e| e["cidr"] == cidr.as_str()));
+    // The other task is untouched.
+    assert!(!after
+        .iter()
+        .any(|e| e["cidr"] == format!("{}/32", world.fixture.tasks[1].ip).as_str()));
+    // The gap is said, not hidden.
+    assert!(record.gaps[0].contains("own subnet"));
+}
+
+#[tokio::test]
+async fn an_instance_eni_gets_the_two_step_security_group_swap_and_release_restores_it() {
+    let world = World::new(1).await;
+    let (instance_id, eni_id) = emulator::fixture::launch_instance(&world.clients, &world.fixture)
+        .await
+        .unwrap();
+    let event = world.instance_event(&instance_id, &eni_id, 7);
+    let report = world.respond(&event).await;
+    assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
+    let record = isolation(&report);
+    assert_eq!(record.rung, Some(IsolationRung::SgSwap));
+    let swap = &record.sg_swaps[0];
+    assert_eq!(swap.eni_id, eni_id);
+    assert_eq!(
+        swap.original_groups,
+        vec![world.fixture.app_security_group.clone()]
+    );
+
+    // Two swaps in order: the allow-all "untracking" group, then the quarantine group.
+    let modifies: Vec<_> = world
+        .proxy
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "ModifyNetworkInterfaceAttribute")
+        .collect();
+    assert_eq!(modifies.len(), 2, "{modifies:?}");
+    let groups = world.eni_groups(&eni_id).await;
+    assert_eq!(groups, vec![swap.quarantine_group.clone()]);
+    let quarantine = world
+        .clients
+        .ec2
+        .describe_security_groups()
+        .group_ids(&swap.quarantine_group)
+        .send()
+        .await
+        .unwrap();
+    let group = &quarantine.security_groups()[0];
+    assert!(group.ip_permissions().is_empty(), "no ingress");
+    assert!(
+        group.ip_permissions_egress().is_empty(),
+        "no egress without a GuardDuty endpoint"
+    );
+    assert!(is_done(&report, "snapshot-volumes"));
+    assert!(is_done(&report, "evidence"));
+
+    let summary = world
+        .responder
+        .release(&world.finding_id(7), "release-test")
+        .await
+        .unwrap();
+    assert_eq!(released(&summary).restored_security_groups.len(), 1);
+    let groups = world.eni_groups(&eni_id).await;
+    assert_eq!(groups, [world.fixture.app_security_group.as_str()]);
+}
+
+#[tokio::test]
+async fn a_full_acl_fails_the_rung_cleanly_and_the_fallback_stops_the_task_after_evidence() {
+    let yaml = "rules:\n  - name: contain-or-stop\n    mode: enforce\n    actions:\n      - isolate: {fallback: stop}\n      - evidence\n      - notify\n";
+    let world = World::with_playbooks(1, playbooks(yaml)).await;
+    // Each ACL already holds its rule 100 in each direction: a quota of 1 leaves no room.
+    world.proxy.configure(|c| c.nacl_entry_limit = 1);
+    let before = world.acl_state().await;
+    let report = world.respond(&world.miner_event(0, 2)).await;
+    match outcome(&report, "isolate") {
+        Outcome::Failed { error, .. } => {
+            assert!(error.contains("NetworkAclEntryLimitExceeded"), "{error}")
+        }
+        other => panic!("isolate should fail: {other:?}"),
+    }
+    assert_eq!(
+        world.acl_state().await,
+        before,
+        "no half-applied quarantine"
+    );
+    assert!(is_done(&report, "evidence"));
+    assert!(is_done(&report, "stop"), "{}", report.to_json_line());
+    // Stop came after the evidence was written.
+    let calls = world.proxy.calls();
+    let last_put = calls
+        .iter()
+        .rposition(|c| c.service == "s3" && c.operation.starts_with("PUT"))
+        .unwrap();
+    let stop = calls
+        .iter()
+        .position(|c| c.operation == "StopTask")
+        .unwrap();
+    assert!(stop > last_put);
+    let task = world
+        .clients
+        .ecs
+        .describe_tasks()
+        .cluster(&world.fixture.cluster_arn)
+        .tasks(&world.fixture.tasks[0].arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(task.tasks()[0].desired_status(), Some("STOPPED"));
+    assert!(task.tasks()[0]
+        .stopped_reason()
+        .unwrap_or("")
+        .contains(&world.finding_id(2)));
+    let notes = world.notifications().await;
+    assert_eq!(notes.len(), 1);
+    assert!(
+        notes[0].body.contains("Failed:") && notes[0].body.contains("isolate"),
+        "{}",
+        notes[0].body
+    );
+}
+
+#[tokio::test]
+async fn throttled_and_failing_calls_are_retried_to_success() {
+    let world = World::new(1).await;
+    world.proxy.configure(|c| {
+        // Every other EC2 describe call is throttled, on top of the one-off faults below.
+        c.rules.push(FaultRule::share(
+            "DescribeNetworkInterfaces",
+            Fault::Throttle,
+            2,
+        ));
+        c.rules
+            .push(FaultRule::new("DescribeTasks", Fault::Throttle, Some(2)));
+        c.rules.push(FaultRule::new(
+            "CreateNetworkAclEntry",
+            Fault::Throttle,
+            Some(1),
+        ));
+        c.rules.push(FaultRule::new(
+            "DescribeNetworkAcls",
+            Fault::ServerError,
+            Some(1),
+        ));
+        c.rules
+            .push(FaultRule::new("UpdateItem", Fault::Throttle, Some(1)));
+        c.rules
+            .push(FaultRule::new("Publish", Fault::Throttle, Some(1)));
+    });
+    let report = world.respond(&world.miner_event(0, 4)).await;
+    for step in ["isolate", "evidence", "tag", "notify"] {
+        assert!(is_done(&report, step), "{step}: {}", report.to_json_line());
+    }
+    let injected = world
+        .proxy
+        .calls()
+        .iter()
+        .filter(|c| c.injected.is_some())
+        .count();
+    assert!(
+        injected >= 6,
+        "the faults were really injected ({injected})"
+    );
+    assert_eq!(isolation(&report).nacl_entries.len(), 4);
+}
+
+#[tokio::test]
+async fn a_task_that_is_gone_is_an_outcome_not_an_error() {
+    let world = World::new(1).await;
+    let mut event = world.miner_event(0, 17);
+    let gone = format!(
+        "{}/0123456789abcdef0123456789abcdef",
+        world.fixture.cluster_arn.replace(":cluster/", ":task/")
+    );
+    event["detail"]["resource"]["ecsClusterDetails"]["taskDetails"]["arn"] = gone.into();
+    let report = world.respond(&event).await;
+    let StepOutput::Isolate(IsolateOutput::Gone { why }) = output(&report, "isolate") else {
+        panic!("{}", report.to_json_line())
+    };
+    assert!(why.contains("MISSING"), "{why}");
+    assert_eq!(world.count_calls("CreateNetworkAclEntry"), 0);
+}
+
+#[tokio::test]
+async fn the_guardduty_agent_keeps_its_path_through_the_quarantine() {
+    let world = World::new(1).await;
+    emulator::fixture::add_guardduty_endpoint(&world.clients, &world.fixture)
+        .await
+        .unwrap();
+    let report = world.respond(&world.miner_event(0, 20)).await;
+    assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
+    let cidr = format!("{}/32", world.fixture.tasks[0].ip);
+    let state = world.acl_state().await;
+    let ours = |acl: &str, egress: bool| -> Vec<Value> {
+        let mut entries: Vec<Value> = state
+            .iter()
+            .filter(|e| e["acl"] == acl && e["egress"] == egress && e["cidr"] == cidr.as_str())
+            .cloned()
+            .collect();
+        entries.sort_by_key(|e| e["rule"].as_i64());
+        entries
+    };
+    // The endpoint sits in a private subnet: that ACL allows the agent's traffic first.
+    for egress in [false, true] {
+        let entries = ours(&world.fixture.private_acl_id, egress);
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        assert_eq!(
+            (
+                entries[0]["action"].as_str(),
+                entries[0]["protocol"].as_str()
+            ),
+            (Some("allow"), Some("6"))
+        );
+        assert_eq!(entries[1]["action"], "deny");
+        assert!(entries[0]["rule"].as_i64() < entries[1]["rule"].as_i64());
+        // The public subnet's ACL only denies.
+        let public = ours(&world.fixture.default_acl_id, egress);
+        assert_eq!(public.len(), 1);
+        assert_eq!(public[0]["action"], "deny");
+    }
+}
+
+#[tokio::test]
+async fn the_quarantine_group_lets_only_the_agent_out() {
+    let world = World::new(1).await;
+    let endpoint_ip = emulator::fixture::add_guardduty_endpoint(&world.clients, &world.fixture)
+        .await
+        .unwrap();
+    let (instance_id, eni_id) = emulator::fixture::launch_instance(&world.clients, &world.fixture)
+        .await
+        .unwrap();
+    let event = world.instance_event(&instance_id, &eni_id, 21);
+    let report = world.respond(&event).await;
+    let group_id = isolation(&report).sg_swaps[0].quarantine_group.clone();
+    let group = world
+        .clients
+        .ec2
+        .describe_security_groups()
+        .group_ids(&group_id)
+        .send()
+        .await
+        .unwrap();
+    let egress = group.security_groups()[0].ip_permissions_egress();
+    assert_eq!(egress.len(), 1, "{egress:?}");
+    assert_eq!(
+        (egress[0].from_port(), egress[0].to_port()),
+        (Some(443), Some(443))
+    );
+    assert_eq!(
+        egress[0].ip_ranges()[0].cidr_ip(),
+        Some(format!("{endpoint_ip}/32").as_str())
+    );
+}
+
+#[tokio::test]
+async fn deregister_takes_the_task_out_of_its_target_group() {
+    let yaml =
+        "rules:\n  - name: r\n    mode: enforce\n    actions: [isolate, deregister, notify]\n";
+    let world = World::with_playbooks(2, playbooks(yaml)).await;
+    let report = world.respond(&world.miner_event(0, 22)).await;
+    let StepOutput::Deregister(removed) = output(&report, "deregister") else {
+        panic!("{}", report.to_json_line())
+    };
+    assert_eq!(
+        removed.deregistered[0].target_group_arn,
+        world.fixture.target_group_arn
+    );
+    let health = world
+        .clients
+        .elbv2
+        .describe_target_health()
+        .target_group_arn(&world.fixture.target_group_arn)
+        .send()
+        .await
+        .unwrap();
+    let ips: Vec<&str> = health
+        .target_health_descriptions()
+        .iter()
+        .filter_map(|d| d.target().and_then(|t| t.id()))
+        .collect();
+    assert!(
+        !ips.contains(&world.fixture.tasks[0].ip.as_str()),
+        "{ips:?}"
+    );
+    assert!(
+        ips.contains(&world.fixture.tasks[1].ip.as_str()),
+        "the other task keeps serving"
+    );
+}

@@ -1,0 +1,141 @@
+//! Modes and guardrails: dry-run, notify-only, exemption, missing configuration, unreadable
+//! events: what is (not) done, and that every event leaves an audit record.
+
+use responder::playbook::Mode;
+use responder::report::{DecisionKind, Outcome};
+
+use crate::support::{is_done, outcome, skipped_reason, World};
+
+#[tokio::test]
+async fn dry_run_makes_no_mutating_call_but_leaves_an_audit_record() {
+    let world = World::new(1).await;
+    let report = world
+        .respond_as(&world.miner_event(0, 13), "dry", Some(Mode::DryRun))
+        .await;
+    assert_eq!(report.mode, Some(Mode::DryRun));
+    for step in ["isolate", "evidence", "tag", "notify"] {
+        assert!(
+            skipped_reason(&report, step).starts_with("dry-run"),
+            "{step}"
+        );
+    }
+    let mutating = world.proxy.mutating_calls();
+    assert_eq!(mutating.len(), 1, "only the audit record: {mutating:?}");
+    assert_eq!(
+        world.proxy.calls().len(),
+        1,
+        "no call at all besides it: {:?}",
+        world.proxy.calls()
+    );
+    assert_eq!(
+        (mutating[0].service.as_str(), mutating[0].operation.as_str()),
+        ("dynamodb", "PutItem")
+    );
+    let ledger = responder::actions::ledger::Ledger::new(
+        world.clients.dynamodb.clone(),
+        &world.fixture.table,
+        "t",
+        1,
+    );
+    let audits = ledger.audits(&world.finding_id(13)).await.unwrap();
+    assert_eq!(audits.len(), 1);
+    assert_eq!(audits[0]["mode"], "dry-run");
+}
+
+#[tokio::test]
+async fn notify_only_sends_the_notice_and_nothing_else() {
+    let world = World::new(1).await;
+    let report = world
+        .respond_as(
+            &world.miner_event(0, 14),
+            "notify-only",
+            Some(Mode::NotifyOnly),
+        )
+        .await;
+    assert!(is_done(&report, "notify"));
+    assert!(skipped_reason(&report, "isolate").starts_with("notify-only"));
+    let outside_ledger: Vec<_> = world
+        .proxy
+        .mutating_calls()
+        .into_iter()
+        .filter(|c| c.service != "dynamodb")
+        .map(|c| c.operation)
+        .collect();
+    assert_eq!(outside_ledger, ["Publish"]);
+}
+
+#[tokio::test]
+async fn missing_configuration_fails_the_step_by_name_and_the_rest_still_run() {
+    let world = World::new(1).await;
+    let mut responder = world.responder.clone();
+    responder.config.evidence_bucket = None;
+    let report = responder
+        .respond(
+            None,
+            world.miner_event(0, 16).to_string().as_bytes(),
+            "no-bucket",
+            None,
+        )
+        .await
+        .report;
+    match outcome(&report, "evidence") {
+        Outcome::Failed {
+            error, retryable, ..
+        } => {
+            assert!(error.contains("RESPONDER_EVIDENCE_BUCKET"), "{error}");
+            assert!(!retryable);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(is_done(&report, "isolate") && is_done(&report, "notify"));
+}
+
+#[tokio::test]
+async fn every_event_leaves_an_audit_record_even_when_unreadable() {
+    let world = World::new(0).await;
+    let response = world
+        .responder
+        .respond(None, b"{not json", "broken", None)
+        .await;
+    assert_eq!(response.report.decision, DecisionKind::Error);
+    let audit = response
+        .report
+        .execution
+        .as_ref()
+        .and_then(|e| e.audit.clone())
+        .expect("audit key");
+    assert!(audit.starts_with("audit#"), "{audit}");
+    assert_eq!(world.proxy.mutating_calls().len(), 1);
+}
+
+#[tokio::test]
+async fn an_exempt_service_is_not_contained_but_still_reported() {
+    let world = World::new(1).await;
+    let service_arn = format!(
+        "{}/{}",
+        world.fixture.cluster_arn.replace(":cluster/", ":service/"),
+        world.fixture.service_name
+    );
+    world
+        .clients
+        .ecs
+        .tag_resource()
+        .resource_arn(&service_arn)
+        .tags(
+            aws_sdk_ecs::types::Tag::builder()
+                .key("incident-responder:exempt")
+                .value("true")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let report = world.respond(&world.miner_event(0, 23)).await;
+    assert!(
+        skipped_reason(&report, "isolate").contains("on service"),
+        "{}",
+        report.to_json_line()
+    );
+    assert!(is_done(&report, "evidence") && is_done(&report, "notify"));
+    assert_eq!(world.count_calls("CreateNetworkAclEntry"), 0);
+}

@@ -1,0 +1,139 @@
+//! Release: what `isolate` changed is undone exactly, by finding, by task, and on a task's
+//! STOPPED event; what someone else changed since is left alone.
+
+use responder::report::DecisionKind;
+use responder::respond::ReleaseResult;
+use serde_json::json;
+
+use crate::support::{is_done, isolation, released, World};
+
+#[tokio::test]
+async fn release_restores_the_exact_prior_state_and_a_second_release_is_harmless() {
+    let world = World::new(1).await;
+    let before = world.acl_state().await;
+    let report = world.respond(&world.miner_event(0, 10)).await;
+    assert!(is_done(&report, "isolate"));
+    assert_ne!(world.acl_state().await, before);
+    let summary = world
+        .responder
+        .release(&world.finding_id(10), "release-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        released(&summary).removed_nacl_entries.len(),
+        4,
+        "{summary:?}"
+    );
+    assert_eq!(world.acl_state().await, before);
+    let again = world
+        .responder
+        .release(&world.finding_id(10), "release-2")
+        .await
+        .unwrap();
+    assert!(matches!(
+        again.findings[0].result,
+        ReleaseResult::AlreadyReleased { .. }
+    ));
+    // Release by task ARN finds the same record.
+    let by_task = world
+        .responder
+        .release(&world.fixture.tasks[0].arn, "release-3")
+        .await
+        .unwrap();
+    assert!(matches!(
+        by_task.findings[0].result,
+        ReleaseResult::AlreadyReleased { .. }
+    ));
+}
+
+#[tokio::test]
+async fn release_leaves_an_entry_someone_else_replaced() {
+    let world = World::new(1).await;
+    let report = world.respond(&world.miner_event(0, 11)).await;
+    let first = isolation(&report).nacl_entries[0].clone();
+    // An operator replaces one of our entries with their own rule at the same number.
+    world
+        .clients
+        .ec2
+        .replace_network_acl_entry()
+        .network_acl_id(&first.acl_id)
+        .rule_number(first.rule_number)
+        .egress(first.egress)
+        .protocol("6")
+        .rule_action(aws_sdk_ec2::types::RuleAction::Deny)
+        .cidr_block("198.51.100.0/24")
+        .port_range(
+            aws_sdk_ec2::types::PortRange::builder()
+                .from(22)
+                .to(22)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let summary = world
+        .responder
+        .release(&world.finding_id(11), "release")
+        .await
+        .unwrap();
+    let undone = released(&summary);
+    assert_eq!(undone.removed_nacl_entries.len(), 3);
+    assert_eq!(undone.left_alone.len(), 1);
+    assert_eq!(undone.left_alone[0].entry.as_ref(), Some(&first));
+    let state = world.acl_state().await;
+    assert!(
+        state.iter().any(|e| e["cidr"] == "198.51.100.0/24"),
+        "the operator's rule survives"
+    );
+}
+
+#[tokio::test]
+async fn a_task_stopped_event_releases_its_quarantine_entries() {
+    let world = World::new(1).await;
+    let before = world.acl_state().await;
+    let report = world.respond(&world.miner_event(0, 12)).await;
+    assert!(is_done(&report, "isolate"));
+    let stopped = json!({
+        "version": "0", "id": "e-stop", "detail-type": "ECS Task State Change", "source": "aws.ecs",
+        "account": "123456789012", "time": "2026-11-26T12:00:00Z", "region": "us-east-1",
+        "resources": [world.fixture.tasks[0].arn],
+        "detail": {
+            "clusterArn": world.fixture.cluster_arn, "taskArn": world.fixture.tasks[0].arn,
+            "lastStatus": "STOPPED", "desiredStatus": "STOPPED", "stopCode": "TaskFailedToStart",
+            "stoppedReason": "Task failed ELB health checks",
+        }
+    });
+    let release = world.respond(&stopped).await;
+    assert_eq!(
+        release.decision,
+        DecisionKind::Release,
+        "{}",
+        release.to_json_line()
+    );
+    assert_eq!(
+        world.acl_state().await,
+        before,
+        "{}",
+        release.to_json_line()
+    );
+    let ledger = responder::actions::ledger::Ledger::new(
+        world.clients.dynamodb.clone(),
+        &world.fixture.table,
+        "t",
+        1,
+    );
+    let isolate = ledger
+        .get_step(&world.finding_id(12), "step#isolate")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        isolate.status,
+        responder::actions::ledger::StepStatus::Released
+    );
+    // A RUNNING state change releases nothing.
+    let mut running = stopped.clone();
+    running["detail"]["lastStatus"] = "RUNNING".into();
+    let skip = world.respond(&running).await;
+    assert_eq!(skip.skip_code, Some("task_not_stopped"));
+}
