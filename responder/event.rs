@@ -1,9 +1,14 @@
 //! Turning the bytes of one received event into something the responder can decide on.
 //! Pure: no I/O. Every failure is a typed, readable error; nothing here panics on bad input.
 
+use aws_lambda_events::eventbridge::EventBridgeEvent;
 use serde_json::Value;
 
-use crate::finding::{Envelope, Finding, GUARDDUTY_DETAIL_TYPE, GUARDDUTY_SOURCE};
+use crate::finding::{Finding, GUARDDUTY_DETAIL_TYPE, GUARDDUTY_SOURCE};
+
+/// The EventBridge envelope, as the Rust Lambda ecosystem types it; `detail` stays JSON until
+/// `source` and `detail-type` say what it is.
+type Envelope = EventBridgeEvent<Option<Value>>;
 use crate::incident::{Incident, IncidentError};
 
 /// EventBridge caps an event at 256 KiB; anything far larger is not an event we were sent.
@@ -96,10 +101,9 @@ pub fn parse_value(value: Value) -> Result<Inbound, EventError> {
     if is_bare_finding {
         return finding_from(value, None, None);
     }
-    let envelope: Envelope = serde_json::from_value(value.clone())
-        .map_err(|e| EventError::Envelope(clip(&e.to_string())))?;
-    let is_task_change = envelope.source.as_deref() == Some(ECS_SOURCE)
-        && envelope.detail_type.as_deref() == Some(TASK_STATE_CHANGE);
+    let envelope: Envelope =
+        serde_json::from_value(value).map_err(|e| EventError::Envelope(clip(&e.to_string())))?;
+    let is_task_change = envelope.source == ECS_SOURCE && envelope.detail_type == TASK_STATE_CHANGE;
     if is_task_change {
         let detail = envelope.detail.ok_or(EventError::MissingDetail)?;
         let change: TaskStateChange =
@@ -109,12 +113,12 @@ pub fn parse_value(value: Value) -> Result<Inbound, EventError> {
             })?;
         return Ok(Inbound::TaskStateChange(change));
     }
-    let is_guardduty = envelope.source.as_deref() == Some(GUARDDUTY_SOURCE)
-        && envelope.detail_type.as_deref() == Some(GUARDDUTY_DETAIL_TYPE);
+    let is_guardduty =
+        envelope.source == GUARDDUTY_SOURCE && envelope.detail_type == GUARDDUTY_DETAIL_TYPE;
     if !is_guardduty {
         return Ok(Inbound::Foreign {
-            source: envelope.source,
-            detail_type: envelope.detail_type,
+            source: Some(envelope.source),
+            detail_type: Some(envelope.detail_type),
         });
     }
     let detail = match envelope.detail {
@@ -224,6 +228,18 @@ mod tests {
     fn oversized_events_are_refused_before_parsing() {
         let big = vec![b' '; MAX_EVENT_BYTES + 1];
         assert!(matches!(parse_event(&big), Err(EventError::TooLarge(_))));
+    }
+
+    #[test]
+    fn an_object_that_is_neither_envelope_nor_finding_is_a_clear_error() {
+        let err = parse_event(br#"{"hello": "world"}"#).unwrap_err();
+        assert!(matches!(err, EventError::Envelope(_)), "{err}");
+        assert!(err.to_string().contains("missing field"), "{err}");
+        let no_detail = br#"{"source":"aws.guardduty","detail-type":"GuardDuty Finding"}"#;
+        assert!(matches!(
+            parse_event(no_detail),
+            Err(EventError::MissingDetail)
+        ));
     }
 
     #[test]

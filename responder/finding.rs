@@ -14,30 +14,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-/// The EventBridge envelope around every event we receive.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Envelope {
-    #[serde(default)]
-    pub version: Option<String>,
-    #[serde(default)]
-    pub id: Option<String>,
-    #[serde(rename = "detail-type", default)]
-    pub detail_type: Option<String>,
-    #[serde(default)]
-    pub source: Option<String>,
-    #[serde(default)]
-    pub account: Option<String>,
-    #[serde(default)]
-    pub time: Option<String>,
-    #[serde(default)]
-    pub region: Option<String>,
-    #[serde(default)]
-    pub resources: Vec<String>,
-    #[serde(default)]
-    pub detail: Option<Value>,
-}
-
+/// `source` of GuardDuty findings on EventBridge.
 pub const GUARDDUTY_SOURCE: &str = "aws.guardduty";
+/// `detail-type` of GuardDuty findings on EventBridge.
 pub const GUARDDUTY_DETAIL_TYPE: &str = "GuardDuty Finding";
 
 /// A GuardDuty finding as carried in `detail`.
