@@ -2,7 +2,7 @@
 //! A thin shell over the library: everything it prints comes from the same `decide` path the
 //! Lambda uses.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -77,9 +77,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RESPONDER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("RESPONDER_LOG").unwrap_or_else(|_| {
+                // aws-config warns, in several lines each, about every source of region and
+                // credentials it tried; a missing one is reported as one line instead.
+                tracing_subscriber::EnvFilter::new("warn,aws_config=error")
+            }),
         )
+        // Colour only for people: not into a file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     match cli.command {

@@ -30,18 +30,27 @@ pub enum EmulatorError {
     Seed(String),
 }
 
-/// A moto server this process started; stopped when dropped (and, should this process die
-/// first, by a watchdog within a second).
+/// A moto server this process started. Stopped when dropped; should this process die without
+/// dropping it (killed, aborted), a watchdog stops it within a second; Ctrl-C reaches it too,
+/// as it shares the terminal's process group.
 pub struct Moto {
+    /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
-    child: Child,
+    server: Child,
+    watchdog: Option<Child>,
+    /// Where its output goes.
     pub log: PathBuf,
 }
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // The server itself, not a shell around it: a shell killed with SIGKILL runs no trap.
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        if let Some(watchdog) = self.watchdog.as_mut() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
     }
 }
 
@@ -85,28 +94,30 @@ impl Moto {
         let binary = moto_binary()?;
         let port = free_port().map_err(EmulatorError::Spawn)?;
         let log = std::env::temp_dir().join(format!("moto-{port}.log"));
-        // A watchdog shell stops moto when this process goes away, even without Drop.
-        let script = r#"
-"$MOTO" -H 127.0.0.1 -p "$PORT" >"$LOG" 2>&1 &
-child=$!
-trap 'kill $child 2>/dev/null' EXIT INT TERM
-while kill -0 "$WATCH" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 1; done
-"#;
-        let child = Command::new("sh")
+        let output = std::fs::File::create(&log).map_err(EmulatorError::Spawn)?;
+        let errors = output.try_clone().map_err(EmulatorError::Spawn)?;
+        let server = Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(output)
+            .stderr(errors)
+            .spawn()
+            .map_err(EmulatorError::Spawn)?;
+        // Stops the server if this process goes away without dropping `Moto`.
+        let watchdog = Command::new("sh")
             .arg("-c")
-            .arg(script)
-            .env("MOTO", &binary)
-            .env("PORT", port.to_string())
-            .env("LOG", &log)
+            .arg(r#"while kill -0 "$WATCH" 2>/dev/null && kill -0 "$SERVER" 2>/dev/null; do sleep 1; done; kill "$SERVER" 2>/dev/null"#)
             .env("WATCH", std::process::id().to_string())
+            .env("SERVER", server.id().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(EmulatorError::Spawn)?;
+            .ok();
         let moto = Moto {
             endpoint: format!("http://127.0.0.1:{port}"),
-            child,
+            server,
+            watchdog,
             log,
         };
         let deadline = Duration::from_secs(30);

@@ -22,13 +22,20 @@ const MAX_ERROR_CHARS: usize = 300;
 pub enum Inbound {
     /// A GuardDuty finding, normalised. `raw` is the finding JSON as received (kept as
     /// evidence).
-    Finding { incident: Box<Incident>, raw: Value },
+    Finding {
+        /// The finding, normalised.
+        incident: Box<Incident>,
+        /// The finding JSON as received.
+        raw: Value,
+    },
     /// An ECS "Task State Change" event: when a quarantined task stops, its network ACL
     /// entries must go (the next task given the same IP would otherwise be blocked).
     TaskStateChange(TaskStateChange),
     /// A well-formed EventBridge event that is not a GuardDuty finding.
     Foreign {
+        /// The event's `source`.
         source: Option<String>,
+        /// The event's `detail-type`.
         detail_type: Option<String>,
     },
 }
@@ -37,42 +44,67 @@ pub enum Inbound {
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskStateChange {
+    /// The task's ARN.
     pub task_arn: String,
+    /// The cluster's ARN.
     #[serde(default)]
     pub cluster_arn: Option<String>,
+    /// The task's last known status (e.g. `RUNNING`, `STOPPED`).
     #[serde(default)]
     pub last_status: Option<String>,
+    /// The status ECS wants the task in.
     #[serde(default)]
     pub desired_status: Option<String>,
+    /// Why the task stopped, when it has.
     #[serde(default)]
     pub stopped_reason: Option<String>,
+    /// ECS's stop code (e.g. `EssentialContainerExited`), when it has stopped.
     #[serde(default)]
     pub stop_code: Option<String>,
 }
 
+/// `source` of ECS events on EventBridge.
 pub const ECS_SOURCE: &str = "aws.ecs";
+/// `detail-type` of ECS task state change events on EventBridge.
 pub const TASK_STATE_CHANGE: &str = "ECS Task State Change";
 
+/// Why an event could not be understood.
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
+    /// The input could not be read.
     #[error("cannot read the event: {0}")]
     Unreadable(String),
+    /// The event is larger than `MAX_EVENT_BYTES` (its size in bytes).
     #[error("the event is {0} bytes; EventBridge events are at most 256 KiB")]
     TooLarge(usize),
+    /// The input is not valid JSON.
     #[error("the event is not valid JSON (line {line}, column {column}): {message}")]
     Json {
+        /// The line of the error (1-based).
         line: usize,
+        /// The column of the error (1-based).
         column: usize,
+        /// The parser's message, clipped.
         message: String,
     },
+    /// The JSON is not an object.
     #[error("the event is JSON but not an object (an EventBridge event or a GuardDuty finding)")]
     NotAnObject,
+    /// The EventBridge envelope is malformed.
     #[error("the EventBridge event is malformed: {0}")]
     Envelope(String),
+    /// The event has no `detail` object.
     #[error("the event has no `detail` object")]
     MissingDetail,
+    /// The finding or task state change does not match the expected schema.
     #[error("the event does not match the expected schema at `{path}`: {message}")]
-    FindingShape { path: String, message: String },
+    FindingShape {
+        /// Where in the JSON (e.g. `resource.ecsClusterDetails.taskDetails`), clipped.
+        path: String,
+        /// What is wrong, clipped.
+        message: String,
+    },
+    /// The finding was read but lacks something the responder needs.
     #[error("the GuardDuty finding cannot be handled: {0}")]
     Incident(#[from] IncidentError),
 }
@@ -91,6 +123,7 @@ pub fn parse_event(bytes: &[u8]) -> Result<Inbound, EventError> {
     parse_value(value)
 }
 
+/// Like [`parse_event`], for JSON already parsed (no size check).
 pub fn parse_value(value: Value) -> Result<Inbound, EventError> {
     let Value::Object(object) = &value else {
         return Err(EventError::NotAnObject);

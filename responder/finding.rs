@@ -23,31 +23,45 @@ pub const GUARDDUTY_DETAIL_TYPE: &str = "GuardDuty Finding";
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
+    /// The version of the finding schema (`2.0`).
     #[serde(default)]
     pub schema_version: Option<String>,
+    /// The finding's unique id.
     pub id: String,
+    /// The finding's ARN.
     #[serde(default)]
     pub arn: Option<String>,
+    /// The finding type, e.g. `CryptoCurrency:Runtime/BitcoinTool.B!DNS`.
     #[serde(rename = "type")]
     pub finding_type: String,
+    /// GuardDuty's severity score, from 0 to 10.
     #[serde(deserialize_with = "severity_number")]
     pub severity: f64,
+    /// The account in which the finding was generated (the resource's account).
     #[serde(default)]
     pub account_id: Option<String>,
+    /// The region where the finding was generated.
     #[serde(default)]
     pub region: Option<String>,
+    /// The AWS partition (e.g. `aws`).
     #[serde(default)]
     pub partition: Option<String>,
+    /// When GuardDuty created the finding (ISO 8601).
     #[serde(default)]
     pub created_at: Option<Timestamp>,
+    /// When GuardDuty last updated the finding (ISO 8601).
     #[serde(default)]
     pub updated_at: Option<Timestamp>,
+    /// The finding's title.
     #[serde(default)]
     pub title: Option<String>,
+    /// The finding's description.
     #[serde(default)]
     pub description: Option<String>,
+    /// The AWS resource the activity concerned.
     #[serde(default)]
     pub resource: Option<Resource>,
+    /// Additional information about the finding: what was seen, how often, by which feature.
     #[serde(default)]
     pub service: Option<Service>,
 }
@@ -57,7 +71,9 @@ pub struct Finding {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum Timestamp {
+    /// An ISO 8601 string, as GuardDuty normally sends.
     Text(String),
+    /// A numeric epoch timestamp, kept as received.
     Epoch(f64),
 }
 
@@ -94,253 +110,353 @@ fn severity_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D:
     Ok(value)
 }
 
+/// The resource a finding is about; which `*Details` member is set depends on `resource_type`.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Resource {
+    /// The type of resource, e.g. `ECSCluster`, `Instance`, `EKSCluster`.
     #[serde(default)]
     pub resource_type: Option<String>,
+    /// The EC2 instance, when the resource is an instance.
     #[serde(default)]
     pub instance_details: Option<InstanceDetails>,
+    /// The ECS cluster (and task), when the resource is an ECS cluster.
     #[serde(default)]
     pub ecs_cluster_details: Option<EcsClusterDetails>,
+    /// The EKS cluster, when the resource is an EKS cluster.
     #[serde(default)]
     pub eks_cluster_details: Option<EksClusterDetails>,
+    /// The Kubernetes workload, for EKS findings.
     #[serde(default)]
     pub kubernetes_details: Option<KubernetesDetails>,
+    /// The container, when the finding names one directly.
     #[serde(default)]
     pub container_details: Option<Container>,
 }
 
+/// A resource tag.
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 pub struct Tag {
+    /// The tag key.
     #[serde(default)]
     pub key: String,
+    /// The tag value.
     #[serde(default)]
     pub value: String,
 }
 
+/// The EC2 instance a finding is about.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceDetails {
+    /// The instance id.
     #[serde(default)]
     pub instance_id: Option<String>,
+    /// The instance type.
     #[serde(default)]
     pub instance_type: Option<String>,
+    /// The instance state (e.g. `running`).
     #[serde(default)]
     pub instance_state: Option<String>,
+    /// The Availability Zone of the instance.
     #[serde(default)]
     pub availability_zone: Option<String>,
+    /// The id of the instance's AMI.
     #[serde(default)]
     pub image_id: Option<String>,
+    /// The IAM instance profile attached to the instance.
     #[serde(default)]
     pub iam_instance_profile: Option<IamInstanceProfile>,
+    /// The instance's elastic network interfaces.
     #[serde(default)]
     pub network_interfaces: Vec<NetworkInterface>,
+    /// The instance's tags.
     #[serde(default)]
     pub tags: Vec<Tag>,
 }
 
+/// The IAM instance profile of an EC2 instance.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct IamInstanceProfile {
+    /// The profile's ARN.
     #[serde(default)]
     pub arn: Option<String>,
+    /// The profile's id.
     #[serde(default)]
     pub id: Option<String>,
 }
 
+/// An elastic network interface of an EC2 instance.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkInterface {
+    /// The network interface id.
     #[serde(default)]
     pub network_interface_id: Option<String>,
+    /// The primary private IPv4 address.
     #[serde(default)]
     pub private_ip_address: Option<String>,
+    /// The IPv6 addresses.
     #[serde(default)]
     pub ipv6_addresses: Vec<String>,
+    /// The public IP address.
     #[serde(default)]
     pub public_ip: Option<String>,
+    /// The subnet id.
     #[serde(default)]
     pub subnet_id: Option<String>,
+    /// The VPC id.
     #[serde(default)]
     pub vpc_id: Option<String>,
+    /// The security groups attached to the interface.
     #[serde(default)]
     pub security_groups: Vec<SecurityGroup>,
 }
 
+/// A security group attached to a network interface.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SecurityGroup {
+    /// The security group id.
     #[serde(default)]
     pub group_id: Option<String>,
+    /// The security group name.
     #[serde(default)]
     pub group_name: Option<String>,
 }
 
+/// The ECS cluster a finding is about.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct EcsClusterDetails {
+    /// The cluster name.
     #[serde(default)]
     pub name: Option<String>,
+    /// The cluster ARN.
     #[serde(default)]
     pub arn: Option<String>,
+    /// The cluster status (e.g. `ACTIVE`).
     #[serde(default)]
     pub status: Option<String>,
+    /// The cluster's tags.
     #[serde(default)]
     pub tags: Vec<Tag>,
+    /// The ECS task involved in the activity.
     #[serde(default)]
     pub task_details: Option<EcsTaskDetails>,
 }
 
+/// The ECS task a finding is about.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct EcsTaskDetails {
+    /// The task ARN.
     #[serde(default)]
     pub arn: Option<String>,
+    /// The ARN of the task definition that created the task.
     #[serde(default)]
     pub definition_arn: Option<String>,
+    /// The version counter of the task.
     #[serde(default)]
     pub version: Option<String>,
+    /// When the task was created.
     #[serde(default)]
     pub created_at: Option<Timestamp>,
+    /// When the task started.
     #[serde(default)]
     pub started_at: Option<Timestamp>,
+    /// The task's `startedBy` value (a service's deployment id for service tasks).
     #[serde(default)]
     pub started_by: Option<String>,
+    /// The task group (`service:NAME` for a service's tasks).
     #[serde(default)]
     pub group: Option<String>,
     /// `FARGATE`/`EC2` in the API enum, `Fargate` in some documented examples: compared
     /// case-insensitively.
     #[serde(default)]
     pub launch_type: Option<String>,
+    /// The task's tags.
     #[serde(default)]
     pub tags: Vec<Tag>,
+    /// The task's containers.
     #[serde(default)]
     pub containers: Vec<Container>,
 }
 
+/// A container named in a finding.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Container {
+    /// The container runtime (e.g. `containerd`, `docker`).
     #[serde(default)]
     pub container_runtime: Option<String>,
+    /// The container id.
     #[serde(default)]
     pub id: Option<String>,
+    /// The container name.
     #[serde(default)]
     pub name: Option<String>,
+    /// The container image.
     #[serde(default)]
     pub image: Option<String>,
+    /// The image name before its last slash (e.g. `public.ecr.aws/amazonlinux`).
     #[serde(default)]
     pub image_prefix: Option<String>,
+    /// The container's security context.
     #[serde(default)]
     pub security_context: Option<SecurityContext>,
 }
 
+/// The security context of a container.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SecurityContext {
+    /// Whether the container is privileged.
     #[serde(default)]
     pub privileged: Option<bool>,
+    /// Whether the container may gain more privileges than its parent process.
     #[serde(default)]
     pub allow_privilege_escalation: Option<bool>,
 }
 
+/// The EKS cluster a finding is about.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct EksClusterDetails {
+    /// The cluster name.
     #[serde(default)]
     pub name: Option<String>,
+    /// The cluster ARN.
     #[serde(default)]
     pub arn: Option<String>,
+    /// The id of the cluster's VPC.
     #[serde(default)]
     pub vpc_id: Option<String>,
+    /// The cluster status.
     #[serde(default)]
     pub status: Option<String>,
+    /// The cluster's tags.
     #[serde(default)]
     pub tags: Vec<Tag>,
 }
 
+/// Kubernetes details of an EKS finding.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct KubernetesDetails {
+    /// The Kubernetes workload involved.
     #[serde(default)]
     pub kubernetes_workload_details: Option<KubernetesWorkloadDetails>,
 }
 
+/// A Kubernetes workload (e.g. a Deployment or Pod) named in a finding.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct KubernetesWorkloadDetails {
+    /// The workload name.
     #[serde(default)]
     pub name: Option<String>,
+    /// The workload type (e.g. `Deployment`, `Pod`).
     #[serde(default, rename = "type")]
     pub workload_type: Option<String>,
+    /// The workload's Kubernetes uid.
     #[serde(default)]
     pub uid: Option<String>,
+    /// The workload's namespace.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// The service account the workload runs as.
     #[serde(default)]
     pub service_account_name: Option<String>,
+    /// Whether the workload's pods use the host network.
     #[serde(default)]
     pub host_network: Option<bool>,
+    /// The workload's containers.
     #[serde(default)]
     pub containers: Vec<Container>,
 }
 
+/// The `service` part of a finding: what GuardDuty observed and how.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Service {
+    /// The service that generated the finding (`guardduty`).
     #[serde(default)]
     pub service_name: Option<String>,
+    /// The id of the GuardDuty detector that generated the finding.
     #[serde(default)]
     pub detector_id: Option<String>,
+    /// The GuardDuty feature that generated the finding (e.g. Runtime Monitoring).
     #[serde(default)]
     pub feature_name: Option<String>,
+    /// How many times GuardDuty has seen this activity.
     #[serde(default)]
     pub count: Option<u64>,
+    /// Whether the finding is archived.
     #[serde(default)]
     pub archived: Option<bool>,
+    /// When GuardDuty first saw the activity.
     #[serde(default)]
     pub event_first_seen: Option<Timestamp>,
+    /// When GuardDuty last saw the activity.
     #[serde(default)]
     pub event_last_seen: Option<Timestamp>,
+    /// The resource's role in the activity (`TARGET` or `ACTOR`).
     #[serde(default)]
     pub resource_role: Option<String>,
+    /// What Runtime Monitoring observed: the process and its context.
     #[serde(default)]
     pub runtime_details: Option<RuntimeDetails>,
+    /// Extra information, including the sample flag.
     #[serde(default)]
     pub additional_info: Option<AdditionalInfo>,
+    /// The action that prompted the finding, kept as raw JSON.
     #[serde(default)]
     pub action: Option<Value>,
 }
 
+/// What GuardDuty Runtime Monitoring observed.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RuntimeDetails {
+    /// The process involved.
     #[serde(default)]
     pub process: Option<ProcessDetails>,
+    /// The context of the activity, kept as raw JSON.
     #[serde(default)]
     pub context: Option<Value>,
 }
 
+/// A process observed by GuardDuty Runtime Monitoring.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessDetails {
+    /// The process name.
     #[serde(default)]
     pub name: Option<String>,
+    /// The absolute path of the executable.
     #[serde(default)]
     pub executable_path: Option<String>,
+    /// The SHA-256 hash of the executable.
     #[serde(default)]
     pub executable_sha256: Option<String>,
+    /// The process id.
     #[serde(default)]
     pub pid: Option<i64>,
+    /// The process id within its PID namespace (e.g. inside the container).
     #[serde(default)]
     pub namespace_pid: Option<i64>,
+    /// The process's working directory.
     #[serde(default)]
     pub pwd: Option<String>,
+    /// The user that ran the process.
     #[serde(default)]
     pub user: Option<String>,
+    /// When the process started.
     #[serde(default)]
     pub start_time: Option<Timestamp>,
+    /// The process's ancestors, kept as raw JSON.
     #[serde(default)]
     pub lineage: Vec<Value>,
 }
@@ -349,10 +465,13 @@ pub struct ProcessDetails {
 /// while sample findings also carry `"sample": true` directly. Both are read.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 pub struct AdditionalInfo {
+    /// The sample flag, when carried directly (`true` or `"true"`).
     #[serde(default)]
     pub sample: Option<Value>,
+    /// JSON text that may carry the sample flag (the documented shape).
     #[serde(default)]
     pub value: Option<String>,
+    /// The documented `type` (`default`).
     #[serde(default, rename = "type")]
     pub info_type: Option<String>,
 }
@@ -397,17 +516,25 @@ pub fn tag_map<'a>(layers: impl IntoIterator<Item = &'a [Tag]>) -> BTreeMap<Stri
 /// (<https://docs.aws.amazon.com/guardduty/latest/ug/guardduty_finding-format.html>).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FindingType {
+    /// The finding type exactly as received.
     pub raw: String,
+    /// Why the activity happened (e.g. `CryptoCurrency`, `Backdoor`).
     pub threat_purpose: String,
+    /// The kind of resource affected (e.g. `Runtime`, `EC2`).
     pub resource_type_affected: String,
+    /// The threat family (e.g. `BitcoinTool`).
     pub threat_family: String,
+    /// The detection mechanism (the part after `.`), if any.
     pub detection_mechanism: Option<String>,
+    /// The artifact (the part after `!`, e.g. `DNS`), if any.
     pub artifact: Option<String>,
 }
 
+/// A finding type that does not have the documented shape.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("finding type {raw:?} is not of the form ThreatPurpose:ResourceTypeAffected/ThreatFamilyName[.DetectionMechanism][!Artifact]")]
 pub struct FindingTypeError {
+    /// The finding type as received.
     pub raw: String,
 }
 

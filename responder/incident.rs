@@ -15,13 +15,18 @@ use crate::finding::{tag_map, Container, Finding, FindingType, FindingTypeError,
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
 pub enum SeverityBand {
+    /// Severity below 4.
     Low,
+    /// Severity from 4 to below 7.
     Medium,
+    /// Severity from 7 to below 9.
     High,
+    /// Severity 9 or above.
     Critical,
 }
 
 impl SeverityBand {
+    /// The band a GuardDuty severity score falls in.
     pub fn of(severity: f64) -> SeverityBand {
         if severity >= 9.0 {
             SeverityBand::Critical
@@ -34,6 +39,7 @@ impl SeverityBand {
         }
     }
 
+    /// Every band, lowest first.
     pub const ALL: [SeverityBand; 4] = [
         SeverityBand::Low,
         SeverityBand::Medium,
@@ -41,6 +47,7 @@ impl SeverityBand {
         SeverityBand::Critical,
     ];
 
+    /// The band's name as GuardDuty writes it (`Low`, `Medium`, `High`, `Critical`).
     pub fn name(self) -> &'static str {
         match self {
             SeverityBand::Low => "Low",
@@ -64,10 +71,13 @@ impl fmt::Display for SeverityBand {
     }
 }
 
+/// How an ECS task was launched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum LaunchType {
+    /// On AWS Fargate (`FARGATE`).
     #[serde(rename = "FARGATE")]
     Fargate,
+    /// On EC2 container instances (`EC2`).
     #[serde(rename = "EC2")]
     Ec2,
 }
@@ -87,13 +97,18 @@ impl LaunchType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetKind {
+    /// An ECS task (`ecs_task`).
     EcsTask,
+    /// An EC2 instance (`ec2_instance`).
     Ec2Instance,
+    /// A Kubernetes workload in an EKS cluster (`eks_workload`).
     EksWorkload,
+    /// Any other resource type (`unsupported`).
     Unsupported,
 }
 
 impl TargetKind {
+    /// The kind as written in playbooks and reports (`ecs_task`, ...).
     pub fn name(self) -> &'static str {
         match self {
             TargetKind::EcsTask => "ecs_task",
@@ -104,12 +119,16 @@ impl TargetKind {
     }
 }
 
+/// A container named in the finding.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ContainerRef {
+    /// The container name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The container image.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The container id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
 }
@@ -124,68 +143,101 @@ impl From<&Container> for ContainerRef {
     }
 }
 
+/// The ECS task a finding is about.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EcsTaskTarget {
+    /// The cluster's ARN.
     pub cluster_arn: String,
+    /// The cluster's name (the last part of its ARN when the finding does not give it).
     pub cluster_name: String,
+    /// The task's ARN.
     pub task_arn: String,
+    /// The task id (the last part of its ARN).
     pub task_id: String,
+    /// How the task was launched, when the finding says so in a recognised form.
     pub launch_type: Option<LaunchType>,
+    /// The ARN of the task's task definition.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_definition_arn: Option<String>,
     /// The service name when the task's group is `service:NAME`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
+    /// The task group as reported (`service:NAME` for a service's tasks).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The task's containers, as listed in the finding.
     pub containers: Vec<ContainerRef>,
+    /// The task's tags from the finding (for conditions and the exemption; not in reports).
     #[serde(skip)]
     pub task_tags: BTreeMap<String, String>,
+    /// The cluster's tags from the finding (for conditions and the exemption; not in reports).
     #[serde(skip)]
     pub cluster_tags: BTreeMap<String, String>,
 }
 
+/// A network interface of an EC2 instance, as listed in the finding.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EniRef {
+    /// The network interface id.
     pub eni_id: String,
+    /// Its primary private IPv4 address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub private_ip: Option<String>,
+    /// Its IPv6 addresses.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ipv6: Vec<String>,
+    /// Its subnet id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subnet_id: Option<String>,
+    /// Its VPC id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vpc_id: Option<String>,
+    /// The ids of its security groups.
     pub security_groups: Vec<String>,
 }
 
+/// The EC2 instance a finding is about.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Ec2InstanceTarget {
+    /// The instance id.
     pub instance_id: String,
+    /// The instance's network interfaces (those the finding gives an id for).
     pub network_interfaces: Vec<EniRef>,
+    /// The VPC of the first network interface that names one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vpc_id: Option<String>,
+    /// The subnet of the first network interface that names one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subnet_id: Option<String>,
+    /// The ARN of the instance's IAM instance profile.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_profile_arn: Option<String>,
+    /// The instance's tags from the finding (for conditions and the exemption; not in reports).
     #[serde(skip)]
     pub tags: BTreeMap<String, String>,
 }
 
+/// The EKS workload a finding is about.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EksWorkloadTarget {
+    /// The cluster's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_name: Option<String>,
+    /// The cluster's ARN.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_arn: Option<String>,
+    /// The workload's Kubernetes namespace.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// The workload's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workload_name: Option<String>,
+    /// The workload's type (e.g. `Deployment`, `Pod`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workload_type: Option<String>,
+    /// The workload's containers, as listed in the finding.
     pub containers: Vec<ContainerRef>,
+    /// The cluster's tags from the finding (for conditions; not in reports).
     #[serde(skip)]
     pub cluster_tags: BTreeMap<String, String>,
 }
@@ -194,13 +246,21 @@ pub struct EksWorkloadTarget {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Target {
+    /// An ECS task.
     EcsTask(EcsTaskTarget),
+    /// An EC2 instance.
     Ec2Instance(Ec2InstanceTarget),
+    /// A Kubernetes workload in an EKS cluster.
     EksWorkload(EksWorkloadTarget),
-    Unsupported { resource_type: String },
+    /// Any other resource type; only its name is kept.
+    Unsupported {
+        /// The finding's `resource.resourceType`.
+        resource_type: String,
+    },
 }
 
 impl Target {
+    /// The kind of target, as named in playbooks.
     pub fn kind(&self) -> TargetKind {
         match self {
             Target::EcsTask(_) => TargetKind::EcsTask,
@@ -276,14 +336,19 @@ impl Target {
     }
 }
 
+/// The process GuardDuty Runtime Monitoring observed, in brief.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProcessSummary {
+    /// The process name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The absolute path of the executable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub executable_path: Option<String>,
+    /// The SHA-256 hash of the executable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub executable_sha256: Option<String>,
+    /// The process id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<i64>,
 }
@@ -291,42 +356,60 @@ pub struct ProcessSummary {
 /// A finding ready for planning.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Incident {
+    /// The finding's id.
     pub finding_id: String,
+    /// The finding's ARN.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finding_arn: Option<String>,
+    /// The finding type, e.g. `CryptoCurrency:Runtime/BitcoinTool.B!DNS`.
     pub finding_type: String,
+    /// The finding type split into its parts.
     #[serde(skip)]
     pub finding_type_parts: FindingType,
+    /// GuardDuty's severity score, from 0 to 10.
     pub severity: f64,
+    /// The severity band of `severity`.
     pub band: SeverityBand,
     /// The account that owns the resource (the finding's `accountId`).
     pub account_id: String,
+    /// The finding's region (the event's region when the finding does not give one).
     pub region: String,
     /// The account whose event bus delivered the event, when it is not the resource's own
     /// (a GuardDuty administrator account receives its members' findings).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivered_via_account: Option<String>,
+    /// The finding's title.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// When GuardDuty created the finding.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
+    /// When GuardDuty last updated the finding.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
     /// How many times GuardDuty has seen this activity; grows as the finding is republished.
     pub count: u64,
+    /// Whether this is a sample finding generated by GuardDuty.
     pub sample: bool,
+    /// Whether the finding is archived.
     pub archived: bool,
+    /// The GuardDuty feature that produced the finding.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feature_name: Option<String>,
+    /// The process involved, when Runtime Monitoring reported one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessSummary>,
+    /// What the finding is about.
     pub target: Target,
 }
 
+/// Why a finding cannot be turned into an incident.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum IncidentError {
+    /// The finding type does not have the documented shape.
     #[error(transparent)]
     FindingType(#[from] FindingTypeError),
+    /// A field the responder needs is missing (its path in the finding).
     #[error("the finding has no {0}")]
     Missing(&'static str),
 }

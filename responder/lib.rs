@@ -4,6 +4,8 @@
 //! [`incident::Incident`], matched against [`playbook`]s and turned into a [`plan::Decision`]
 //! — all pure — and then carried out. The [`report::Report`] says what was decided and done.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod actions;
 pub mod event;
 pub mod finding;

@@ -18,13 +18,18 @@ use crate::respond::ReleaseSummary;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DecisionKind {
+    /// Steps were planned (and carried out, unless only printed).
     Act,
+    /// Nothing is to be done.
     Skip,
+    /// A stopped task's quarantine is to be released.
     Release,
+    /// The event could not be handled.
     Error,
 }
 
 impl DecisionKind {
+    /// The kind as one lowercase word (`act`, `skip`, `release`, `error`).
     pub fn name(self) -> &'static str {
         match self {
             DecisionKind::Act => "act",
@@ -78,12 +83,18 @@ impl Outcome {
 pub struct StepReport {
     /// The action.
     pub action: ActionName,
+    /// The rule that asked for the step.
     pub rule: String,
+    /// The mode the step runs in.
     pub mode: Mode,
+    /// Why the step is in the plan.
     pub reason: String,
+    /// The action's parameters, as JSON.
     pub params: serde_json::Value,
+    /// How the step turned out; absent until it is executed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// How long the step took, in milliseconds, once executed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
 }
@@ -108,21 +119,36 @@ pub struct Report {
     /// Where the event came from (a file name, `-` for stdin, or the Lambda request id).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input: Option<String>,
+    /// The finding's id, when the event was a finding.
     pub finding_id: Option<String>,
+    /// The finding type.
     pub finding_type: Option<String>,
+    /// GuardDuty's severity score.
     pub severity: Option<f64>,
+    /// The severity band.
     pub band: Option<SeverityBand>,
+    /// The account that owns the resource.
     pub account_id: Option<String>,
+    /// The finding's region.
     pub region: Option<String>,
+    /// How many times GuardDuty has seen the activity.
     pub count: Option<u64>,
+    /// What the finding is about.
     pub target: Option<Target>,
+    /// The decision, as one word.
     pub decision: DecisionKind,
+    /// The rule that decided, when one matched.
     pub rule: Option<String>,
+    /// The mode the plan runs in, when acting.
     pub mode: Option<Mode>,
+    /// The planned steps, with their outcomes once executed.
     pub steps: Vec<StepReport>,
+    /// The reason for the decision, or the error, for people.
     pub reason: String,
+    /// The skip reason's code (e.g. `sample_finding`), when skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_code: Option<&'static str>,
+    /// Things a reader should know (exemptions applied, duplicate steps dropped, ...).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     /// Set when the event could not be handled; the CLI then exits with status 2.
@@ -136,8 +162,11 @@ pub struct Report {
 /// Facts about carrying out a decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct Execution {
+    /// The invocation that handled the event (the Lambda request id, or a `cli-...` id).
     pub invocation_id: String,
+    /// When handling began (RFC 3339).
     pub started_at: String,
+    /// How long handling took, in milliseconds.
     pub duration_ms: u64,
     /// From receipt to the workload being cut off, when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -283,10 +312,12 @@ impl Report {
         line.to_string()
     }
 
+    /// Whether the event could not be handled (`error` is set).
     pub fn is_error(&self) -> bool {
         self.error.is_some()
     }
 
+    /// The report as one line of JSON (`--output json`).
     pub fn to_json_line(&self) -> String {
         // Serialising plain data with string keys cannot fail; fall back to an error object.
         serde_json::to_string(self).unwrap_or_else(|e| {

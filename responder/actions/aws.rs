@@ -3,17 +3,26 @@
 use std::fmt::Debug;
 use std::time::Duration;
 
+use aws_sdk_ec2::config::ProvideCredentials;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::error::SdkError;
+
+use super::ConfigError;
 
 /// The SDK clients, built once (per Lambda container) and shared.
 #[derive(Clone, Debug)]
 pub struct Clients {
+    /// The EC2 client.
     pub ec2: aws_sdk_ec2::Client,
+    /// The ECS client.
     pub ecs: aws_sdk_ecs::Client,
+    /// The S3 client (path-style addressing when an endpoint is overridden).
     pub s3: aws_sdk_s3::Client,
+    /// The SNS client.
     pub sns: aws_sdk_sns::Client,
+    /// The DynamoDB client.
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// The Elastic Load Balancing v2 client.
     pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
 }
 
@@ -35,8 +44,9 @@ impl Clients {
     }
 
     /// Load the standard AWS configuration (environment, profile, `AWS_ENDPOINT_URL`), with
-    /// retries that ride out throttling.
-    pub async fn from_env() -> Clients {
+    /// retries that ride out throttling. A missing region or missing credentials is an error
+    /// now, in one line, rather than a failure of every step later.
+    pub async fn from_env() -> Result<Clients, ConfigError> {
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .retry_config(
                 aws_config::retry::RetryConfig::standard()
@@ -45,20 +55,36 @@ impl Clients {
             )
             .load()
             .await;
-        Clients::from_sdk_config(&config)
+        if config.region().is_none() {
+            return Err(ConfigError::NoRegion);
+        }
+        let provider = config
+            .credentials_provider()
+            .ok_or_else(|| ConfigError::NoCredentials("no provider configured".to_string()))?;
+        provider
+            .provide_credentials()
+            .await
+            .map_err(|e| ConfigError::NoCredentials(e.to_string()))?;
+        Ok(Clients::from_sdk_config(&config))
     }
 }
 
 /// Why a step did not succeed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StepError {
+    /// A required environment variable is not set (the variable, and what it names).
     #[error("{0} is not set: it names {1}")]
     MissingConfig(&'static str, &'static str),
+    /// An AWS API call failed.
     #[error("{operation} failed: {code}: {message}")]
     Aws {
+        /// The operation that failed, e.g. `ECS DescribeTasks`.
         operation: &'static str,
+        /// The AWS error code, or `HTTP <status>` or `no response` when there is none.
         code: String,
+        /// The error message.
         message: String,
+        /// Whether a retry may succeed (throttling, 5xx, timeouts, transport errors).
         retryable: bool,
     },
     /// A precondition does not hold; retrying will not help.
@@ -130,7 +156,7 @@ where
 }
 
 /// The HTTP status of a raw response, whichever response type the SDK hands back.
-pub trait HttpStatus {
+pub(crate) trait HttpStatus {
     fn status(&self) -> u16;
 }
 

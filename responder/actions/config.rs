@@ -6,8 +6,11 @@ use crate::playbook::Mode;
 /// Resource names and switches, read once from the environment.
 #[derive(Clone, Debug, Default)]
 pub struct Config {
+    /// The S3 bucket for evidence (`RESPONDER_EVIDENCE_BUCKET`).
     pub evidence_bucket: Option<String>,
+    /// The DynamoDB ledger table (`RESPONDER_LEDGER_TABLE`).
     pub ledger_table: Option<String>,
+    /// The SNS topic for notifications (`RESPONDER_TOPIC_ARN`).
     pub topic_arn: Option<String>,
     /// A deployment-wide cap on every rule's mode (`RESPONDER_MODE`).
     pub mode_ceiling: Option<Mode>,
@@ -15,26 +18,47 @@ pub struct Config {
     pub audit_ttl_days: u32,
 }
 
+/// Environment variable naming the evidence bucket.
 pub const ENV_BUCKET: &str = "RESPONDER_EVIDENCE_BUCKET";
+/// Environment variable naming the ledger table.
 pub const ENV_TABLE: &str = "RESPONDER_LEDGER_TABLE";
+/// Environment variable naming the notification topic.
 pub const ENV_TOPIC: &str = "RESPONDER_TOPIC_ARN";
+/// Environment variable setting the deployment-wide mode ceiling.
 pub const ENV_MODE: &str = "RESPONDER_MODE";
+/// Environment variable setting how many days audit records are kept.
 pub const ENV_AUDIT_TTL: &str = "RESPONDER_AUDIT_TTL_DAYS";
 
+/// Why the responder cannot start with this environment: one line, naming what to set.
 #[derive(Debug, thiserror::Error)]
-#[error("{variable}={value:?} is not valid: {expected}")]
-pub struct ConfigError {
-    pub variable: &'static str,
-    pub value: String,
-    pub expected: &'static str,
+pub enum ConfigError {
+    /// A variable's value cannot be used.
+    #[error("{variable}={value:?} is not valid: {expected}")]
+    Invalid {
+        /// The variable's name.
+        variable: &'static str,
+        /// The value it has.
+        value: String,
+        /// What a valid value looks like.
+        expected: &'static str,
+    },
+    /// No region from the environment, the profile or the instance metadata.
+    #[error("no AWS region: set AWS_REGION (or AWS_PROFILE, naming a profile that has a region)")]
+    NoRegion,
+    /// No credentials from any source the SDK knows.
+    #[error(
+        "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE ({0})"
+    )]
+    NoCredentials(String),
 }
 
 impl Config {
+    /// Read the configuration from the environment; empty variables count as unset.
     pub fn from_env() -> Result<Config, ConfigError> {
         let read = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let mode_ceiling = match read(ENV_MODE) {
             None => None,
-            Some(value) => Some(Mode::parse(&value).ok_or(ConfigError {
+            Some(value) => Some(Mode::parse(&value).ok_or(ConfigError::Invalid {
                 variable: ENV_MODE,
                 value,
                 expected: "one of enforce, notify-only, dry-run",
@@ -42,7 +66,7 @@ impl Config {
         };
         let audit_ttl_days = match read(ENV_AUDIT_TTL) {
             None => 400,
-            Some(value) => value.parse().map_err(|_| ConfigError {
+            Some(value) => value.parse().map_err(|_| ConfigError::Invalid {
                 variable: ENV_AUDIT_TTL,
                 value,
                 expected: "a whole number of days",
@@ -57,18 +81,21 @@ impl Config {
         })
     }
 
+    /// The evidence bucket, or an error naming the variable to set.
     pub fn bucket(&self) -> Result<&str, StepError> {
         self.evidence_bucket
             .as_deref()
             .ok_or(StepError::MissingConfig(ENV_BUCKET, "the evidence bucket"))
     }
 
+    /// The ledger table, or an error naming the variable to set.
     pub fn table(&self) -> Result<&str, StepError> {
         self.ledger_table
             .as_deref()
             .ok_or(StepError::MissingConfig(ENV_TABLE, "the ledger table"))
     }
 
+    /// The notification topic, or an error naming the variable to set.
     pub fn topic(&self) -> Result<&str, StepError> {
         self.topic_arn.as_deref().ok_or(StepError::MissingConfig(
             ENV_TOPIC,

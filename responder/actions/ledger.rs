@@ -36,15 +36,21 @@ pub const PERMISSIONS: &[&str] = &[
 /// (about a minute after it ended), so that retry finds the claim expired and finishes the job.
 pub const LEASE: Duration = Duration::from_secs(90);
 
+/// Where a step stands in the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepStatus {
+    /// An invocation holds the step and is carrying it out.
     Claimed,
+    /// The step finished successfully.
     Done,
+    /// The step failed; a later invocation may claim it again.
     Failed,
+    /// The step's changes were undone by a release.
     Released,
 }
 
 impl StepStatus {
+    /// The status as stored in the item's `status` attribute.
     pub fn name(self) -> &'static str {
         match self {
             StepStatus::Claimed => "claimed",
@@ -69,14 +75,23 @@ impl StepStatus {
 /// A step item as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepRecord {
+    /// The finding the step belongs to.
     pub finding_id: String,
+    /// The item's sort key (e.g. `step#{action}`).
     pub key: String,
+    /// Where the step stands.
     pub status: StepStatus,
+    /// The invocation that last claimed the step.
     pub owner: String,
+    /// The rule that asked for the step, if recorded.
     pub rule: Option<String>,
+    /// When the item last changed (RFC 3339).
     pub updated_at: String,
+    /// Until when the claim holds (epoch seconds).
     pub lease_until: i64,
+    /// How many times the step has been claimed.
     pub attempts: u32,
+    /// What the step recorded when it finished (JSON; null if nothing).
     pub detail: Value,
 }
 
@@ -89,6 +104,7 @@ pub enum Claim {
     Taken(StepRecord),
 }
 
+/// The DynamoDB incident ledger, used by one invocation (the owner of its claims).
 #[derive(Clone, Debug)]
 pub struct Ledger {
     client: aws_sdk_dynamodb::Client,
@@ -105,11 +121,14 @@ fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
+/// The partition key of a finding's items: `finding#{id}`.
 pub fn finding_pk(finding_id: &str) -> String {
     format!("finding#{finding_id}")
 }
 
 impl Ledger {
+    /// A ledger on `table` whose claims belong to `owner` (the invocation id); audit records
+    /// expire after `audit_ttl_days` days.
     pub fn new(
         client: aws_sdk_dynamodb::Client,
         table: impl Into<String>,
@@ -251,6 +270,7 @@ impl Ledger {
         Ok(())
     }
 
+    /// One step item (a strongly consistent read); `None` when there is none.
     pub async fn get_step(
         &self,
         finding_id: &str,
@@ -324,6 +344,7 @@ impl Ledger {
         Ok(())
     }
 
+    /// The ids of the findings that recorded containment of a task.
     pub async fn findings_for_task(&self, task_arn: &str) -> Result<Vec<String>, StepError> {
         let items = self
             .query_prefix(&format!("task#{task_arn}"), "finding#")

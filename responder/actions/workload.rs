@@ -14,11 +14,17 @@ pub const SERVICE_PERMISSIONS: &[&str] = &["ecs:DescribeServices"];
 /// What DescribeTasks says about a task's network.
 #[derive(Debug, Clone, Default)]
 pub struct TaskFacts {
+    /// The task's last status (e.g. `RUNNING`, `STOPPED`).
     pub last_status: Option<String>,
+    /// The id of the task's elastic network interface.
     pub eni_id: Option<String>,
+    /// The subnet of that network interface.
     pub subnet_id: Option<String>,
+    /// The task's private IPv4 address.
     pub ipv4: Option<String>,
+    /// The task's private IPv6 address.
     pub ipv6: Option<String>,
+    /// The task as JSON, for evidence.
     pub raw: Value,
 }
 
@@ -90,7 +96,9 @@ pub fn ecs_task_json(task: &aws_sdk_ecs::types::Task) -> Value {
 /// What DescribeServices says about a task's service.
 #[derive(Debug, Clone, Default)]
 pub struct ServiceFacts {
+    /// The service's tags, as key and value.
     pub tags: Vec<(String, String)>,
+    /// The service as JSON, for evidence.
     pub raw: Value,
 }
 

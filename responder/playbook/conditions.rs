@@ -122,6 +122,7 @@ pub struct Glob {
 }
 
 impl Glob {
+    /// Compile a glob pattern (`*` matches any characters, `/` included).
     pub fn new(pattern: &str) -> Result<Glob, globset::Error> {
         let matcher = globset::GlobBuilder::new(pattern)
             .literal_separator(false)
@@ -133,6 +134,7 @@ impl Glob {
         })
     }
 
+    /// Whether `value` matches the whole pattern.
     pub fn is_match(&self, value: &str) -> bool {
         self.matcher.is_match(value)
     }
@@ -174,7 +176,9 @@ impl JsonSchema for Glob {
 /// A severity threshold: a GuardDuty score or a band name.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SeverityThreshold {
+    /// A severity score from 0 to 10.
     Score(f64),
+    /// A severity band.
     Band(SeverityBand),
 }
 

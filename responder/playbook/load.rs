@@ -17,9 +17,11 @@ pub const DEFAULT_PLAYBOOKS: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"),
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}{}: {message}", location.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
 pub struct PlaybookError {
+    /// The playbook file.
     pub file: String,
     /// 1-based line and column.
     pub location: Option<(usize, usize)>,
+    /// What is wrong.
     pub message: String,
 }
 

@@ -79,7 +79,9 @@ impl Default for Guardrails {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TagCondition {
+    /// The tag key.
     pub key: String,
+    /// The tag value.
     pub value: String,
 }
 
@@ -104,6 +106,7 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The mode's name as written in playbooks (`dry-run`, `notify-only`, `enforce`).
     pub fn name(self) -> &'static str {
         match self {
             Mode::DryRun => "dry-run",
@@ -117,6 +120,7 @@ impl Mode {
         self.min(ceiling)
     }
 
+    /// The mode with this name, ignoring case and surrounding spaces.
     pub fn parse(text: &str) -> Option<Mode> {
         [Mode::DryRun, Mode::NotifyOnly, Mode::Enforce]
             .into_iter()
@@ -136,6 +140,7 @@ impl fmt::Display for Mode {
 pub struct Rule {
     /// Unique across all playbook files; appears in reports, the ledger and notifications.
     pub name: String,
+    /// What the rule is for, for people.
     #[serde(default)]
     pub description: Option<String>,
     /// Conditions that must all hold (a list holds when any entry matches). Empty matches all.
@@ -144,6 +149,7 @@ pub struct Rule {
     /// Conditions that, when they all hold, take the finding out of this rule.
     #[serde(default)]
     pub exclude: Option<Conditions>,
+    /// What the rule does with the findings it matches.
     pub mode: Mode,
     /// Ordered steps. Phases run in this order and the list must follow it: contain
     /// (isolate, revoke-sessions), preserve (evidence, snapshot-volumes, tag, deregister),
@@ -157,14 +163,18 @@ pub struct Rule {
 /// A rule together with the file it came from.
 #[derive(Debug, Clone)]
 pub struct LoadedRule {
+    /// The rule.
     pub rule: Rule,
+    /// The playbook file it came from.
     pub source: String,
 }
 
 /// Every playbook in force: guardrails and rules in evaluation order.
 #[derive(Debug, Clone)]
 pub struct PlaybookSet {
+    /// The guardrails in force (the defaults when no file sets them).
     pub guardrails: Guardrails,
+    /// Every rule, in evaluation order.
     pub rules: Vec<LoadedRule>,
     /// Where the set came from (file names), for reports.
     pub sources: Vec<String>,

@@ -45,7 +45,7 @@ impl Responder {
     /// Clients and configuration from the environment.
     pub async fn from_env(playbooks: PlaybookSet) -> Result<Responder, ConfigError> {
         Ok(Responder {
-            clients: Clients::from_env().await,
+            clients: Clients::from_env().await?,
             config: Config::from_env()?,
             playbooks,
         })

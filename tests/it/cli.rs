@@ -324,3 +324,39 @@ fn schema_command_prints_the_committed_schema() {
         "http://json-schema.org/draft-07/schema#"
     );
 }
+
+#[test]
+fn no_region_or_credentials_is_one_line_naming_what_to_set() {
+    let home = tempfile::tempdir().unwrap();
+    let attempt = |extra: &[(&str, &str)]| {
+        let mut command = Command::new(crate::support::binary("responder"));
+        command
+            .current_dir(root())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .args(["replay", "events/fargate-crypto-miner-high.json"]);
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        command.output().unwrap()
+    };
+    for (extra, expected) in [
+        (vec![], "AWS_REGION"),
+        (vec![("AWS_REGION", "us-east-1")], "AWS_ACCESS_KEY_ID"),
+    ] {
+        let output = attempt(&extra);
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(expected),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains('\u{1b}'),
+            "no colour codes into a file: {stderr:?}"
+        );
+        assert!(output.stdout.is_empty());
+    }
+}

@@ -50,6 +50,37 @@ fn demo_contains_stores_sends_and_releases() {
         .is_empty());
     assert_eq!(result["entries_after_release"], 0);
     assert!(std::path::Path::new(result["event_file"].as_str().unwrap()).is_file());
+    // The emulator the demo started is gone with it.
+    let port = result["emulator"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        moto_servers_on(&port),
+        0,
+        "moto on port {port} outlived the demo"
+    );
+}
+
+/// moto servers running with `-p PORT`, from /proc.
+fn moto_servers_on(port: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|cmdline| {
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.iter().any(|a| a.ends_with(b"moto_server"))
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == b"-p" && w[1] == port.as_bytes())
+        })
+        .count()
 }
 
 #[test]

@@ -189,7 +189,7 @@ fn existing_entries_for(
 }
 
 /// Delete entries this tool created; best effort, each result reported.
-pub async fn remove_entries(
+pub(crate) async fn remove_entries(
     clients: &Clients,
     entries: &[NaclEntry],
 ) -> Vec<(NaclEntry, Result<(), StepError>)> {
