@@ -386,11 +386,87 @@ pub async fn seed_fargate(
     })
 }
 
+/// A subnet of its own, with an ACL of its own (allow-all at 100), holding only the GuardDuty
+/// data-plane endpoint: the layout where the quarantine can keep the agent's path open without
+/// opening anything else. Returns the endpoint's address, the subnet and the ACL.
+pub async fn add_guardduty_endpoint_subnet(
+    clients: &Clients,
+    fixture: &Fixture,
+) -> Result<(String, String, String), EmulatorError> {
+    let ec2 = &clients.ec2;
+    let subnet = ec2
+        .create_subnet()
+        .vpc_id(&fixture.vpc_id)
+        .cidr_block("10.20.9.0/24")
+        .availability_zone(format!("{}a", fixture.region))
+        .send()
+        .await
+        .map_err(seed("CreateSubnet"))?;
+    let subnet_id = need(subnet.subnet().and_then(|s| s.subnet_id()), "SubnetId")?.to_string();
+    let acl = ec2
+        .create_network_acl()
+        .vpc_id(&fixture.vpc_id)
+        .send()
+        .await
+        .map_err(seed("CreateNetworkAcl"))?;
+    let acl_id = need(
+        acl.network_acl().and_then(|a| a.network_acl_id()),
+        "NetworkAclId",
+    )?
+    .to_string();
+    for egress in [false, true] {
+        ec2.create_network_acl_entry()
+            .network_acl_id(&acl_id)
+            .rule_number(100)
+            .egress(egress)
+            .protocol("-1")
+            .rule_action(RuleAction::Allow)
+            .cidr_block("0.0.0.0/0")
+            .send()
+            .await
+            .map_err(seed("CreateNetworkAclEntry"))?;
+    }
+    let acls = ec2
+        .describe_network_acls()
+        .filters(
+            Filter::builder()
+                .name("association.subnet-id")
+                .values(&subnet_id)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(seed("DescribeNetworkAcls"))?;
+    let association = acls
+        .network_acls()
+        .iter()
+        .flat_map(|a| a.associations())
+        .find(|a| a.subnet_id() == Some(subnet_id.as_str()))
+        .and_then(|a| a.network_acl_association_id());
+    ec2.replace_network_acl_association()
+        .association_id(need(association, "subnet's ACL association")?)
+        .network_acl_id(&acl_id)
+        .send()
+        .await
+        .map_err(seed("ReplaceNetworkAclAssociation"))?;
+    let ip = create_guardduty_endpoint(clients, fixture, &subnet_id).await?;
+    Ok((ip, subnet_id, acl_id))
+}
+
 /// The GuardDuty data-plane VPC endpoint that Runtime Monitoring's agent reports through,
-/// in the second private subnet (the tasks run in the first). Returns its interface address.
+/// in the second private subnet (shared with tasks, as in most accounts). Returns its
+/// interface address.
 pub async fn add_guardduty_endpoint(
     clients: &Clients,
     fixture: &Fixture,
+) -> Result<String, EmulatorError> {
+    create_guardduty_endpoint(clients, fixture, &fixture.private_subnets[1]).await
+}
+
+async fn create_guardduty_endpoint(
+    clients: &Clients,
+    fixture: &Fixture,
+    subnet_id: &str,
 ) -> Result<String, EmulatorError> {
     let output = clients
         .ec2
@@ -398,7 +474,7 @@ pub async fn add_guardduty_endpoint(
         .vpc_id(&fixture.vpc_id)
         .vpc_endpoint_type(aws_sdk_ec2::types::VpcEndpointType::Interface)
         .service_name(format!("com.amazonaws.{}.guardduty-data", fixture.region))
-        .subnet_ids(&fixture.private_subnets[1])
+        .subnet_ids(subnet_id)
         .security_group_ids(&fixture.app_security_group)
         .send()
         .await

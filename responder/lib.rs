@@ -10,6 +10,7 @@ pub mod actions;
 pub mod event;
 pub mod finding;
 pub mod incident;
+pub mod network;
 pub mod plan;
 pub mod playbook;
 pub mod report;

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::actions::{ActionName, StepOutput};
 use crate::event::{EventError, Inbound};
 use crate::incident::{Incident, SeverityBand, Target};
+use crate::network::reach::Verdict;
 use crate::plan::{Decision, SkipReason, Step};
 use crate::playbook::Mode;
 use crate::respond::ReleaseSummary;
@@ -422,6 +423,23 @@ impl Report {
                 let _ = writeln!(body, "{title}:\n{}", lines.join("\n"));
             }
         }
+        if let Some(record) = self.containment() {
+            if !record.reachability.is_empty() {
+                let _ = writeln!(body, "\nWhat the workload can still reach (network model, from AWS's rules as described after the change):");
+                for row in &record.reachability {
+                    let _ = writeln!(
+                        body,
+                        "  {:<7} {:<27} {}",
+                        verdict_word(row.verdict),
+                        row.class.name(),
+                        row.reason
+                    );
+                }
+            }
+            for note in &record.notes {
+                let _ = writeln!(body, "Note: {note}");
+            }
+        }
         for note in &self.notes {
             let _ = writeln!(body, "Note: {note}");
         }
@@ -434,6 +452,21 @@ impl Report {
             }
         }
         (subject, body)
+    }
+
+    /// What isolation changed and found, whether it contained the workload or not.
+    pub fn containment(&self) -> Option<&crate::actions::isolate::ContainmentRecord> {
+        self.steps.iter().find_map(|s| match &s.outcome {
+            Some(Outcome::Done {
+                detail: StepOutput::Isolate(output),
+                ..
+            })
+            | Some(Outcome::Failed {
+                partial: Some(StepOutput::Isolate(output)),
+                ..
+            }) => output.record(),
+            _ => None,
+        })
     }
 
     /// Text for people: short, aligned, styled (the caller strips styles when not a TTY).
@@ -510,11 +543,36 @@ impl Report {
                 step.reason
             );
         }
+        if let Some(record) = self.containment() {
+            for (i, row) in record.reachability.iter().enumerate() {
+                label(&mut out, if i == 0 { "reach" } else { "" });
+                let style = match row.verdict {
+                    Verdict::Open => red,
+                    Verdict::Cut => green,
+                    Verdict::NoPath => dim,
+                };
+                let _ = writeln!(
+                    out,
+                    "{style}{:<7}{style:#} {:<27} {dim}{}{dim:#}",
+                    verdict_word(row.verdict),
+                    row.class.name(),
+                    row.reason
+                );
+            }
+        }
         for note in &self.notes {
             label(&mut out, "note");
             let _ = writeln!(out, "{note}");
         }
         out
+    }
+}
+
+fn verdict_word(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Cut => "cut",
+        Verdict::Open => "OPEN",
+        Verdict::NoPath => "no path",
     }
 }
 

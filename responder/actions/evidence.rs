@@ -292,8 +292,17 @@ async fn ecs_documents(
         documents.push(("network-interfaces.json", Value::Array(enis)));
     }
     if let Some(record) = containment {
-        if !record.acls_before.is_null() {
-            documents.push(("network-acls-before.json", record.acls_before.clone()));
+        if !record.acls_before.is_empty() {
+            documents.push((
+                "network-acls-before.json",
+                serde_json::to_value(&record.acls_before).unwrap_or_default(),
+            ));
+        }
+        if !record.reachability.is_empty() {
+            documents.push((
+                "reachability.json",
+                serde_json::to_value(&record.reachability).unwrap_or_default(),
+            ));
         }
         documents.push((
             "containment.json",

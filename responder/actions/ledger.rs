@@ -201,6 +201,78 @@ impl Ledger {
         }
     }
 
+    /// Take a short lock on a shared resource (`pk`/`sk`, e.g. a VPC's network ACL rule
+    /// numbers), waiting up to `wait` while another invocation holds it. A holder that crashed
+    /// is forgotten when its `lease` runs out.
+    pub async fn lock(
+        &self,
+        pk: &str,
+        sk: &str,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<(), StepError> {
+        let deadline = std::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(25);
+        loop {
+            let now = Utc::now();
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(pk))
+                .item("sk", s(sk))
+                .item("owner", s(&self.owner))
+                .item("lease_until", n(now.timestamp() + lease.as_secs() as i64))
+                .item("updated_at", s(now.to_rfc3339()))
+                .condition_expression(
+                    "attribute_not_exists(pk) OR lease_until < :now OR #owner = :owner",
+                )
+                .expression_attribute_names("#owner", "owner")
+                .expression_attribute_values(":now", n(now.timestamp()))
+                .expression_attribute_values(":owner", s(&self.owner))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(error)
+                    if error
+                        .as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    if std::time::Instant::now() + pause > deadline {
+                        return Err(StepError::Aws {
+                            operation: "DynamoDB PutItem (lock)",
+                            code: "LockBusy".to_string(),
+                            message: format!(
+                                "{pk} {sk} stayed locked by another invocation for {wait:?}"
+                            ),
+                            retryable: true,
+                        });
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(400));
+                }
+                Err(error) => return Err(aws("DynamoDB PutItem (lock)")(error)),
+            }
+        }
+    }
+
+    /// Release a lock taken with [`Ledger::lock`].
+    pub async fn unlock(&self, pk: &str, sk: &str) -> Result<(), StepError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(&self.owner))
+            .send()
+            .await
+            .map_err(aws("DynamoDB DeleteItem (unlock)"))?;
+        Ok(())
+    }
+
     /// Let go of a claim without recording an outcome (the per-finding response lock).
     pub async fn unclaim(&self, finding_id: &str, key: &str) -> Result<(), StepError> {
         self.client

@@ -4,6 +4,7 @@
 use emulator::proxy::{Fault, FaultRule};
 use responder::actions::isolate::{IsolateOutput, IsolationRung};
 use responder::actions::StepOutput;
+use responder::network::reach::{DestinationClass, Verdict};
 use responder::playbook::PlaybookSet;
 use responder::report::{DecisionKind, Outcome};
 use serde_json::Value;
@@ -70,7 +71,21 @@ async fn fargate_task_is_quarantined_in_the_network_acls_and_nothing_else_change
         .iter()
         .any(|e| e["cidr"] == format!("{}/32", world.fixture.tasks[1].ip).as_str()));
     // The gap is said, not hidden.
-    assert!(record.gaps[0].contains("own subnet"));
+    let row = |class: DestinationClass| {
+        record
+            .reachability
+            .iter()
+            .find(|r| r.class == class)
+            .unwrap_or_else(|| panic!("no {class:?} row"))
+    };
+    assert_eq!(row(DestinationClass::OtherSubnets).verdict, Verdict::Cut);
+    let same = row(DestinationClass::SameSubnet);
+    assert_eq!(
+        same.verdict,
+        Verdict::Open,
+        "a network ACL cannot cut its own subnet"
+    );
+    assert!(same.reason.contains("own subnet"), "{}", same.reason);
 }
 
 #[tokio::test]
@@ -245,27 +260,50 @@ async fn a_task_that_is_gone_is_an_outcome_not_an_error() {
 }
 
 #[tokio::test]
-async fn the_guardduty_agent_keeps_its_path_through_the_quarantine() {
+async fn the_agent_allow_goes_in_only_where_it_opens_nothing_but_the_endpoint() {
+    // The endpoint shares a subnet (and an ACL) with workloads, as in most accounts: an ALLOW
+    // for the agent would open those too, so there is none and the report says so.
     let world = World::new(1).await;
     emulator::fixture::add_guardduty_endpoint(&world.clients, &world.fixture)
         .await
         .unwrap();
     let report = world.respond(&world.miner_event(0, 20)).await;
+    let record = isolation(&report);
+    assert!(
+        record.nacl_entries.iter().all(|e| e.action == "deny"),
+        "{record:?}"
+    );
+    assert!(
+        record
+            .notes
+            .iter()
+            .any(|n| n.contains("GuardDuty agent is cut off")),
+        "{:?}",
+        record.notes
+    );
+
+    // A subnet of its own holding only the endpoint: the ALLOW pair goes there, ahead of the
+    // DENY, and everything else stays cut.
+    let world = World::new(1).await;
+    let (_, endpoint_subnet, endpoint_acl) =
+        emulator::fixture::add_guardduty_endpoint_subnet(&world.clients, &world.fixture)
+            .await
+            .unwrap();
+    let report = world.respond(&world.miner_event(0, 21)).await;
     assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
+    let record = isolation(&report);
     let cidr = format!("{}/32", world.fixture.tasks[0].ip);
     let state = world.acl_state().await;
-    let ours = |acl: &str, egress: bool| -> Vec<Value> {
-        let mut entries: Vec<Value> = state
+    for egress in [false, true] {
+        let mut entries: Vec<&Value> = state
             .iter()
-            .filter(|e| e["acl"] == acl && e["egress"] == egress && e["cidr"] == cidr.as_str())
-            .cloned()
+            .filter(|e| {
+                e["acl"] == endpoint_acl.as_str()
+                    && e["egress"] == egress
+                    && e["cidr"] == cidr.as_str()
+            })
             .collect();
         entries.sort_by_key(|e| e["rule"].as_i64());
-        entries
-    };
-    // The endpoint sits in a private subnet: that ACL allows the agent's traffic first.
-    for egress in [false, true] {
-        let entries = ours(&world.fixture.private_acl_id, egress);
         assert_eq!(entries.len(), 2, "{entries:?}");
         assert_eq!(
             (
@@ -275,12 +313,26 @@ async fn the_guardduty_agent_keeps_its_path_through_the_quarantine() {
             (Some("allow"), Some("6"))
         );
         assert_eq!(entries[1]["action"], "deny");
-        assert!(entries[0]["rule"].as_i64() < entries[1]["rule"].as_i64());
-        // The public subnet's ACL only denies.
-        let public = ours(&world.fixture.default_acl_id, egress);
-        assert_eq!(public.len(), 1);
-        assert_eq!(public[0]["action"], "deny");
     }
+    let allows_elsewhere = record
+        .nacl_entries
+        .iter()
+        .filter(|e| e.action == "allow" && e.acl_id != endpoint_acl)
+        .count();
+    assert_eq!(allows_elsewhere, 0);
+    let agent = record
+        .reachability
+        .iter()
+        .find(|r| r.class == DestinationClass::GuarddutyAgent)
+        .unwrap();
+    assert_eq!(agent.verdict, Verdict::Open);
+    assert!(agent.reason.contains(&endpoint_subnet), "{}", agent.reason);
+    let others = record
+        .reachability
+        .iter()
+        .find(|r| r.class == DestinationClass::OtherSubnets)
+        .unwrap();
+    assert_eq!(others.verdict, Verdict::Cut, "{}", others.reason);
 }
 
 #[tokio::test]

@@ -2,16 +2,23 @@
 //! the security-group swap on each of its ENIs.
 
 use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 
-use super::endpoints::guardduty_endpoints;
-use super::nacl::{nacl_quarantine, TaskCidrs};
+use super::describe::describe_vpc;
+use super::endpoints::{agent_acls, guardduty_endpoints};
+use super::nacl::nacl_quarantine;
 use super::sg_swap::sg_swap;
-use super::{ContainmentRecord, IsolateOutput, IsolateParams, IsolationRung, RungAttempt};
+use super::{
+    ContainmentRecord, IsolateOutput, IsolateParams, IsolationRung, NaclEntry, RungAttempt,
+};
+use crate::actions::ledger::Ledger;
 use crate::actions::workload::describe_task;
 use crate::actions::{aws, Clients, StepError};
 use crate::incident::{Ec2InstanceTarget, EcsTaskTarget};
+use crate::network::reach::{reachability, DestinationClass, Reachability, Verdict};
+use crate::network::Workload;
 
 struct EniFacts {
     vpc_id: Option<String>,
@@ -49,6 +56,7 @@ async fn describe_eni(clients: &Clients, eni_id: &str) -> Result<EniFacts, StepE
 /// Isolate an ECS task: its ENI, then each rung in order until one applies.
 pub(super) async fn isolate_task(
     clients: &Clients,
+    ledger: &Ledger,
     task: &EcsTaskTarget,
     params: &IsolateParams,
     region: &str,
@@ -63,65 +71,108 @@ pub(super) async fn isolate_task(
             why: "the task is already STOPPED".to_string(),
         });
     }
-    let (Some(eni_id), Some(ip)) = (facts.eni_id.clone(), facts.ipv4.clone()) else {
+    let (Some(eni_id), Some(ip), Some(subnet_id)) = (
+        facts.eni_id.clone(),
+        facts.ipv4.clone(),
+        facts.subnet_id.clone(),
+    ) else {
         return Err(StepError::Refused(
             "the task has no network interface of its own (bridge or host network mode): \
              isolating its container instance would cut every task on it"
                 .to_string(),
         ));
     };
+    let ipv4: Ipv4Addr = ip
+        .parse()
+        .map_err(|_| StepError::Refused(format!("the task's address {ip:?} is not IPv4")))?;
+    let ipv6: Option<Ipv6Addr> = facts.ipv6.as_deref().and_then(|v6| v6.parse().ok());
     let eni = describe_eni(clients, &eni_id).await?;
     let vpc_id = eni
         .vpc_id
         .clone()
         .ok_or_else(|| StepError::Refused(format!("network interface {eni_id} reports no VPC")))?;
+    let workload = Workload {
+        ipv4,
+        ipv6,
+        subnet_id: subnet_id.clone(),
+        public_ip: eni.public_ip.clone(),
+    };
     let mut record = ContainmentRecord {
         target: task.task_arn.clone(),
         ip: Some(ip.clone()),
         ipv6: facts.ipv6.clone(),
         eni_ids: vec![eni_id.clone()],
         vpc_id: Some(vpc_id.clone()),
-        subnet_id: facts.subnet_id.clone(),
+        subnet_id: Some(subnet_id.clone()),
         ..ContainmentRecord::default()
-    };
-    let endpoints = if params.keep_guardduty_agent {
-        guardduty_endpoints(clients, &vpc_id, region).await?
-    } else {
-        Vec::new()
     };
 
     let mut failures = Vec::new();
+    let mut open = Vec::new();
     for rung in &params.rungs {
         let attempt = match rung {
             IsolationRung::SgSwap if eni.requester_managed => Err(RungError::NotApplicable(
                 "the ENI is requester-managed (every Fargate and awsvpc task ENI): EC2 refuses security-group changes on it".to_string(),
             )),
             IsolationRung::SgSwap => {
+                let endpoints = if params.keep_guardduty_agent {
+                    guardduty_endpoints(clients, &vpc_id, region).await?
+                } else {
+                    Vec::new()
+                };
+                let vpc = describe_vpc(clients, &vpc_id).await?;
                 sg_swap(clients, &vpc_id, &[(eni_id.clone(), eni.groups.clone())], params, &endpoints)
                     .await
                     .map(|swaps| {
                         record.sg_swaps = swaps;
+                        record.reachability =
+                            security_group_reachability(&reachability(&vpc, &workload, &BTreeSet::new()));
+                        open = open_reasons(&record.reachability, &params.accept_open);
                         "security groups swapped: untracking group, then quarantine group".to_string()
                     })
             }
             IsolationRung::NaclQuarantine => {
-                let cidrs = TaskCidrs {
-                    ipv4: format!("{ip}/32"),
-                    ipv6: facts.ipv6.as_ref().map(|v6| format!("{v6}/128")),
+                let vpc = describe_vpc(clients, &vpc_id).await?;
+                let agent = if params.keep_guardduty_agent {
+                    agent_acls(clients, &vpc, region, &subnet_id).await?
+                } else {
+                    BTreeSet::new()
                 };
-                nacl_quarantine(clients, &vpc_id, facts.subnet_id.as_deref(), &cidrs, params.nacl_rule_range, &endpoints)
-                    .await
-                    .map(|(entries, before)| {
-                        let acls: BTreeSet<&str> = entries.iter().map(|e| e.acl_id.as_str()).collect();
+                if params.keep_guardduty_agent && agent.is_empty() {
+                    record.notes.push(
+                        "the GuardDuty agent is cut off while quarantined: no network ACL guards only the GuardDuty endpoint, so an ALLOW for it would open other paths too".to_string(),
+                    );
+                }
+                match nacl_quarantine(clients, ledger, &vpc, &workload, params, agent).await {
+                    Ok(done) => {
+                        let acls: BTreeSet<&str> =
+                            done.entries.iter().map(|e| e.acl_id.as_str()).collect();
                         let detail = format!(
-                            "{} DENY/ALLOW entries for {ip} in network ACL(s) {}",
-                            entries.len(),
+                            "{} entries for {ip} in network ACL(s) {}",
+                            done.entries.len(),
                             acls.into_iter().collect::<Vec<_>>().join(", ")
                         );
+                        record.nacl_entries = done.entries;
+                        record.acls_before = done.acls_before;
+                        record.reachability = done.reachability;
+                        record.headroom = done.headroom;
+                        record.notes.extend(
+                            done.skipped
+                                .into_iter()
+                                .map(|(acl, why)| format!("{acl} left alone: {why}")),
+                        );
+                        open = done.open;
+                        Ok(detail)
+                    }
+                    Err(RungError::Partial { error, entries }) => {
+                        // Entries exist but what they cut could not be checked: keep them on
+                        // record (release undoes them) and claim nothing.
                         record.nacl_entries = entries;
-                        record.acls_before = before;
-                        detail
-                    })
+                        open.push(format!("not verified: {error}"));
+                        Ok("entries made; verification failed".to_string())
+                    }
+                    Err(other) => Err(other),
+                }
             }
         };
         match attempt {
@@ -138,6 +189,7 @@ pub(super) async fn isolate_task(
                 let (result, detail, fatal) = match error {
                     RungError::NotApplicable(d) => ("not_applicable", d, None),
                     RungError::Failed(e) => ("failed", e.to_string(), Some(e)),
+                    RungError::Partial { error, .. } => ("failed", error.to_string(), Some(error)),
                 };
                 failures.push(format!("{}: {detail}", rung.name()));
                 record.attempts.push(RungAttempt {
@@ -152,39 +204,68 @@ pub(super) async fn isolate_task(
             }
         }
     }
-    match record.rung {
-        Some(IsolationRung::NaclQuarantine) => {
-            record.gaps.push(format!(
-                "network ACLs only see traffic that crosses a subnet boundary: traffic between {ip} and hosts in its own subnet ({}) is not cut",
-                facts.subnet_id.as_deref().unwrap_or("unknown")
-            ));
-            if let Some(public_ip) = &eni.public_ip {
-                let why = format!(
-                    "the task has public IP {public_ip}: its direct internet traffic does not cross another subnet, so the network ACL quarantine cannot cut it"
-                );
-                record.gaps.push(why.clone());
-                return Ok(IsolateOutput::Incomplete {
-                    record: Box::new(record),
-                    why,
-                });
-            }
-            Ok(IsolateOutput::Contained {
-                record: Box::new(record),
-            })
-        }
-        Some(IsolationRung::SgSwap) => Ok(IsolateOutput::Contained {
-            record: Box::new(record),
-        }),
-        None => Err(StepError::Refused(format!(
+    if record.rung.is_none() {
+        return Err(StepError::Refused(format!(
             "no isolation rung succeeded ({})",
             failures.join("; ")
-        ))),
+        )));
     }
+    if open.is_empty() {
+        return Ok(IsolateOutput::Contained {
+            record: Box::new(record),
+        });
+    }
+    Ok(IsolateOutput::Incomplete {
+        record: Box::new(record),
+        why: format!("still open: {}", open.join("; ")),
+    })
+}
+
+/// What the two-step security-group swap cuts, given the paths the model finds: new
+/// connections everywhere and, through the untracking step, established ones — except those
+/// AWS always tracks (through a NAT gateway, a transit gateway attachment, an interface
+/// endpoint or an egress-only internet gateway), which last until they time out, and DNS to
+/// the Resolver, which no security group filters
+/// ([connection tracking](https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/security-group-connection-tracking.html)).
+fn security_group_reachability(paths: &[Reachability]) -> Vec<Reachability> {
+    let always_tracked = [
+        DestinationClass::InternetViaNat,
+        DestinationClass::InternetIpv6,
+        DestinationClass::PeeredTransitOnPremises,
+        DestinationClass::InterfaceEndpoints,
+    ];
+    paths
+        .iter()
+        .map(|path| {
+            let (verdict, reason) = match (path.verdict, path.class) {
+                (Verdict::NoPath, _) => (Verdict::NoPath, path.reason.clone()),
+                (_, DestinationClass::Dns) => (
+                    Verdict::Open,
+                    "DNS queries to the Route 53 Resolver are not filtered by security groups".to_string(),
+                ),
+                (_, class) if always_tracked.contains(&class) => (
+                    Verdict::Open,
+                    "new connections are refused by the quarantine security group, but connections already established this way are always tracked and last until they time out".to_string(),
+                ),
+                _ => (
+                    Verdict::Cut,
+                    "cut by the quarantine security group after the untracking step".to_string(),
+                ),
+            };
+            Reachability {
+                class: path.class,
+                verdict,
+                reason,
+                rules: Vec::new(),
+            }
+        })
+        .collect()
 }
 
 /// Isolate an EC2 instance: the SG swap on each of its ENIs.
 pub(super) async fn isolate_instance(
     clients: &Clients,
+    ledger: &Ledger,
     instance: &Ec2InstanceTarget,
     params: &IsolateParams,
     region: &str,
@@ -256,29 +337,131 @@ pub(super) async fn isolate_instance(
     } else {
         Vec::new()
     };
+    let workload = match (found.private_ip_address(), found.subnet_id()) {
+        (Some(ip), Some(subnet)) => Some(Workload {
+            ipv4: ip.parse().map_err(|_| {
+                StepError::Refused(format!("the instance's address {ip:?} is not IPv4"))
+            })?,
+            ipv6: found
+                .network_interfaces()
+                .first()
+                .and_then(|e| e.ipv6_addresses().first())
+                .and_then(|a| a.ipv6_address())
+                .and_then(|a| a.parse().ok()),
+            subnet_id: subnet.to_string(),
+            public_ip: found.public_ip_address().map(str::to_string),
+        }),
+        _ => None,
+    };
+    let vpc = describe_vpc(clients, &vpc_id).await?;
     let swaps = sg_swap(clients, &vpc_id, &enis, params, &endpoints)
         .await
         .map_err(|e| match e {
             RungError::NotApplicable(d) => StepError::Refused(d),
-            RungError::Failed(e) => e,
+            RungError::Failed(e) | RungError::Partial { error: e, .. } => e,
         })?;
-    Ok(IsolateOutput::Contained {
-        record: Box::new(ContainmentRecord {
-            target: instance.instance_id.clone(),
-            rung: Some(IsolationRung::SgSwap),
-            attempts: vec![RungAttempt {
-                rung: IsolationRung::SgSwap,
-                result: "applied".to_string(),
-                detail: format!("security groups swapped on {} ENI(s)", swaps.len()),
-            }],
-            eni_ids: enis.iter().map(|(id, _)| id.clone()).collect(),
-            sg_swaps: swaps,
-            ip: found.private_ip_address().map(str::to_string),
-            vpc_id: Some(vpc_id),
-            subnet_id: found.subnet_id().map(str::to_string),
-            ..ContainmentRecord::default()
-        }),
-    })
+    let mut record = ContainmentRecord {
+        target: instance.instance_id.clone(),
+        rung: Some(IsolationRung::SgSwap),
+        attempts: vec![RungAttempt {
+            rung: IsolationRung::SgSwap,
+            result: "applied".to_string(),
+            detail: format!("security groups swapped on {} ENI(s)", swaps.len()),
+        }],
+        eni_ids: enis.iter().map(|(id, _)| id.clone()).collect(),
+        sg_swaps: swaps,
+        ip: found.private_ip_address().map(str::to_string),
+        vpc_id: Some(vpc_id),
+        subnet_id: found.subnet_id().map(str::to_string),
+        ..ContainmentRecord::default()
+    };
+    let Some(workload) = workload else {
+        return Ok(IsolateOutput::Incomplete {
+            record: Box::new(record),
+            why: "the instance reports no private address or subnet: what the swap cut cannot be evaluated".to_string(),
+        });
+    };
+    record.reachability =
+        security_group_reachability(&reachability(&vpc, &workload, &BTreeSet::new()));
+    let mut open = open_reasons(&record.reachability, &params.accept_open);
+    // Connections the swap cannot end (tracked through a NAT gateway, a transit gateway or an
+    // endpoint) are cut by the stateless ACLs, when the rule allows that rung too.
+    if !open.is_empty() && params.rungs.contains(&IsolationRung::NaclQuarantine) {
+        let agent = if params.keep_guardduty_agent {
+            agent_acls(clients, &vpc, region, &workload.subnet_id).await?
+        } else {
+            BTreeSet::new()
+        };
+        let attempt = match nacl_quarantine(clients, ledger, &vpc, &workload, params, agent).await {
+            Ok(done) => {
+                let detail = format!(
+                    "{} network ACL entries for the connections the swap cannot end",
+                    done.entries.len()
+                );
+                record.nacl_entries = done.entries;
+                record.acls_before = done.acls_before;
+                record.headroom = done.headroom;
+                record.reachability = combined(&record.reachability, &done.reachability);
+                open = open_reasons(&record.reachability, &params.accept_open);
+                RungAttempt {
+                    rung: IsolationRung::NaclQuarantine,
+                    result: "applied".to_string(),
+                    detail,
+                }
+            }
+            Err(RungError::Partial { error, entries }) => {
+                record.nacl_entries = entries;
+                open.push(format!("not verified: {error}"));
+                RungAttempt {
+                    rung: IsolationRung::NaclQuarantine,
+                    result: "failed".to_string(),
+                    detail: error.to_string(),
+                }
+            }
+            Err(RungError::Failed(error)) if error.is_retryable() => return Err(error),
+            Err(RungError::Failed(error)) => RungAttempt {
+                rung: IsolationRung::NaclQuarantine,
+                result: "failed".to_string(),
+                detail: error.to_string(),
+            },
+            Err(RungError::NotApplicable(detail)) => RungAttempt {
+                rung: IsolationRung::NaclQuarantine,
+                result: "not_applicable".to_string(),
+                detail,
+            },
+        };
+        record.attempts.push(attempt);
+    }
+    if open.is_empty() {
+        Ok(IsolateOutput::Contained {
+            record: Box::new(record),
+        })
+    } else {
+        Ok(IsolateOutput::Incomplete {
+            record: Box::new(record),
+            why: format!("still open: {}", open.join("; ")),
+        })
+    }
+}
+
+/// Open classes the rule does not accept, with the model's reasons.
+fn open_reasons(table: &[Reachability], accepted: &[DestinationClass]) -> Vec<String> {
+    crate::network::reach::open_classes(table, accepted)
+        .into_iter()
+        .filter_map(|class| table.iter().find(|r| r.class == class))
+        .map(|r| format!("{}: {}", r.class.name(), r.reason))
+        .collect()
+}
+
+/// A class is cut if either the security group or the ACLs cut it.
+fn combined(security_group: &[Reachability], acls: &[Reachability]) -> Vec<Reachability> {
+    security_group
+        .iter()
+        .map(|sg| match acls.iter().find(|a| a.class == sg.class) {
+            Some(acl) if sg.verdict == Verdict::Open && acl.verdict == Verdict::Cut => acl.clone(),
+            _ => sg.clone(),
+        })
+        .collect()
 }
 
 /// Why a rung did not apply.
@@ -287,6 +470,13 @@ pub(super) enum RungError {
     NotApplicable(String),
     /// It was tried and failed.
     Failed(StepError),
+    /// It made changes and then failed: the changes are kept on record.
+    Partial {
+        /// What went wrong.
+        error: StepError,
+        /// The entries made.
+        entries: Vec<NaclEntry>,
+    },
 }
 
 impl From<StepError> for RungError {

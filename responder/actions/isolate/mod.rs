@@ -16,7 +16,7 @@
 //!
 //! The GuardDuty agent's path to its VPC endpoint ([`endpoints`]) is kept open when asked.
 
-mod allocator;
+mod describe;
 mod endpoints;
 mod ladder;
 pub(crate) mod nacl;
@@ -24,10 +24,12 @@ mod sg_swap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::{Action, Failure, Phase, StepContext, StepError};
 use crate::incident::Target;
+use crate::network::quarantine::Headroom;
+use crate::network::reach::{DestinationClass, Reachability, Verdict};
+use crate::network::Acl;
 
 pub use sg_swap::ROLE_TAG;
 
@@ -44,6 +46,11 @@ impl Action for Isolate {
         "ec2:DescribeInstances",
         "ec2:DescribeNetworkInterfaces",
         "ec2:DescribeVpcEndpoints",
+        // the network model
+        "ec2:DescribeSubnets",
+        "ec2:DescribeRouteTables",
+        "ec2:DescribeNatGateways",
+        "ec2:DescribeTransitGatewayVpcAttachments",
         // nacl-quarantine (DeleteNetworkAclEntry: rolling back a half-applied quarantine)
         "ec2:DescribeNetworkAcls",
         "ec2:CreateNetworkAclEntry",
@@ -72,7 +79,7 @@ impl Action for Isolate {
                 // not before: it must not delay containment.
                 let (index, isolated) = tokio::join!(
                     ctx.ledger.index_task(&task.task_arn, &incident.finding_id),
-                    ladder::isolate_task(ctx.clients, task, params, &incident.region)
+                    ladder::isolate_task(ctx.clients, ctx.ledger, task, params, &incident.region)
                 );
                 let isolated = isolated?;
                 if let Err(error) = index {
@@ -85,7 +92,14 @@ impl Action for Isolate {
                 isolated
             }
             Target::Ec2Instance(instance) => {
-                ladder::isolate_instance(ctx.clients, instance, params, &incident.region).await?
+                ladder::isolate_instance(
+                    ctx.clients,
+                    ctx.ledger,
+                    instance,
+                    params,
+                    &incident.region,
+                )
+                .await?
             }
             other => {
                 return Err(StepError::Refused(format!(
@@ -106,18 +120,29 @@ impl Action for Isolate {
 
     fn summary(output: &IsolateOutput) -> String {
         match output {
-            IsolateOutput::Contained { record } => match record.rung {
-                Some(IsolationRung::NaclQuarantine) => format!(
-                    "{} network ACL entries for {} (nacl-quarantine)",
-                    record.nacl_entries.len(),
-                    record.ip.as_deref().unwrap_or("?")
-                ),
-                Some(IsolationRung::SgSwap) => format!(
-                    "security groups of {} swapped for the quarantine group (sg-swap)",
-                    record.eni_ids.join(", ")
-                ),
-                None => "not isolated".to_string(),
-            },
+            IsolateOutput::Contained { record } => {
+                let how = match record.rung {
+                    Some(IsolationRung::NaclQuarantine) => format!(
+                        "{} network ACL entries for {} (nacl-quarantine)",
+                        record.nacl_entries.len(),
+                        record.ip.as_deref().unwrap_or("?")
+                    ),
+                    Some(IsolationRung::SgSwap) => format!(
+                        "security groups of {} swapped for the quarantine group (sg-swap)",
+                        record.eni_ids.join(", ")
+                    ),
+                    None => "not isolated".to_string(),
+                };
+                let open = record.open_classes();
+                if open.is_empty() {
+                    how
+                } else {
+                    format!(
+                        "{how}; still open, as the rule accepts: {}",
+                        open.join(", ")
+                    )
+                }
+            }
             IsolateOutput::Incomplete { why, .. } => format!("not fully isolated: {why}"),
             IsolateOutput::Gone { why } => format!("nothing to isolate: {why}"),
         }
@@ -220,6 +245,19 @@ pub struct IsolateParams {
     /// Name of the quarantine security group created (once per VPC) for the SG swap.
     #[serde(default = "IsolateParams::default_quarantine_group")]
     pub quarantine_group_name: String,
+    /// Destination classes the rule accepts staying open. A network ACL cannot cut traffic
+    /// inside the workload's own subnet nor DNS to the Route 53 Resolver, so the default
+    /// accepts those two; `[]` demands everything cut (only a security-group rung can cut the
+    /// own subnet; nothing in a VPC cuts Resolver DNS). Classes: internet-via-nat,
+    /// internet-via-igw, internet-ipv6, other-subnets, peered-transit-on-premises,
+    /// gateway-endpoints, interface-endpoints, same-subnet, dns.
+    #[serde(default = "IsolateParams::default_accept_open")]
+    pub accept_open: Vec<DestinationClass>,
+    /// Entries a network ACL may hold per direction and address family, default rules
+    /// included: AWS's default quota is 20 (up to 40 on request).
+    #[serde(default = "IsolateParams::default_quota")]
+    #[schemars(range(min = 1, max = 40))]
+    pub nacl_entry_quota: usize,
     /// What to do when no rung succeeded.
     #[serde(default)]
     pub fallback: IsolateFallback,
@@ -237,6 +275,14 @@ impl IsolateParams {
     fn default_quarantine_group() -> String {
         "incident-responder-quarantine".to_string()
     }
+
+    fn default_accept_open() -> Vec<DestinationClass> {
+        vec![DestinationClass::SameSubnet, DestinationClass::Dns]
+    }
+
+    fn default_quota() -> usize {
+        20
+    }
 }
 
 impl Default for IsolateParams {
@@ -246,6 +292,8 @@ impl Default for IsolateParams {
             nacl_rule_range: RuleRange::default(),
             keep_guardduty_agent: true,
             quarantine_group_name: IsolateParams::default_quarantine_group(),
+            accept_open: IsolateParams::default_accept_open(),
+            nacl_entry_quota: IsolateParams::default_quota(),
             fallback: IsolateFallback::None,
         }
     }
@@ -354,10 +402,33 @@ pub struct ContainmentRecord {
     /// Its subnet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subnet_id: Option<String>,
-    /// What the network isolation does not cover, in words.
+    /// Per destination class, cut or open and the rule that decides, from a fresh describe
+    /// after the change (the network model's verdict, not the entries' mere existence).
     #[serde(default)]
-    pub gaps: Vec<String>,
-    /// The ACLs as they were before (DescribeNetworkAcls, as evidence).
-    #[serde(default, skip_serializing_if = "Value::is_null")]
-    pub acls_before: Value,
+    pub reachability: Vec<Reachability>,
+    /// How many more workloads each ACL can hold in quarantine.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headroom: Vec<Headroom>,
+    /// What else a reader should know (ACLs left alone, the GuardDuty agent's path).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// The ACLs as they were before, as evidence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acls_before: Vec<Acl>,
+}
+
+impl ContainmentRecord {
+    /// Classes the model found open (accepted or not).
+    pub fn open_classes(&self) -> Vec<&'static str> {
+        self.reachability
+            .iter()
+            .filter(|r| r.verdict == Verdict::Open)
+            .map(|r| r.class.name())
+            .collect()
+    }
+
+    /// The fewest further workloads any ACL can take, when the quarantine used ACLs.
+    pub fn vpc_headroom(&self) -> Option<usize> {
+        self.headroom.iter().map(|h| h.tasks).min()
+    }
 }

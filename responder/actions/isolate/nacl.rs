@@ -1,191 +1,204 @@
-//! The `nacl-quarantine` rung: DENY the task's addresses in every network ACL guarding a subnet
-//! of its VPC, at numbers the [`allocator`](super::allocator) chooses, rolled back if any entry
-//! cannot be made. Also the removal `release` uses.
+//! The `nacl-quarantine` rung. Under a per-VPC lock that concurrent invocations respect (rule
+//! numbers are a shared resource), the network model plans the entries from a fresh describe;
+//! they are created together, and rolled back if any cannot be made (a taken number is
+//! re-planned). Then the ACLs are described again and the model says what is cut: the rung
+//! succeeds only if nothing but the accepted classes stays open. Also the removal `release`
+//! uses.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
-use aws_sdk_ec2::types::{NetworkAcl, RuleAction};
-use serde_json::Value;
+use aws_sdk_ec2::types::RuleAction;
 
-pub(super) use super::allocator::TaskCidrs;
-use super::allocator::{choose_numbers, wanted_entries, WantedEntry};
-use super::endpoints::Endpoint;
+use super::describe::describe_acls;
 use super::ladder::RungError;
-use super::{NaclEntry, RuleRange};
-use crate::actions::workload::{acl_json, describe_acls};
+use super::{IsolateParams, NaclEntry};
+use crate::actions::ledger::Ledger;
 use crate::actions::{aws, Clients, StepError};
+use crate::network::quarantine::{self, Headroom, Limits, PlannedEntry};
+use crate::network::reach::{open_classes, reachability, DestinationClass, Reachability};
+use crate::network::{Acl, Vpc, Workload};
 
-/// The ACL's catch-all rule; never ours, never counted.
-const DEFAULT_RULE: i32 = 32767;
+/// How long the VPC's rule-number lock protects an allocation: longer than planning and
+/// creating a handful of entries takes, short enough that a crashed holder is soon forgotten.
+const LOCK_LEASE: Duration = Duration::from_secs(20);
+/// How long an invocation waits for another one's allocation in the same VPC.
+const LOCK_WAIT: Duration = Duration::from_secs(15);
+/// Attempts when someone else took a planned number meanwhile.
+const ATTEMPTS: usize = 3;
 
-fn entry_cidr(entry: &aws_sdk_ec2::types::NetworkAclEntry) -> Option<&str> {
-    entry.cidr_block().or(entry.ipv6_cidr_block())
+/// What the rung did and found.
+pub(super) struct Quarantined {
+    /// Entries created.
+    pub(super) entries: Vec<NaclEntry>,
+    /// The ACLs before (evidence).
+    pub(super) acls_before: Vec<Acl>,
+    /// The model's verdicts from a fresh describe after the entries were made.
+    pub(super) reachability: Vec<Reachability>,
+    /// Room left per ACL.
+    pub(super) headroom: Vec<Headroom>,
+    /// ACLs that needed no entry, and why.
+    pub(super) skipped: Vec<(String, String)>,
+    /// Classes open that the rule does not accept, with reasons: empty means contained.
+    pub(super) open: Vec<String>,
 }
 
 pub(super) async fn nacl_quarantine(
     clients: &Clients,
-    vpc_id: &str,
-    task_subnet: Option<&str>,
-    cidrs: &TaskCidrs,
-    range: RuleRange,
-    endpoints: &[Endpoint],
-) -> Result<(Vec<NaclEntry>, Value), RungError> {
-    let acls = describe_acls(clients, vpc_id).await?;
-    let before = Value::Array(acls.iter().map(acl_json).collect());
-    // Every ACL that guards a subnet of the VPC: traffic from the task into any other subnet
-    // (NAT gateways, endpoints, load balancers, data stores) crosses one of them.
-    let in_use: Vec<&NetworkAcl> = acls
+    ledger: &Ledger,
+    vpc: &Vpc,
+    workload: &Workload,
+    params: &IsolateParams,
+    agent_acls: BTreeSet<String>,
+) -> Result<Quarantined, RungError> {
+    // The agent's path to its endpoint is open on purpose: reported apart, and accepted.
+    let agent_subnets: BTreeSet<String> = vpc
+        .acls
         .iter()
-        .filter(|a| !a.associations().is_empty())
+        .filter(|a| agent_acls.contains(&a.id))
+        .flat_map(|a| a.subnet_ids.iter().cloned())
         .collect();
-    if in_use.is_empty() {
-        return Err(RungError::NotApplicable(format!(
-            "no network ACL in {vpc_id} is associated with a subnet"
-        )));
+    let mut accepted = params.accept_open.clone();
+    if !agent_subnets.is_empty() {
+        accepted.push(DestinationClass::GuarddutyAgent);
     }
-    let endpoint_subnets: BTreeSet<&str> = endpoints
-        .iter()
-        .filter_map(|e| e.subnet_id.as_deref())
-        .filter(|s| Some(*s) != task_subnet)
+    let limits = Limits {
+        first: i32::from(params.nacl_rule_range.first),
+        last: i32::from(params.nacl_rule_range.last),
+        quota: params.nacl_entry_quota,
+        agent_acls,
+    };
+    let lock = format!("vpc#{}", vpc.vpc_id);
+    ledger
+        .lock(&lock, "nacl-rule-numbers", LOCK_LEASE, LOCK_WAIT)
+        .await?;
+    let allocated = allocate(clients, vpc, workload, &limits).await;
+    if let Err(error) = ledger.unlock(&lock, "nacl-rule-numbers").await {
+        // The lease runs out on its own.
+        tracing::warn!(vpc_id = %vpc.vpc_id, error = %error, "VPC rule-number lock not released");
+    }
+    let (before, plan, created) = allocated?;
+
+    // Verify from what AWS now holds, not from what was asked for.
+    let mut after = vpc.clone();
+    after.acls = describe_acls(clients, &vpc.vpc_id)
+        .await
+        .map_err(|error| RungError::Partial {
+            error,
+            entries: created.clone(),
+        })?;
+    let table = reachability(&after, workload, &agent_subnets);
+    let open = open_classes(&table, &accepted)
+        .into_iter()
+        .filter_map(|class| table.iter().find(|r| r.class == class))
+        .map(|r| format!("{}: {}", r.class.name(), r.reason))
         .collect();
-
-    let mut plan: Vec<NaclEntry> = Vec::new();
-    for acl in &in_use {
-        let acl_id = acl.network_acl_id().unwrap_or_default().to_string();
-        let guards_endpoint = acl
-            .associations()
-            .iter()
-            .any(|a| a.subnet_id().is_some_and(|s| endpoint_subnets.contains(s)));
-        let wanted = wanted_entries(cidrs, guards_endpoint);
-        for egress in [false, true] {
-            let existing: Vec<&aws_sdk_ec2::types::NetworkAclEntry> = acl
-                .entries()
-                .iter()
-                .filter(|e| e.egress() == Some(egress) && e.rule_number() != Some(DEFAULT_RULE))
-                .collect();
-            let mine: Vec<&WantedEntry> = wanted.iter().filter(|w| w.egress == egress).collect();
-            // Entries from an earlier attempt for this very address are kept, not duplicated.
-            let missing: Vec<&WantedEntry> = mine
-                .into_iter()
-                .filter(|w| {
-                    !existing.iter().any(|e| {
-                        entry_cidr(e) == Some(w.cidr.as_str())
-                            && (e.rule_action() == Some(&RuleAction::Allow)) == w.allow
-                            && range.contains(e.rule_number().unwrap_or(0))
-                    })
-                })
-                .collect();
-            if missing.is_empty() {
-                continue;
-            }
-            let used: BTreeSet<i32> = existing.iter().filter_map(|e| e.rule_number()).collect();
-            let first_foreign = existing
-                .iter()
-                .filter_map(|e| e.rule_number())
-                .filter(|n| !range.contains(*n))
-                .min()
-                .unwrap_or(DEFAULT_RULE);
-            let numbers =
-                choose_numbers(&used, first_foreign, range, missing.len()).map_err(|why| {
-                    RungError::Failed(StepError::Refused(format!(
-                        "network ACL {acl_id} ({}): {why}",
-                        if egress { "egress" } else { "ingress" }
-                    )))
-                })?;
-            // Allows first (lower numbers), then denies.
-            let mut ordered = missing;
-            ordered.sort_by_key(|w| !w.allow);
-            for (wanted, number) in ordered.into_iter().zip(numbers) {
-                plan.push(NaclEntry {
-                    acl_id: acl_id.clone(),
-                    rule_number: number,
-                    egress,
-                    cidr: wanted.cidr.clone(),
-                    ipv6: wanted.ipv6,
-                    action: if wanted.allow { "allow" } else { "deny" }.to_string(),
-                    protocol: if wanted.ports.is_some() { "6" } else { "-1" }.to_string(),
-                    ports: wanted.ports,
-                });
-            }
-        }
-    }
-
-    let mut created: Vec<NaclEntry> = Vec::new();
-    for entry in &plan {
-        let mut request = clients
-            .ec2
-            .create_network_acl_entry()
-            .network_acl_id(&entry.acl_id)
-            .rule_number(entry.rule_number)
-            .egress(entry.egress)
-            .protocol(&entry.protocol)
-            .rule_action(if entry.action == "allow" {
-                RuleAction::Allow
-            } else {
-                RuleAction::Deny
-            });
-        request = if entry.ipv6 {
-            request.ipv6_cidr_block(&entry.cidr)
-        } else {
-            request.cidr_block(&entry.cidr)
-        };
-        if let Some((from, to)) = entry.ports {
-            request = request.port_range(
-                aws_sdk_ec2::types::PortRange::builder()
-                    .from(from)
-                    .to(to)
-                    .build(),
-            );
-        }
-        if let Err(error) = request.send().await {
-            let error = aws("EC2 CreateNetworkAclEntry")(error);
-            // Never leave a half-applied quarantine behind.
-            remove_entries(clients, &created).await;
-            return Err(RungError::Failed(error));
-        }
-        created.push(entry.clone());
-    }
-    // Entries from an earlier attempt that already existed are part of the record too.
-    let mut all = existing_entries_for(&acls, cidrs, range);
-    for entry in created {
-        if !all.contains(&entry) {
-            all.push(entry);
-        }
-    }
-    Ok((all, before))
+    Ok(Quarantined {
+        entries: created,
+        acls_before: before,
+        reachability: table,
+        headroom: plan.headroom,
+        skipped: plan.skipped,
+        open,
+    })
 }
 
-fn existing_entries_for(
-    acls: &[NetworkAcl],
-    cidrs: &TaskCidrs,
-    range: RuleRange,
-) -> Vec<NaclEntry> {
-    let ours: BTreeSet<&str> = std::iter::once(cidrs.ipv4.as_str())
-        .chain(cidrs.ipv6.as_deref())
-        .collect();
-    let mut entries = Vec::new();
-    for acl in acls.iter().filter(|a| !a.associations().is_empty()) {
-        for e in acl.entries() {
-            let number = e.rule_number().unwrap_or(0);
-            let Some(cidr) = entry_cidr(e) else { continue };
-            if range.contains(number) && ours.contains(cidr) {
-                entries.push(NaclEntry {
-                    acl_id: acl.network_acl_id().unwrap_or_default().to_string(),
-                    rule_number: number,
-                    egress: e.egress().unwrap_or(false),
-                    cidr: cidr.to_string(),
-                    ipv6: e.ipv6_cidr_block().is_some(),
-                    action: e
-                        .rule_action()
-                        .map(|a| a.as_str().to_string())
-                        .unwrap_or_default(),
-                    protocol: e.protocol().unwrap_or("-1").to_string(),
-                    ports: e.port_range().and_then(|p| Some((p.from()?, p.to()?))),
-                });
+/// Plan and create under the lock. Returns the ACLs as planned from, the plan and the entries.
+async fn allocate(
+    clients: &Clients,
+    vpc: &Vpc,
+    workload: &Workload,
+    limits: &Limits,
+) -> Result<(Vec<Acl>, quarantine::Plan, Vec<NaclEntry>), RungError> {
+    let mut last_error = None;
+    for _ in 0..ATTEMPTS {
+        let mut fresh = vpc.clone();
+        fresh.acls = describe_acls(clients, &vpc.vpc_id).await?;
+        let plan = quarantine::plan(&fresh, workload, limits).map_err(|refusals| {
+            let why: Vec<String> = refusals
+                .iter()
+                .map(|r| format!("{}: {}", r.acl_id, r.why))
+                .collect();
+            RungError::Failed(StepError::Refused(format!(
+                "the network ACLs cannot hold a quarantine that would cut this task ({})",
+                why.join("; ")
+            )))
+        })?;
+        let results =
+            futures::future::join_all(plan.entries.iter().map(|e| create(clients, e))).await;
+        let mut created = Vec::new();
+        let mut error = None;
+        for (planned, result) in plan.entries.iter().zip(results) {
+            match result {
+                Ok(()) => created.push(recorded(planned)),
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
             }
         }
+        let Some(error) = error else {
+            return Ok((fresh.acls, plan, created));
+        };
+        // Never leave a half-applied quarantine behind.
+        remove_entries(clients, &created).await;
+        let taken =
+            matches!(&error, StepError::Aws { code, .. } if code == "NetworkAclEntryAlreadyExists");
+        if !taken {
+            return Err(RungError::Failed(error));
+        }
+        // Someone outside the lock took a number meanwhile: describe again and re-plan.
+        last_error = Some(error);
     }
-    entries
+    Err(RungError::Failed(last_error.unwrap_or_else(|| {
+        StepError::Refused("rule numbers kept being taken".to_string())
+    })))
+}
+
+fn recorded(planned: &PlannedEntry) -> NaclEntry {
+    NaclEntry {
+        acl_id: planned.acl_id.clone(),
+        rule_number: planned.rule_number,
+        egress: planned.egress,
+        cidr: planned.cidr.to_string(),
+        ipv6: matches!(planned.cidr, ipnet::IpNet::V6(_)),
+        action: if planned.allow { "allow" } else { "deny" }.to_string(),
+        protocol: planned.protocol.to_string(),
+        ports: planned
+            .ports
+            .map(|(from, to)| (i32::from(from), i32::from(to))),
+    }
+}
+
+async fn create(clients: &Clients, entry: &PlannedEntry) -> Result<(), StepError> {
+    let mut request = clients
+        .ec2
+        .create_network_acl_entry()
+        .network_acl_id(&entry.acl_id)
+        .rule_number(entry.rule_number)
+        .egress(entry.egress)
+        .protocol(entry.protocol.to_string())
+        .rule_action(if entry.allow {
+            RuleAction::Allow
+        } else {
+            RuleAction::Deny
+        });
+    request = match entry.cidr {
+        ipnet::IpNet::V6(v6) => request.ipv6_cidr_block(v6.to_string()),
+        ipnet::IpNet::V4(v4) => request.cidr_block(v4.to_string()),
+    };
+    if let Some((from, to)) = entry.ports {
+        request = request.port_range(
+            aws_sdk_ec2::types::PortRange::builder()
+                .from(i32::from(from))
+                .to(i32::from(to))
+                .build(),
+        );
+    }
+    request
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(aws("EC2 CreateNetworkAclEntry"))
 }
 
 /// Delete entries this tool created; best effort, each result reported.
@@ -193,9 +206,8 @@ pub(crate) async fn remove_entries(
     clients: &Clients,
     entries: &[NaclEntry],
 ) -> Vec<(NaclEntry, Result<(), StepError>)> {
-    let mut results = Vec::new();
-    for entry in entries {
-        let result = clients
+    let results = futures::future::join_all(entries.iter().map(|entry| async move {
+        clients
             .ec2
             .delete_network_acl_entry()
             .network_acl_id(&entry.acl_id)
@@ -204,8 +216,8 @@ pub(crate) async fn remove_entries(
             .send()
             .await
             .map(|_| ())
-            .map_err(aws("EC2 DeleteNetworkAclEntry"));
-        results.push((entry.clone(), result));
-    }
-    results
+            .map_err(aws("EC2 DeleteNetworkAclEntry"))
+    }))
+    .await;
+    entries.iter().cloned().zip(results).collect()
 }

@@ -1,0 +1,394 @@
+//! The shipped playbooks and every condition, guardrail and skip reason, against the sample
+//! events.
+
+use super::*;
+use crate::event::{parse_event, Inbound};
+use crate::incident::Incident;
+use crate::playbook::PlaybookSet;
+use serde_json::{json, Value};
+
+fn event(name: &str) -> Value {
+    let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn incident_of(value: &Value) -> Incident {
+    match parse_event(value.to_string().as_bytes()).unwrap() {
+        Inbound::Finding { incident, .. } => *incident,
+        other => panic!("not a finding: {other:?}"),
+    }
+}
+
+fn fargate_high() -> Value {
+    event("fargate-crypto-miner-high.json")
+}
+
+fn with(mut value: Value, pointer: &str, new: Value) -> Value {
+    *value.pointer_mut(pointer).unwrap() = new;
+    value
+}
+
+fn playbooks(yaml: &str) -> PlaybookSet {
+    PlaybookSet::from_sources([("test.yaml".to_string(), yaml.to_string())]).unwrap()
+}
+
+fn decide(value: &Value, yaml: &str) -> Decision {
+    plan(&incident_of(value), &playbooks(yaml))
+}
+
+fn actions(decision: &Decision) -> Vec<&'static str> {
+    match decision {
+        Decision::Act(p) => p.steps.iter().map(|s| s.action.name()).collect(),
+        other => panic!("expected act, got {other:?}"),
+    }
+}
+
+fn skip_code(decision: &Decision) -> &'static str {
+    match decision {
+        Decision::Skip(r) => r.code(),
+        other => panic!("expected skip, got {other:?}"),
+    }
+}
+
+const ONE_RULE: &str = "rules: [{name: all, mode: enforce, actions: [notify]}]";
+
+#[test]
+fn default_playbooks_follow_the_documented_policy() {
+    let set = PlaybookSet::defaults().unwrap();
+    let cases = [
+        (
+            "fargate-crypto-miner-high.json",
+            Some(vec!["isolate", "evidence", "tag", "notify"]),
+        ),
+        (
+            "fargate-reverse-shell.json",
+            Some(vec!["isolate", "evidence", "tag", "notify"]),
+        ),
+        (
+            "ecs-ec2-launch-type-via-admin.json",
+            Some(vec!["isolate", "evidence", "tag", "notify"]),
+        ),
+        (
+            "fargate-new-binary-medium.json",
+            Some(vec!["evidence", "notify"]),
+        ),
+        ("fargate-suspicious-command-low.json", Some(vec!["notify"])),
+        (
+            "ec2-instance-process-injection.json",
+            Some(vec!["isolate", "snapshot-volumes", "evidence", "notify"]),
+        ),
+        (
+            "eks-runc-container-escape.json",
+            Some(vec!["evidence", "notify"]),
+        ),
+        ("ec2-port-probe-not-runtime.json", None),
+        ("sample-finding.json", None),
+        ("fargate-reverse-shell-archived.json", None),
+    ];
+    for (name, expected) in cases {
+        let decision = plan(&incident_of(&event(name)), &set);
+        match expected {
+            Some(expected) => assert_eq!(actions(&decision), expected, "{name}"),
+            None => assert!(matches!(decision, Decision::Skip(_)), "{name}"),
+        }
+    }
+    let critical = with(fargate_high(), "/detail/severity", json!(9.5));
+    assert_eq!(
+        actions(&plan(&incident_of(&critical), &set)),
+        ["isolate", "evidence", "tag", "notify"]
+    );
+    assert!(
+        set.rules
+            .iter()
+            .all(|r| r.rule.actions.iter().all(|a| a.name() != ActionName::Stop)),
+        "stop stays opt-in"
+    );
+}
+
+#[test]
+fn every_skip_reason() {
+    let set = PlaybookSet::defaults().unwrap();
+    let skip = |value: &Value| skip_code(&plan(&incident_of(value), &set));
+    assert_eq!(skip(&event("sample-finding.json")), "sample_finding");
+    assert_eq!(
+        skip(&event("fargate-reverse-shell-archived.json")),
+        "archived"
+    );
+    let port_probe = plan(
+        &incident_of(&event("ec2-port-probe-not-runtime.json")),
+        &set,
+    );
+    assert_eq!(skip_code(&port_probe), "no_rule_matched");
+    assert!(port_probe
+        .reason()
+        .contains("not a Runtime Monitoring finding"));
+    let lambda = with(
+        fargate_high(),
+        "/detail/resource",
+        json!({"resourceType": "Lambda"}),
+    );
+    assert_eq!(skip(&lambda), "unsupported_resource");
+    let below = playbooks(
+        "guardrails: {min_severity: 5}\nrules: [{name: all, mode: enforce, actions: [notify]}]",
+    );
+    let low = event("fargate-suspicious-command-low.json");
+    assert_eq!(
+        skip_code(&plan(&incident_of(&low), &below)),
+        "below_minimum_severity"
+    );
+    let exempt_only_containment = "rules: [{name: contain, mode: enforce, actions: [isolate]}]";
+    let exempt = event("fargate-exempt-task.json");
+    assert_eq!(
+        skip_code(&decide(&exempt, exempt_only_containment)),
+        "exempt"
+    );
+    let (report, _) = crate::decide(
+        None,
+        br#"{"source":"aws.ec2","detail-type":"x","detail":{}}"#,
+        &set,
+        Mode::Enforce,
+    );
+    assert_eq!(report.skip_code, Some("not_a_guardduty_finding"));
+}
+
+#[test]
+fn guardrails_can_be_turned_off() {
+    let yaml = "guardrails: {ignore_sample_findings: false, ignore_archived: false}\nrules: [{name: all, mode: enforce, actions: [notify]}]";
+    assert_eq!(
+        actions(&decide(&event("sample-finding.json"), yaml)),
+        ["notify"]
+    );
+    assert_eq!(
+        actions(&decide(&event("fargate-reverse-shell-archived.json"), yaml)),
+        ["notify"]
+    );
+}
+
+#[test]
+fn exemption_drops_containment_and_says_so() {
+    let decision = plan(
+        &incident_of(&event("fargate-exempt-task.json")),
+        &PlaybookSet::defaults().unwrap(),
+    );
+    assert_eq!(actions(&decision), ["evidence", "tag", "notify"]);
+    let Decision::Act(plan) = decision else {
+        unreachable!()
+    };
+    assert!(
+        plan.notes
+            .iter()
+            .any(|n| n.contains("exempt") && n.contains("isolate") && n.contains("task")),
+        "{:?}",
+        plan.notes
+    );
+    // The cluster's tag exempts too; the value is compared without case.
+    let on_cluster = with(
+        fargate_high(),
+        "/detail/resource/ecsClusterDetails/tags",
+        json!([{"key": "incident-responder:exempt", "value": "TRUE"}]),
+    );
+    let decision = decide(
+        &on_cluster,
+        "rules: [{name: r, mode: enforce, actions: [isolate, evidence, notify]}]",
+    );
+    assert_eq!(actions(&decision), ["evidence", "notify"]);
+    // A different value does not exempt.
+    let not_exempt = with(
+        fargate_high(),
+        "/detail/resource/ecsClusterDetails/tags",
+        json!([{"key": "incident-responder:exempt", "value": "false"}]),
+    );
+    assert_eq!(
+        actions(&decide(
+            &not_exempt,
+            "rules: [{name: r, mode: enforce, actions: [isolate, notify]}]"
+        )),
+        ["isolate", "notify"]
+    );
+}
+
+#[test]
+fn first_match_decides_unless_continue() {
+    let yaml = r#"
+rules:
+  - {name: first, mode: enforce, match: {targets: [ecs_task]}, actions: [evidence]}
+  - {name: second, mode: enforce, actions: [notify]}
+"#;
+    let decision = decide(&fargate_high(), yaml);
+    assert_eq!(actions(&decision), ["evidence"]);
+    let continued = yaml.replace(
+        "actions: [evidence]}",
+        "actions: [evidence], continue: true}",
+    );
+    let decision = decide(&fargate_high(), &continued);
+    assert_eq!(actions(&decision), ["evidence", "notify"]);
+    let Decision::Act(plan) = decision else {
+        unreachable!()
+    };
+    assert_eq!(plan.rule, "first");
+    assert_eq!(plan.matched_rules, ["first", "second"]);
+    assert_eq!(plan.steps[1].rule, "second");
+}
+
+#[test]
+fn merged_steps_keep_phase_order_and_first_rule_wins_duplicates() {
+    let yaml = r#"
+rules:
+  - {name: tell, mode: dry-run, actions: [evidence, notify], continue: true}
+  - {name: contain, mode: enforce, actions: [isolate, evidence]}
+"#;
+    let decision = decide(&fargate_high(), yaml);
+    assert_eq!(actions(&decision), ["isolate", "evidence", "notify"]);
+    let Decision::Act(plan) = decision else {
+        unreachable!()
+    };
+    let evidence = plan
+        .steps
+        .iter()
+        .find(|s| s.action == ActionName::Evidence)
+        .unwrap();
+    assert_eq!(evidence.rule, "tell");
+    assert_eq!(evidence.mode, Mode::DryRun);
+    assert!(plan
+        .notes
+        .iter()
+        .any(|n| n.contains("also asks for `evidence`")));
+}
+
+#[test]
+fn conditions_each_narrow_the_match() {
+    let base = fargate_high();
+    let matches = |conditions: &str| {
+        let yaml =
+            format!("rules: [{{name: r, mode: enforce, match: {conditions}, actions: [notify]}}]");
+        matches!(decide(&base, &yaml), Decision::Act(_))
+    };
+    assert!(matches("{}"));
+    assert!(matches("{finding_types: ['Impact:Runtime/*']}"));
+    assert!(matches("{finding_types: ['*:EC2/*', '*CryptoMiner*']}"));
+    assert!(!matches("{finding_types: ['CryptoCurrency:*']}"));
+    assert!(matches("{min_severity: High}"));
+    assert!(matches("{min_severity: 8}"));
+    assert!(!matches("{min_severity: 8.1}"));
+    assert!(!matches("{min_severity: critical}"));
+    assert!(matches("{max_severity: High}"));
+    assert!(!matches("{max_severity: Medium}"));
+    assert!(!matches("{max_severity: 7.9}"));
+    assert!(matches("{targets: [ec2_instance, ecs_task]}"));
+    assert!(!matches("{targets: [eks_workload]}"));
+    assert!(matches("{launch_types: [FARGATE]}"));
+    assert!(!matches("{launch_types: [EC2]}"));
+    assert!(matches("{clusters: ['payments-*']}"));
+    assert!(matches(
+        "{clusters: ['arn:aws:ecs:*:cluster/payments-prod']}"
+    ));
+    assert!(!matches("{clusters: ['storefront-*']}"));
+    assert!(matches("{services: ['checkout-*']}"));
+    assert!(!matches("{services: ['web']}"));
+    assert!(matches("{accounts: ['111122223333']}"));
+    assert!(!matches("{accounts: ['444455556666']}"));
+    assert!(matches("{regions: ['us-*']}"));
+    assert!(!matches("{regions: ['eu-*']}"));
+    assert!(matches("{tags: {team: payments, environment: 'prod*'}}"));
+    assert!(!matches("{tags: {team: storefront}}"));
+    assert!(
+        !matches("{tags: {owner: '*'}}"),
+        "a tag condition needs the key present"
+    );
+}
+
+#[test]
+fn task_tags_override_cluster_tags() {
+    let value = with(
+        fargate_high(),
+        "/detail/resource/ecsClusterDetails/taskDetails/tags",
+        json!([{"key": "environment", "value": "canary"}]),
+    );
+    let yaml = "rules: [{name: r, mode: enforce, match: {tags: {environment: canary}}, actions: [notify]}]";
+    assert!(matches!(decide(&value, yaml), Decision::Act(_)));
+    assert_eq!(skip_code(&decide(&fargate_high(), yaml)), "no_rule_matched");
+}
+
+#[test]
+fn exclude_takes_findings_out() {
+    let yaml =
+        "rules: [{name: r, mode: enforce, exclude: {services: ['checkout-*']}, actions: [notify]}]";
+    assert_eq!(skip_code(&decide(&fargate_high(), yaml)), "no_rule_matched");
+    assert!(matches!(
+        decide(&event("fargate-reverse-shell.json"), yaml),
+        Decision::Act(_)
+    ));
+}
+
+#[test]
+fn service_and_launch_conditions_do_not_match_other_targets() {
+    let ec2 = event("ec2-instance-process-injection.json");
+    for conditions in [
+        "{services: ['*']}",
+        "{launch_types: [FARGATE, EC2]}",
+        "{clusters: ['*']}",
+    ] {
+        let yaml =
+            format!("rules: [{{name: r, mode: enforce, match: {conditions}, actions: [notify]}}]");
+        assert_eq!(
+            skip_code(&decide(&ec2, &yaml)),
+            "no_rule_matched",
+            "{conditions}"
+        );
+    }
+}
+
+#[test]
+fn mode_ceiling_caps_every_step() {
+    let decision = decide(&fargate_high(), ONE_RULE).capped_at(Mode::DryRun);
+    let Decision::Act(plan) = decision else {
+        unreachable!()
+    };
+    assert_eq!(plan.mode, Mode::DryRun);
+    assert!(plan.steps.iter().all(|s| s.mode == Mode::DryRun));
+    let yaml = "rules: [{name: r, mode: notify-only, actions: [evidence, notify]}]";
+    let Decision::Act(plan) = decide(&fargate_high(), yaml).capped_at(Mode::Enforce) else {
+        unreachable!()
+    };
+    assert_eq!(
+        plan.mode,
+        Mode::NotifyOnly,
+        "a ceiling never raises a rule's mode"
+    );
+}
+
+#[test]
+fn every_runtime_finding_type_parses_and_plans() {
+    let path = format!(
+        "{}/../tests/data/finding-types.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let list: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let types = list["types"].as_array().unwrap();
+    assert_eq!(types.len(), 45);
+    let set = PlaybookSet::defaults().unwrap();
+    for entry in types {
+        let finding_type = entry["type"].as_str().unwrap();
+        let parts: crate::finding::FindingType = finding_type.parse().unwrap();
+        assert!(parts.is_runtime(), "{finding_type}");
+        let severity = match entry["default_severity"].as_str().unwrap() {
+            "Low" => 2.0,
+            "Medium" => 5.0,
+            "High" => 8.0,
+            _ => 5.0, // variable or unpublished: any valid score
+        };
+        let value = with(
+            with(fargate_high(), "/detail/type", json!(finding_type)),
+            "/detail/severity",
+            json!(severity),
+        );
+        let incident = incident_of(&value);
+        assert_eq!(incident.finding_type_parts, parts);
+        let expected: &[&str] = match incident.band {
+            crate::incident::SeverityBand::High => &["isolate", "evidence", "tag", "notify"],
+            crate::incident::SeverityBand::Medium => &["evidence", "notify"],
+            _ => &["notify"],
+        };
+        assert_eq!(actions(&plan(&incident, &set)), expected, "{finding_type}");
+    }
+}
