@@ -29,8 +29,11 @@ pub struct Fixture {
     pub vpc_id: String,
     pub private_subnets: Vec<String>,
     pub public_subnet: String,
-    /// The custom ACL guarding the private subnets (the public one keeps the VPC default).
+    /// The ACL guarding the private subnets: a custom one, or the VPC default when the layout
+    /// keeps every subnet on it.
     pub private_acl_id: String,
+    /// The NAT gateway in the public subnet, when the layout has one.
+    pub nat_gateway_id: Option<String>,
     pub default_acl_id: String,
     pub app_security_group: String,
     pub cluster_arn: String,
@@ -66,6 +69,26 @@ fn need<T>(value: Option<T>, what: &str) -> Result<T, EmulatorError> {
     value.ok_or_else(|| EmulatorError::Seed(format!("{what} missing in the emulator's answer")))
 }
 
+/// How the fixture's VPC is laid out, as accounts lay theirs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The private subnets get an ACL of their own (allow-all at 100); otherwise every subnet
+    /// stays on the VPC's default ACL (the most common layout).
+    pub private_acl: bool,
+    /// An internet gateway for the public subnet and a NAT gateway in it that the private
+    /// subnets route to the internet through.
+    pub nat_gateway: bool,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout {
+            private_acl: true,
+            nat_gateway: true,
+        }
+    }
+}
+
 /// Create the VPC, the Fargate service with `task_count` running tasks behind a target group,
 /// and the evidence bucket, ledger table and topic (with an SQS queue subscribed, to read
 /// notifications back). `name` keeps fixtures of parallel tests apart.
@@ -74,6 +97,17 @@ pub async fn seed_fargate(
     sqs: &aws_sdk_sqs::Client,
     name: &str,
     task_count: usize,
+) -> Result<Fixture, EmulatorError> {
+    seed_fargate_with(clients, sqs, name, task_count, &Layout::default()).await
+}
+
+/// [`seed_fargate`] with a chosen layout.
+pub async fn seed_fargate_with(
+    clients: &Clients,
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    task_count: usize,
+    layout: &Layout,
 ) -> Result<Fixture, EmulatorError> {
     let ec2 = &clients.ec2;
     let region = ec2
@@ -127,43 +161,16 @@ pub async fn seed_fargate(
         .map_err(seed("DescribeNetworkAcls"))?;
     let default_acl = need(acls.network_acls().first(), "default network ACL")?;
     let default_acl_id = need(default_acl.network_acl_id(), "NetworkAclId")?.to_string();
-    let private_acl = ec2
-        .create_network_acl()
-        .vpc_id(&vpc_id)
-        .send()
-        .await
-        .map_err(seed("CreateNetworkAcl"))?;
-    let private_acl_id = need(
-        private_acl.network_acl().and_then(|a| a.network_acl_id()),
-        "NetworkAclId",
-    )?
-    .to_string();
-    for egress in [false, true] {
-        ec2.create_network_acl_entry()
-            .network_acl_id(&private_acl_id)
-            .rule_number(100)
-            .egress(egress)
-            .protocol("-1")
-            .rule_action(RuleAction::Allow)
-            .cidr_block("0.0.0.0/0")
-            .send()
-            .await
-            .map_err(seed("CreateNetworkAclEntry"))?;
-    }
-    for subnet in &private_subnets {
-        let association = default_acl
-            .associations()
-            .iter()
-            .find(|a| a.subnet_id() == Some(subnet.as_str()))
-            .and_then(|a| a.network_acl_association_id());
-        let association = need(association, "subnet's ACL association")?;
-        ec2.replace_network_acl_association()
-            .association_id(association)
-            .network_acl_id(&private_acl_id)
-            .send()
-            .await
-            .map_err(seed("ReplaceNetworkAclAssociation"))?;
-    }
+    let private_acl_id = if layout.private_acl {
+        create_private_acl(ec2, &vpc_id, default_acl, &private_subnets).await?
+    } else {
+        default_acl_id.clone()
+    };
+    let nat_gateway_id = if layout.nat_gateway {
+        Some(add_nat_gateway(ec2, &vpc_id, &public_subnet, &private_subnets).await?)
+    } else {
+        None
+    };
 
     let sg = ec2
         .create_security_group()
@@ -371,6 +378,7 @@ pub async fn seed_fargate(
         private_subnets,
         public_subnet,
         private_acl_id,
+        nat_gateway_id,
         default_acl_id,
         app_security_group,
         cluster_arn,
@@ -384,6 +392,143 @@ pub async fn seed_fargate(
         topic_arn,
         queue_url,
     })
+}
+
+/// A custom ACL for the private subnets with the usual "allow all" rules at 100.
+async fn create_private_acl(
+    ec2: &aws_sdk_ec2::Client,
+    vpc_id: &str,
+    default_acl: &aws_sdk_ec2::types::NetworkAcl,
+    private_subnets: &[String],
+) -> Result<String, EmulatorError> {
+    let private_acl = ec2
+        .create_network_acl()
+        .vpc_id(vpc_id)
+        .send()
+        .await
+        .map_err(seed("CreateNetworkAcl"))?;
+    let private_acl_id = need(
+        private_acl.network_acl().and_then(|a| a.network_acl_id()),
+        "NetworkAclId",
+    )?
+    .to_string();
+    for egress in [false, true] {
+        ec2.create_network_acl_entry()
+            .network_acl_id(&private_acl_id)
+            .rule_number(100)
+            .egress(egress)
+            .protocol("-1")
+            .rule_action(RuleAction::Allow)
+            .cidr_block("0.0.0.0/0")
+            .send()
+            .await
+            .map_err(seed("CreateNetworkAclEntry"))?;
+    }
+    for subnet in private_subnets {
+        let association = default_acl
+            .associations()
+            .iter()
+            .find(|a| a.subnet_id() == Some(subnet.as_str()))
+            .and_then(|a| a.network_acl_association_id());
+        let association = need(association, "subnet's ACL association")?;
+        ec2.replace_network_acl_association()
+            .association_id(association)
+            .network_acl_id(&private_acl_id)
+            .send()
+            .await
+            .map_err(seed("ReplaceNetworkAclAssociation"))?;
+    }
+
+    Ok(private_acl_id)
+}
+
+/// An internet gateway with a public route table for the public subnet, a NAT gateway in it,
+/// and a private route table sending the private subnets' internet traffic to the NAT gateway.
+async fn add_nat_gateway(
+    ec2: &aws_sdk_ec2::Client,
+    vpc_id: &str,
+    public_subnet: &str,
+    private_subnets: &[String],
+) -> Result<String, EmulatorError> {
+    let igw = ec2
+        .create_internet_gateway()
+        .send()
+        .await
+        .map_err(seed("CreateInternetGateway"))?;
+    let igw_id = need(
+        igw.internet_gateway().and_then(|g| g.internet_gateway_id()),
+        "InternetGatewayId",
+    )?
+    .to_string();
+    ec2.attach_internet_gateway()
+        .internet_gateway_id(&igw_id)
+        .vpc_id(vpc_id)
+        .send()
+        .await
+        .map_err(seed("AttachInternetGateway"))?;
+    let public_table = route_table(ec2, vpc_id).await?;
+    ec2.create_route()
+        .route_table_id(&public_table)
+        .destination_cidr_block("0.0.0.0/0")
+        .gateway_id(&igw_id)
+        .send()
+        .await
+        .map_err(seed("CreateRoute"))?;
+    ec2.associate_route_table()
+        .route_table_id(&public_table)
+        .subnet_id(public_subnet)
+        .send()
+        .await
+        .map_err(seed("AssociateRouteTable"))?;
+    let address = ec2
+        .allocate_address()
+        .domain(aws_sdk_ec2::types::DomainType::Vpc)
+        .send()
+        .await
+        .map_err(seed("AllocateAddress"))?;
+    let nat = ec2
+        .create_nat_gateway()
+        .subnet_id(public_subnet)
+        .allocation_id(need(address.allocation_id(), "AllocationId")?)
+        .send()
+        .await
+        .map_err(seed("CreateNatGateway"))?;
+    let nat_id = need(
+        nat.nat_gateway().and_then(|n| n.nat_gateway_id()),
+        "NatGatewayId",
+    )?
+    .to_string();
+    let private_table = route_table(ec2, vpc_id).await?;
+    ec2.create_route()
+        .route_table_id(&private_table)
+        .destination_cidr_block("0.0.0.0/0")
+        .nat_gateway_id(&nat_id)
+        .send()
+        .await
+        .map_err(seed("CreateRoute"))?;
+    for subnet in private_subnets {
+        ec2.associate_route_table()
+            .route_table_id(&private_table)
+            .subnet_id(subnet)
+            .send()
+            .await
+            .map_err(seed("AssociateRouteTable"))?;
+    }
+    Ok(nat_id)
+}
+
+async fn route_table(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<String, EmulatorError> {
+    let table = ec2
+        .create_route_table()
+        .vpc_id(vpc_id)
+        .send()
+        .await
+        .map_err(seed("CreateRouteTable"))?;
+    Ok(need(
+        table.route_table().and_then(|t| t.route_table_id()),
+        "RouteTableId",
+    )?
+    .to_string())
 }
 
 /// A subnet of its own, with an ACL of its own (allow-all at 100), holding only the GuardDuty

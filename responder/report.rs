@@ -289,6 +289,12 @@ impl Report {
         if containment_ms.is_some() {
             metrics.push(serde_json::json!({"Name": "ContainmentLatency", "Unit": "Milliseconds"}));
         }
+        // Workloads the fullest network ACL can still take in quarantine: alarm before the
+        // quota refuses a containment.
+        let headroom = self.containment().and_then(|c| c.vpc_headroom());
+        if headroom.is_some() {
+            metrics.push(serde_json::json!({"Name": "AclHeadroom", "Unit": "Count"}));
+        }
         let mut line = serde_json::json!({
             "_aws": {
                 "Timestamp": timestamp_ms,
@@ -309,6 +315,9 @@ impl Report {
         });
         if let Some(ms) = containment_ms {
             line["ContainmentLatency"] = ms.into();
+        }
+        if let Some(tasks) = headroom {
+            line["AclHeadroom"] = tasks.into();
         }
         line.to_string()
     }

@@ -2,6 +2,10 @@
 //! - how fast a finding is parsed and planned (the pure core), per event;
 //! - containment latency and full response time against the local emulator (moto behind the
 //!   AWS-fidelity proxy, loopback only) — what the playbook's critical path costs in calls;
+//! - how many tasks one VPC can hold in quarantine at once under the default quota (20 entries
+//!   per ACL, per direction and family, default rules included), with the network model's plan
+//!   and with the placement used before it (a DENY in every ACL, the agent's ALLOW pair in the
+//!   endpoint subnet's ACL);
 //! - the process's peak resident memory.
 //!
 //! `cargo run --release --example bench` (or without `--release` for a debug build; say which).
@@ -15,7 +19,8 @@ use responder::playbook::{Mode, PlaybookSet};
 use responder::respond::Responder;
 
 const DECIDE_ROUNDS: usize = 2_000;
-const TASKS: usize = 20;
+/// Fewer than a default-quota ACL can hold (18), so every finding is contained.
+const TASKS: usize = 16;
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
@@ -71,7 +76,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         acted
     );
 
-    // 2. End to end against the emulator.
+    // 2. Quarantine capacity of one VPC, from the model (pure).
+    for (layout, vpc) in capacity::layouts() {
+        println!(
+            "quarantine capacity, {layout}: {} tasks with the network model's plan, {} with the placement used before (of which truly cut: {})",
+            capacity::planned(&vpc),
+            capacity::before(&vpc),
+            capacity::before_truly_cut(&vpc)
+        );
+    }
+
+    // 3. End to end against the emulator.
     let (endpoint, _moto) = match std::env::var("RESPONDER_TEST_MOTO") {
         Ok(endpoint) => (endpoint, None),
         Err(_) => {
@@ -139,4 +154,207 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
+}
+
+/// Quarantine capacity of a VPC, computed with the network model.
+mod capacity {
+    use std::collections::BTreeSet;
+    use std::net::Ipv4Addr;
+
+    use responder::network::quarantine::{plan, with_entries, Limits, PlannedEntry};
+    use responder::network::reach::{open_classes, reachability, DestinationClass};
+    use responder::network::*;
+
+    fn net(text: &str) -> ipnet::IpNet {
+        parse_cidr(text).unwrap_or_else(|| ipnet::IpNet::V4(Default::default()))
+    }
+
+    fn allow_all(number: i32) -> Vec<AclEntry> {
+        let mut entries = Vec::new();
+        for egress in [false, true] {
+            entries.push(AclEntry {
+                rule_number: number,
+                egress,
+                allow: true,
+                protocol: -1,
+                cidr: net("0.0.0.0/0"),
+                ports: None,
+                icmp: None,
+            });
+            entries.push(AclEntry {
+                rule_number: DEFAULT_RULE,
+                egress,
+                allow: false,
+                protocol: -1,
+                cidr: net("0.0.0.0/0"),
+                ports: None,
+                icmp: None,
+            });
+        }
+        entries
+    }
+
+    fn subnet(id: &str, cidr: &str) -> Subnet {
+        Subnet {
+            id: id.into(),
+            cidr: cidr.parse().ok(),
+            ipv6_cidrs: Vec::new(),
+        }
+    }
+
+    /// (name, VPC): the default-ACL layout and the fixture's (a custom private ACL, the public
+    /// subnet on the default ACL), each with a NAT gateway and the GuardDuty endpoint in the
+    /// second private subnet.
+    pub fn layouts() -> Vec<(&'static str, Vpc)> {
+        let base = Vpc {
+            vpc_id: "vpc".into(),
+            subnets: vec![
+                subnet("app-a", "10.0.1.0/24"),
+                subnet("app-b", "10.0.2.0/24"),
+                subnet("public", "10.0.0.0/24"),
+            ],
+            route_tables: vec![RouteTable {
+                id: "rtb".into(),
+                main: true,
+                subnet_ids: Vec::new(),
+                routes: vec![Route {
+                    destination: Destination::Cidr(net("0.0.0.0/0")),
+                    target: RouteTarget::NatGateway("nat".into()),
+                }],
+            }],
+            acls: Vec::new(),
+            nat_gateways: vec![NatGateway {
+                id: "nat".into(),
+                subnet_id: "public".into(),
+            }],
+            endpoints: vec![Endpoint {
+                id: "vpce-gd".into(),
+                service: "guardduty-data".into(),
+                interface: true,
+                subnet_ids: vec!["app-b".into()],
+                network_interface_ids: Vec::new(),
+            }],
+            transit_attachments: Vec::new(),
+        };
+        let mut shared = base.clone();
+        shared.acls = vec![Acl {
+            id: "default".into(),
+            subnet_ids: vec!["app-a".into(), "app-b".into(), "public".into()],
+            entries: allow_all(100),
+        }];
+        let mut fixture = base;
+        fixture.acls = vec![
+            Acl {
+                id: "private".into(),
+                subnet_ids: vec!["app-a".into(), "app-b".into()],
+                entries: allow_all(100),
+            },
+            Acl {
+                id: "default".into(),
+                subnet_ids: vec!["public".into()],
+                entries: allow_all(100),
+            },
+        ];
+        vec![
+            ("every subnet on the default ACL", shared),
+            ("private ACL + default ACL", fixture),
+        ]
+    }
+
+    fn task(n: u32) -> Workload {
+        Workload {
+            ipv4: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 1, 10)) + n),
+            ipv6: None,
+            subnet_id: "app-a".into(),
+            public_ip: None,
+        }
+    }
+
+    /// Tasks quarantined one after another until the planner refuses (quota or numbers).
+    pub fn planned(vpc: &Vpc) -> usize {
+        let limits = Limits {
+            first: 1,
+            last: 99,
+            quota: 20,
+            agent_acls: BTreeSet::new(),
+        };
+        let mut vpc = vpc.clone();
+        let mut n = 0;
+        while let Ok(plan) = plan(&vpc, &task(n), &limits) {
+            vpc = with_entries(&vpc, &plan.entries);
+            n += 1;
+        }
+        n as usize
+    }
+
+    /// The earlier placement: a DENY per direction in every ACL that guards a subnet, and the
+    /// agent's ALLOW pair in the ACL guarding the endpoint's subnet, until AWS's quota (default
+    /// rules included) refuses.
+    fn before_entries(vpc: &Vpc, n: u32, number: i32) -> Vec<PlannedEntry> {
+        let host = ipnet::IpNet::from(std::net::IpAddr::V4(task(n).ipv4));
+        let mut entries = Vec::new();
+        for acl in &vpc.acls {
+            let agent = acl.subnet_ids.iter().any(|s| s == "app-b");
+            for egress in [false, true] {
+                if agent {
+                    entries.push(PlannedEntry {
+                        acl_id: acl.id.clone(),
+                        rule_number: number,
+                        egress,
+                        allow: true,
+                        cidr: host,
+                        protocol: 6,
+                        ports: Some(if egress { (1024, 65535) } else { (443, 443) }),
+                    });
+                }
+                entries.push(PlannedEntry {
+                    acl_id: acl.id.clone(),
+                    rule_number: number + 1,
+                    egress,
+                    allow: false,
+                    cidr: host,
+                    protocol: -1,
+                    ports: None,
+                });
+            }
+        }
+        entries
+    }
+
+    fn fits(vpc: &Vpc) -> bool {
+        vpc.acls.iter().all(|acl| {
+            [false, true]
+                .iter()
+                .all(|&egress| acl.entries.iter().filter(|e| e.egress == egress).count() <= 20)
+        })
+    }
+
+    pub fn before(vpc: &Vpc) -> usize {
+        let mut vpc = vpc.clone();
+        let mut n = 0;
+        loop {
+            let next = with_entries(&vpc, &before_entries(&vpc, n, 1 + 2 * n as i32));
+            if !fits(&next) {
+                return n as usize;
+            }
+            vpc = next;
+            n += 1;
+        }
+    }
+
+    /// Of those, how many the model finds cut (everything but same-subnet and DNS).
+    pub fn before_truly_cut(vpc: &Vpc) -> usize {
+        let count = before(vpc) as u32;
+        let mut state = vpc.clone();
+        for n in 0..count {
+            state = with_entries(&state, &before_entries(&state, n, 1 + 2 * n as i32));
+        }
+        let accepted = [DestinationClass::SameSubnet, DestinationClass::Dns];
+        (0..count)
+            .filter(|&n| {
+                open_classes(&reachability(&state, &task(n), &BTreeSet::new()), &accepted)
+                    .is_empty()
+            })
+            .count()
+    }
 }

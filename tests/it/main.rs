@@ -8,6 +8,7 @@ mod evidence;
 mod idempotency;
 mod isolate;
 mod lambda;
+mod layouts;
 mod modes;
 mod release;
 mod support;

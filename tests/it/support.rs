@@ -16,6 +16,8 @@ use responder::actions::isolate::{ContainmentRecord, IsolateOutput};
 use responder::actions::release::ReleaseOutput;
 use responder::actions::Clients;
 use responder::actions::StepOutput;
+use responder::network::reach::Reachability;
+use responder::network::Workload;
 use responder::playbook::{Mode, PlaybookSet};
 use responder::report::{Outcome, Report};
 use responder::respond::Responder;
@@ -115,6 +117,15 @@ impl World {
     }
 
     pub async fn with_playbooks(tasks: usize, playbooks: PlaybookSet) -> World {
+        World::with_layout(tasks, playbooks, &fixture::Layout::default()).await
+    }
+
+    /// A world whose VPC is laid out as given.
+    pub async fn with_layout(
+        tasks: usize,
+        playbooks: PlaybookSet,
+        layout: &fixture::Layout,
+    ) -> World {
         let endpoint = moto_endpoint();
         emulator::pin_task_states(&endpoint).await.unwrap();
         let proxy = FaultProxy::start(&endpoint).await.unwrap();
@@ -126,7 +137,7 @@ impl World {
             std::process::id() % 10_000,
             COUNTER.fetch_add(1, Ordering::SeqCst)
         );
-        let fixture = fixture::seed_fargate(&clients, &sqs, &name, tasks)
+        let fixture = fixture::seed_fargate_with(&clients, &sqs, &name, tasks, layout)
             .await
             .unwrap();
         proxy.clear_calls();
@@ -214,6 +225,22 @@ impl World {
             )
             .await
             .report
+    }
+
+    /// The oracle: what the network model says task `index` can reach, from a fresh describe of
+    /// the emulator's state (entries counted for nothing; AWS's rules decide).
+    pub async fn reachability(&self, index: usize) -> Vec<Reachability> {
+        let vpc = responder::actions::isolate::describe_vpc(&self.clients, &self.fixture.vpc_id)
+            .await
+            .unwrap();
+        let task = &self.fixture.tasks[index];
+        let workload = Workload {
+            ipv4: task.ip.parse().unwrap(),
+            ipv6: None,
+            subnet_id: task.subnet_id.clone(),
+            public_ip: None,
+        };
+        responder::network::reach::reachability(&vpc, &workload, &Default::default())
     }
 
     /// Every entry of every ACL in the fixture VPC, as comparable JSON.

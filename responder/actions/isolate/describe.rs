@@ -15,7 +15,7 @@ fn vpc_filter(vpc_id: &str) -> Filter {
 }
 
 /// Describe a VPC for the model.
-pub(crate) async fn describe_vpc(clients: &Clients, vpc_id: &str) -> Result<Vpc, StepError> {
+pub async fn describe_vpc(clients: &Clients, vpc_id: &str) -> Result<Vpc, StepError> {
     let ec2 = &clients.ec2;
     let subnets = async {
         ec2.describe_subnets()

@@ -1,17 +1,9 @@
 //! A small fault-injecting proxy in front of the emulator. moto is kinder than AWS; this answers
-//! as AWS does where it matters to a responder, and counts every call so tests can assert what
-//! was (not) mutated:
-//!
-//! - `ModifyNetworkInterfaceAttribute` on a requester-managed ENI (every ENI moto creates for an
-//!   ECS task) is refused, and `DescribeNetworkInterfaces` reports those ENIs as
-//!   `requesterManaged: true`, as AWS does for Fargate task ENIs.
-//! - `CreateNetworkAclEntry` beyond the per-direction rule quota (20 by default, as in AWS) is
-//!   refused with `NetworkAclEntryLimitExceeded`.
-//! - `DescribeTasks` lists unknown task ARNs under `failures` with reason `MISSING`, and
-//!   `StopTask` on an unknown task is a client error, not a 500.
-//! - Configurable faults per operation: throttling (`ThrottlingException` for JSON APIs,
-//!   `RequestLimitExceeded` for EC2, `Throttling` for SNS/ELB, `SlowDown` for S3), 5xx errors and
-//!   added latency.
+//! as AWS does where it matters to a responder ([`fidelity`]: requester-managed ENIs, the ACL
+//! entry quota and taken rule numbers, default ACL rules, MISSING tasks), injects configurable
+//! faults per operation — throttling (`ThrottlingException` for JSON APIs,
+//! `RequestLimitExceeded` for EC2, `Throttling` for SNS/ELB, `SlowDown` for S3), 5xx errors and
+//! added latency — and counts every call so tests can assert what was (not) mutated.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -23,8 +15,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde_json::Value;
 use tokio::net::TcpListener;
+
+mod fidelity;
 
 /// The moto marker on ENIs it creates for ECS tasks.
 const MOTO_ECS_ENI: &str = "<description>moto ECS</description>";
@@ -100,7 +93,8 @@ impl FaultRule {
 pub struct FaultConfig {
     /// Answer as AWS does where moto does not (see the module docs).
     pub aws_fidelity: bool,
-    /// Entries per direction a network ACL may hold (AWS default quota: 20).
+    /// Entries a network ACL may hold per direction and address family, the default rule
+    /// included (AWS's default quota: 20).
     pub nacl_entry_limit: usize,
     pub rules: Vec<FaultRule>,
 }
@@ -168,6 +162,8 @@ struct State {
     config: Mutex<FaultConfig>,
     calls: Mutex<Vec<Call>>,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    /// Serialises network ACL writes, so a number or quota check and the write are one step.
+    acl_writes: tokio::sync::Mutex<()>,
 }
 
 /// A running proxy on 127.0.0.1. Dropping it stops accepting connections.
@@ -193,6 +189,7 @@ impl FaultProxy {
             config: Mutex::new(FaultConfig::default()),
             calls: Mutex::new(Vec::new()),
             client: Client::builder(TokioExecutor::new()).build_http(),
+            acl_writes: tokio::sync::Mutex::new(()),
         });
         let task = crate::serve_loopback(listener, state.clone(), |state, request| async move {
             handle(&state, request).await
@@ -445,84 +442,29 @@ async fn respond(
         Some(Fault::Latency(delay)) => tokio::time::sleep(delay).await,
         None => {}
     }
-    let text = String::from_utf8_lossy(&body).into_owned();
-
-    if config.aws_fidelity {
-        match operation {
-            "ModifyNetworkInterfaceAttribute"
-                if text.contains("SecurityGroupId") || text.contains("Groups") =>
-            {
-                if let Some(eni) = form_value(&text, "NetworkInterfaceId") {
-                    if is_task_eni(state, parts, &eni).await {
-                        return (
-                            error_response(protocol, service, 400, "OperationNotPermitted",
-                                &format!("You do not have permission to modify the security groups of network interface {eni}: it is a requester-managed interface.")),
-                            Some("requester-managed ENI refused".to_string()),
-                        );
-                    }
-                }
-            }
-            "CreateNetworkAclEntry" => {
-                if let (Some(acl), Some(egress)) = (
-                    form_value(&text, "NetworkAclId"),
-                    form_value(&text, "Egress"),
-                ) {
-                    let count = acl_entry_count(state, parts, &acl, egress == "true").await;
-                    if count >= config.nacl_entry_limit {
-                        return (
-                            error_response(protocol, service, 400, "NetworkAclEntryLimitExceeded",
-                                &format!("The maximum number of network ACL entries ({}) has been reached.", config.nacl_entry_limit)),
-                            Some("ACL quota".to_string()),
-                        );
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    let mut response = forward(state, parts, body.clone()).await;
     if !config.aws_fidelity {
-        return (response, None);
+        return (forward(state, parts, body).await, None);
     }
-    let mut injected = None;
-    match operation {
-        "DescribeNetworkInterfaces" if response.status() == StatusCode::OK => {
-            let bytes = body_of(response).await;
-            let rewritten = mark_task_enis_requester_managed(&String::from_utf8_lossy(&bytes));
-            response = Response::new(Full::new(Bytes::from(rewritten)));
-            response.headers_mut().insert(
-                "content-type",
-                hyper::header::HeaderValue::from_static("text/xml"),
-            );
-        }
-        "DescribeTasks" if response.status() == StatusCode::OK => {
-            let bytes = body_of(response).await;
-            let (rewritten, added) = add_missing_failures(&body, &bytes);
-            if added {
-                injected = Some("MISSING failures added".to_string());
-            }
-            response = Response::new(Full::new(rewritten));
-            response.headers_mut().insert(
-                "content-type",
-                hyper::header::HeaderValue::from_static("application/x-amz-json-1.1"),
-            );
-        }
-        "StopTask" if response.status().is_server_error() => {
-            return (
-                error_response(
-                    protocol,
-                    service,
-                    400,
-                    "InvalidParameterException",
-                    "The referenced task was not found.",
-                ),
-                Some("unknown task".to_string()),
-            );
-        }
-        _ => {}
+    // AWS checks an ACL entry's number and the quota atomically: one create at a time here.
+    let _one_at_a_time = match operation {
+        "CreateNetworkAclEntry" => Some(state.acl_writes.lock().await),
+        _ => None,
+    };
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let request = fidelity::Request {
+        state,
+        parts,
+        text: &text,
+        service,
+        operation,
+        protocol,
+        config: &config,
+    };
+    if let Some(refused) = fidelity::refuse(&request).await {
+        return refused;
     }
-    (response, injected)
+    let response = forward(state, parts, body.clone()).await;
+    fidelity::rewrite(&request, &body, response).await
 }
 
 async fn forward(
@@ -574,157 +516,9 @@ async fn body_of(response: Response<Full<Bytes>>) -> Bytes {
         .unwrap_or_default()
 }
 
-/// Ask the emulator directly (not through the proxy) with the caller's credentials scope.
-async fn ec2_query(state: &State, parts: &hyper::http::request::Parts, form: String) -> String {
-    let Ok(uri) = format!("{}/", state.upstream).parse::<hyper::Uri>() else {
-        return String::new();
-    };
-    let mut builder = Request::builder()
-        .method("POST")
-        .uri(uri)
-        .header("content-type", "application/x-www-form-urlencoded");
-    if let Some(auth) = parts.headers.get("authorization") {
-        builder = builder.header("authorization", auth);
-    }
-    let Ok(request) = builder.body(Full::new(Bytes::from(form))) else {
-        return String::new();
-    };
-    match state.client.request(request).await {
-        Ok(response) => response
-            .into_body()
-            .collect()
-            .await
-            .map(|c| String::from_utf8_lossy(&c.to_bytes()).into_owned())
-            .unwrap_or_default(),
-        Err(_) => String::new(),
-    }
-}
-
-async fn is_task_eni(state: &State, parts: &hyper::http::request::Parts, eni: &str) -> bool {
-    let form =
-        format!("Action=DescribeNetworkInterfaces&Version=2016-11-15&NetworkInterfaceId.1={eni}");
-    ec2_query(state, parts, form).await.contains(MOTO_ECS_ENI)
-}
-
-async fn acl_entry_count(
-    state: &State,
-    parts: &hyper::http::request::Parts,
-    acl: &str,
-    egress: bool,
-) -> usize {
-    let form = format!("Action=DescribeNetworkAcls&Version=2016-11-15&NetworkAclId.1={acl}");
-    let xml = ec2_query(state, parts, form).await;
-    // Count <item>s in entrySet with the wanted direction, excluding the default rule 32767.
-    let Some(entries) = xml
-        .split("<entrySet>")
-        .nth(1)
-        .and_then(|s| s.split("</entrySet>").next())
-    else {
-        return 0;
-    };
-    entries
-        .split("<item>")
-        .skip(1)
-        .filter(|item| {
-            item.contains(&format!("<egress>{egress}</egress>"))
-                && !item.contains("<ruleNumber>32767</ruleNumber>")
-        })
-        .count()
-}
-
-/// AWS reports every ECS task ENI as requester-managed; moto does not.
-fn mark_task_enis_requester_managed(xml: &str) -> String {
-    let mut out = String::with_capacity(xml.len());
-    let mut rest = xml;
-    while let Some(at) = rest.find(MOTO_ECS_ENI) {
-        let (before, after) = rest.split_at(at);
-        out.push_str(before);
-        let next_eni = after[MOTO_ECS_ENI.len()..]
-            .find(MOTO_ECS_ENI)
-            .map(|i| i + MOTO_ECS_ENI.len())
-            .unwrap_or(after.len());
-        let (this_eni, remaining) = after.split_at(next_eni);
-        out.push_str(&this_eni.replacen(
-            "<requesterManaged>false</requesterManaged>",
-            "<requesterManaged>true</requesterManaged>",
-            1,
-        ));
-        rest = remaining;
-    }
-    out.push_str(rest);
-    out
-}
-
-/// AWS answers DescribeTasks for an unknown or long-gone task with `failures[].reason = MISSING`.
-fn add_missing_failures(request: &[u8], response: &[u8]) -> (Bytes, bool) {
-    let (Ok(request), Ok(mut response)) = (
-        serde_json::from_slice::<Value>(request),
-        serde_json::from_slice::<Value>(response),
-    ) else {
-        return (Bytes::copy_from_slice(response), false);
-    };
-    let asked: Vec<String> = request["tasks"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let known: Vec<String> = response["tasks"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| t["taskArn"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let missing: Vec<Value> = asked
-        .iter()
-        .filter(|arn| {
-            !known
-                .iter()
-                .any(|k| k == *arn || k.ends_with(&format!("/{arn}")))
-        })
-        .map(|arn| serde_json::json!({"arn": arn, "reason": "MISSING"}))
-        .collect();
-    if missing.is_empty() {
-        return (Bytes::from(response.to_string()), false);
-    }
-    let failures = response["failures"].as_array().cloned().unwrap_or_default();
-    response["failures"] = Value::Array(failures.into_iter().chain(missing).collect());
-    (Bytes::from(response.to_string()), true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn requester_managed_is_set_only_on_task_enis() {
-        let xml = "<item><description>moto ECS</description><groupSet><item><groupId>sg-1</groupId></item></groupSet><requesterManaged>false</requesterManaged></item>\
-                   <item><description>web</description><requesterManaged>false</requesterManaged></item>";
-        let out = mark_task_enis_requester_managed(xml);
-        assert_eq!(
-            out.matches("<requesterManaged>true</requesterManaged>")
-                .count(),
-            1
-        );
-        assert!(out.ends_with(
-            "<description>web</description><requesterManaged>false</requesterManaged></item>"
-        ));
-    }
-
-    #[test]
-    fn missing_tasks_become_failures() {
-        let request = br#"{"cluster":"c","tasks":["arn:task/c/1","arn:task/c/2"]}"#;
-        let response = br#"{"tasks":[{"taskArn":"arn:task/c/1"}],"failures":[]}"#;
-        let (out, added) = add_missing_failures(request, response);
-        assert!(added);
-        let value: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(value["failures"][0]["arn"], "arn:task/c/2");
-        assert_eq!(value["failures"][0]["reason"], "MISSING");
-    }
 
     #[test]
     fn form_decoding() {

@@ -1,0 +1,294 @@
+//! Containment in the layouts accounts really have, judged by the network model from a fresh
+//! describe (never by counting entries): every claimed containment must be true in AWS.
+
+use emulator::fixture::Layout;
+use responder::actions::isolate::IsolateOutput;
+use responder::actions::StepOutput;
+use responder::network::reach::{DestinationClass, Reachability, Verdict};
+use responder::playbook::PlaybookSet;
+use responder::report::{Outcome, Report};
+
+use crate::support::{is_done, isolation, outcome, World};
+
+fn playbooks(yaml: &str) -> PlaybookSet {
+    PlaybookSet::from_sources([("test.yaml".to_string(), yaml.to_string())]).unwrap()
+}
+
+fn verdict(table: &[Reachability], class: DestinationClass) -> Verdict {
+    table
+        .iter()
+        .find(|r| r.class == class)
+        .map(|r| r.verdict)
+        .unwrap_or_else(|| panic!("no {class:?} row in {table:?}"))
+}
+
+/// The oracle's word on a report that says "contained": nothing open but same-subnet and DNS.
+async fn assert_truly_contained(world: &World, task: usize, report: &Report) {
+    assert!(is_done(report, "isolate"), "{}", report.to_json_line());
+    let table = world.reachability(task).await;
+    for row in &table {
+        let accepted = matches!(
+            row.class,
+            DestinationClass::SameSubnet | DestinationClass::Dns
+        );
+        assert!(
+            row.verdict != Verdict::Open || accepted,
+            "claimed contained, but {:?} is open: {}",
+            row.class,
+            row.reason
+        );
+    }
+}
+
+fn default_acl_everywhere() -> Layout {
+    Layout {
+        private_acl: false,
+        nat_gateway: true,
+    }
+}
+
+#[tokio::test]
+async fn every_subnet_on_the_default_acl_with_a_nat_gateway_is_truly_cut() {
+    let world = World::with_layout(
+        2,
+        PlaybookSet::defaults().unwrap(),
+        &default_acl_everywhere(),
+    )
+    .await;
+    emulator::fixture::add_guardduty_endpoint(&world.clients, &world.fixture)
+        .await
+        .unwrap();
+    assert_eq!(
+        verdict(
+            &world.reachability(0).await,
+            DestinationClass::InternetViaNat
+        ),
+        Verdict::Open,
+        "before: the task reaches the internet through the NAT gateway"
+    );
+    let report = world.respond(&world.miner_event(0, 1)).await;
+    assert_truly_contained(&world, 0, &report).await;
+    let record = isolation(&report);
+    // One ACL guards every subnet: one DENY per direction, no agent ALLOW (it would open the
+    // NAT gateway's subnet on 443 too).
+    assert_eq!(record.nacl_entries.len(), 2, "{:?}", record.nacl_entries);
+    assert!(record.nacl_entries.iter().all(|e| e.action == "deny"));
+    assert_eq!(
+        verdict(&record.reachability, DestinationClass::InternetViaNat),
+        Verdict::Cut
+    );
+    // The other task of the service still reaches the internet.
+    assert_eq!(
+        verdict(
+            &world.reachability(1).await,
+            DestinationClass::InternetViaNat
+        ),
+        Verdict::Open
+    );
+}
+
+#[tokio::test]
+async fn an_owner_allow_at_rule_1_is_refused_not_papered_over() {
+    let yaml = "rules:\n  - name: contain-or-stop\n    mode: enforce\n    actions:\n      - isolate: {fallback: stop}\n      - evidence\n      - notify\n";
+    let world = World::with_layout(1, playbooks(yaml), &default_acl_everywhere()).await;
+    world
+        .clients
+        .ec2
+        .create_network_acl_entry()
+        .network_acl_id(&world.fixture.default_acl_id)
+        .rule_number(1)
+        .egress(false)
+        .protocol("-1")
+        .rule_action(aws_sdk_ec2::types::RuleAction::Allow)
+        .cidr_block("0.0.0.0/0")
+        .send()
+        .await
+        .unwrap();
+    let before = world.acl_state().await;
+    let report = world.respond(&world.miner_event(0, 2)).await;
+    match outcome(&report, "isolate") {
+        Outcome::Failed { error, .. } => assert!(error.contains("rule 1 lets"), "{error}"),
+        other => panic!("isolate must not succeed: {other:?}"),
+    }
+    assert_eq!(world.acl_state().await, before, "no useless entries");
+    assert!(
+        is_done(&report, "stop"),
+        "the fallback stops the task: {}",
+        report.to_json_line()
+    );
+    let notes = world.notifications().await;
+    assert!(
+        !notes[0].subject.contains("contained"),
+        "{}",
+        notes[0].subject
+    );
+}
+
+#[tokio::test]
+async fn owner_rules_spread_inside_the_range_leave_room_below_the_first_that_matches() {
+    let world = World::with_layout(
+        1,
+        PlaybookSet::defaults().unwrap(),
+        &default_acl_everywhere(),
+    )
+    .await;
+    for (number, cidr, allow) in [
+        (3, "203.0.113.0/24", false),
+        (5, "192.168.0.0/16", true),
+        (10, "0.0.0.0/0", true),
+    ] {
+        for egress in [false, true] {
+            world
+                .clients
+                .ec2
+                .create_network_acl_entry()
+                .network_acl_id(&world.fixture.default_acl_id)
+                .rule_number(number)
+                .egress(egress)
+                .protocol("-1")
+                .rule_action(if allow {
+                    aws_sdk_ec2::types::RuleAction::Allow
+                } else {
+                    aws_sdk_ec2::types::RuleAction::Deny
+                })
+                .cidr_block(cidr)
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let report = world.respond(&world.miner_event(0, 3)).await;
+    assert_truly_contained(&world, 0, &report).await;
+    assert!(isolation(&report)
+        .nacl_entries
+        .iter()
+        .all(|e| e.rule_number < 10));
+}
+
+#[tokio::test]
+async fn an_s3_gateway_endpoint_stays_open_and_nothing_claims_contained() {
+    let world = World::with_layout(1, PlaybookSet::defaults().unwrap(), &Layout::default()).await;
+    let tables = world
+        .clients
+        .ec2
+        .describe_route_tables()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("association.subnet-id")
+                .values(&world.fixture.tasks[0].subnet_id)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let table_id = tables.route_tables()[0]
+        .route_table_id()
+        .unwrap()
+        .to_string();
+    world
+        .clients
+        .ec2
+        .create_vpc_endpoint()
+        .vpc_id(&world.fixture.vpc_id)
+        .vpc_endpoint_type(aws_sdk_ec2::types::VpcEndpointType::Gateway)
+        .service_name("com.amazonaws.us-east-1.s3")
+        .route_table_ids(&table_id)
+        .send()
+        .await
+        .unwrap();
+    let report = world.respond(&world.miner_event(0, 4)).await;
+    let Outcome::Failed {
+        error,
+        partial: Some(StepOutput::Isolate(IsolateOutput::Incomplete { record, .. })),
+        ..
+    } = outcome(&report, "isolate")
+    else {
+        panic!("{}", report.to_json_line())
+    };
+    assert!(error.contains("gateway-endpoints"), "{error}");
+    assert_eq!(
+        verdict(&record.reachability, DestinationClass::GatewayEndpoints),
+        Verdict::Open
+    );
+    assert_eq!(
+        verdict(&record.reachability, DestinationClass::InternetViaNat),
+        Verdict::Cut
+    );
+    let notes = world.notifications().await;
+    assert!(
+        notes[0].subject.contains("ACTION FAILED"),
+        "{}",
+        notes[0].subject
+    );
+    assert!(
+        notes[0].body.contains("OPEN    gateway-endpoints"),
+        "{}",
+        notes[0].body
+    );
+}
+
+#[tokio::test]
+async fn tasks_of_one_vpc_contained_concurrently_are_all_truly_cut() {
+    const TASKS: usize = 4;
+    let world = World::with_layout(
+        TASKS,
+        PlaybookSet::defaults().unwrap(),
+        &default_acl_everywhere(),
+    )
+    .await;
+    let events: Vec<_> = (0..TASKS).map(|i| world.miner_event(i, 10 + i)).collect();
+    let invocations: Vec<String> = (0..TASKS).map(|i| format!("concurrent-{i}")).collect();
+    let reports = futures::future::join_all(
+        events
+            .iter()
+            .zip(&invocations)
+            .map(|(event, invocation)| world.respond_as(event, invocation, None)),
+    )
+    .await;
+    for (i, report) in reports.iter().enumerate() {
+        assert_truly_contained(&world, i, report).await;
+    }
+    let mut numbers: Vec<(String, bool, i32)> = reports
+        .iter()
+        .flat_map(|r| isolation(r).nacl_entries.clone())
+        .map(|e| (e.acl_id, e.egress, e.rule_number))
+        .collect();
+    let count = numbers.len();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(numbers.len(), count, "no two findings share a rule number");
+}
+
+#[tokio::test]
+async fn the_quota_is_planned_for_and_an_account_below_the_plan_refuses_cleanly() {
+    // The playbook knows the account's quota: the planner stops before AWS would.
+    let yaml = "rules:\n  - name: r\n    mode: enforce\n    actions:\n      - isolate: {nacl_entry_quota: 4}\n      - notify\n";
+    let world = World::with_layout(3, playbooks(yaml), &default_acl_everywhere()).await;
+    // The default ACL holds rule 100 and the default rule per direction: room for two tasks.
+    for i in 0..2 {
+        let report = world.respond(&world.miner_event(i, 20 + i)).await;
+        assert_truly_contained(&world, i, &report).await;
+    }
+    let report = world.respond(&world.miner_event(2, 22)).await;
+    match outcome(&report, "isolate") {
+        Outcome::Failed { error, .. } => assert!(error.contains("quota of 4"), "{error}"),
+        other => panic!("{other:?}"),
+    }
+    // The account's quota is lower than the playbook says: AWS refuses, nothing half-applied.
+    let world = World::with_layout(
+        1,
+        PlaybookSet::defaults().unwrap(),
+        &default_acl_everywhere(),
+    )
+    .await;
+    world.proxy.configure(|c| c.nacl_entry_limit = 2);
+    let before = world.acl_state().await;
+    let report = world.respond(&world.miner_event(0, 23)).await;
+    match outcome(&report, "isolate") {
+        Outcome::Failed { error, .. } => {
+            assert!(error.contains("NetworkAclEntryLimitExceeded"), "{error}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(world.acl_state().await, before);
+}
