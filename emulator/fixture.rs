@@ -162,7 +162,7 @@ pub async fn seed_fargate_with(
     let default_acl = need(acls.network_acls().first(), "default network ACL")?;
     let default_acl_id = need(default_acl.network_acl_id(), "NetworkAclId")?.to_string();
     let private_acl_id = if layout.private_acl {
-        create_private_acl(ec2, &vpc_id, default_acl, &private_subnets).await?
+        dedicated_acl(ec2, &vpc_id, &private_subnets).await?
     } else {
         default_acl_id.clone()
     };
@@ -394,27 +394,26 @@ pub async fn seed_fargate_with(
     })
 }
 
-/// A custom ACL for the private subnets with the usual "allow all" rules at 100.
-async fn create_private_acl(
+/// An ACL of its own for `subnets`, with the usual "allow all" rules at 100.
+async fn dedicated_acl(
     ec2: &aws_sdk_ec2::Client,
     vpc_id: &str,
-    default_acl: &aws_sdk_ec2::types::NetworkAcl,
-    private_subnets: &[String],
+    subnets: &[String],
 ) -> Result<String, EmulatorError> {
-    let private_acl = ec2
+    let acl = ec2
         .create_network_acl()
         .vpc_id(vpc_id)
         .send()
         .await
         .map_err(seed("CreateNetworkAcl"))?;
-    let private_acl_id = need(
-        private_acl.network_acl().and_then(|a| a.network_acl_id()),
+    let acl_id = need(
+        acl.network_acl().and_then(|a| a.network_acl_id()),
         "NetworkAclId",
     )?
     .to_string();
     for egress in [false, true] {
         ec2.create_network_acl_entry()
-            .network_acl_id(&private_acl_id)
+            .network_acl_id(&acl_id)
             .rule_number(100)
             .egress(egress)
             .protocol("-1")
@@ -424,22 +423,27 @@ async fn create_private_acl(
             .await
             .map_err(seed("CreateNetworkAclEntry"))?;
     }
-    for subnet in private_subnets {
-        let association = default_acl
-            .associations()
+    let current = ec2
+        .describe_network_acls()
+        .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
+        .send()
+        .await
+        .map_err(seed("DescribeNetworkAcls"))?;
+    for subnet in subnets {
+        let association = current
+            .network_acls()
             .iter()
+            .flat_map(|a| a.associations())
             .find(|a| a.subnet_id() == Some(subnet.as_str()))
             .and_then(|a| a.network_acl_association_id());
-        let association = need(association, "subnet's ACL association")?;
         ec2.replace_network_acl_association()
-            .association_id(association)
-            .network_acl_id(&private_acl_id)
+            .association_id(need(association, "subnet's ACL association")?)
+            .network_acl_id(&acl_id)
             .send()
             .await
             .map_err(seed("ReplaceNetworkAclAssociation"))?;
     }
-
-    Ok(private_acl_id)
+    Ok(acl_id)
 }
 
 /// An internet gateway with a public route table for the public subnet, a NAT gateway in it,
@@ -548,52 +552,7 @@ pub async fn add_guardduty_endpoint_subnet(
         .await
         .map_err(seed("CreateSubnet"))?;
     let subnet_id = need(subnet.subnet().and_then(|s| s.subnet_id()), "SubnetId")?.to_string();
-    let acl = ec2
-        .create_network_acl()
-        .vpc_id(&fixture.vpc_id)
-        .send()
-        .await
-        .map_err(seed("CreateNetworkAcl"))?;
-    let acl_id = need(
-        acl.network_acl().and_then(|a| a.network_acl_id()),
-        "NetworkAclId",
-    )?
-    .to_string();
-    for egress in [false, true] {
-        ec2.create_network_acl_entry()
-            .network_acl_id(&acl_id)
-            .rule_number(100)
-            .egress(egress)
-            .protocol("-1")
-            .rule_action(RuleAction::Allow)
-            .cidr_block("0.0.0.0/0")
-            .send()
-            .await
-            .map_err(seed("CreateNetworkAclEntry"))?;
-    }
-    let acls = ec2
-        .describe_network_acls()
-        .filters(
-            Filter::builder()
-                .name("association.subnet-id")
-                .values(&subnet_id)
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(seed("DescribeNetworkAcls"))?;
-    let association = acls
-        .network_acls()
-        .iter()
-        .flat_map(|a| a.associations())
-        .find(|a| a.subnet_id() == Some(subnet_id.as_str()))
-        .and_then(|a| a.network_acl_association_id());
-    ec2.replace_network_acl_association()
-        .association_id(need(association, "subnet's ACL association")?)
-        .network_acl_id(&acl_id)
-        .send()
-        .await
-        .map_err(seed("ReplaceNetworkAclAssociation"))?;
+    let acl_id = dedicated_acl(ec2, &fixture.vpc_id, std::slice::from_ref(&subnet_id)).await?;
     let ip = create_guardduty_endpoint(clients, fixture, &subnet_id).await?;
     Ok((ip, subnet_id, acl_id))
 }

@@ -48,17 +48,8 @@ async fn evidence_objects_match_their_manifest_hashes_and_are_on_legal_hold() {
     let bucket = &world.fixture.bucket;
     let manifest_key = stored.manifest.key.as_str();
     assert!(manifest_key.starts_with(&format!("incidents/123456789012/{}/", world.finding_id(6))));
-    let manifest = world
-        .clients
-        .s3
-        .get_object()
-        .bucket(bucket)
-        .key(manifest_key)
-        .send()
-        .await
-        .unwrap();
     let manifest: Value =
-        serde_json::from_slice(&manifest.body.collect().await.unwrap().into_bytes()).unwrap();
+        serde_json::from_slice(&world.object(bucket, manifest_key).await).unwrap();
     let objects = manifest["objects"].as_array().unwrap();
     let names: Vec<&str> = objects
         .iter()
@@ -81,20 +72,7 @@ async fn evidence_objects_match_their_manifest_hashes_and_are_on_legal_hold() {
     }
     for object in objects {
         let key = object["key"].as_str().unwrap();
-        let body = world
-            .clients
-            .s3
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes();
+        let body = world.object(bucket, key).await;
         assert_eq!(
             hex::encode(Sha256::digest(&body)),
             object["sha256"].as_str().unwrap(),
@@ -124,20 +102,7 @@ async fn evidence_objects_match_their_manifest_hashes_and_are_on_legal_hold() {
         .unwrap()["key"]
         .as_str()
         .unwrap();
-    let stored = world
-        .clients
-        .s3
-        .get_object()
-        .bucket(bucket)
-        .key(finding_key)
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
+    let stored = world.object(bucket, finding_key).await;
     let stored: Value = serde_json::from_slice(&stored).unwrap();
     assert_eq!(stored["id"], world.finding_id(6).as_str());
     // The ACL "before" has no quarantine entry; "after" has them.
@@ -150,20 +115,7 @@ async fn evidence_objects_match_their_manifest_hashes_and_are_on_legal_hold() {
                 .ends_with("network-acls-before.json")
         })
         .unwrap();
-    let before = world
-        .clients
-        .s3
-        .get_object()
-        .bucket(bucket)
-        .key(before["key"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
+    let before = world.object(bucket, before["key"].as_str().unwrap()).await;
     assert!(
         !String::from_utf8_lossy(&before).contains(&format!("{}/32", world.fixture.tasks[0].ip))
     );

@@ -184,6 +184,24 @@ impl World {
         event
     }
 
+    /// The bytes of an S3 object.
+    pub async fn object(&self, bucket: &str, key: &str) -> Vec<u8> {
+        self.clients
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes()
+            .to_vec()
+    }
+
     /// The security groups an ENI has now.
     pub async fn eni_groups(&self, eni_id: &str) -> Vec<String> {
         let output = self

@@ -10,6 +10,21 @@ use crate::network::{
     Subnet, TransitAttachment, Vpc,
 };
 
+/// Every item of a paginated describe, as a future (the SDK's paginators differ in type).
+macro_rules! all_items {
+    ($request:expr, $operation:literal) => {
+        async {
+            $request
+                .into_paginator()
+                .items()
+                .send()
+                .collect::<Result<Vec<_>, _>>()
+                .await
+                .map_err(aws($operation))
+        }
+    };
+}
+
 fn vpc_filter(vpc_id: &str) -> Filter {
     Filter::builder().name("vpc-id").values(vpc_id).build()
 }
@@ -17,56 +32,27 @@ fn vpc_filter(vpc_id: &str) -> Filter {
 /// Describe a VPC for the model.
 pub async fn describe_vpc(clients: &Clients, vpc_id: &str) -> Result<Vpc, StepError> {
     let ec2 = &clients.ec2;
-    let subnets = async {
-        ec2.describe_subnets()
-            .filters(vpc_filter(vpc_id))
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(aws("EC2 DescribeSubnets"))
-    };
-    let tables = async {
-        ec2.describe_route_tables()
-            .filters(vpc_filter(vpc_id))
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(aws("EC2 DescribeRouteTables"))
-    };
-    let nats = async {
-        ec2.describe_nat_gateways()
-            .filter(vpc_filter(vpc_id))
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(aws("EC2 DescribeNatGateways"))
-    };
-    let endpoints = async {
-        ec2.describe_vpc_endpoints()
-            .filters(vpc_filter(vpc_id))
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(aws("EC2 DescribeVpcEndpoints"))
-    };
-    let attachments = async {
+    let subnets = all_items!(
+        ec2.describe_subnets().filters(vpc_filter(vpc_id)),
+        "EC2 DescribeSubnets"
+    );
+    let tables = all_items!(
+        ec2.describe_route_tables().filters(vpc_filter(vpc_id)),
+        "EC2 DescribeRouteTables"
+    );
+    let nats = all_items!(
+        ec2.describe_nat_gateways().filter(vpc_filter(vpc_id)),
+        "EC2 DescribeNatGateways"
+    );
+    let endpoints = all_items!(
+        ec2.describe_vpc_endpoints().filters(vpc_filter(vpc_id)),
+        "EC2 DescribeVpcEndpoints"
+    );
+    let attachments = all_items!(
         ec2.describe_transit_gateway_vpc_attachments()
-            .filters(vpc_filter(vpc_id))
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(aws("EC2 DescribeTransitGatewayVpcAttachments"))
-    };
+            .filters(vpc_filter(vpc_id)),
+        "EC2 DescribeTransitGatewayVpcAttachments"
+    );
     let (subnets, tables, acls, nats, endpoints, attachments) = tokio::try_join!(
         subnets,
         tables,
@@ -134,16 +120,14 @@ pub async fn describe_vpc(clients: &Clients, vpc_id: &str) -> Result<Vpc, StepEr
 
 /// The VPC's network ACLs, for the model.
 pub(crate) async fn describe_acls(clients: &Clients, vpc_id: &str) -> Result<Vec<Acl>, StepError> {
-    let acls = clients
-        .ec2
-        .describe_network_acls()
-        .filters(vpc_filter(vpc_id))
-        .into_paginator()
-        .items()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(aws("EC2 DescribeNetworkAcls"))?;
+    let acls = all_items!(
+        clients
+            .ec2
+            .describe_network_acls()
+            .filters(vpc_filter(vpc_id)),
+        "EC2 DescribeNetworkAcls"
+    )
+    .await?;
     Ok(acls.iter().filter_map(acl).collect())
 }
 
