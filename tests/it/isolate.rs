@@ -368,6 +368,112 @@ async fn the_quarantine_group_lets_only_the_agent_out() {
 }
 
 #[tokio::test]
+async fn a_tampered_quarantine_group_is_put_back_not_trusted() {
+    let world = World::new(1).await;
+    let ec2 = &world.clients.ec2;
+    // Someone finds the tagged quarantine group and "fixes" it to let everything through.
+    let group = ec2
+        .create_security_group()
+        .vpc_id(&world.fixture.vpc_id)
+        .group_name("incident-responder-quarantine")
+        .description("tampered")
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
+                .tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key("incident-responder:role")
+                        .value("quarantine")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let group_id = group.group_id().unwrap().to_string();
+    ec2.authorize_security_group_ingress()
+        .group_id(&group_id)
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("-1")
+                .ip_ranges(
+                    aws_sdk_ec2::types::IpRange::builder()
+                        .cidr_ip("0.0.0.0/0")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (instance_id, eni_id) = emulator::fixture::launch_instance(&world.clients, &world.fixture)
+        .await
+        .unwrap();
+    let report = world
+        .respond(&world.instance_event(&instance_id, &eni_id, 24))
+        .await;
+    let record = match output(&report, "isolate") {
+        StepOutput::Isolate(output) => output.record().cloned().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(record.sg_swaps[0].quarantine_group, group_id);
+    let described = ec2
+        .describe_security_groups()
+        .group_ids(&group_id)
+        .send()
+        .await
+        .unwrap();
+    let group = &described.security_groups()[0];
+    assert!(
+        group.ip_permissions().is_empty(),
+        "the added ingress is revoked: {group:?}"
+    );
+    assert!(
+        group.ip_permissions_egress().is_empty(),
+        "no egress without an endpoint: {group:?}"
+    );
+    // The untracking step's group allows everything for IPv4 and IPv6 both ways, or flows
+    // would stay tracked.
+    let untracking = ec2
+        .describe_security_groups()
+        .group_ids(&record.sg_swaps[0].untracking_group)
+        .send()
+        .await
+        .unwrap();
+    let untracking = &untracking.security_groups()[0];
+    for rules in [
+        untracking.ip_permissions(),
+        untracking.ip_permissions_egress(),
+    ] {
+        let v4 = rules.iter().any(|p| {
+            p.ip_protocol() == Some("-1")
+                && p.ip_ranges()
+                    .iter()
+                    .any(|r| r.cidr_ip() == Some("0.0.0.0/0"))
+        });
+        let v6 = rules.iter().any(|p| {
+            p.ip_protocol() == Some("-1")
+                && p.ipv6_ranges()
+                    .iter()
+                    .any(|r| r.cidr_ipv6() == Some("::/0"))
+        });
+        assert!(v4 && v6, "{rules:?}");
+    }
+    // Quarantined again (a second finding): the responder's own group is never taken for the
+    // instance's original one.
+    let again = world
+        .respond(&world.instance_event(&instance_id, &eni_id, 25))
+        .await;
+    match outcome(&again, "isolate") {
+        Outcome::Failed { error, .. } => {
+            assert!(error.contains("original groups are not known"), "{error}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn deregister_takes_the_task_out_of_its_target_group() {
     let yaml =
         "rules:\n  - name: r\n    mode: enforce\n    actions: [isolate, deregister, notify]\n";

@@ -9,7 +9,7 @@ use aws_sdk_ec2::error::ProvideErrorMetadata;
 use super::describe::describe_vpc;
 use super::endpoints::{agent_acls, guardduty_endpoints};
 use super::nacl::nacl_quarantine;
-use super::sg_swap::sg_swap;
+use super::sg_swap::{sg_swap, SwapTarget};
 use super::{
     ContainmentRecord, IsolateOutput, IsolateParams, IsolationRung, NaclEntry, RungAttempt,
 };
@@ -121,10 +121,16 @@ pub(super) async fn isolate_task(
                     Vec::new()
                 };
                 let vpc = describe_vpc(clients, &vpc_id).await?;
-                sg_swap(clients, &vpc_id, &[(eni_id.clone(), eni.groups.clone())], params, &endpoints)
+                let target = SwapTarget {
+                    eni_id: eni_id.clone(),
+                    groups: eni.groups.clone(),
+                    unmodifiable: None,
+                };
+                sg_swap(clients, &vpc_id, &[target], params, &endpoints)
                     .await
-                    .map(|swaps| {
+                    .map(|(swaps, skipped)| {
                         record.sg_swaps = swaps;
+                        record.notes.extend(skipped);
                         record.reachability =
                             security_group_reachability(&reachability(&vpc, &workload, &BTreeSet::new()));
                         open = open_reasons(&record.reachability, &params.accept_open);
@@ -308,17 +314,26 @@ pub(super) async fn isolate_instance(
         .vpc_id()
         .ok_or_else(|| StepError::Refused("the instance reports no VPC".to_string()))?
         .to_string();
-    let enis: Vec<(String, Vec<String>)> = found
+    let enis: Vec<SwapTarget> = found
         .network_interfaces()
         .iter()
         .filter_map(|eni| {
-            Some((
-                eni.network_interface_id()?.to_string(),
-                eni.groups()
+            Some(SwapTarget {
+                eni_id: eni.network_interface_id()?.to_string(),
+                groups: eni
+                    .groups()
                     .iter()
                     .filter_map(|g| g.group_id().map(str::to_string))
                     .collect(),
-            ))
+                // ECS trunk interfaces (awsvpc trunking) and EKS branch interfaces (security
+                // groups for pods) carry groups the service manages.
+                unmodifiable: match eni.interface_type() {
+                    Some(kind @ ("trunk" | "branch")) => Some(format!(
+                        "a {kind} interface: its groups belong to ECS or EKS, not to the instance"
+                    )),
+                    _ => None,
+                },
+            })
         })
         .collect();
     if enis.is_empty() {
@@ -354,7 +369,7 @@ pub(super) async fn isolate_instance(
         _ => None,
     };
     let vpc = describe_vpc(clients, &vpc_id).await?;
-    let swaps = sg_swap(clients, &vpc_id, &enis, params, &endpoints)
+    let (swaps, skipped) = sg_swap(clients, &vpc_id, &enis, params, &endpoints)
         .await
         .map_err(|e| match e {
             RungError::NotApplicable(d) => StepError::Refused(d),
@@ -368,8 +383,9 @@ pub(super) async fn isolate_instance(
             result: "applied".to_string(),
             detail: format!("security groups swapped on {} ENI(s)", swaps.len()),
         }],
-        eni_ids: enis.iter().map(|(id, _)| id.clone()).collect(),
+        eni_ids: enis.iter().map(|t| t.eni_id.clone()).collect(),
         sg_swaps: swaps,
+        notes: skipped,
         ip: found.private_ip_address().map(str::to_string),
         vpc_id: Some(vpc_id),
         subnet_id: found.subnet_id().map(str::to_string),

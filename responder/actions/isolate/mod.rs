@@ -62,6 +62,7 @@ impl Action for Isolate {
         "ec2:CreateTags",
         "ec2:AuthorizeSecurityGroupIngress",
         "ec2:AuthorizeSecurityGroupEgress",
+        "ec2:RevokeSecurityGroupIngress",
         "ec2:RevokeSecurityGroupEgress",
         "ec2:ModifyNetworkInterfaceAttribute",
     ];

@@ -1,9 +1,18 @@
 //! The `sg-swap` rung: the workload's ENIs get an allow-all "untracking" group, then the
-//! quarantine group (no ingress; egress only to the GuardDuty endpoint). The groups are found
-//! by tag or created once per VPC.
+//! quarantine group (no ingress; egress only to the GuardDuty endpoint on 443). Flows allowed by
+//! all-traffic rules for 0.0.0.0/0 and ::/0 in both directions are untracked, so the second swap
+//! cuts them
+//! ([connection tracking](https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/security-group-connection-tracking.html)).
+//!
+//! The groups are found by tag or created once per VPC, and their rules are reconciled on every
+//! use: a tagged group with other rules is put back to exactly what it must be, never trusted.
+//! The ENIs' groups are checked after the first swap; the responder's own groups are never
+//! recorded as a workload's originals.
+
+use std::collections::BTreeSet;
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
-use aws_sdk_ec2::types::{Filter, Tag as Ec2Tag};
+use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, Tag as Ec2Tag};
 
 use super::endpoints::Endpoint;
 use super::ladder::RungError;
@@ -13,14 +22,110 @@ use crate::actions::{aws, Clients, StepError};
 /// Tags that mark the groups this tool creates, so they are found again instead of duplicated.
 pub const ROLE_TAG: &str = "incident-responder:role";
 
-/// Find a group this tool made in the VPC (by role tag), or make it once.
+/// One ENI to swap.
+pub(super) struct SwapTarget {
+    pub(super) eni_id: String,
+    pub(super) groups: Vec<String>,
+    /// EC2 refuses changes (requester-managed) or the groups belong to a service (a trunk or
+    /// branch interface of ECS or EKS): left alone and said so.
+    pub(super) unmodifiable: Option<String>,
+}
+
+/// One security group rule in a comparable form: protocol, ports, and one CIDR.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct GroupRule {
+    protocol: String,
+    from: Option<i32>,
+    to: Option<i32>,
+    cidr: String,
+}
+
+impl GroupRule {
+    fn all(cidr: &str) -> GroupRule {
+        GroupRule {
+            protocol: "-1".to_string(),
+            from: None,
+            to: None,
+            cidr: cidr.to_string(),
+        }
+    }
+
+    fn permission(&self) -> IpPermission {
+        let mut builder = IpPermission::builder().ip_protocol(&self.protocol);
+        if self.protocol != "-1" {
+            builder = builder.set_from_port(self.from).set_to_port(self.to);
+        }
+        if self.cidr.contains(':') {
+            builder.ipv6_ranges(Ipv6Range::builder().cidr_ipv6(&self.cidr).build())
+        } else {
+            builder.ip_ranges(IpRange::builder().cidr_ip(&self.cidr).build())
+        }
+        .build()
+    }
+}
+
+/// Rules of a described group. Rules that name other groups or prefix lists are returned apart:
+/// they have no place in the responder's groups and are revoked whole.
+fn rules_of(permissions: &[IpPermission]) -> (BTreeSet<GroupRule>, Vec<IpPermission>) {
+    let mut rules = BTreeSet::new();
+    let mut foreign = Vec::new();
+    for p in permissions {
+        let protocol = p.ip_protocol().unwrap_or("-1").to_string();
+        let (from, to) = if protocol == "-1" {
+            (None, None)
+        } else {
+            (p.from_port(), p.to_port())
+        };
+        for range in p.ip_ranges() {
+            if let Some(cidr) = range.cidr_ip() {
+                rules.insert(GroupRule {
+                    protocol: protocol.clone(),
+                    from,
+                    to,
+                    cidr: cidr.to_string(),
+                });
+            }
+        }
+        for range in p.ipv6_ranges() {
+            if let Some(cidr) = range.cidr_ipv6() {
+                rules.insert(GroupRule {
+                    protocol: protocol.clone(),
+                    from,
+                    to,
+                    cidr: cidr.to_string(),
+                });
+            }
+        }
+        if !p.user_id_group_pairs().is_empty() || !p.prefix_list_ids().is_empty() {
+            foreign.push(
+                IpPermission::builder()
+                    .ip_protocol(&protocol)
+                    .set_from_port(from)
+                    .set_to_port(to)
+                    .set_user_id_group_pairs(Some(p.user_id_group_pairs().to_vec()))
+                    .set_prefix_list_ids(Some(p.prefix_list_ids().to_vec()))
+                    .build(),
+            );
+        }
+    }
+    (rules, foreign)
+}
+
+/// The rules a responder group must have: (ingress, egress).
+struct Desired {
+    ingress: BTreeSet<GroupRule>,
+    egress: BTreeSet<GroupRule>,
+}
+
+/// Find a group this tool made in the VPC (by role tag), or make it once; then make its rules
+/// exactly `desired`.
 async fn ensure_group(
     clients: &Clients,
     vpc_id: &str,
     role: &str,
     name: &str,
     description: &str,
-    configure: impl AsyncFnOnce(&str) -> Result<(), StepError>,
+    desired: &Desired,
 ) -> Result<String, StepError> {
     let find = || async {
         let output = clients
@@ -36,99 +141,206 @@ async fn ensure_group(
             .send()
             .await
             .map_err(aws("EC2 DescribeSecurityGroups"))?;
-        Ok::<_, StepError>(
-            output
-                .security_groups()
-                .first()
-                .and_then(|g| g.group_id())
-                .map(str::to_string),
-        )
+        Ok::<_, StepError>(output.security_groups().first().cloned())
     };
-    if let Some(id) = find().await? {
-        return Ok(id);
-    }
-    let created = clients
-        .ec2
-        .create_security_group()
-        .vpc_id(vpc_id)
-        .group_name(name)
-        .description(description)
-        .tag_specifications(
-            aws_sdk_ec2::types::TagSpecification::builder()
-                .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
-                .tags(Ec2Tag::builder().key(ROLE_TAG).value(role).build())
-                .tags(Ec2Tag::builder().key("Name").value(name).build())
-                .build(),
-        )
-        .send()
-        .await;
-    match created {
-        Ok(output) => {
-            let id = output
-                .group_id()
-                .ok_or_else(|| {
-                    StepError::Refused("CreateSecurityGroup returned no id".to_string())
-                })?
-                .to_string();
-            configure(&id).await?;
-            Ok(id)
-        }
-        // Another invocation created it first: use theirs.
-        Err(error) if error.code() == Some("InvalidGroup.Duplicate") => {
+    let group = match find().await? {
+        Some(group) => group,
+        None => {
+            let created = clients
+                .ec2
+                .create_security_group()
+                .vpc_id(vpc_id)
+                .group_name(name)
+                .description(description)
+                .tag_specifications(
+                    aws_sdk_ec2::types::TagSpecification::builder()
+                        .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
+                        .tags(Ec2Tag::builder().key(ROLE_TAG).value(role).build())
+                        .tags(Ec2Tag::builder().key("Name").value(name).build())
+                        .build(),
+                )
+                .send()
+                .await;
+            match created {
+                Ok(_) => {}
+                // Another invocation created it first: use theirs.
+                Err(error) if error.code() == Some("InvalidGroup.Duplicate") => {}
+                Err(error) => return Err(aws("EC2 CreateSecurityGroup")(error)),
+            }
             find().await?.ok_or_else(|| {
                 StepError::Refused(format!(
-                    "security group {name} exists but has no {ROLE_TAG} tag"
+                    "security group {name} exists but has no {ROLE_TAG} tag: rename it or tag it"
                 ))
-            })
+            })?
         }
-        Err(error) => Err(aws("EC2 CreateSecurityGroup")(error)),
+    };
+    let id = group
+        .group_id()
+        .ok_or_else(|| StepError::Refused(format!("security group {name} has no id")))?
+        .to_string();
+    reconcile(clients, &id, &group, desired).await?;
+    Ok(id)
+}
+
+/// Revoke what a responder group must not have, authorize what it lacks.
+async fn reconcile(
+    clients: &Clients,
+    id: &str,
+    group: &aws_sdk_ec2::types::SecurityGroup,
+    desired: &Desired,
+) -> Result<(), StepError> {
+    let ec2 = &clients.ec2;
+    let (ingress, foreign_ingress) = rules_of(group.ip_permissions());
+    let (egress, foreign_egress) = rules_of(group.ip_permissions_egress());
+    let revoke_in: Vec<IpPermission> = ingress
+        .difference(&desired.ingress)
+        .map(GroupRule::permission)
+        .chain(foreign_ingress)
+        .collect();
+    let revoke_out: Vec<IpPermission> = egress
+        .difference(&desired.egress)
+        .map(GroupRule::permission)
+        .chain(foreign_egress)
+        .collect();
+    if !revoke_in.is_empty() {
+        ec2.revoke_security_group_ingress()
+            .group_id(id)
+            .set_ip_permissions(Some(revoke_in))
+            .send()
+            .await
+            .map_err(aws("EC2 RevokeSecurityGroupIngress"))?;
+    }
+    if !revoke_out.is_empty() {
+        ec2.revoke_security_group_egress()
+            .group_id(id)
+            .set_ip_permissions(Some(revoke_out))
+            .send()
+            .await
+            .map_err(aws("EC2 RevokeSecurityGroupEgress"))?;
+    }
+    let add_in: Vec<IpPermission> = desired
+        .ingress
+        .difference(&ingress)
+        .map(GroupRule::permission)
+        .collect();
+    let add_out: Vec<IpPermission> = desired
+        .egress
+        .difference(&egress)
+        .map(GroupRule::permission)
+        .collect();
+    if !add_in.is_empty() {
+        let result = ec2
+            .authorize_security_group_ingress()
+            .group_id(id)
+            .set_ip_permissions(Some(add_in))
+            .send()
+            .await;
+        ignore_duplicate(result, "EC2 AuthorizeSecurityGroupIngress")?;
+    }
+    if !add_out.is_empty() {
+        let result = ec2
+            .authorize_security_group_egress()
+            .group_id(id)
+            .set_ip_permissions(Some(add_out))
+            .send()
+            .await;
+        ignore_duplicate(result, "EC2 AuthorizeSecurityGroupEgress")?;
+    }
+    Ok(())
+}
+
+/// A rule another invocation added meanwhile is what we wanted anyway.
+fn ignore_duplicate<T, E, R>(
+    result: Result<T, aws_sdk_ec2::error::SdkError<E, R>>,
+    operation: &'static str,
+) -> Result<(), StepError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + crate::actions::aws::HttpStatus,
+{
+    match result {
+        Ok(_) => Ok(()),
+        Err(error) if error.code() == Some("InvalidPermission.Duplicate") => Ok(()),
+        Err(error) => Err(aws(operation)(error)),
     }
 }
 
+/// The groups an ENI has now.
+async fn groups_of(
+    clients: &Clients,
+    eni_ids: &[String],
+) -> Result<Vec<(String, Vec<String>)>, StepError> {
+    let output = clients
+        .ec2
+        .describe_network_interfaces()
+        .set_network_interface_ids(Some(eni_ids.to_vec()))
+        .send()
+        .await
+        .map_err(aws("EC2 DescribeNetworkInterfaces"))?;
+    Ok(output
+        .network_interfaces()
+        .iter()
+        .filter_map(|eni| {
+            Some((
+                eni.network_interface_id()?.to_string(),
+                eni.groups()
+                    .iter()
+                    .filter_map(|g| g.group_id().map(str::to_string))
+                    .collect(),
+            ))
+        })
+        .collect())
+}
+
+/// Swap the groups of every modifiable ENI. Returns the swaps and, per ENI left alone, why.
 pub(super) async fn sg_swap(
     clients: &Clients,
     vpc_id: &str,
-    enis: &[(String, Vec<String>)],
+    targets: &[SwapTarget],
     params: &IsolateParams,
     endpoints: &[Endpoint],
-) -> Result<Vec<SgSwap>, RungError> {
+) -> Result<(Vec<SgSwap>, Vec<String>), RungError> {
+    let skipped: Vec<String> = targets
+        .iter()
+        .filter_map(|t| {
+            t.unmodifiable
+                .as_ref()
+                .map(|why| format!("{} left alone: {why}", t.eni_id))
+        })
+        .collect();
+    let modifiable: Vec<&SwapTarget> = targets
+        .iter()
+        .filter(|t| t.unmodifiable.is_none())
+        .collect();
+    if modifiable.is_empty() {
+        return Err(RungError::NotApplicable(format!(
+            "no network interface whose groups the account may change ({})",
+            skipped.join("; ")
+        )));
+    }
+    let quarantine_rules = Desired {
+        ingress: BTreeSet::new(),
+        egress: endpoints
+            .iter()
+            .map(|e| GroupRule {
+                protocol: "tcp".to_string(),
+                from: Some(443),
+                to: Some(443),
+                cidr: format!("{}/32", e.ip),
+            })
+            .collect(),
+    };
+    let untracking_rules = Desired {
+        ingress: [GroupRule::all("0.0.0.0/0"), GroupRule::all("::/0")].into(),
+        egress: [GroupRule::all("0.0.0.0/0"), GroupRule::all("::/0")].into(),
+    };
     let quarantine = ensure_group(
         clients,
         vpc_id,
         "quarantine",
         &params.quarantine_group_name,
         "incident-responder quarantine: no ingress; egress only to the GuardDuty endpoint",
-        async |id: &str| {
-            // A new group allows all egress; take that away, then allow only the agent's path.
-            let ec2 = &clients.ec2;
-            ec2.revoke_security_group_egress()
-                .group_id(id)
-                .ip_permissions(all_traffic("0.0.0.0/0"))
-                .send()
-                .await
-                .map_err(aws("EC2 RevokeSecurityGroupEgress"))?;
-            for endpoint in endpoints {
-                ec2.authorize_security_group_egress()
-                    .group_id(id)
-                    .ip_permissions(
-                        aws_sdk_ec2::types::IpPermission::builder()
-                            .ip_protocol("tcp")
-                            .from_port(443)
-                            .to_port(443)
-                            .ip_ranges(
-                                aws_sdk_ec2::types::IpRange::builder()
-                                    .cidr_ip(format!("{}/32", endpoint.ip))
-                                    .description("GuardDuty agent")
-                                    .build(),
-                            )
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(aws("EC2 AuthorizeSecurityGroupEgress"))?;
-            }
-            Ok(())
-        },
+        &quarantine_rules,
     )
     .await?;
     let untracking_name = format!("{}-untracking", params.quarantine_group_name);
@@ -138,61 +350,98 @@ pub(super) async fn sg_swap(
         "untracking",
         &untracking_name,
         "incident-responder step 1 of 2: allow-all so existing flows become untracked",
-        async |id: &str| {
-            clients
-                .ec2
-                .authorize_security_group_ingress()
-                .group_id(id)
-                .ip_permissions(all_traffic("0.0.0.0/0"))
-                .send()
-                .await
-                .map_err(aws("EC2 AuthorizeSecurityGroupIngress"))?;
-            Ok(())
-        },
+        &untracking_rules,
     )
     .await?;
+    let ours = [quarantine.as_str(), untracking.as_str()];
 
-    let mut swaps = Vec::new();
-    for (eni_id, original) in enis {
-        for (step, group) in [("untracking", &untracking), ("quarantine", &quarantine)] {
-            let result = clients
+    // The originals are the groups before us: never the responder's own (an earlier, lost
+    // record would otherwise be "restored" to quarantine).
+    let mut originals = Vec::new();
+    for target in &modifiable {
+        let original: Vec<String> = target
+            .groups
+            .iter()
+            .filter(|g| !ours.contains(&g.as_str()))
+            .cloned()
+            .collect();
+        if original.is_empty() {
+            return Err(RungError::Failed(StepError::Refused(format!(
+                "{} already carries only the responder's groups: its original groups are not known here; release the finding that quarantined it",
+                target.eni_id
+            ))));
+        }
+        originals.push((target.eni_id.clone(), original));
+    }
+    let eni_ids: Vec<String> = originals.iter().map(|(id, _)| id.clone()).collect();
+    let put_back = async |done: &[(String, Vec<String>)]| {
+        for (eni, groups) in done {
+            let _ = clients
                 .ec2
                 .modify_network_interface_attribute()
-                .network_interface_id(eni_id)
-                .groups(group)
+                .network_interface_id(eni)
+                .set_groups(Some(groups.clone()))
                 .send()
                 .await;
-            if let Err(error) = result {
-                let error = aws("EC2 ModifyNetworkInterfaceAttribute")(error);
-                // Put back what was already changed so nothing is left half-applied.
-                for (done_eni, groups) in enis
-                    .iter()
-                    .take(swaps.len() + usize::from(step == "quarantine"))
-                {
-                    let _ = clients
-                        .ec2
-                        .modify_network_interface_attribute()
-                        .network_interface_id(done_eni)
-                        .set_groups(Some(groups.clone()))
-                        .send()
-                        .await;
-                }
-                return Err(RungError::Failed(error));
-            }
         }
-        swaps.push(SgSwap {
-            eni_id: eni_id.clone(),
-            original_groups: original.clone(),
+    };
+
+    // Step 1: the untracking group on every ENI, then check it took.
+    for (i, (eni, _)) in originals.iter().enumerate() {
+        let result = clients
+            .ec2
+            .modify_network_interface_attribute()
+            .network_interface_id(eni)
+            .groups(&untracking)
+            .send()
+            .await;
+        if let Err(error) = result {
+            put_back(&originals[..i]).await;
+            return Err(RungError::Failed(aws(
+                "EC2 ModifyNetworkInterfaceAttribute",
+            )(error)));
+        }
+    }
+    let now = match groups_of(clients, &eni_ids).await {
+        Ok(now) => now,
+        Err(error) => {
+            put_back(&originals).await;
+            return Err(RungError::Failed(error));
+        }
+    };
+    if let Some((eni, groups)) = now
+        .iter()
+        .find(|(_, groups)| groups.as_slice() != std::slice::from_ref(&untracking))
+    {
+        put_back(&originals).await;
+        return Err(RungError::Failed(StepError::Refused(format!(
+            "{eni} has groups {groups:?} after the untracking step, not {untracking}: someone else is changing it; put back"
+        ))));
+    }
+    // Step 2: the quarantine group.
+    for (eni, _) in &originals {
+        let result = clients
+            .ec2
+            .modify_network_interface_attribute()
+            .network_interface_id(eni)
+            .groups(&quarantine)
+            .send()
+            .await;
+        if let Err(error) = result {
+            put_back(&originals).await;
+            return Err(RungError::Failed(aws(
+                "EC2 ModifyNetworkInterfaceAttribute",
+            )(error)));
+        }
+    }
+    let swaps = originals
+        .into_iter()
+        .map(|(eni_id, original_groups)| SgSwap {
+            eni_id,
+            original_groups,
             quarantine_group: quarantine.clone(),
             untracking_group: untracking.clone(),
-        });
-    }
-    Ok(swaps)
-}
-
-fn all_traffic(cidr: &str) -> aws_sdk_ec2::types::IpPermission {
-    aws_sdk_ec2::types::IpPermission::builder()
-        .ip_protocol("-1")
-        .ip_ranges(aws_sdk_ec2::types::IpRange::builder().cidr_ip(cidr).build())
-        .build()
+        })
+        .collect();
+    Ok((swaps, skipped))
 }
