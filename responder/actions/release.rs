@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::isolate::nacl::remove_entries;
 use super::isolate::{ContainmentRecord, NaclEntry};
 use super::{aws, Clients, StepError};
+use crate::network::{parse_cidr, Acl};
 
 /// What `release` calls (besides the ledger).
 pub const PERMISSIONS: &[&str] = &[
@@ -90,17 +91,23 @@ pub async fn release(
     let mut removed = Vec::new();
     let mut left = Vec::new();
     let mut failed = Vec::new();
-    let still_ours = still_present(clients, &record.nacl_entries).await?;
+    let (still_ours, acls_gone) =
+        still_present(clients, record.vpc_id.as_deref(), &record.nacl_entries).await?;
     let (ours, gone): (Vec<NaclEntry>, Vec<NaclEntry>) = record
         .nacl_entries
         .iter()
         .cloned()
         .partition(|e| still_ours.contains(e));
     for entry in gone {
+        let why = if acls_gone.contains(&entry.acl_id) {
+            format!("network ACL {} no longer exists", entry.acl_id)
+        } else {
+            "no longer present as created (already removed or replaced)".to_string()
+        };
         left.push(LeftAlone {
             entry: Some(entry),
             eni_id: None,
-            why: "no longer present as created (already removed or replaced)".to_string(),
+            why,
         });
     }
     for (entry, result) in remove_entries(clients, &ours).await {
@@ -194,33 +201,56 @@ pub async fn release(
 /// The recorded entries that are still in their ACLs exactly as created.
 async fn still_present(
     clients: &Clients,
+    vpc_id: Option<&str>,
     entries: &[NaclEntry],
-) -> Result<Vec<NaclEntry>, StepError> {
-    let mut acl_ids: Vec<&str> = entries.iter().map(|e| e.acl_id.as_str()).collect();
+) -> Result<(Vec<NaclEntry>, Vec<String>), StepError> {
+    let mut acl_ids: Vec<String> = entries.iter().map(|e| e.acl_id.clone()).collect();
     acl_ids.sort();
     acl_ids.dedup();
     if acl_ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
-    let output = clients
-        .ec2
-        .describe_network_acls()
-        .set_network_acl_ids(Some(acl_ids.iter().map(|s| s.to_string()).collect()))
+    // The VPC's ACLs, not NetworkAclIds: one ACL deleted since must not fail the release of
+    // the rest (an unknown id fails the whole call).
+    let request = clients.ec2.describe_network_acls();
+    let request = match vpc_id {
+        Some(vpc) => request.filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("vpc-id")
+                .values(vpc)
+                .build(),
+        ),
+        None => request.set_network_acl_ids(Some(acl_ids.clone())),
+    };
+    let output = request
         .send()
         .await
         .map_err(aws("EC2 DescribeNetworkAcls"))?;
-    Ok(entries
+    let acls: Vec<Acl> = output
+        .network_acls()
+        .iter()
+        .filter_map(crate::actions::isolate::model_acl)
+        .collect();
+    let gone: Vec<String> = acl_ids
+        .into_iter()
+        .filter(|id| !acls.iter().any(|a| &a.id == id))
+        .collect();
+    let present = entries
         .iter()
         .filter(|wanted| {
-            output.network_acls().iter().any(|acl| {
-                acl.network_acl_id() == Some(wanted.acl_id.as_str())
-                    && acl.entries().iter().any(|e| {
-                        e.rule_number() == Some(wanted.rule_number)
-                            && e.egress() == Some(wanted.egress)
-                            && e.cidr_block().or(e.ipv6_cidr_block()) == Some(wanted.cidr.as_str())
+            let cidr = parse_cidr(&wanted.cidr);
+            acls.iter().any(|acl| {
+                acl.id == wanted.acl_id
+                    && acl.entries.iter().any(|e| {
+                        e.rule_number == wanted.rule_number
+                            && e.egress == wanted.egress
+                            // Compared in canonical form: `10.0.1.5/32` is `10.0.1.5/32`
+                            // however it was written.
+                            && Some(e.cidr) == cidr
                     })
             })
         })
         .cloned()
-        .collect())
+        .collect();
+    Ok((present, gone))
 }

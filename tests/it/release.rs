@@ -137,3 +137,62 @@ async fn a_task_stopped_event_releases_its_quarantine_entries() {
     let skip = world.respond(&running).await;
     assert_eq!(skip.skip_code, Some("task_not_stopped"));
 }
+
+#[tokio::test]
+async fn an_acl_deleted_since_is_reported_and_the_rest_still_released() {
+    let world = World::new(1).await;
+    let before = world.acl_state().await;
+    let report = world.respond(&world.miner_event(0, 13)).await;
+    assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
+    // The team moves the private subnets back to the default ACL and deletes theirs.
+    let ec2 = &world.clients.ec2;
+    let acls = ec2
+        .describe_network_acls()
+        .network_acl_ids(&world.fixture.private_acl_id)
+        .send()
+        .await
+        .unwrap();
+    for association in acls.network_acls()[0].associations() {
+        ec2.replace_network_acl_association()
+            .association_id(association.network_acl_association_id().unwrap())
+            .network_acl_id(&world.fixture.default_acl_id)
+            .send()
+            .await
+            .unwrap();
+    }
+    ec2.delete_network_acl()
+        .network_acl_id(&world.fixture.private_acl_id)
+        .send()
+        .await
+        .unwrap();
+    let summary = world
+        .responder
+        .release(&world.finding_id(13), "release-after-delete")
+        .await
+        .unwrap();
+    let undone = released(&summary);
+    assert_eq!(undone.removed_nacl_entries.len(), 2, "{undone:?}");
+    assert!(undone
+        .removed_nacl_entries
+        .iter()
+        .all(|e| e.acl_id == world.fixture.default_acl_id));
+    assert_eq!(undone.left_alone.len(), 2);
+    assert!(
+        undone
+            .left_alone
+            .iter()
+            .all(|l| l.why.contains("no longer exists")),
+        "{undone:?}"
+    );
+    let after: Vec<_> = world
+        .acl_state()
+        .await
+        .into_iter()
+        .filter(|e| e["acl"] == world.fixture.default_acl_id.as_str())
+        .collect();
+    let default_before: Vec<_> = before
+        .into_iter()
+        .filter(|e| e["acl"] == world.fixture.default_acl_id.as_str())
+        .collect();
+    assert_eq!(after, default_before);
+}

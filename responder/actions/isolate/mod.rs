@@ -31,6 +31,7 @@ use crate::network::quarantine::Headroom;
 use crate::network::reach::{DestinationClass, Reachability, Verdict};
 use crate::network::Acl;
 
+pub(crate) use describe::acl as model_acl;
 pub use describe::describe_vpc;
 pub use sg_swap::ROLE_TAG;
 
