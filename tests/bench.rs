@@ -235,6 +235,7 @@ mod capacity {
                 network_interface_ids: Vec::new(),
             }],
             transit_attachments: Vec::new(),
+            load_balancer_enis: Vec::new(),
         };
         let mut shared = base.clone();
         shared.acls = vec![Acl {
@@ -349,7 +350,11 @@ mod capacity {
         for n in 0..count {
             state = with_entries(&state, &before_entries(&state, n, 1 + 2 * n as i32));
         }
-        let accepted = [DestinationClass::SameSubnet, DestinationClass::Dns];
+        let accepted = [
+            DestinationClass::SameSubnet,
+            DestinationClass::Dns,
+            DestinationClass::LinkLocalServices,
+        ];
         (0..count)
             .filter(|&n| {
                 open_classes(&reachability(&state, &task(n), &BTreeSet::new()), &accepted)

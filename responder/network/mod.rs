@@ -47,6 +47,20 @@ pub struct Vpc {
     pub endpoints: Vec<Endpoint>,
     /// Its transit gateway attachments.
     pub transit_attachments: Vec<TransitAttachment>,
+    /// Network interfaces of its load balancers (ALB, NLB, GWLB nodes).
+    #[serde(default)]
+    pub load_balancer_enis: Vec<LoadBalancerEni>,
+}
+
+/// A load balancer's network interface in a subnet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadBalancerEni {
+    /// The network interface.
+    pub id: String,
+    /// Its subnet.
+    pub subnet_id: String,
+    /// Its description (`ELB app/NAME/ID` for an ALB, `ELB net/...` for an NLB).
+    pub description: String,
 }
 
 /// A subnet.
@@ -113,6 +127,9 @@ pub enum RouteTarget {
     VirtualPrivateGateway(String),
     /// A gateway VPC endpoint (S3, DynamoDB).
     GatewayEndpoint(String),
+    /// Another kind of endpoint as a route target: a Gateway Load Balancer or Network
+    /// Firewall endpoint (inspection appliances, onward to wherever they send it).
+    ApplianceEndpoint(String),
     /// Anything else (a network interface, a carrier or local gateway...).
     Other(String),
 }

@@ -48,6 +48,15 @@ pub enum DestinationClass {
     Dns,
     /// The GuardDuty endpoint's own subnets, left open on purpose so the agent keeps reporting.
     GuarddutyAgent,
+    /// Destinations behind other route targets: firewall or Gateway Load Balancer endpoints,
+    /// network interfaces, local or carrier gateways.
+    OtherRoutes,
+    /// Load balancer nodes in the workload's own subnet: what they relay (from the internet,
+    /// for an internet-facing one) reaches the workload without crossing a network ACL.
+    LoadBalancersInOwnSubnet,
+    /// Instance and task metadata (credentials), Time Sync, DHCP: link-local services no
+    /// network ACL or security group filters.
+    LinkLocalServices,
 }
 
 impl DestinationClass {
@@ -64,6 +73,9 @@ impl DestinationClass {
             DestinationClass::SameSubnet => "same-subnet",
             DestinationClass::Dns => "dns",
             DestinationClass::GuarddutyAgent => "guardduty-agent",
+            DestinationClass::OtherRoutes => "other-routes",
+            DestinationClass::LoadBalancersInOwnSubnet => "load-balancers-in-own-subnet",
+            DestinationClass::LinkLocalServices => "link-local-services",
         }
     }
 }
@@ -113,6 +125,9 @@ struct Hop<'a> {
     acl: &'a Acl,
     egress: bool,
     matched: Matched,
+    /// Hops of one segment see the same packet; a NAT gateway starts a new one (it rewrites
+    /// addresses and ports), so ports are not intersected across it.
+    segment: u8,
 }
 
 /// Both directions of the traffic between the workload and one destination.
@@ -143,9 +158,16 @@ fn rule_ref(hop: &Hop<'_>, rule_number: i32, allow: bool) -> RuleRef {
 }
 
 fn path_result(hops: &[Hop<'_>]) -> PathResult {
-    let mut passing = Traffic::all();
+    let mut example = None;
     let mut rules = Vec::new();
+    let mut passing = Traffic::all();
+    let mut segment = hops.first().map(|h| h.segment);
     for hop in hops {
+        if Some(hop.segment) != segment {
+            example.get_or_insert_with(|| passing.example());
+            passing = Traffic::all();
+            segment = Some(hop.segment);
+        }
         let result = evaluate(hop.acl, hop.egress, &hop.matched);
         if result.allowed.is_empty() {
             let number = result.denied_by.unwrap_or(super::DEFAULT_RULE);
@@ -156,13 +178,16 @@ fn path_result(hops: &[Hop<'_>]) -> PathResult {
         }
         passing = passing.intersect(&result.allowed);
         if passing.is_empty() {
-            // No single boundary denies everything, but together they do.
+            // No single boundary denies everything, but together they do (same packet).
             let number = result.denied_by.unwrap_or(super::DEFAULT_RULE);
             return PathResult::Cut(rule_ref(hop, number, false));
         }
     }
     PathResult::Open {
-        example: passing.example().unwrap_or_else(|| "traffic".to_string()),
+        example: example
+            .flatten()
+            .or_else(|| passing.example())
+            .unwrap_or_else(|| "traffic".to_string()),
         rules,
     }
 }
@@ -283,13 +308,19 @@ impl<'a> Builder<'a> {
             acl,
             egress,
             matched,
+            segment: 0,
+        };
+        // The NAT gateway's own packets, to and from the remote address.
+        let natted = |acl: &'a Acl, egress: bool, matched: Matched| Hop {
+            segment: 1,
+            ..hop(acl, egress, matched)
         };
         if subnet == self.workload.subnet_id {
             match (via, own_acl) {
                 // The NAT gateway's own packet leaves the subnet (and its reply comes back in).
                 (Via::Nat, Some(acl)) => {
-                    outbound.push(hop(acl, true, far));
-                    inbound.push(hop(acl, false, far));
+                    outbound.push(natted(acl, true, far));
+                    inbound.push(natted(acl, false, far));
                 }
                 // To an attachment in the same subnet both rule sets see the workload's
                 // packets; the replies are evaluated by neither.
@@ -306,8 +337,8 @@ impl<'a> Builder<'a> {
             if let Some(acl) = self.vpc.acl_of(subnet) {
                 outbound.push(hop(acl, false, own));
                 if via == Via::Nat {
-                    outbound.push(hop(acl, true, far));
-                    inbound.push(hop(acl, false, far));
+                    outbound.push(natted(acl, true, far));
+                    inbound.push(natted(acl, false, far));
                 }
                 inbound.push(hop(acl, true, own));
             }
@@ -333,11 +364,13 @@ impl<'a> Builder<'a> {
                     acl,
                     egress: true,
                     matched: far,
+                    segment: 0,
                 }],
                 vec![Hop {
                     acl,
                     egress: false,
                     matched: far,
+                    segment: 0,
                 }],
             ),
             None => (Vec::new(), Vec::new()),
@@ -376,6 +409,7 @@ pub fn reachability(
     let mut ipv6 = Vec::new();
     let mut beyond = Vec::new();
     let mut gateway_endpoints = Vec::new();
+    let mut other_routes = Vec::new();
     let mut igw_without_public_ip = false;
     for route in routes {
         let remote = match &route.destination {
@@ -445,8 +479,8 @@ pub fn reachability(
             RouteTarget::GatewayEndpoint(id) => {
                 gateway_endpoints.extend(builder.leaving(format!("gateway endpoint {id}"), remote));
             }
-            RouteTarget::Other(id) => {
-                beyond.extend(builder.leaving(format!("{remote} via {id}"), remote));
+            RouteTarget::ApplianceEndpoint(id) | RouteTarget::Other(id) => {
+                other_routes.extend(builder.leaving(format!("{remote} via {id}"), remote));
             }
         }
     }
@@ -527,6 +561,7 @@ pub fn reachability(
         ),
         row(DestinationClass::PeeredTransitOnPremises, beyond, None),
         row(DestinationClass::GatewayEndpoints, gateway_endpoints, None),
+        row(DestinationClass::OtherRoutes, other_routes, None),
         row(
             DestinationClass::InterfaceEndpoints,
             interface_endpoints,
@@ -537,6 +572,7 @@ pub fn reachability(
             agent,
             Some("no subnet is set aside for the GuardDuty endpoint".to_string()),
         ),
+        load_balancers_in_own_subnet(vpc, workload),
         Reachability {
             class: DestinationClass::SameSubnet,
             verdict: Verdict::Open,
@@ -549,10 +585,43 @@ pub fn reachability(
         Reachability {
             class: DestinationClass::Dns,
             verdict: Verdict::Open,
-            reason: "DNS queries to the Route 53 Resolver are not filtered by network ACLs or security groups".to_string(),
+            reason: "DNS queries to the Route 53 Resolver are not filtered by network ACLs or security groups (Route 53 Resolver DNS Firewall can filter them)".to_string(),
+            rules: Vec::new(),
+        },
+        Reachability {
+            class: DestinationClass::LinkLocalServices,
+            verdict: Verdict::Open,
+            reason: "instance and task metadata (credentials at 169.254.169.254 and 169.254.170.2), Time Sync and DHCP are not filtered by network ACLs or security groups".to_string(),
             rules: Vec::new(),
         },
     ]
+}
+
+fn load_balancers_in_own_subnet(vpc: &Vpc, workload: &Workload) -> Reachability {
+    let here: Vec<&str> = vpc
+        .load_balancer_enis
+        .iter()
+        .filter(|e| e.subnet_id == workload.subnet_id)
+        .map(|e| e.description.as_str())
+        .collect();
+    if here.is_empty() {
+        return Reachability {
+            class: DestinationClass::LoadBalancersInOwnSubnet,
+            verdict: Verdict::NoPath,
+            reason: "no load balancer node in the workload's subnet".to_string(),
+            rules: Vec::new(),
+        };
+    }
+    Reachability {
+        class: DestinationClass::LoadBalancersInOwnSubnet,
+        verdict: Verdict::Open,
+        reason: format!(
+            "{} in the workload's own subnet ({}) relay traffic that crosses no network ACL",
+            here.join(", "),
+            workload.subnet_id
+        ),
+        rules: Vec::new(),
+    }
 }
 
 /// The classes left open that are not accepted: empty means contained.

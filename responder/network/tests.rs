@@ -111,6 +111,7 @@ fn default_acl_layout() -> Vpc {
             network_interface_ids: vec!["eni-gd".into()],
         }],
         transit_attachments: Vec::new(),
+        load_balancer_enis: Vec::new(),
     }
 }
 
@@ -141,7 +142,11 @@ fn verdict(table: &[Reachability], class: DestinationClass) -> Verdict {
 }
 
 fn accepted() -> Vec<DestinationClass> {
-    vec![DestinationClass::SameSubnet, DestinationClass::Dns]
+    vec![
+        DestinationClass::SameSubnet,
+        DestinationClass::Dns,
+        DestinationClass::LinkLocalServices,
+    ]
 }
 
 #[test]
@@ -442,6 +447,82 @@ fn an_agent_allow_only_in_an_endpoint_only_acl_keeps_everything_else_cut() {
         endpoints.reason.starts_with("tcp/443"),
         "{}",
         endpoints.reason
+    );
+}
+
+#[test]
+fn ports_are_not_intersected_across_a_nat_gateway() {
+    // Replies come back to the NAT gateway on its own ephemeral port and go on to the task on
+    // the task's: different packets, so one boundary's port range does not cut the other's.
+    let mut vpc = default_acl_layout();
+    vpc.subnets.retain(|s| s.id != DATA_SUBNET);
+    vpc.endpoints.clear();
+    let tcp = |number: i32, egress: bool, net: &str, from: u16, to: u16| AclEntry {
+        protocol: 6,
+        ports: Some((from, to)),
+        ..entry(number, egress, true, net)
+    };
+    vpc.acls = vec![
+        Acl {
+            id: "acl-app".into(),
+            subnet_ids: vec![TASK_SUBNET.into()],
+            entries: vec![
+                // Nothing leaves; replies on the task's ephemeral ports come in.
+                tcp(100, false, "0.0.0.0/0", 30000, 40000),
+                entry(DEFAULT_RULE, false, false, "0.0.0.0/0"),
+                entry(DEFAULT_RULE, true, false, "0.0.0.0/0"),
+            ],
+        },
+        Acl {
+            id: "acl-public".into(),
+            subnet_ids: vec![NAT_SUBNET.into()],
+            entries: vec![
+                tcp(100, false, "10.0.0.0/16", 443, 443),
+                tcp(110, false, "0.0.0.0/0", 1024, 2000),
+                tcp(100, true, "0.0.0.0/0", 443, 443),
+                tcp(110, true, "10.0.0.0/16", 30000, 40000),
+                entry(DEFAULT_RULE, false, false, "0.0.0.0/0"),
+                entry(DEFAULT_RULE, true, false, "0.0.0.0/0"),
+            ],
+        },
+    ];
+    let table = reachability(&vpc, &task(), &none());
+    assert_eq!(
+        verdict(&table, DestinationClass::InternetViaNat),
+        Verdict::Open,
+        "{table:#?}"
+    );
+}
+
+#[test]
+fn a_firewall_endpoint_route_is_not_a_gateway_endpoint() {
+    let mut vpc = default_acl_layout();
+    vpc.route_tables[0].routes[1].target = RouteTarget::ApplianceEndpoint("vpce-gwlb".into());
+    let planned = plan(&vpc, &task(), &limits()).unwrap();
+    let table = reachability(&with_entries(&vpc, &planned.entries), &task(), &none());
+    assert_eq!(
+        verdict(&table, DestinationClass::GatewayEndpoints),
+        Verdict::NoPath
+    );
+    assert_eq!(
+        open_classes(&table, &accepted()),
+        [DestinationClass::OtherRoutes]
+    );
+}
+
+#[test]
+fn a_load_balancer_in_the_tasks_subnet_is_reported_apart_from_same_subnet() {
+    let mut vpc = default_acl_layout();
+    vpc.load_balancer_enis.push(LoadBalancerEni {
+        id: "eni-alb".into(),
+        subnet_id: TASK_SUBNET.into(),
+        description: "ELB app/checkout/50dc6c495c0c9188".into(),
+    });
+    let planned = plan(&vpc, &task(), &limits()).unwrap();
+    let table = reachability(&with_entries(&vpc, &planned.entries), &task(), &none());
+    assert_eq!(
+        open_classes(&table, &accepted()),
+        [DestinationClass::LoadBalancersInOwnSubnet]
     );
 }
 

@@ -29,7 +29,9 @@ async fn assert_truly_contained(world: &World, task: usize, report: &Report) {
     for row in &table {
         let accepted = matches!(
             row.class,
-            DestinationClass::SameSubnet | DestinationClass::Dns
+            DestinationClass::SameSubnet
+                | DestinationClass::Dns
+                | DestinationClass::LinkLocalServices
         );
         assert!(
             row.verdict != Verdict::Open || accepted,

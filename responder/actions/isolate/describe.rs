@@ -6,8 +6,8 @@ use aws_sdk_ec2::types::{Filter, RouteState, VpcEndpointType};
 
 use crate::actions::{aws, Clients, StepError};
 use crate::network::{
-    parse_cidr, Acl, AclEntry, Destination, Endpoint, NatGateway, Route, RouteTable, RouteTarget,
-    Subnet, TransitAttachment, Vpc,
+    parse_cidr, Acl, AclEntry, Destination, Endpoint, LoadBalancerEni, NatGateway, Route,
+    RouteTable, RouteTarget, Subnet, TransitAttachment, Vpc,
 };
 
 /// Every item of a paginated describe, as a future (the SDK's paginators differ in type).
@@ -48,19 +48,46 @@ pub async fn describe_vpc(clients: &Clients, vpc_id: &str) -> Result<Vpc, StepEr
         ec2.describe_vpc_endpoints().filters(vpc_filter(vpc_id)),
         "EC2 DescribeVpcEndpoints"
     );
+    let load_balancers = all_items!(
+        ec2.describe_network_interfaces()
+            .filters(vpc_filter(vpc_id))
+            .filters(
+                Filter::builder()
+                    .name("description")
+                    .values("ELB *")
+                    .build()
+            ),
+        "EC2 DescribeNetworkInterfaces (load balancers)"
+    );
     let attachments = all_items!(
         ec2.describe_transit_gateway_vpc_attachments()
             .filters(vpc_filter(vpc_id)),
         "EC2 DescribeTransitGatewayVpcAttachments"
     );
-    let (subnets, tables, acls, nats, endpoints, attachments) = tokio::try_join!(
+    let (subnets, tables, acls, nats, endpoints, attachments, load_balancers) = tokio::try_join!(
         subnets,
         tables,
         describe_acls(clients, vpc_id),
         nats,
         endpoints,
-        attachments
+        attachments,
+        load_balancers
     )?;
+    // A `vpce-` route target is a gateway endpoint (S3, DynamoDB) only if DescribeVpcEndpoints
+    // says so; Gateway Load Balancer and firewall endpoints are inspection appliances.
+    let gateway_endpoints: Vec<&str> = endpoints
+        .iter()
+        .filter(|e| e.vpc_endpoint_type() == Some(&VpcEndpointType::Gateway))
+        .filter_map(|e| e.vpc_endpoint_id())
+        .collect();
+    let mut route_tables: Vec<RouteTable> = tables.iter().filter_map(route_table).collect();
+    for route in route_tables.iter_mut().flat_map(|t| t.routes.iter_mut()) {
+        if let RouteTarget::GatewayEndpoint(id) = &route.target {
+            if !gateway_endpoints.contains(&id.as_str()) {
+                route.target = RouteTarget::ApplianceEndpoint(id.clone());
+            }
+        }
+    }
     Ok(Vpc {
         vpc_id: vpc_id.to_string(),
         subnets: subnets
@@ -77,7 +104,7 @@ pub async fn describe_vpc(clients: &Clients, vpc_id: &str) -> Result<Vpc, StepEr
                 })
             })
             .collect(),
-        route_tables: tables.iter().filter_map(route_table).collect(),
+        route_tables,
         acls,
         nat_gateways: nats
             .iter()
@@ -112,6 +139,16 @@ pub async fn describe_vpc(clients: &Clients, vpc_id: &str) -> Result<Vpc, StepEr
                 Some(TransitAttachment {
                     transit_gateway_id: a.transit_gateway_id()?.to_string(),
                     subnet_ids: a.subnet_ids().to_vec(),
+                })
+            })
+            .collect(),
+        load_balancer_enis: load_balancers
+            .iter()
+            .filter_map(|eni| {
+                Some(LoadBalancerEni {
+                    id: eni.network_interface_id()?.to_string(),
+                    subnet_id: eni.subnet_id()?.to_string(),
+                    description: eni.description().unwrap_or_default().to_string(),
                 })
             })
             .collect(),

@@ -145,9 +145,15 @@ pub(super) async fn isolate_task(
                     BTreeSet::new()
                 };
                 if params.keep_guardduty_agent && agent.is_empty() {
-                    record.notes.push(
-                        "the GuardDuty agent is cut off while quarantined: no network ACL guards only the GuardDuty endpoint, so an ALLOW for it would open other paths too".to_string(),
-                    );
+                    let service = format!("com.amazonaws.{region}.guardduty-data");
+                    let why = if vpc.endpoints.iter().any(|e| e.service == service) {
+                        "no network ACL guards only the GuardDuty endpoint, so an ALLOW for it would open other paths too"
+                    } else {
+                        "the VPC has no GuardDuty endpoint (one shared from another VPC is not seen here)"
+                    };
+                    record.notes.push(format!(
+                        "the GuardDuty agent is cut off while quarantined: {why}"
+                    ));
                 }
                 match nacl_quarantine(clients, ledger, &vpc, &workload, params, agent).await {
                     Ok(done) => {
@@ -160,14 +166,21 @@ pub(super) async fn isolate_task(
                         );
                         record.nacl_entries = done.entries;
                         record.acls_before = done.acls_before;
-                        record.reachability = done.reachability;
                         record.headroom = done.headroom;
                         record.notes.extend(
                             done.skipped
                                 .into_iter()
                                 .map(|(acl, why)| format!("{acl} left alone: {why}")),
                         );
-                        open = done.open;
+                        if record.reachability.is_empty() {
+                            record.reachability = done.reachability;
+                            open = done.open;
+                        } else {
+                            // After a security-group rung: a class is cut if either cuts it.
+                            record.reachability =
+                                combined(&record.reachability, &done.reachability);
+                            open = open_reasons(&record.reachability, &params.accept_open);
+                        }
                         Ok(detail)
                     }
                     Err(RungError::Partial { error, entries }) => {
@@ -189,7 +202,10 @@ pub(super) async fn isolate_task(
                     detail,
                 });
                 record.rung = Some(*rung);
-                break;
+                if open.is_empty() {
+                    break;
+                }
+                // Still open: a later rung may cut what this one cannot.
             }
             Err(error) => {
                 let (result, detail, fatal) = match error {
@@ -227,35 +243,25 @@ pub(super) async fn isolate_task(
     })
 }
 
-/// What the two-step security-group swap cuts, given the paths the model finds: new
-/// connections everywhere and, through the untracking step, established ones — except those
-/// AWS always tracks (through a NAT gateway, a transit gateway attachment, an interface
-/// endpoint or an egress-only internet gateway), which last until they time out, and DNS to
-/// the Resolver, which no security group filters
+/// What the two-step security-group swap can be credited with, given the paths the model
+/// finds. New connections are refused and untracked TCP/UDP flows cut, but ICMP and other
+/// protocols are always tracked, and so is every connection through a NAT gateway, a load
+/// balancer, Global Accelerator, a firewall endpoint, a transit gateway attachment, an interface
+/// endpoint or an egress-only internet gateway: those outlive the swap until they go idle
 /// ([connection tracking](https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/security-group-connection-tracking.html)).
+/// So no class is "cut" by the swap alone; the stateless ACL rung cuts what it can.
 fn security_group_reachability(paths: &[Reachability]) -> Vec<Reachability> {
-    let always_tracked = [
-        DestinationClass::InternetViaNat,
-        DestinationClass::InternetIpv6,
-        DestinationClass::PeeredTransitOnPremises,
-        DestinationClass::InterfaceEndpoints,
-    ];
     paths
         .iter()
         .map(|path| {
             let (verdict, reason) = match (path.verdict, path.class) {
                 (Verdict::NoPath, _) => (Verdict::NoPath, path.reason.clone()),
-                (_, DestinationClass::Dns) => (
-                    Verdict::Open,
-                    "DNS queries to the Route 53 Resolver are not filtered by security groups".to_string(),
-                ),
-                (_, class) if always_tracked.contains(&class) => (
-                    Verdict::Open,
-                    "new connections are refused by the quarantine security group, but connections already established this way are always tracked and last until they time out".to_string(),
-                ),
+                (_, DestinationClass::Dns | DestinationClass::LinkLocalServices) => {
+                    (Verdict::Open, path.reason.clone())
+                }
                 _ => (
-                    Verdict::Cut,
-                    "cut by the quarantine security group after the untracking step".to_string(),
+                    Verdict::Open,
+                    "the quarantine security group refuses new connections and the untracking step ends TCP and UDP flows, but ICMP, other protocols and connections through NAT gateways, load balancers, firewall or interface endpoints and transit gateways are always tracked and outlive the swap until idle".to_string(),
                 ),
             };
             Reachability {
@@ -340,6 +346,28 @@ pub(super) async fn isolate_instance(
         return Err(StepError::Refused(
             "the instance has no network interface".to_string(),
         ));
+    }
+    // DescribeInstances does not say which ENIs are requester-managed (ECS task ENIs attached
+    // to the instance, for one): EC2 refuses changes to those.
+    let ids: Vec<String> = enis.iter().map(|t| t.eni_id.clone()).collect();
+    let described = clients
+        .ec2
+        .describe_network_interfaces()
+        .set_network_interface_ids(Some(ids))
+        .send()
+        .await
+        .map_err(aws("EC2 DescribeNetworkInterfaces"))?;
+    let mut enis = enis;
+    for target in enis.iter_mut().filter(|t| t.unmodifiable.is_none()) {
+        let managed = described.network_interfaces().iter().any(|e| {
+            e.network_interface_id() == Some(target.eni_id.as_str())
+                && e.requester_managed() == Some(true)
+        });
+        if managed {
+            target.unmodifiable = Some(
+                "requester-managed (created by a service for its own use): EC2 refuses changes to its groups".to_string(),
+            );
+        }
     }
     if !params.rungs.contains(&IsolationRung::SgSwap) {
         return Err(StepError::Refused(

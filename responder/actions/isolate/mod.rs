@@ -204,8 +204,9 @@ pub enum IsolationRung {
     /// re-evaluated, then the quarantine group). Refused by EC2 on requester-managed ENIs
     /// such as every Fargate task's.
     SgSwap,
-    /// DENY the workload's /32 (and /128) in both directions in its subnet's network ACL,
-    /// ahead of the existing entries. Stateless, so it also cuts established connections.
+    /// DENY the workload's /32 (and /128) in both directions in the network ACLs of the other
+    /// subnets of its VPC, ahead of the owner's rules. Stateless, so it also cuts established
+    /// connections; what it cuts is verified with the network model.
     NaclQuarantine,
 }
 
@@ -248,12 +249,13 @@ pub struct IsolateParams {
     /// Name of the quarantine security group created (once per VPC) for the SG swap.
     #[serde(default = "IsolateParams::default_quarantine_group")]
     pub quarantine_group_name: String,
-    /// Destination classes the rule accepts staying open. A network ACL cannot cut traffic
-    /// inside the workload's own subnet nor DNS to the Route 53 Resolver, so the default
-    /// accepts those two; `[]` demands everything cut (only a security-group rung can cut the
-    /// own subnet; nothing in a VPC cuts Resolver DNS). Classes: internet-via-nat,
-    /// internet-via-igw, internet-ipv6, other-subnets, peered-transit-on-premises,
-    /// gateway-endpoints, interface-endpoints, same-subnet, dns.
+    /// Destination classes the rule accepts staying open. No network ACL can cut traffic
+    /// inside the workload's own subnet, DNS to the Route 53 Resolver, or the link-local
+    /// services (instance and task metadata, Time Sync), so the default accepts those three;
+    /// `[]` demands everything cut. Classes: internet-via-nat, internet-via-igw,
+    /// internet-ipv6, other-subnets, peered-transit-on-premises, gateway-endpoints,
+    /// interface-endpoints, other-routes, load-balancers-in-own-subnet, same-subnet, dns,
+    /// link-local-services, guardduty-agent.
     #[serde(default = "IsolateParams::default_accept_open")]
     pub accept_open: Vec<DestinationClass>,
     /// Entries a network ACL may hold per direction and address family, default rules
@@ -280,7 +282,11 @@ impl IsolateParams {
     }
 
     fn default_accept_open() -> Vec<DestinationClass> {
-        vec![DestinationClass::SameSubnet, DestinationClass::Dns]
+        vec![
+            DestinationClass::SameSubnet,
+            DestinationClass::Dns,
+            DestinationClass::LinkLocalServices,
+        ]
     }
 
     fn default_quota() -> usize {
