@@ -13,6 +13,11 @@ use crate::network::{parse_cidr, Acl};
 
 /// What `release` calls (besides the ledger).
 pub const PERMISSIONS: &[&str] = &[
+    "ec2:DescribeSecurityGroups",
+    "ec2:AuthorizeSecurityGroupIngress",
+    "ec2:AuthorizeSecurityGroupEgress",
+    "ec2:RevokeSecurityGroupIngress",
+    "ec2:RevokeSecurityGroupEgress",
     "ec2:DescribeNetworkAcls",
     "ec2:DeleteNetworkAclEntry",
     "ec2:DescribeNetworkInterfaces",
@@ -27,6 +32,9 @@ pub struct ReleaseOutput {
     pub removed_nacl_entries: Vec<NaclEntry>,
     /// ENIs given their original groups back.
     pub restored_security_groups: Vec<RestoredGroups>,
+    /// Locked-down security groups given their rules back.
+    #[serde(default)]
+    pub restored_group_rules: Vec<String>,
     /// Changes not undone because they are no longer as made.
     pub left_alone: Vec<LeftAlone>,
     /// Changes whose undo failed.
@@ -122,7 +130,20 @@ pub async fn release(
     }
 
     let mut restored = Vec::new();
+    let mut restored_rules = Vec::new();
     if !nacl_only {
+        // A stopped task's service goes on (ECS replaces the task) with the locked-down groups:
+        // only an explicit release gives them their rules back.
+        for lockdown in &record.group_lockdowns {
+            match super::isolate::lockdown::restore(clients, lockdown).await {
+                Ok(()) => restored_rules.push(lockdown.group_id.clone()),
+                Err(error) => failed.push(FailedUndo {
+                    entry: None,
+                    eni_id: None,
+                    error: format!("security group {}: {error}", lockdown.group_id),
+                }),
+            }
+        }
         for swap in &record.sg_swaps {
             let current = clients
                 .ec2
@@ -184,6 +205,7 @@ pub async fn release(
     let output = ReleaseOutput {
         removed_nacl_entries: removed,
         restored_security_groups: restored,
+        restored_group_rules: restored_rules,
         left_alone: left,
         failed,
     };

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::actions::isolate::IsolationRung;
 use crate::actions::{ActionName, ActionSpec};
 use crate::event::Inbound;
 use crate::incident::{Incident, Target};
@@ -307,6 +308,18 @@ pub fn plan(incident: &Incident, playbooks: &PlaybookSet) -> Decision {
                 "exempt: tag {} on the {on}; containment skipped ({})",
                 guardrails.exempt_tag,
                 names.join(", ")
+            ));
+        }
+    }
+
+    // A lockdown contains the whole service, not just this task: the plan says so up front.
+    let lockdown = steps.iter().any(|s| {
+        matches!(&s.spec, ActionSpec::Isolate(p) if p.rungs.contains(&IsolationRung::ServiceSgLockdown))
+    });
+    if let (true, Target::EcsTask(task)) = (lockdown, &incident.target) {
+        if let Some(service) = &task.service {
+            notes.push(format!(
+                "isolate may lock down the security groups of service {service} (service-sg-lockdown): every task of the service would be contained until release"
             ));
         }
     }

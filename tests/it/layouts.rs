@@ -294,3 +294,131 @@ async fn the_quota_is_planned_for_and_an_account_below_the_plan_refuses_cleanly(
     }
     assert_eq!(world.acl_state().await, before);
 }
+
+/// A security group's rules, comparable.
+async fn rules_of(world: &World, group: &str) -> (String, String) {
+    let described = world
+        .clients
+        .ec2
+        .describe_security_groups()
+        .group_ids(group)
+        .send()
+        .await
+        .unwrap();
+    let g = &described.security_groups()[0];
+    (
+        format!("{:?}", g.ip_permissions()),
+        format!("{:?}", g.ip_permissions_egress()),
+    )
+}
+
+#[tokio::test]
+async fn a_service_lockdown_takes_only_an_opted_in_exclusive_group_and_release_restores_it() {
+    // The rule will not accept the own subnet open: the ladder goes on to the lockdown.
+    let yaml = "rules:\n  - name: r\n    mode: enforce\n    actions:\n      - isolate: {rungs: [nacl-quarantine, service-sg-lockdown], accept_open: [dns, link-local-services]}\n      - notify\n";
+    let world = World::with_layout(2, playbooks(yaml), &Layout::default()).await;
+    let group = world.fixture.app_security_group.clone();
+    let before = rules_of(&world, &group).await;
+
+    // Not opted in by the group's owner: left alone, and nothing claims containment.
+    let report = world.respond(&world.miner_event(0, 30)).await;
+    let Outcome::Failed {
+        partial: Some(StepOutput::Isolate(output)),
+        ..
+    } = outcome(&report, "isolate")
+    else {
+        panic!("{}", report.to_json_line())
+    };
+    let record = output.record().unwrap();
+    assert!(record.group_lockdowns.is_empty());
+    assert!(
+        record
+            .attempts
+            .iter()
+            .any(|a| a.detail.contains("not tagged incident-responder:lockdown")),
+        "{:?}",
+        record.attempts
+    );
+    assert_eq!(rules_of(&world, &group).await, before);
+
+    // Opted in: every task of the service is contained with it, and the plan said so.
+    world
+        .clients
+        .ec2
+        .create_tags()
+        .resources(&group)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("incident-responder:lockdown")
+                .value("allowed")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let report = world.respond(&world.miner_event(1, 31)).await;
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("every task of the service")),
+        "{:?}",
+        report.notes
+    );
+    let Outcome::Failed {
+        partial: Some(StepOutput::Isolate(output)),
+        error,
+        ..
+    } = outcome(&report, "isolate")
+    else {
+        panic!("{}", report.to_json_line())
+    };
+    // ICMP and other protocols stay tracked: the own subnet is still not claimed cut.
+    assert!(error.contains("same-subnet"), "{error}");
+    let record = output.record().unwrap();
+    assert_eq!(record.group_lockdowns.len(), 1, "{:?}", record.attempts);
+    let (ingress, egress) = rules_of(&world, &group).await;
+    assert_eq!(
+        (ingress.as_str(), egress.as_str()),
+        ("[]", "[]"),
+        "no GuardDuty endpoint: no rule at all"
+    );
+    let released = world
+        .responder
+        .release(&world.finding_id(31), "release-lockdown")
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::support::released(&released).restored_group_rules,
+        vec![group.clone()]
+    );
+    assert_eq!(
+        rules_of(&world, &group).await,
+        before,
+        "the group's rules are back exactly"
+    );
+
+    // Shared with something outside the service: refused.
+    emulator::fixture::launch_instance(&world.clients, &world.fixture)
+        .await
+        .unwrap();
+    let report = world.respond(&world.miner_event(0, 32)).await;
+    let Outcome::Failed {
+        partial: Some(StepOutput::Isolate(output)),
+        ..
+    } = outcome(&report, "isolate")
+    else {
+        panic!("{}", report.to_json_line())
+    };
+    assert!(
+        output
+            .record()
+            .unwrap()
+            .attempts
+            .iter()
+            .any(|a| a.detail.contains("outside service")),
+        "{:?}",
+        output.record().unwrap().attempts
+    );
+    assert_eq!(rules_of(&world, &group).await, before);
+}

@@ -8,6 +8,7 @@ use aws_sdk_ec2::error::ProvideErrorMetadata;
 
 use super::describe::describe_vpc;
 use super::endpoints::{agent_acls, guardduty_endpoints};
+use super::lockdown::lock_down;
 use super::nacl::nacl_quarantine;
 use super::sg_swap::{sg_swap, SwapTarget};
 use super::{
@@ -136,6 +137,33 @@ pub(super) async fn isolate_task(
                         open = open_reasons(&record.reachability, &params.accept_open);
                         "security groups swapped: untracking group, then quarantine group".to_string()
                     })
+            }
+            IsolationRung::ServiceSgLockdown => {
+                let endpoints = if params.keep_guardduty_agent {
+                    guardduty_endpoints(clients, &vpc_id, region).await?
+                } else {
+                    Vec::new()
+                };
+                lock_down(clients, task, &eni.groups, &endpoints, ipv6.is_some()).await.map(|locked| {
+                    let service = task.service.as_deref().unwrap_or("?");
+                    record.notes.push(format!(
+                        "every task of service {service} is contained with this task: its security groups are locked down until `responder release`"
+                    ));
+                    for row in &mut record.reachability {
+                        if row.verdict == Verdict::Open
+                            && !matches!(row.class, DestinationClass::Dns | DestinationClass::LinkLocalServices)
+                        {
+                            row.reason = format!(
+                                "{}; the service lockdown refuses new connections and ends TCP and UDP flows, but ICMP, other protocols and connections through NAT gateways, load balancers or endpoints stay tracked until idle",
+                                row.reason
+                            );
+                        }
+                    }
+                    let ids: Vec<&str> = locked.iter().map(|g| g.group_id.as_str()).collect();
+                    let detail = format!("rules of {} replaced (untracking, then quarantine)", ids.join(", "));
+                    record.group_lockdowns = locked;
+                    detail
+                })
             }
             IsolationRung::NaclQuarantine => {
                 let vpc = describe_vpc(clients, &vpc_id).await?;

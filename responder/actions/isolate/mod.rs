@@ -19,6 +19,7 @@
 mod describe;
 mod endpoints;
 mod ladder;
+pub mod lockdown;
 pub(crate) mod nacl;
 mod sg_swap;
 
@@ -66,6 +67,8 @@ impl Action for Isolate {
         "ec2:RevokeSecurityGroupIngress",
         "ec2:RevokeSecurityGroupEgress",
         "ec2:ModifyNetworkInterfaceAttribute",
+        // service-sg-lockdown
+        "ecs:ListTasks",
     ];
 
     type Params = IsolateParams;
@@ -133,6 +136,15 @@ impl Action for Isolate {
                     Some(IsolationRung::SgSwap) => format!(
                         "security groups of {} swapped for the quarantine group (sg-swap)",
                         record.eni_ids.join(", ")
+                    ),
+                    Some(IsolationRung::ServiceSgLockdown) => format!(
+                        "security groups {} of the service locked down (service-sg-lockdown)",
+                        record
+                            .group_lockdowns
+                            .iter()
+                            .map(|g| g.group_id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                     None => "not isolated".to_string(),
                 };
@@ -208,6 +220,11 @@ pub enum IsolationRung {
     /// subnets of its VPC, ahead of the owner's rules. Stateless, so it also cuts established
     /// connections; what it cuts is verified with the network model.
     NaclQuarantine,
+    /// Opt-in, for what no ACL cuts (the own subnet, a public IP): replace the rules of the
+    /// task's security groups — only when every interface using them belongs to the same ECS
+    /// service and each group is tagged `incident-responder:lockdown=allowed`. Contains every
+    /// task of the service; restored by `release`.
+    ServiceSgLockdown,
 }
 
 impl IsolationRung {
@@ -216,6 +233,7 @@ impl IsolationRung {
         match self {
             IsolationRung::SgSwap => "sg-swap",
             IsolationRung::NaclQuarantine => "nacl-quarantine",
+            IsolationRung::ServiceSgLockdown => "service-sg-lockdown",
         }
     }
 }
@@ -396,6 +414,9 @@ pub struct ContainmentRecord {
     /// Network ACL entries created.
     #[serde(default)]
     pub nacl_entries: Vec<NaclEntry>,
+    /// Security groups locked down, with the rules they had.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_lockdowns: Vec<lockdown::GroupLockdown>,
     /// The workload's private IPv4 address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
