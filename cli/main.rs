@@ -24,9 +24,23 @@ struct Cli {
     command: Command,
 }
 
+/// How to print.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
+    /// For people.
     Text,
+    /// One JSON object per line, for tools.
+    Json,
+}
+
+/// How to print the preflight report.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReportFormat {
+    /// For a terminal.
+    Text,
+    /// To paste into a ticket.
+    Markdown,
+    /// For tools.
     Json,
 }
 
@@ -64,6 +78,27 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// What containment would achieve in this account, before any finding: per service, what a
+    /// compromised task's quarantine would cut and leave open; ACL capacity; GuardDuty
+    /// coverage; what defeats containment, with the fix. Read-only. Exit 0 when every service
+    /// would be contained as the playbooks intend, 1 otherwise.
+    Preflight {
+        /// Only these clusters (name or ARN); default: every cluster in the region.
+        #[arg(long = "cluster")]
+        clusters: Vec<String>,
+        /// Only these VPCs.
+        #[arg(long = "vpc")]
+        vpcs: Vec<String>,
+        /// Playbook directory or file (default: the playbooks built into the binary).
+        #[arg(long, env = "RESPONDER_PLAYBOOKS_PATH")]
+        playbooks: Option<PathBuf>,
+        /// Clusters where the stack may stop tasks (its ContainedClusterNames), a glob.
+        #[arg(long, env = "RESPONDER_CONTAINED_CLUSTERS", default_value = "*")]
+        contained_clusters: String,
+        /// text (a terminal), markdown (a ticket) or json (tools).
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        output: ReportFormat,
+    },
     /// Check playbooks: exit 0 when valid, 1 with every problem listed otherwise.
     Validate {
         /// Playbook directory or file (default: the playbooks built into the binary).
@@ -99,6 +134,19 @@ fn main() -> ExitCode {
             endpoint_url,
             output,
         } => with_runtime(demo(endpoint_url.as_deref(), output)),
+        Command::Preflight {
+            clusters,
+            vpcs,
+            playbooks,
+            contained_clusters,
+            output,
+        } => with_runtime(preflight(
+            &clusters,
+            &vpcs,
+            playbooks.as_deref(),
+            &contained_clusters,
+            output,
+        )),
         Command::Validate { path } => validate(path.as_deref()),
         Command::Schema => {
             let schema = playbook::json_schema();
@@ -290,6 +338,55 @@ async fn demo(endpoint: Option<&str>, output: Output) -> ExitCode {
             eprintln!("error: the demo failed: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn preflight(
+    clusters: &[String],
+    vpcs: &[String],
+    playbooks: Option<&Path>,
+    contained_clusters: &str,
+    output: ReportFormat,
+) -> ExitCode {
+    let set = match load_playbooks(playbooks) {
+        Ok(set) => set,
+        Err(code) => return code,
+    };
+    let glob = match responder::playbook::Glob::new(contained_clusters) {
+        Ok(glob) => glob,
+        Err(e) => {
+            eprintln!("error: --contained-clusters {contained_clusters:?}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let responder = match responder_from_env(set).await {
+        Ok(responder) => responder,
+        Err(code) => return code,
+    };
+    let inventory = match responder::actions::inventory::take(
+        &responder.clients,
+        &responder.config,
+        clusters,
+        vpcs,
+    )
+    .await
+    {
+        Ok(inventory) => inventory,
+        Err(error) => {
+            eprintln!("error: cannot read the account: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = responder::preflight::assess(&inventory, &responder.playbooks, &glob);
+    let text = match output {
+        ReportFormat::Text => responder::preflight::render::text(&report),
+        ReportFormat::Markdown => responder::preflight::render::markdown(&report),
+        ReportFormat::Json => responder::preflight::render::json(&report),
+    };
+    match print_or_exit(&text) {
+        code if code != ExitCode::SUCCESS => code,
+        _ if report.all_contained_as_intended() => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
     }
 }
 

@@ -707,3 +707,32 @@ pub fn miner_finding_for(fixture: &Fixture, task: &TaskRef, finding_id: &str) ->
     task_details["group"] = format!("service:{}", fixture.service_name).into();
     event
 }
+
+/// Turn on GuardDuty with Runtime Monitoring and its ECS Fargate agent management, as a team
+/// does before relying on findings.
+pub async fn enable_runtime_monitoring(clients: &Clients) -> Result<String, EmulatorError> {
+    use aws_sdk_guardduty::types::{
+        DetectorAdditionalConfiguration, DetectorFeature, DetectorFeatureConfiguration,
+        FeatureAdditionalConfiguration, FeatureStatus,
+    };
+    let detector = clients
+        .guardduty
+        .create_detector()
+        .enable(true)
+        .features(
+            DetectorFeatureConfiguration::builder()
+                .name(DetectorFeature::RuntimeMonitoring)
+                .status(FeatureStatus::Enabled)
+                .additional_configuration(
+                    DetectorAdditionalConfiguration::builder()
+                        .name(FeatureAdditionalConfiguration::EcsFargateAgentManagement)
+                        .status(FeatureStatus::Enabled)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(seed("CreateDetector"))?;
+    need(detector.detector_id(), "DetectorId").map(str::to_string)
+}

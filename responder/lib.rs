@@ -13,6 +13,7 @@ pub mod incident;
 pub mod network;
 pub mod plan;
 pub mod playbook;
+pub mod preflight;
 pub mod report;
 pub mod respond;
 

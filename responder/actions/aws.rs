@@ -24,6 +24,9 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     /// The Elastic Load Balancing v2 client.
     pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
+    /// GuardDuty (read by `responder preflight` only).
+    #[cfg(feature = "preflight")]
+    pub guardduty: aws_sdk_guardduty::Client,
 }
 
 impl Clients {
@@ -40,6 +43,8 @@ impl Clients {
             sns: aws_sdk_sns::Client::new(config),
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             elbv2: aws_sdk_elasticloadbalancingv2::Client::new(config),
+            #[cfg(feature = "preflight")]
+            guardduty: aws_sdk_guardduty::Client::new(config),
         }
     }
 

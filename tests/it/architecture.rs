@@ -42,6 +42,7 @@ fn the_lambda_builds_none_of_the_test_tooling() {
         "responder-cli ",
         "clap ",
         "aws-sdk-sqs ",
+        "aws-sdk-guardduty ",
         "anstream ",
     ] {
         assert!(

@@ -10,6 +10,7 @@ mod isolate;
 mod lambda;
 mod layouts;
 mod modes;
+mod preflight;
 mod release;
 mod support;
 mod template;

@@ -184,6 +184,22 @@ impl World {
         event
     }
 
+    /// The environment that points the CLI at this world (through the proxy).
+    pub fn cli_env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.proxy.endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("RESPONDER_EVIDENCE_BUCKET", self.fixture.bucket.as_str()),
+            ("RESPONDER_LEDGER_TABLE", self.fixture.table.as_str()),
+            ("RESPONDER_TOPIC_ARN", self.fixture.topic_arn.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
     /// The bytes of an S3 object.
     pub async fn object(&self, bucket: &str, key: &str) -> Vec<u8> {
         self.clients
