@@ -167,20 +167,36 @@ fn load_playbooks(path: Option<&Path>) -> Result<PlaybookSet, ExitCode> {
         None => PlaybookSet::defaults(),
     };
     loaded.map_err(|errors| {
-        eprintln!("error: the playbooks are invalid:\n{errors}");
+        let count = plural(errors.0.len(), "problem", "problems");
+        eprintln!("error: the playbooks are invalid ({count}):\n{errors}");
         ExitCode::FAILURE
     })
 }
 
 fn validate(path: Option<&Path>) -> ExitCode {
     match load_playbooks(path) {
-        Ok(set) => print_or_exit(&format!(
-            "ok: {} rule(s) in {}\n",
-            set.rules.len(),
-            set.sources.join(", ")
-        )),
+        Ok(set) => {
+            for warning in &set.warnings {
+                eprintln!("warning: {warning}");
+            }
+            let warnings = match set.warnings.len() {
+                0 => String::new(),
+                1 => " (1 warning)".to_string(),
+                n => format!(" ({n} warnings)"),
+            };
+            print_or_exit(&format!(
+                "ok: {} in {}{warnings}\n",
+                plural(set.rules.len(), "rule", "rules"),
+                set.sources.join(", ")
+            ))
+        }
         Err(code) => code,
     }
+}
+
+/// "1 rule", "6 rules".
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn with_runtime(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {

@@ -108,6 +108,14 @@ pub enum TargetKind {
 }
 
 impl TargetKind {
+    /// Every kind, in the order reports list them.
+    pub const ALL: &'static [TargetKind] = &[
+        TargetKind::EcsTask,
+        TargetKind::Ec2Instance,
+        TargetKind::EksWorkload,
+        TargetKind::Unsupported,
+    ];
+
     /// The kind as written in playbooks and reports (`ecs_task`, ...).
     pub fn name(self) -> &'static str {
         match self {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::workload::describe_task;
 use super::{aws, Action, Clients, Failure, Phase, StepContext, StepError};
-use crate::incident::Target;
+use crate::incident::{Target, TargetKind};
 use crate::playbook::Glob;
 
 /// The `deregister` action.
@@ -46,6 +46,7 @@ impl Action for Deregister {
     const PHASE: Phase = Phase::Preserve;
     const PURPOSE: &'static str = "take the workload out of its load balancer target groups";
     const CONTAINMENT: bool = true;
+    const TARGETS: &'static [TargetKind] = &[TargetKind::EcsTask, TargetKind::Ec2Instance];
     const PERMISSIONS: &'static [&'static str] = &[
         "ecs:DescribeTasks",
         "elasticloadbalancing:DescribeTargetGroups",

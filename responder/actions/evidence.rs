@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::isolate::ContainmentRecord;
 use super::workload::{acl_json, describe_acls, describe_service, describe_task, eni_json};
 use super::{aws, Action, Clients, Failure, Phase, StepContext, StepError};
-use crate::incident::{EcsTaskTarget, Incident, Target};
+use crate::incident::{EcsTaskTarget, Incident, Target, TargetKind};
 
 /// The `evidence` action.
 pub struct Evidence;
@@ -25,6 +25,7 @@ impl Action for Evidence {
     const PURPOSE: &'static str =
         "preserve the finding and the workload's state before anything is torn down";
     const CONTAINMENT: bool = false;
+    const TARGETS: &'static [TargetKind] = TargetKind::ALL;
     const PERMISSIONS: &'static [&'static str] = &[
         "ecs:DescribeTasks",
         "ecs:DescribeTaskDefinition",

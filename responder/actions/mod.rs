@@ -34,7 +34,7 @@ pub use config::{Config, ConfigError, ENV_AUDIT_TTL, ENV_BUCKET, ENV_MODE, ENV_T
 pub(crate) use registry::{output_from_ledger, run_action};
 pub use registry::{ActionName, ActionSpec, StepOutput};
 
-use crate::incident::Incident;
+use crate::incident::{Incident, TargetKind};
 use crate::report::Report;
 use isolate::ContainmentRecord;
 use ledger::Ledger;
@@ -83,6 +83,9 @@ pub trait Action {
     const PURPOSE: &'static str;
     /// Containment changes the workload: the exemption guardrail removes such steps.
     const CONTAINMENT: bool;
+    /// The kinds of workload `run` can act on; a playbook rule that can match another kind
+    /// and lists the action is refused (empty: not implemented yet).
+    const TARGETS: &'static [TargetKind];
     /// Every IAM action `run` may call (checked against `template.yaml` by a test).
     const PERMISSIONS: &'static [&'static str];
 
@@ -108,6 +111,11 @@ pub trait Action {
 
     /// One line for the notification and the text report.
     fn summary(output: &Self::Output) -> String;
+
+    /// Why a step with these parameters is in a plan: true for the parameters as written.
+    fn reason(_params: &Self::Params) -> String {
+        Self::PURPOSE.to_string()
+    }
 
     /// A reason not to run at all given what earlier phases did (e.g. `stop` without
     /// evidence). Pure.

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{aws, Action, Clients, Failure, Phase, StepContext, StepError};
+use crate::incident::TargetKind;
 use crate::report::Report;
 
 /// SNS limits a whole message (body and attributes) to 256 KiB.
@@ -44,6 +45,7 @@ impl Action for Notify {
     const PHASE: Phase = Phase::Notify;
     const PURPOSE: &'static str = "tell people what was found and done";
     const CONTAINMENT: bool = false;
+    const TARGETS: &'static [TargetKind] = TargetKind::ALL;
     const PERMISSIONS: &'static [&'static str] = &["sns:Publish"];
 
     type Params = NotifyParams;

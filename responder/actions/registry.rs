@@ -12,6 +12,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::{Action, Earlier, Failure, Phase, StepContext};
+use crate::incident::TargetKind;
 
 macro_rules! registry {
     ($($variant:ident => $unit:ty),+ $(,)?) => {
@@ -48,6 +49,11 @@ macro_rules! registry {
                 match self { $(ActionName::$variant => <$unit as Action>::CONTAINMENT,)+ }
             }
 
+            /// The kinds of workload it can act on.
+            pub fn targets(self) -> &'static [TargetKind] {
+                match self { $(ActionName::$variant => <$unit as Action>::TARGETS,)+ }
+            }
+
             /// The IAM actions its `run` may call.
             pub fn permissions(self) -> &'static [&'static str] {
                 match self { $(ActionName::$variant => <$unit as Action>::PERMISSIONS,)+ }
@@ -74,6 +80,11 @@ macro_rules! registry {
             pub fn params_json(&self) -> serde_json::Value {
                 let value = match self { $(ActionSpec::$variant(p) => serde_json::to_value(p),)+ };
                 value.unwrap_or(serde_json::Value::Null)
+            }
+
+            /// Why a step with these parameters is in a plan.
+            pub fn reason(&self) -> String {
+                match self { $(ActionSpec::$variant(p) => <$unit as Action>::reason(p),)+ }
             }
 
             /// The action with its default parameters (`- evidence`).

@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Action, Failure, Phase, StepContext, StepError};
+use crate::incident::TargetKind;
 
 /// The `revoke-sessions` action.
 pub struct RevokeSessions;
@@ -22,6 +23,7 @@ impl Action for RevokeSessions {
     const PHASE: Phase = Phase::Contain;
     const PURPOSE: &'static str = "revoke the instance role's active sessions";
     const CONTAINMENT: bool = true;
+    const TARGETS: &'static [TargetKind] = &[];
     const PERMISSIONS: &'static [&'static str] = &[];
 
     type Params = RevokeSessionsParams;

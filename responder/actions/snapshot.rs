@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{aws, Action, Failure, Phase, StepContext, StepError};
-use crate::incident::Target;
+use crate::incident::{Target, TargetKind};
 
 /// The `snapshot-volumes` action.
 pub struct SnapshotVolumes;
@@ -36,6 +36,7 @@ impl Action for SnapshotVolumes {
     const PHASE: Phase = Phase::Preserve;
     const PURPOSE: &'static str = "snapshot the instance's EBS volumes for forensics";
     const CONTAINMENT: bool = false;
+    const TARGETS: &'static [TargetKind] = &[TargetKind::Ec2Instance];
     const PERMISSIONS: &'static [&'static str] = &[
         "ec2:DescribeVolumes",
         "ec2:CreateSnapshot",

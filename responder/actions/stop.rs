@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{aws, Action, Earlier, Failure, Phase, StepContext, StepError};
-use crate::incident::Target;
+use crate::incident::{Target, TargetKind};
 
 /// The `stop` action.
 pub struct Stop;
@@ -43,8 +43,9 @@ pub enum StopOutput {
 impl Action for Stop {
     const NAME: &'static str = "stop";
     const PHASE: Phase = Phase::Stop;
-    const PURPOSE: &'static str = "stop the workload after evidence is preserved";
+    const PURPOSE: &'static str = "stop the task after evidence is preserved";
     const CONTAINMENT: bool = true;
+    const TARGETS: &'static [TargetKind] = &[TargetKind::EcsTask];
     const PERMISSIONS: &'static [&'static str] = &["ecs:DescribeTasks", "ecs:StopTask"];
 
     type Params = StopParams;
@@ -114,6 +115,14 @@ impl Action for Stop {
             StopOutput::Stopped { reason, .. } => format!("StopTask sent: {reason}"),
             StopOutput::AlreadyStopped => "already stopped".to_string(),
             StopOutput::AlreadyGone { .. } => "already gone (MISSING)".to_string(),
+        }
+    }
+
+    fn reason(params: &StopParams) -> String {
+        if params.force {
+            "stop the task, even if evidence could not be preserved (force)".to_string()
+        } else {
+            Self::PURPOSE.to_string()
         }
     }
 

@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{aws, Action, Clients, Failure, Phase, StepContext, StepError};
-use crate::incident::{Incident, Target};
+use crate::incident::{Incident, Target, TargetKind};
 
 /// The tag naming the finding a workload is under investigation for.
 pub const INCIDENT_TAG: &str = "incident-responder:incident";
@@ -42,6 +42,7 @@ impl Action for Tag {
     const PHASE: Phase = Phase::Preserve;
     const PURPOSE: &'static str = "mark the workload with the incident id and state";
     const CONTAINMENT: bool = false;
+    const TARGETS: &'static [TargetKind] = &[TargetKind::EcsTask, TargetKind::Ec2Instance];
     const PERMISSIONS: &'static [&'static str] = &["ecs:TagResource", "ec2:CreateTags"];
 
     type Params = TagParams;

@@ -71,6 +71,9 @@ async fn init() -> Result<Responder, String> {
     let responder = Responder::from_env(playbooks)
         .await
         .map_err(|e| format!("invalid configuration: {e}"))?;
+    for warning in &responder.playbooks.warnings {
+        tracing::warn!(%warning, "playbook warning");
+    }
     tracing::info!(
         rules = responder.playbooks.rules.len(),
         sources = %responder.playbooks.sources.join(","),

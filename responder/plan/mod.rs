@@ -244,7 +244,11 @@ pub fn plan(incident: &Incident, playbooks: &PlaybookSet) -> Decision {
             .exclude
             .as_ref()
             .is_some_and(|exclude| exclude.matches(incident));
-        if !rule.conditions.matches(incident) || excluded {
+        let matched = rule
+            .conditions
+            .as_ref()
+            .is_some_and(|conditions| conditions.matches(incident));
+        if !matched || excluded {
             continue;
         }
         matched_rules.push(rule.name.clone());
@@ -264,7 +268,7 @@ pub fn plan(incident: &Incident, playbooks: &PlaybookSet) -> Decision {
                 params: action.params_json(),
                 rule: rule.name.clone(),
                 mode: rule.mode,
-                reason: action.name().purpose().to_string(),
+                reason: action.reason(),
                 spec: action.clone(),
             });
         }

@@ -50,7 +50,8 @@ fn skip_code(decision: &Decision) -> &'static str {
     }
 }
 
-const ONE_RULE: &str = "rules: [{name: all, mode: enforce, actions: [notify]}]";
+const ONE_RULE: &str =
+    "rules: [{name: all, mode: enforce, match: {finding_types: ['*']}, actions: [notify]}]";
 
 #[test]
 fn default_playbooks_follow_the_documented_policy() {
@@ -129,14 +130,15 @@ fn every_skip_reason() {
     );
     assert_eq!(skip(&lambda), "unsupported_resource");
     let below = playbooks(
-        "guardrails: {min_severity: 5}\nrules: [{name: all, mode: enforce, actions: [notify]}]",
+        "guardrails: {min_severity: 5}\nrules: [{name: all, mode: enforce, match: {finding_types: ['*']}, actions: [notify]}]",
     );
     let low = event("fargate-suspicious-command-low.json");
     assert_eq!(
         skip_code(&plan(&incident_of(&low), &below)),
         "below_minimum_severity"
     );
-    let exempt_only_containment = "rules: [{name: contain, mode: enforce, actions: [isolate]}]";
+    let exempt_only_containment =
+        "rules: [{name: contain, mode: enforce, match: {targets: [ecs_task]}, actions: [isolate]}]";
     let exempt = event("fargate-exempt-task.json");
     assert_eq!(
         skip_code(&decide(&exempt, exempt_only_containment)),
@@ -153,7 +155,7 @@ fn every_skip_reason() {
 
 #[test]
 fn guardrails_can_be_turned_off() {
-    let yaml = "guardrails: {ignore_sample_findings: false, ignore_archived: false}\nrules: [{name: all, mode: enforce, actions: [notify]}]";
+    let yaml = "guardrails: {ignore_sample_findings: false, ignore_archived: false}\nrules: [{name: all, mode: enforce, match: {finding_types: ['*']}, actions: [notify]}]";
     assert_eq!(
         actions(&decide(&event("sample-finding.json"), yaml)),
         ["notify"]
@@ -189,7 +191,7 @@ fn exemption_drops_containment_and_says_so() {
     );
     let decision = decide(
         &on_cluster,
-        "rules: [{name: r, mode: enforce, actions: [isolate, evidence, notify]}]",
+        "rules: [{name: r, mode: enforce, match: {targets: [ecs_task]}, actions: [isolate, evidence, notify]}]",
     );
     assert_eq!(actions(&decision), ["evidence", "notify"]);
     // A different value does not exempt.
@@ -201,7 +203,7 @@ fn exemption_drops_containment_and_says_so() {
     assert_eq!(
         actions(&decide(
             &not_exempt,
-            "rules: [{name: r, mode: enforce, actions: [isolate, notify]}]"
+            "rules: [{name: r, mode: enforce, match: {targets: [ecs_task]}, actions: [isolate, notify]}]"
         )),
         ["isolate", "notify"]
     );
@@ -212,7 +214,7 @@ fn first_match_decides_unless_continue() {
     let yaml = r#"
 rules:
   - {name: first, mode: enforce, match: {targets: [ecs_task]}, actions: [evidence]}
-  - {name: second, mode: enforce, actions: [notify]}
+  - {name: second, mode: enforce, match: {finding_types: ['*']}, actions: [notify]}
 "#;
     let decision = decide(&fargate_high(), yaml);
     assert_eq!(actions(&decision), ["evidence"]);
@@ -234,8 +236,8 @@ rules:
 fn merged_steps_keep_phase_order_and_first_rule_wins_duplicates() {
     let yaml = r#"
 rules:
-  - {name: tell, mode: dry-run, actions: [evidence, notify], continue: true}
-  - {name: contain, mode: enforce, actions: [isolate, evidence]}
+  - {name: tell, mode: dry-run, match: {finding_types: ['*']}, actions: [evidence, notify], continue: true}
+  - {name: contain, mode: enforce, match: {targets: [ecs_task]}, actions: [isolate, evidence]}
 "#;
     let decision = decide(&fargate_high(), yaml);
     assert_eq!(actions(&decision), ["isolate", "evidence", "notify"]);
@@ -263,7 +265,7 @@ fn conditions_each_narrow_the_match() {
             format!("rules: [{{name: r, mode: enforce, match: {conditions}, actions: [notify]}}]");
         matches!(decide(&base, &yaml), Decision::Act(_))
     };
-    assert!(matches("{}"));
+    assert!(matches("{finding_types: ['*']}"));
     assert!(matches("{finding_types: ['Impact:Runtime/*']}"));
     assert!(matches("{finding_types: ['*:EC2/*', '*CryptoMiner*']}"));
     assert!(!matches("{finding_types: ['CryptoCurrency:*']}"));
@@ -312,7 +314,7 @@ fn task_tags_override_cluster_tags() {
 #[test]
 fn exclude_takes_findings_out() {
     let yaml =
-        "rules: [{name: r, mode: enforce, exclude: {services: ['checkout-*']}, actions: [notify]}]";
+        "rules: [{name: r, mode: enforce, match: {finding_types: ['*']}, exclude: {services: ['checkout-*']}, actions: [notify]}]";
     assert_eq!(skip_code(&decide(&fargate_high(), yaml)), "no_rule_matched");
     assert!(matches!(
         decide(&event("fargate-reverse-shell.json"), yaml),
@@ -346,7 +348,7 @@ fn mode_ceiling_caps_every_step() {
     };
     assert_eq!(plan.mode, Mode::DryRun);
     assert!(plan.steps.iter().all(|s| s.mode == Mode::DryRun));
-    let yaml = "rules: [{name: r, mode: notify-only, actions: [evidence, notify]}]";
+    let yaml = "rules: [{name: r, mode: notify-only, match: {finding_types: ['*']}, actions: [evidence, notify]}]";
     let Decision::Act(plan) = decide(&fargate_high(), yaml).capped_at(Mode::Enforce) else {
         unreachable!()
     };
@@ -391,4 +393,38 @@ fn every_runtime_finding_type_parses_and_plans() {
         };
         assert_eq!(actions(&plan(&incident, &set)), expected, "{finding_type}");
     }
+}
+
+#[test]
+fn step_reasons_are_true_for_the_rule_as_written() {
+    let reason_of = |yaml: &str, action: ActionName| -> String {
+        let Decision::Act(plan) = decide(&event("fargate-crypto-miner-high.json"), yaml) else {
+            panic!("expected a plan")
+        };
+        plan.steps
+            .iter()
+            .find(|s| s.action == action)
+            .map(|s| s.reason.clone())
+            .unwrap()
+    };
+    let forced = "rules: [{name: r, mode: enforce, match: {targets: [ecs_task]}, actions: [{stop: {force: true}}, notify]}]";
+    let reason = reason_of(forced, ActionName::Stop);
+    assert!(!reason.contains("after evidence is preserved"), "{reason}");
+    assert!(
+        reason.contains("even if evidence could not be preserved"),
+        "{reason}"
+    );
+    let waits = "rules: [{name: r, mode: enforce, match: {targets: [ecs_task]}, actions: [evidence, stop, notify]}]";
+    assert_eq!(
+        reason_of(waits, ActionName::Stop),
+        "stop the task after evidence is preserved"
+    );
+    let fallback = "rules: [{name: r, mode: enforce, match: {targets: [ecs_task]}, actions: [{isolate: {fallback: stop}}, evidence, notify]}]";
+    let reason = reason_of(fallback, ActionName::Isolate);
+    assert!(
+        reason.contains("if it cannot, stop the task once evidence is preserved"),
+        "{reason}"
+    );
+    let plain = "rules: [{name: r, mode: enforce, match: {targets: [ecs_task]}, actions: [isolate, notify]}]";
+    assert!(!reason_of(plain, ActionName::Isolate).contains("stop"));
 }

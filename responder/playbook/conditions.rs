@@ -14,9 +14,11 @@ use crate::incident::{Incident, LaunchType, SeverityBand, Target, TargetKind};
 /// Conditions on a finding. Every condition given must hold; within a list, any entry may match.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1))]
 pub struct Conditions {
     /// Globs over the finding type, e.g. `CryptoCurrency:Runtime/*` or `*:Runtime/*`.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub finding_types: Option<Vec<Glob>>,
     /// Inclusive lower bound: a number (0-10) or a band (Low, Medium, High, Critical).
     #[serde(default)]
@@ -26,25 +28,32 @@ pub struct Conditions {
     pub max_severity: Option<SeverityThreshold>,
     /// Kinds of affected workload.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub targets: Option<Vec<TargetKind>>,
     /// ECS launch types (ECS tasks only).
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub launch_types: Option<Vec<LaunchType>>,
     /// Globs over the ECS or EKS cluster name or ARN.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub clusters: Option<Vec<Glob>>,
     /// Globs over the ECS service name (tasks started by a service).
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub services: Option<Vec<Glob>>,
     /// Globs over the account that owns the resource.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub accounts: Option<Vec<Glob>>,
     /// Globs over the region.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub regions: Option<Vec<Glob>>,
     /// Tag key → value glob; every key must be present on the workload (task tags win over
     /// cluster tags).
     #[serde(default)]
+    #[schemars(extend("minProperties" = 1))]
     pub tags: Option<BTreeMap<String, Glob>>,
 }
 
@@ -61,6 +70,137 @@ impl Conditions {
             && self.accounts.is_none()
             && self.regions.is_none()
             && self.tags.is_none()
+    }
+
+    /// The conditions given as an empty list (or map): such a condition matches nothing, or
+    /// (`tags: {}`) requires nothing, and is never what the author meant.
+    pub fn empty_lists(&self) -> Vec<&'static str> {
+        let globs = [
+            ("finding_types", &self.finding_types),
+            ("clusters", &self.clusters),
+            ("services", &self.services),
+            ("accounts", &self.accounts),
+            ("regions", &self.regions),
+        ];
+        let mut empty: Vec<&'static str> = globs
+            .into_iter()
+            .filter(|(_, list)| list.as_ref().is_some_and(Vec::is_empty))
+            .map(|(name, _)| name)
+            .collect();
+        if self.targets.as_ref().is_some_and(Vec::is_empty) {
+            empty.push("targets");
+        }
+        if self.launch_types.as_ref().is_some_and(Vec::is_empty) {
+            empty.push("launch_types");
+        }
+        if self.tags.as_ref().is_some_and(BTreeMap::is_empty) {
+            empty.push("tags");
+        }
+        empty
+    }
+
+    /// The kinds of workload a finding matching these conditions can be about: `targets`
+    /// when given; ECS tasks when a condition only ECS tasks have is given (launch types,
+    /// services); ECS tasks and EKS workloads for clusters; otherwise every kind.
+    pub fn target_kinds(&self) -> Vec<TargetKind> {
+        if let Some(targets) = &self.targets {
+            return TargetKind::ALL
+                .iter()
+                .copied()
+                .filter(|k| targets.contains(k))
+                .collect();
+        }
+        if self.launch_types.is_some() || self.services.is_some() {
+            return vec![TargetKind::EcsTask];
+        }
+        if self.clusters.is_some() {
+            return vec![TargetKind::EcsTask, TargetKind::EksWorkload];
+        }
+        TargetKind::ALL.to_vec()
+    }
+
+    /// Every finding `other` matches, these conditions match too. Conservative: `false`
+    /// when it cannot tell.
+    pub fn covers(&self, other: &Conditions) -> bool {
+        let globs_cover =
+            |mine: &Option<Vec<Glob>>, theirs: &Option<Vec<Glob>>| match (mine, theirs) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(mine), Some(theirs)) => {
+                    theirs.iter().all(|t| mine.iter().any(|m| m.covers(t)))
+                }
+            };
+        let min_ok = match (self.min_severity, other.min_severity) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(mine), Some(theirs)) => theirs.lowest_score() >= mine.lowest_score(),
+        };
+        let max_ok = match (self.max_severity, other.max_severity) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(mine), Some(theirs)) => theirs.highest_score() <= mine.highest_score(),
+        };
+        let targets_ok = self
+            .targets
+            .as_ref()
+            .is_none_or(|mine| other.target_kinds().iter().all(|k| mine.contains(k)));
+        let launch_ok = match (&self.launch_types, &other.launch_types) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(mine), Some(theirs)) => theirs.iter().all(|t| mine.contains(t)),
+        };
+        let tags_ok = match (&self.tags, &other.tags) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(mine), Some(theirs)) => mine
+                .iter()
+                .all(|(key, glob)| theirs.get(key).is_some_and(|t| glob.covers(t))),
+        };
+        globs_cover(&self.finding_types, &other.finding_types)
+            && min_ok
+            && max_ok
+            && targets_ok
+            && launch_ok
+            && globs_cover(&self.clusters, &other.clusters)
+            && globs_cover(&self.services, &other.services)
+            && globs_cover(&self.accounts, &other.accounts)
+            && globs_cover(&self.regions, &other.regions)
+            && tags_ok
+    }
+
+    /// Some finding may match both. Conservative: `true` unless provably disjoint.
+    pub fn may_overlap(&self, other: &Conditions) -> bool {
+        let globs_meet = |a: &Option<Vec<Glob>>, b: &Option<Vec<Glob>>| match (a, b) {
+            (Some(a), Some(b)) => a.iter().any(|x| b.iter().any(|y| x.may_meet(y))),
+            _ => true,
+        };
+        let lowest = |c: &Conditions| c.min_severity.map_or(0.0, SeverityThreshold::lowest_score);
+        let highest = |c: &Conditions| {
+            c.max_severity
+                .map_or(10.0, SeverityThreshold::highest_score)
+        };
+        let severities_meet = lowest(self) <= highest(other) && lowest(other) <= highest(self);
+        let kinds = other.target_kinds();
+        let kinds_meet = self.target_kinds().iter().any(|k| kinds.contains(k));
+        let launch_meet = match (&self.launch_types, &other.launch_types) {
+            (Some(a), Some(b)) => a.iter().any(|t| b.contains(t)),
+            _ => true,
+        };
+        let tags_meet = match (&self.tags, &other.tags) {
+            (Some(a), Some(b)) => a
+                .iter()
+                .all(|(key, glob)| b.get(key).is_none_or(|g| glob.may_meet(g))),
+            _ => true,
+        };
+        severities_meet
+            && kinds_meet
+            && launch_meet
+            && tags_meet
+            && globs_meet(&self.finding_types, &other.finding_types)
+            && globs_meet(&self.clusters, &other.clusters)
+            && globs_meet(&self.services, &other.services)
+            && globs_meet(&self.accounts, &other.accounts)
+            && globs_meet(&self.regions, &other.regions)
     }
 
     /// Pure: does this incident satisfy every condition given?
@@ -138,6 +278,48 @@ impl Glob {
     pub fn is_match(&self, value: &str) -> bool {
         self.matcher.is_match(value)
     }
+
+    /// The pattern as written.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// Every value `other` matches, this glob matches. Conservative: `false` when it cannot
+    /// tell (only literals and `prefix*` forms are compared).
+    pub fn covers(&self, other: &Glob) -> bool {
+        if self.pattern == other.pattern || self.pattern == "*" {
+            return true;
+        }
+        if !has_wildcard(&other.pattern) {
+            return self.is_match(&other.pattern);
+        }
+        match self.pattern.strip_suffix('*') {
+            Some(prefix) if !has_wildcard(prefix) => other.pattern.starts_with(prefix),
+            _ => false,
+        }
+    }
+
+    /// Some value may match both. Conservative: `true` unless the literal text before the
+    /// first wildcard or after the last one tells them apart.
+    pub fn may_meet(&self, other: &Glob) -> bool {
+        if self.is_match(&other.pattern) || other.is_match(&self.pattern) {
+            return true;
+        }
+        let (a, b) = (&self.pattern, &other.pattern);
+        let prefix = |p: &str| p[..p.find(WILDCARDS).unwrap_or(p.len())].to_string();
+        let suffix = |p: &str| p[p.rfind(WILDCARDS).map_or(0, |i| i + 1)..].to_string();
+        let (pa, pb, sa, sb) = (prefix(a), prefix(b), suffix(a), suffix(b));
+        let compatible = |x: &str, y: &str, f: fn(&str, &str) -> bool| f(x, y) || f(y, x);
+        (has_wildcard(a) || has_wildcard(b))
+            && compatible(&pa, &pb, |x, y| x.starts_with(y))
+            && compatible(&sa, &sb, |x, y| x.ends_with(y))
+    }
+}
+
+const WILDCARDS: &[char] = &['*', '?', '[', '{'];
+
+fn has_wildcard(pattern: &str) -> bool {
+    pattern.contains(WILDCARDS)
 }
 
 impl fmt::Debug for Glob {

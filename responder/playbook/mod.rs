@@ -5,8 +5,10 @@
 //! [action registry](crate::actions)). [`conditions`] says which findings a rule matches (pure);
 //! [`load`] reads files and checks what serde cannot.
 
+mod checks;
 pub mod conditions;
 mod load;
+mod positions;
 
 use std::fmt;
 
@@ -23,6 +25,11 @@ use crate::actions::ActionSpec;
 #[serde(deny_unknown_fields)]
 #[schemars(title = "GuardDuty responder playbook")]
 pub struct PlaybookFile {
+    /// `defaults`: evaluate the rules built into the responder after this directory's rules,
+    /// so a team's rules decide first and the defaults cover the rest. Guardrails set here
+    /// replace the built-in ones.
+    #[serde(default)]
+    pub extends: Option<Extends>,
     /// Global safety settings. At most one file in a playbook directory may set them.
     #[serde(default)]
     pub guardrails: Option<Guardrails>,
@@ -30,6 +37,14 @@ pub struct PlaybookFile {
     /// says `continue: true`.
     #[serde(default)]
     pub rules: Vec<Rule>,
+}
+
+/// What a playbook directory builds on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Extends {
+    /// The playbooks built into the responder (`playbooks/default.yaml` of its release).
+    Defaults,
 }
 
 /// Global safety settings applied before any rule.
@@ -143,9 +158,12 @@ pub struct Rule {
     /// What the rule is for, for people.
     #[serde(default)]
     pub description: Option<String>,
-    /// Conditions that must all hold (a list holds when any entry matches). Empty matches all.
-    #[serde(rename = "match", default)]
-    pub conditions: Conditions,
+    /// Which findings the rule is for: conditions that must all hold (a list holds when any
+    /// entry matches). Required and never empty, so no rule matches everything by accident;
+    /// a deliberate catch-all says `finding_types: ["*"]`.
+    #[serde(rename = "match")]
+    #[schemars(required, schema_with = "conditions_schema")]
+    pub conditions: Option<Conditions>,
     /// Conditions that, when they all hold, take the finding out of this rule.
     #[serde(default)]
     pub exclude: Option<Conditions>,
@@ -160,6 +178,11 @@ pub struct Rule {
     pub continue_matching: bool,
 }
 
+/// `match` is an object with at least one condition, never `null`.
+fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    generator.subschema_for::<Conditions>()
+}
+
 /// A rule together with the file it came from.
 #[derive(Debug, Clone)]
 pub struct LoadedRule {
@@ -167,6 +190,20 @@ pub struct LoadedRule {
     pub rule: Rule,
     /// The playbook file it came from.
     pub source: String,
+    /// Where the rule starts in its file (1-based line and column).
+    pub location: Option<(usize, usize)>,
+    /// Where its `name` is.
+    pub name_location: Option<(usize, usize)>,
+}
+
+impl LoadedRule {
+    /// `file:line` of the rule, for messages.
+    pub fn place(&self) -> String {
+        match self.name_location.or(self.location) {
+            Some((line, _)) => format!("{}:{line}", self.source),
+            None => self.source.clone(),
+        }
+    }
 }
 
 /// Every playbook in force: guardrails and rules in evaluation order.
@@ -178,4 +215,7 @@ pub struct PlaybookSet {
     pub rules: Vec<LoadedRule>,
     /// Where the set came from (file names), for reports.
     pub sources: Vec<String>,
+    /// What is valid but probably not what the author meant (a rule partly shadowed by one
+    /// in an earlier file); `validate` prints these, the Lambda logs them.
+    pub warnings: Vec<PlaybookError>,
 }

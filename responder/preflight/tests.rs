@@ -164,7 +164,7 @@ fn an_owner_allow_at_1_and_a_public_ip_are_reported_with_their_fix() {
 
 #[test]
 fn a_rule_without_isolate_is_not_a_failure_and_stop_outside_contained_clusters_is() {
-    let yaml = "rules:\n  - name: watch\n    mode: enforce\n    match: {finding_types: ['*']}\n    actions: [evidence, stop, notify]\n";
+    let yaml = "rules:\n  - name: watch\n    mode: enforce\n    match: {targets: [ecs_task]}\n    actions: [evidence, stop, notify]\n";
     let playbooks = PlaybookSet::from_sources([("p.yaml".to_string(), yaml.to_string())]).unwrap();
     let report = assess(
         &inventory(vpc(), false),

@@ -263,7 +263,7 @@ fn replay_honours_a_playbook_directory() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("only.yaml"),
-        "rules:\n  - name: page-everyone\n    mode: notify-only\n    actions: [notify]\n",
+        "rules:\n  - name: page-everyone\n    mode: notify-only\n    match: {finding_types: ['*']}\n    actions: [notify]\n",
     )
     .unwrap();
     let output = run(&[
@@ -288,19 +288,20 @@ fn replay_honours_a_playbook_directory() {
 fn validate_reports_located_errors() {
     let ok = run(&["validate"]);
     assert!(ok.status.success());
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("6 rule(s)"));
+    assert!(String::from_utf8_lossy(&ok.stdout)
+        .contains("ok: 6 rules in (built-in) playbooks/default.yaml"));
     assert!(run(&["validate", "playbooks"]).status.success());
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("broken.yaml"),
-        "rules:\n  - name: r\n    mode: enforce\n    actions:\n      - isolate: {fallback: maybe}\n",
+        "rules:\n  - name: r\n    mode: enforce\n    match: {targets: [ecs_task]}\n    actions:\n      - isolate: {fallback: maybe}\n",
     )
     .unwrap();
     let bad = run(&["validate", dir.path().to_str().unwrap()]);
     assert_eq!(bad.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert!(stderr.contains("broken.yaml:5:"), "{stderr}");
+    assert!(stderr.contains("broken.yaml:6:"), "{stderr}");
     assert!(stderr.contains("unknown variant `maybe`"), "{stderr}");
 
     let empty = tempfile::tempdir().unwrap();
@@ -359,4 +360,157 @@ fn no_region_or_credentials_is_one_line_naming_what_to_set() {
         );
         assert!(output.stdout.is_empty());
     }
+}
+
+/// The fargate crypto-miner sample, its task started by service `service`.
+fn fargate_finding_in_service(dir: &Path, service: &str) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("events/fargate-crypto-miner-high.json"))
+        .unwrap()
+        .replace("service:checkout-api", &format!("service:{service}"));
+    let path = dir.join(format!("{service}.json"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_readme_team_playbook_layers_over_the_defaults() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme
+        .find("# team-playbooks/staging.yaml\n")
+        .expect("the README shows a team playbook over the defaults");
+    let end = start + readme[start..].find("```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let playbooks = dir.path().join("team");
+    std::fs::create_dir(&playbooks).unwrap();
+    std::fs::write(playbooks.join("staging.yaml"), &readme[start..end]).unwrap();
+    let playbooks = playbooks.to_str().unwrap();
+
+    let validate = run(&["validate", playbooks]);
+    let stdout = String::from_utf8_lossy(&validate.stdout);
+    assert!(
+        validate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validate.stderr)
+    );
+    assert!(stdout.contains("ok: 7 rules in"), "{stdout}");
+    assert!(
+        stdout.contains("(built-in) playbooks/default.yaml"),
+        "{stdout}"
+    );
+    assert!(
+        validate.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&validate.stderr)
+    );
+
+    let staging = fargate_finding_in_service(dir.path(), "staging-api");
+    let prod = fargate_finding_in_service(dir.path(), "checkout-api");
+    let output = run(&[
+        "replay",
+        "--dry-run",
+        "--output",
+        "json",
+        "--playbooks",
+        playbooks,
+        staging.to_str().unwrap(),
+        prod.to_str().unwrap(),
+    ]);
+    assert!(output.status.success());
+    let lines = json_lines(&output);
+    assert_eq!(
+        lines[0]["rule"], "staging-notify-only",
+        "the team's rule decides first"
+    );
+    let steps: Vec<&str> = lines[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["evidence", "notify"]);
+    assert_eq!(
+        lines[1]["rule"], "ecs-task-high",
+        "the defaults decide the rest"
+    );
+}
+
+#[test]
+fn validate_warns_when_a_file_name_decides_which_rule_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root().join("playbooks/default.yaml"),
+        dir.path().join("default.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("staging.yaml"),
+        "rules:\n  - name: staging-notify-only\n    match: {services: ['staging-*']}\n    mode: notify-only\n    actions: [notify]\n",
+    )
+    .unwrap();
+    let playbooks = dir.path().to_str().unwrap();
+    let validate = run(&["validate", playbooks]);
+    assert!(validate.status.success(), "a warning is not an error");
+    let stderr = String::from_utf8_lossy(&validate.stderr);
+    assert!(stderr.contains("warning: "), "{stderr}");
+    assert!(
+        stderr.contains(
+            "staging.yaml:2:5: rule \"staging-notify-only\" may not see all of its findings"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\"ecs-task-high\""), "{stderr}");
+    assert!(String::from_utf8_lossy(&validate.stdout).contains("(1 warning)"));
+    // What the warning is about: the default rule decides a staging task's High finding.
+    let staging = fargate_finding_in_service(dir.path(), "staging-api");
+    let output = run(&[
+        "replay",
+        "--dry-run",
+        "--output",
+        "json",
+        "--playbooks",
+        playbooks,
+        staging.to_str().unwrap(),
+    ]);
+    assert_eq!(json_lines(&output)[0]["rule"], "ecs-task-high");
+}
+
+#[test]
+fn validate_refuses_rules_that_do_something_other_than_they_say() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("team.yaml"),
+        "rules:
+  - name: everything
+    match: {}
+    mode: enforce
+    actions: [isolate, evidence, tag, notify]
+  - name: never
+    match: {finding_types: []}
+    mode: enforce
+    actions: [notify]
+  - name: stop-anything
+    match: {targets: [eks_workload, ec2_instance]}
+    mode: enforce
+    actions: [deregister, stop, notify]
+  - name: typos
+    match: {min_severity: Mdium}
+    mode: enforce
+    actions: [isolte, notify]
+",
+    )
+    .unwrap();
+    let output = run(&["validate", dir.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "team.yaml:3:5: rule \"everything\": `match` has no conditions, so it would match every finding",
+        "team.yaml:7:13: rule \"never\": `match.finding_types` is empty",
+        "team.yaml:13:27: rule \"stop-anything\": `stop` acts on ecs_task only, but this rule can match ec2_instance, eks_workload: move `stop` to a rule for ecs_task",
+        "team.yaml:13:15: rule \"stop-anything\": `deregister` acts on ecs_task, ec2_instance only, but this rule can match eks_workload",
+        "team.yaml:15:13: rules[3].match.min_severity: invalid value",
+        "team.yaml:17:15: rules[3].actions[0]: unknown variant `isolte`",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    }
+    assert!(stderr.contains("(9 problems)"), "{stderr}");
 }

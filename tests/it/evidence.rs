@@ -14,7 +14,7 @@ fn playbooks(yaml: &str) -> PlaybookSet {
 
 #[tokio::test]
 async fn stop_is_withheld_when_evidence_fails() {
-    let yaml = "rules:\n  - name: r\n    mode: enforce\n    actions: [evidence, stop, notify]\n";
+    let yaml = "rules:\n  - name: r\n    mode: enforce\n    match: {targets: [ecs_task]}\n    actions: [evidence, stop, notify]\n";
     let world = World::with_playbooks(1, playbooks(yaml)).await;
     let mut responder = world.responder.clone();
     responder.config.evidence_bucket = Some("no-such-bucket-for-this-test".to_string());

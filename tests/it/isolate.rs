@@ -145,7 +145,7 @@ async fn an_instance_eni_gets_the_two_step_security_group_swap_and_release_resto
 
 #[tokio::test]
 async fn a_full_acl_fails_the_rung_cleanly_and_the_fallback_stops_the_task_after_evidence() {
-    let yaml = "rules:\n  - name: contain-or-stop\n    mode: enforce\n    actions:\n      - isolate: {fallback: stop}\n      - evidence\n      - notify\n";
+    let yaml = "rules:\n  - name: contain-or-stop\n    mode: enforce\n    match: {targets: [ecs_task]}\n    actions:\n      - isolate: {fallback: stop}\n      - evidence\n      - notify\n";
     let world = World::with_playbooks(1, playbooks(yaml)).await;
     // Each ACL already holds its rule 100 in each direction: a quota of 1 leaves no room.
     world.proxy.configure(|c| c.nacl_entry_limit = 1);
@@ -476,7 +476,7 @@ async fn a_tampered_quarantine_group_is_put_back_not_trusted() {
 #[tokio::test]
 async fn deregister_takes_the_task_out_of_its_target_group() {
     let yaml =
-        "rules:\n  - name: r\n    mode: enforce\n    actions: [isolate, deregister, notify]\n";
+        "rules:\n  - name: r\n    mode: enforce\n    match: {targets: [ecs_task]}\n    actions: [isolate, deregister, notify]\n";
     let world = World::with_playbooks(2, playbooks(yaml)).await;
     let report = world.respond(&world.miner_event(0, 22)).await;
     let StepOutput::Deregister(removed) = output(&report, "deregister") else {

@@ -27,7 +27,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Action, Failure, Phase, StepContext, StepError};
-use crate::incident::Target;
+use crate::incident::{Target, TargetKind};
 use crate::network::quarantine::Headroom;
 use crate::network::reach::{DestinationClass, Reachability, Verdict};
 use crate::network::Acl;
@@ -44,6 +44,7 @@ impl Action for Isolate {
     const PHASE: Phase = Phase::Contain;
     const PURPOSE: &'static str = "cut the workload off the network, reversibly";
     const CONTAINMENT: bool = true;
+    const TARGETS: &'static [TargetKind] = &[TargetKind::EcsTask, TargetKind::Ec2Instance];
     const PERMISSIONS: &'static [&'static str] = &[
         "ecs:DescribeTasks",
         "ec2:DescribeInstances",
@@ -121,6 +122,16 @@ impl Action for Isolate {
                 partial: Some(output),
             }),
             output => Ok(output),
+        }
+    }
+
+    fn reason(params: &IsolateParams) -> String {
+        match params.fallback {
+            IsolateFallback::Stop => format!(
+                "{}; if it cannot, stop the task once evidence is preserved (fallback: stop)",
+                Self::PURPOSE
+            ),
+            IsolateFallback::None => Self::PURPOSE.to_string(),
         }
     }
 
