@@ -92,9 +92,10 @@ enum Command {
         /// Playbook directory or file (default: the playbooks built into the binary).
         #[arg(long, env = "RESPONDER_PLAYBOOKS_PATH")]
         playbooks: Option<PathBuf>,
-        /// Clusters where the stack may stop tasks (its ContainedClusterNames), a glob.
-        #[arg(long, env = "RESPONDER_CONTAINED_CLUSTERS", default_value = "*")]
-        contained_clusters: String,
+        /// Clusters where the stack may stop tasks (its ContainedClusterNames), a glob over
+        /// cluster names; unset, every cluster is assumed and the report says so.
+        #[arg(long, env = "RESPONDER_CONTAINED_CLUSTERS")]
+        contained_clusters: Option<String>,
         /// text (a terminal), markdown (a ticket) or json (tools).
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         output: ReportFormat,
@@ -144,7 +145,7 @@ fn main() -> ExitCode {
             &clusters,
             &vpcs,
             playbooks.as_deref(),
-            &contained_clusters,
+            contained_clusters.as_deref(),
             output,
         )),
         Command::Validate { path } => validate(path.as_deref()),
@@ -361,14 +362,17 @@ async fn preflight(
     clusters: &[String],
     vpcs: &[String],
     playbooks: Option<&Path>,
-    contained_clusters: &str,
+    contained_clusters: Option<&str>,
     output: ReportFormat,
 ) -> ExitCode {
     let set = match load_playbooks(playbooks) {
         Ok(set) => set,
         Err(code) => return code,
     };
-    let glob = match responder::playbook::Glob::new(contained_clusters) {
+    let glob = match contained_clusters
+        .map(responder::playbook::Glob::new)
+        .transpose()
+    {
         Ok(glob) => glob,
         Err(e) => {
             eprintln!("error: --contained-clusters {contained_clusters:?}: {e}");
@@ -393,7 +397,7 @@ async fn preflight(
             return ExitCode::from(2);
         }
     };
-    let report = responder::preflight::assess(&inventory, &responder.playbooks, &glob);
+    let report = responder::preflight::assess(&inventory, &responder.playbooks, glob.as_ref());
     let text = match output {
         ReportFormat::Text => responder::preflight::render::text(&report),
         ReportFormat::Markdown => responder::preflight::render::markdown(&report),

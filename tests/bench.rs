@@ -233,6 +233,7 @@ mod capacity {
                 interface: true,
                 subnet_ids: vec!["app-b".into()],
                 network_interface_ids: Vec::new(),
+                guardduty_managed: false,
             }],
             transit_attachments: Vec::new(),
             load_balancer_enis: Vec::new(),

@@ -63,7 +63,8 @@ pub struct ClusterInfo {
     pub arn: String,
     /// Its name.
     pub name: String,
-    /// Its tags (`GuardDutyManaged=false` excludes it from Runtime Monitoring's automation).
+    /// Its tags (`GuardDutyManaged=false` excludes it from GuardDuty's automated agent
+    /// management, `GuardDutyManaged=true` includes it when the automation is off).
     pub tags: BTreeMap<String, String>,
     /// Its services.
     pub services: Vec<ServiceInfo>,
@@ -114,6 +115,9 @@ pub struct GuardDutyStatus {
     pub runtime_monitoring: bool,
     /// Its `ECS_FARGATE_AGENT_MANAGEMENT` configuration is enabled.
     pub fargate_agent_management: bool,
+    /// Its `EC2_AGENT_MANAGEMENT` configuration is enabled (the agent on EC2 instances,
+    /// container instances included).
+    pub ec2_agent_management: bool,
     /// Why the detector could not be read, when it could not.
     pub error: Option<String>,
 }
@@ -209,23 +213,11 @@ pub async fn take(
         let endpoint_subnets: Vec<String> = vpc
             .endpoints
             .iter()
-            .filter(|e| e.interface && e.service.ends_with(".guardduty-data"))
+            .filter(|e| e.is_guardduty_agent())
             .flat_map(|e| e.subnet_ids.iter().cloned())
             .collect();
         if !endpoint_subnets.is_empty() {
-            let enis = clients
-                .ec2
-                .describe_network_interfaces()
-                .filters(
-                    Filter::builder()
-                        .name("subnet-id")
-                        .set_values(Some(endpoint_subnets))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(aws("EC2 DescribeNetworkInterfaces"))?;
-            for eni in enis.network_interfaces() {
+            for eni in interfaces_where(clients, "subnet-id", &endpoint_subnets).await? {
                 if let (Some(subnet), Some(id)) = (eni.subnet_id(), eni.network_interface_id()) {
                     inventory
                         .enis_by_subnet
@@ -247,22 +239,10 @@ pub async fn take(
         .collect();
     if !groups.is_empty() {
         let groups: Vec<String> = groups.into_iter().collect();
-        let (users, described) = tokio::try_join!(
-            async {
-                clients
-                    .ec2
-                    .describe_network_interfaces()
-                    .filters(
-                        Filter::builder()
-                            .name("group-id")
-                            .set_values(Some(groups.clone()))
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(aws("EC2 DescribeNetworkInterfaces"))
-            },
-            async {
+        // Every user of each group, every page: a group called exclusive to a service when it
+        // is not would offer a lockdown that cuts other workloads.
+        let (users, described) =
+            tokio::try_join!(interfaces_where(clients, "group-id", &groups), async {
                 clients
                     .ec2
                     .describe_security_groups()
@@ -270,9 +250,8 @@ pub async fn take(
                     .send()
                     .await
                     .map_err(aws("EC2 DescribeSecurityGroups"))
-            }
-        )?;
-        for eni in users.network_interfaces() {
+            })?;
+        for eni in &users {
             let Some(id) = eni.network_interface_id() else {
                 continue;
             };
@@ -300,6 +279,34 @@ pub async fn take(
     inventory.guardduty = guardduty(clients).await;
     inventory.responder = responder(clients, config).await;
     Ok(inventory)
+}
+
+/// Every network interface matching one filter, all pages, the values in batches.
+async fn interfaces_where(
+    clients: &Clients,
+    filter: &str,
+    values: &[String],
+) -> Result<Vec<aws_sdk_ec2::types::NetworkInterface>, StepError> {
+    let mut all = Vec::new();
+    for batch in values.chunks(100) {
+        let page = clients
+            .ec2
+            .describe_network_interfaces()
+            .filters(
+                Filter::builder()
+                    .name(filter)
+                    .set_values(Some(batch.to_vec()))
+                    .build(),
+            )
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(aws("EC2 DescribeNetworkInterfaces"))?;
+        all.extend(page);
+    }
+    Ok(all)
 }
 
 async fn services(clients: &Clients, cluster_arn: &str) -> Result<Vec<ServiceInfo>, StepError> {
@@ -398,7 +405,7 @@ async fn tasks(
                     task_arn: arn.to_string(),
                     eni_id,
                     ipv4,
-                    ipv6: detail("privateIPv6Address"),
+                    ipv6: detail("privateIPv6Address").or_else(|| super::workload::task_ipv6(task)),
                     subnet_id,
                 });
             }
@@ -438,6 +445,12 @@ async fn guardduty(clients: &Clients) -> GuardDutyStatus {
                 fargate_agent_management: runtime.is_some_and(|f| {
                     f.additional_configuration().iter().any(|c| {
                         c.name().map(|n| n.as_str()) == Some("ECS_FARGATE_AGENT_MANAGEMENT")
+                            && enabled(c.status())
+                    })
+                }),
+                ec2_agent_management: runtime.is_some_and(|f| {
+                    f.additional_configuration().iter().any(|c| {
+                        c.name().map(|n| n.as_str()) == Some("EC2_AGENT_MANAGEMENT")
                             && enabled(c.status())
                     })
                 }),

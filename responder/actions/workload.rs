@@ -65,7 +65,20 @@ pub async fn describe_task(
             }
         }
     }
+    // The documented place of a task's IPv6 address; the attachment detail is not documented.
+    if facts.ipv6.is_none() {
+        facts.ipv6 = task_ipv6(found);
+    }
     Ok(Some(facts))
+}
+
+/// A task's IPv6 address as its containers' network interfaces report it
+/// (`containers[].networkInterfaces[].ipv6Address`).
+pub fn task_ipv6(task: &aws_sdk_ecs::types::Task) -> Option<String> {
+    task.containers()
+        .iter()
+        .flat_map(|c| c.network_interfaces())
+        .find_map(|n| n.ipv6_address().map(str::to_string))
 }
 
 /// The parts of an ECS task worth keeping as evidence (the SDK types are not serde).

@@ -199,6 +199,19 @@ pub struct Endpoint {
     /// Its network interfaces.
     #[serde(default)]
     pub network_interface_ids: Vec<String>,
+    /// Tagged `GuardDutyManaged=true`: GuardDuty created it and chooses its subnets.
+    #[serde(default)]
+    pub guardduty_managed: bool,
+}
+
+impl Endpoint {
+    /// The GuardDuty agent's data-plane endpoint (`com.amazonaws.REGION.guardduty-data`, or
+    /// its FIPS twin `guardduty-data-fips`).
+    pub fn is_guardduty_agent(&self) -> bool {
+        self.interface
+            && (self.service.ends_with(".guardduty-data")
+                || self.service.ends_with(".guardduty-data-fips"))
+    }
 }
 
 /// A transit gateway's attachment to the VPC.

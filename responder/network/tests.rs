@@ -109,6 +109,7 @@ fn default_acl_layout() -> Vpc {
             interface: true,
             subnet_ids: vec![DATA_SUBNET.into()],
             network_interface_ids: vec!["eni-gd".into()],
+            guardduty_managed: false,
         }],
         transit_attachments: Vec::new(),
         load_balancer_enis: Vec::new(),

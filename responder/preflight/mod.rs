@@ -20,7 +20,7 @@ use crate::actions::ActionSpec;
 use crate::event::{parse_value, Inbound};
 use crate::network::quarantine::{self, Limits};
 use crate::network::reach::{open_classes, reachability, DestinationClass, Reachability};
-use crate::network::{Destination, Vpc, Workload, DEFAULT_RULE};
+use crate::network::{Destination, RouteTarget, Vpc, Workload, DEFAULT_RULE};
 use crate::plan::{plan, Decision};
 use crate::playbook::{Glob, PlaybookSet};
 
@@ -246,11 +246,7 @@ fn vpc_of<'a>(inventory: &'a Inventory, service: &ServiceInfo) -> Option<&'a Vpc
 /// ACLs where the agent's ALLOW could go: every subnet they guard holds only the GuardDuty
 /// endpoint's interfaces (the same rule the quarantine applies).
 fn agent_acls(inventory: &Inventory, vpc: &Vpc, workload_subnet: &str) -> BTreeSet<String> {
-    let Some(endpoint) = vpc
-        .endpoints
-        .iter()
-        .find(|e| e.interface && e.service.ends_with(".guardduty-data"))
-    else {
+    let Some(endpoint) = vpc.endpoints.iter().find(|e| e.is_guardduty_agent()) else {
         return BTreeSet::new();
     };
     vpc.acls
@@ -280,10 +276,12 @@ fn limits_of(params: &IsolateParams, agent_acls: BTreeSet<String>) -> Limits {
 }
 
 /// Assess everything read.
+/// `contained_clusters` is the stack's `ContainedClusterNames` (the clusters where its policy
+/// allows StopTask), when known.
 pub fn assess(
     inventory: &Inventory,
     playbooks: &PlaybookSet,
-    contained_clusters: &Glob,
+    contained_clusters: Option<&Glob>,
 ) -> Preflight {
     let mut services = Vec::new();
     let mut defeaters = Vec::new();
@@ -293,10 +291,10 @@ pub fn assess(
             let verdict = assess_service(inventory, playbooks, cluster, service, &mut defeaters);
             let stops =
                 verdict.steps.iter().any(|s| s == "stop") || stop_fallback(playbooks, &verdict);
-            if stops
-                && !contained_clusters.is_match(&cluster.name)
-                && !contained_clusters.is_match(&cluster.arn)
-            {
+            // The policy's resource is `arn:...:cluster/${ContainedClusterNames}`: the pattern
+            // meets the cluster's name only, never the rest of its ARN.
+            let allowed = contained_clusters.is_none_or(|g| g.is_match(&cluster.name));
+            if stops && !allowed {
                 defeaters.push(Defeater {
                     subject: format!("cluster {}", cluster.name),
                     problem: "the rule may stop tasks here, but the stack's ContainedClusterNames does not include this cluster: StopTask would be denied".to_string(),
@@ -306,18 +304,45 @@ pub fn assess(
             services.push(verdict);
         }
     }
+    // Capacity as the rules that would quarantine in each VPC configure it (their quota and
+    // reserved range), the tightest quota first.
     let vpcs = inventory
         .vpcs
         .values()
-        .map(|vpc| capacity(inventory, vpc, &default_params, &mut defeaters))
+        .map(|vpc| {
+            let params = services
+                .iter()
+                .filter(|s: &&ServiceVerdict| s.vpc_id.as_deref() == Some(vpc.vpc_id.as_str()))
+                .filter_map(|s| {
+                    s.rule
+                        .as_deref()
+                        .and_then(|r| isolate_params_of(playbooks, r))
+                })
+                .min_by_key(|p| p.nacl_entry_quota)
+                .unwrap_or_else(|| default_params.clone());
+            capacity(inventory, vpc, &params, &mut defeaters)
+        })
         .collect();
     Preflight {
         services,
         vpcs,
         guardduty: coverage(inventory),
         defeaters,
-        responder: responder_checks(inventory, playbooks),
+        responder: responder_checks(inventory, playbooks, contained_clusters),
     }
+}
+
+fn isolate_params_of(playbooks: &PlaybookSet, rule: &str) -> Option<IsolateParams> {
+    playbooks
+        .rules
+        .iter()
+        .find(|r| r.rule.name == rule)
+        .and_then(|r| {
+            r.rule.actions.iter().find_map(|a| match a {
+                ActionSpec::Isolate(p) => Some(p.clone()),
+                _ => None,
+            })
+        })
 }
 
 fn stop_fallback(playbooks: &PlaybookSet, verdict: &ServiceVerdict) -> bool {
@@ -376,8 +401,8 @@ fn assess_service(
     if !service.target_groups.is_empty() && !verdict.steps.iter().any(|s| s == "deregister") {
         defeaters.push(Defeater {
             subject: format!("service {name}"),
-            problem: "it sits behind a load balancer and its rule does not deregister: a quarantined task stays a target, fails its health checks and is replaced while clients keep being sent to it until then".to_string(),
-            fix: "add `deregister` to the rule (after isolate)".to_string(),
+            problem: "it sits behind a load balancer and its rule does not deregister: once the quarantine cuts the load balancer's subnets off from a task, the task fails its health checks, the load balancer stops sending it traffic and ECS stops and replaces it, losing the state evidence would have kept".to_string(),
+            fix: "add `deregister` to the rule (after isolate, with `evidence` before any stop); ECS may still replace a task that fails its container health checks".to_string(),
         });
     }
     let Some(params) = planned.steps.iter().find_map(|s| match &s.spec {
@@ -403,23 +428,39 @@ fn assess_service(
         return verdict;
     };
     verdict.assessed = assessed;
-    if service.public_ip {
+    // A public IP or an IPv6 address matters only where the subnet's default route goes
+    // straight to an internet gateway (or an egress-only one): then the traffic leaves from
+    // the task's own subnet, and no ACL entry limited to the task can cut it.
+    let default_route_to = |default: &str, gateway: fn(&RouteTarget) -> bool| {
+        vpc.route_table_of(&workload.subnet_id).is_some_and(|t| {
+            t.routes.iter().any(|r| {
+                matches!(&r.destination, Destination::Cidr(n) if n.to_string() == default)
+                    && gateway(&r.target)
+            })
+        })
+    };
+    if service.public_ip
+        && default_route_to("0.0.0.0/0", |t| {
+            matches!(t, RouteTarget::InternetGateway(_))
+        })
+    {
         defeaters.push(Defeater {
             subject: format!("service {name}"),
-            problem: "its tasks get public IPs: their internet traffic leaves from their own subnet, where no ACL entry for them can match".to_string(),
+            problem: "its tasks get public IPs in subnets whose default route is an internet gateway: their internet traffic leaves from their own subnet, where no ACL entry limited to them can cut it".to_string(),
             fix: "run the tasks in private subnets behind a NAT gateway (assignPublicIp DISABLED)".to_string(),
         });
     }
-    let internet_v6 = vpc.route_table_of(&workload.subnet_id).is_some_and(|t| {
-        t.routes
-            .iter()
-            .any(|r| matches!(&r.destination, Destination::Cidr(n) if n.to_string() == "::/0"))
+    let internet_v6 = default_route_to("::/0", |t| {
+        matches!(
+            t,
+            RouteTarget::InternetGateway(_) | RouteTarget::EgressOnlyInternetGateway(_)
+        )
     });
     if workload.ipv6.is_some() && internet_v6 {
         defeaters.push(Defeater {
             subject: format!("service {name}"),
-            problem: "its tasks are dual-stack with an IPv6 route to the internet, which leaves from their own subnet: no ACL entry can cut it".to_string(),
-            fix: "remove the ::/0 route from the tasks' subnets, or accept `internet-ipv6` knowingly".to_string(),
+            problem: "its tasks are dual-stack and their subnets send ::/0 to an internet gateway: that traffic leaves from their own subnet, where no ACL entry limited to them can cut it".to_string(),
+            fix: "route the tasks' subnets' ::/0 elsewhere (or remove it), or accept `internet-ipv6` knowingly".to_string(),
         });
     }
     if !params.rungs.contains(&IsolationRung::NaclQuarantine) {
@@ -531,8 +572,8 @@ fn capacity(
         if !acl.subnet_ids.is_empty() && free <= 2 {
             defeaters.push(Defeater {
                 subject: format!("network ACL {}", acl.id),
-                problem: format!("{free} IPv4 entries left per direction of a quota of {quota}: at most {free} task(s) can be quarantined"),
-                fix: "remove unused entries, request a higher quota (up to 40) and set `nacl_entry_quota`".to_string(),
+                problem: format!("{free} IPv4 entries left per direction of a quota of {quota} (the rules' `nacl_entry_quota`): few tasks can be quarantined at once"),
+                fix: "remove unused entries, or request a higher quota (Rules per network ACL, up to 40) and set `nacl_entry_quota` to it".to_string(),
             });
         }
         let range = params.nacl_rule_range;
@@ -549,7 +590,10 @@ fn capacity(
                     "ALLOW rule(s) {owner_allows:?} inside the reserved range {}-{}: a quarantine entry must come before them and may find no free number",
                     range.first, range.last
                 ),
-                fix: "renumber those rules above the reserved range (100 and up)".to_string(),
+                fix: format!(
+                    "re-create those rules above the reserved range ({} and up), keeping their order (a rule number cannot be changed in place), or set `nacl_rule_range` below them",
+                    range.last + 1
+                ),
             });
         }
         acls.push(usage);
@@ -579,10 +623,7 @@ fn capacity(
             tasks_at_once += 1;
         }
     }
-    let endpoint = vpc
-        .endpoints
-        .iter()
-        .find(|e| e.interface && e.service.ends_with(".guardduty-data"));
+    let endpoint = vpc.endpoints.iter().find(|e| e.is_guardduty_agent());
     let agent_path_kept = subnet.is_some_and(|s| !agent_acls(inventory, vpc, &s.id).is_empty());
     if let Some(endpoint) = endpoint {
         let nat_subnets: BTreeSet<&str> = vpc
@@ -600,10 +641,15 @@ fn capacity(
                     .any(|s| nat_subnets.contains(s.as_str()))
         });
         if shares {
+            let fix = if endpoint.guardduty_managed {
+                "GuardDuty created this endpoint and picks its subnets: create and manage the agent's endpoint yourself in subnets of its own with an ACL of its own, or accept that a quarantined task's agent stops reporting"
+            } else {
+                "put the GuardDuty endpoint in subnets of its own with an ACL of its own"
+            };
             defeaters.push(Defeater {
                 subject: format!("VPC {}", vpc.vpc_id),
                 problem: "the GuardDuty endpoint's subnet shares a network ACL with a NAT gateway's: an ALLOW for the agent would open the internet on 443, so a quarantined task's agent is cut off".to_string(),
-                fix: "put the GuardDuty endpoint in subnets of its own with an ACL of its own".to_string(),
+                fix: fix.to_string(),
             });
         }
     }
@@ -640,33 +686,50 @@ fn coverage(inventory: &Inventory) -> Coverage {
         },
     ];
     for cluster in &inventory.clusters {
-        let excluded = cluster
-            .tags
-            .get("GuardDutyManaged")
-            .is_some_and(|v| v.eq_ignore_ascii_case("false"));
-        checks.push(Check {
-            what: format!(
-                "cluster {} in Runtime Monitoring's automation",
-                cluster.name
-            ),
-            ok: !excluded,
-            detail: if excluded {
-                "tagged GuardDutyManaged=false".to_string()
-            } else {
-                "not excluded".to_string()
-            },
-        });
+        // GuardDuty compares the tag exactly (key and value are case-sensitive): `false`
+        // excludes a cluster from automated agent management, `true` includes it when the
+        // automation is off.
+        let tag = cluster.tags.get("GuardDutyManaged").map(String::as_str);
+        let fargate_services = cluster
+            .services
+            .iter()
+            .any(|s| s.launch_type.as_deref() != Some("EC2"));
+        if fargate_services {
+            let (ok, why) = match (gd.fargate_agent_management, tag) {
+                (_, Some("true")) => (true, "tagged GuardDutyManaged=true"),
+                (true, Some("false")) => (false, "tagged GuardDutyManaged=false: excluded from automated agent management"),
+                (true, _) => (true, "automated agent management is on and the cluster is not excluded"),
+                (false, _) => (false, "automated agent management is off and the cluster is not tagged GuardDutyManaged=true"),
+            };
+            checks.push(Check {
+                what: format!("GuardDuty agent set up for Fargate tasks of cluster {}", cluster.name),
+                ok,
+                detail: format!("{why}; coverage is per task: tasks started before the agent was set up are covered only once replaced (GuardDuty's coverage page lists each task)"),
+            });
+        }
+        let ec2_services = cluster
+            .services
+            .iter()
+            .any(|s| s.launch_type.as_deref() == Some("EC2"));
+        if ec2_services {
+            checks.push(Check {
+                what: format!("GuardDuty agent on the container instances of cluster {}", cluster.name),
+                ok: gd.ec2_agent_management,
+                detail: if gd.ec2_agent_management {
+                    "EC2_AGENT_MANAGEMENT is on".to_string()
+                } else {
+                    "EC2_AGENT_MANAGEMENT is off: install the agent on the container instances yourself, or turn it on".to_string()
+                },
+            });
+        }
     }
     for vpc in inventory.vpcs.values() {
-        let present = vpc
-            .endpoints
-            .iter()
-            .any(|e| e.interface && e.service.ends_with(".guardduty-data"));
+        let present = vpc.endpoints.iter().any(|e| e.is_guardduty_agent());
         checks.push(Check {
             what: format!("GuardDuty endpoint in {}", vpc.vpc_id),
             ok: present,
             detail: if present {
-                "com.amazonaws.REGION.guardduty-data".to_string()
+                "com.amazonaws.REGION.guardduty-data (or -fips)".to_string()
             } else {
                 "none: the agent cannot report from this VPC (unless an endpoint is shared into it)"
                     .to_string()
@@ -676,9 +739,21 @@ fn coverage(inventory: &Inventory) -> Coverage {
     Coverage { checks }
 }
 
-fn responder_checks(inventory: &Inventory, playbooks: &PlaybookSet) -> Vec<Check> {
+fn responder_checks(
+    inventory: &Inventory,
+    playbooks: &PlaybookSet,
+    contained_clusters: Option<&Glob>,
+) -> Vec<Check> {
     let r = &inventory.responder;
     let mut checks = vec![
+        Check {
+            what: "clusters where the stack may stop tasks".to_string(),
+            ok: contained_clusters.is_some(),
+            detail: match contained_clusters {
+                Some(glob) => format!("ContainedClusterNames {}", glob.pattern()),
+                None => "unknown (set RESPONDER_CONTAINED_CLUSTERS to the stack's ContainedClusterNames): every cluster assumed, so a stop the stack's policy would deny is not reported".to_string(),
+            },
+        },
         Check {
             what: "mode".to_string(),
             ok: r.mode.as_deref().is_none_or(|m| m == "enforce"),

@@ -99,7 +99,7 @@ fn the_default_layout_would_be_contained_and_holds_eighteen_tasks() {
     let report = assess(
         &inventory(vpc(), false),
         &PlaybookSet::defaults().unwrap(),
-        &all_clusters(),
+        Some(&all_clusters()),
     );
     let service = &report.services[0];
     assert_eq!(service.rule.as_deref(), Some("ecs-task-high"));
@@ -132,7 +132,7 @@ fn an_owner_allow_at_1_and_a_public_ip_are_reported_with_their_fix() {
     let report = assess(
         &inventory(owner, false),
         &PlaybookSet::defaults().unwrap(),
-        &all_clusters(),
+        Some(&all_clusters()),
     );
     assert!(
         matches!(report.services[0].outcome, Outcome::Refused { .. }),
@@ -150,7 +150,7 @@ fn an_owner_allow_at_1_and_a_public_ip_are_reported_with_their_fix() {
     let report = assess(
         &inventory(igw, true),
         &PlaybookSet::defaults().unwrap(),
-        &all_clusters(),
+        Some(&all_clusters()),
     );
     let Outcome::NotContained { open } = &report.services[0].outcome else {
         panic!("{:?}", report.services[0].outcome)
@@ -169,7 +169,7 @@ fn a_rule_without_isolate_is_not_a_failure_and_stop_outside_contained_clusters_i
     let report = assess(
         &inventory(vpc(), false),
         &playbooks,
-        &Glob::new("staging-*").unwrap(),
+        Some(&Glob::new("staging-*").unwrap()),
     );
     assert!(matches!(
         report.services[0].outcome,
@@ -180,4 +180,122 @@ fn a_rule_without_isolate_is_not_a_failure_and_stop_outside_contained_clusters_i
         .defeaters
         .iter()
         .any(|d| d.problem.contains("ContainedClusterNames")));
+}
+
+#[test]
+fn stop_permission_is_judged_on_the_cluster_name_as_iam_does() {
+    let yaml = "rules:\n  - name: watch\n    mode: enforce\n    match: {targets: [ecs_task]}\n    actions: [evidence, stop, notify]\n";
+    let playbooks = PlaybookSet::from_sources([("p.yaml".to_string(), yaml.to_string())]).unwrap();
+    // `*east*` meets the ARN's region, not the name `prod`: IAM would deny.
+    let report = assess(
+        &inventory(vpc(), false),
+        &playbooks,
+        Some(&Glob::new("*east*").unwrap()),
+    );
+    assert!(report
+        .defeaters
+        .iter()
+        .any(|d| d.problem.contains("ContainedClusterNames")));
+    // Unknown: assumed every cluster, and the report says it did not check.
+    let report = assess(&inventory(vpc(), false), &playbooks, None);
+    assert!(!report
+        .defeaters
+        .iter()
+        .any(|d| d.problem.contains("ContainedClusterNames")));
+    let unknown = report
+        .responder
+        .iter()
+        .find(|c| c.what == "clusters where the stack may stop tasks")
+        .unwrap();
+    assert!(
+        !unknown.ok && unknown.detail.contains("unknown"),
+        "{unknown:?}"
+    );
+}
+
+#[test]
+fn a_public_ip_behind_a_nat_route_is_no_defeater() {
+    let report = assess(
+        &inventory(vpc(), true),
+        &PlaybookSet::defaults().unwrap(),
+        Some(&all_clusters()),
+    );
+    assert!(
+        !report
+            .defeaters
+            .iter()
+            .any(|d| d.problem.contains("public IPs")),
+        "{:?}",
+        report.defeaters
+    );
+}
+
+#[test]
+fn guardduty_agent_setup_follows_the_inclusion_and_exclusion_tags_exactly() {
+    let check = |management: bool, tag: Option<&str>| -> Check {
+        let mut inv = inventory(vpc(), false);
+        inv.guardduty.fargate_agent_management = management;
+        if let Some(value) = tag {
+            inv.clusters[0]
+                .tags
+                .insert("GuardDutyManaged".into(), value.into());
+        }
+        let report = assess(
+            &inv,
+            &PlaybookSet::defaults().unwrap(),
+            Some(&all_clusters()),
+        );
+        report
+            .guardduty
+            .checks
+            .into_iter()
+            .find(|c| c.what.contains("Fargate tasks of cluster prod"))
+            .unwrap()
+    };
+    assert!(check(true, None).ok);
+    assert!(!check(true, Some("false")).ok);
+    // Case matters to GuardDuty: `False` excludes nothing.
+    assert!(check(true, Some("False")).ok);
+    // Inclusion mode: automation off, the cluster tagged `true`.
+    assert!(check(false, Some("true")).ok);
+    assert!(!check(false, None).ok);
+    assert!(check(true, None).detail.contains("coverage is per task"));
+}
+
+#[test]
+fn capacity_follows_the_rules_quota_and_a_fips_endpoint_counts() {
+    let yaml = "rules:\n  - name: r\n    mode: enforce\n    match: {targets: [ecs_task]}\n    actions: [{isolate: {nacl_entry_quota: 40}}, notify]\n";
+    let playbooks = PlaybookSet::from_sources([("p.yaml".to_string(), yaml.to_string())]).unwrap();
+    let report = assess(&inventory(vpc(), false), &playbooks, Some(&all_clusters()));
+    assert_eq!(report.vpcs[0].acls[0].quota, 40);
+    assert_eq!(report.vpcs[0].tasks_at_once, 38);
+
+    let mut with_fips = vpc();
+    with_fips.endpoints.push(crate::network::Endpoint {
+        id: "vpce-gd".into(),
+        service: "com.amazonaws.us-east-1.guardduty-data-fips".into(),
+        interface: true,
+        subnet_ids: vec!["public".into()],
+        network_interface_ids: vec!["eni-gd".into()],
+        guardduty_managed: true,
+    });
+    let report = assess(
+        &inventory(with_fips, false),
+        &PlaybookSet::defaults().unwrap(),
+        Some(&all_clusters()),
+    );
+    assert!(report.vpcs[0].guardduty_endpoint);
+    let shared = report
+        .defeaters
+        .iter()
+        .find(|d| {
+            d.problem
+                .contains("shares a network ACL with a NAT gateway")
+        })
+        .expect("the endpoint shares the NAT gateway's ACL");
+    assert!(
+        shared.fix.contains("GuardDuty created this endpoint"),
+        "{}",
+        shared.fix
+    );
 }

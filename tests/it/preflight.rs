@@ -22,7 +22,7 @@ async fn preflight(world: &World) -> Preflight {
     assess(
         &inventory,
         &world.responder.playbooks,
-        &Glob::new("*").unwrap(),
+        Some(&Glob::new("*").unwrap()),
     )
 }
 

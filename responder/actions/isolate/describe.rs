@@ -130,6 +130,10 @@ pub async fn describe_vpc(clients: &Clients, vpc_id: &str) -> Result<Vpc, StepEr
                     interface: e.vpc_endpoint_type() == Some(&VpcEndpointType::Interface),
                     subnet_ids: e.subnet_ids().to_vec(),
                     network_interface_ids: e.network_interface_ids().to_vec(),
+                    guardduty_managed: e
+                        .tags()
+                        .iter()
+                        .any(|t| t.key() == Some("GuardDutyManaged") && t.value() == Some("true")),
                 })
             })
             .collect(),

@@ -9,11 +9,6 @@ use aws_sdk_ec2::types::Filter;
 use crate::actions::{aws, Clients, StepError};
 use crate::network::Vpc;
 
-/// The GuardDuty data-plane endpoint service in a region.
-fn service(region: &str) -> String {
-    format!("com.amazonaws.{region}.guardduty-data")
-}
-
 /// ACLs where the agent's ALLOW pair (the workload to port 443, and the replies) may go: every
 /// subnet the ACL guards holds the GuardDuty endpoint and nothing else, so the ALLOW cannot
 /// open a path to anything but the endpoint. In the usual layouts no ACL qualifies, and the
@@ -24,11 +19,10 @@ pub(super) async fn agent_acls(
     region: &str,
     workload_subnet: &str,
 ) -> Result<BTreeSet<String>, StepError> {
-    let service = service(region);
     let Some(endpoint) = vpc
         .endpoints
         .iter()
-        .find(|e| e.interface && e.service == service)
+        .find(|e| e.is_guardduty_agent() && e.service.contains(&format!(".{region}.")))
     else {
         return Ok(BTreeSet::new());
     };
@@ -97,7 +91,8 @@ pub(super) async fn guardduty_endpoints(
         .filters(
             Filter::builder()
                 .name("service-name")
-                .values(service(region))
+                .values(format!("com.amazonaws.{region}.guardduty-data"))
+                .values(format!("com.amazonaws.{region}.guardduty-data-fips"))
                 .build(),
         )
         .send()

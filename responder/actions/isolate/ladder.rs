@@ -173,8 +173,7 @@ pub(super) async fn isolate_task(
                     BTreeSet::new()
                 };
                 if params.keep_guardduty_agent && agent.is_empty() {
-                    let service = format!("com.amazonaws.{region}.guardduty-data");
-                    let why = if vpc.endpoints.iter().any(|e| e.service == service) {
+                    let why = if vpc.endpoints.iter().any(|e| e.is_guardduty_agent()) {
                         "no network ACL guards only the GuardDuty endpoint, so an ALLOW for it would open other paths too"
                     } else {
                         "the VPC has no GuardDuty endpoint (one shared from another VPC is not seen here)"
