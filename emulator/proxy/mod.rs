@@ -164,6 +164,9 @@ struct State {
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     /// Serialises network ACL writes, so a number or quota check and the write are one step.
     acl_writes: tokio::sync::Mutex<()>,
+    /// Serialises DynamoDB writes: DynamoDB evaluates a condition and writes atomically, moto's
+    /// threaded server does not (two concurrent conditional claims can both succeed there).
+    dynamodb_writes: tokio::sync::Mutex<()>,
 }
 
 /// A running proxy on 127.0.0.1. Dropping it stops accepting connections.
@@ -190,6 +193,7 @@ impl FaultProxy {
             calls: Mutex::new(Vec::new()),
             client: Client::builder(TokioExecutor::new()).build_http(),
             acl_writes: tokio::sync::Mutex::new(()),
+            dynamodb_writes: tokio::sync::Mutex::new(()),
         });
         let task = crate::serve_loopback(listener, state.clone(), |state, request| async move {
             handle(&state, request).await
@@ -442,6 +446,14 @@ async fn respond(
         Some(Fault::Latency(delay)) => tokio::time::sleep(delay).await,
         None => {}
     }
+    // Conditional writes are atomic in DynamoDB; always, not only in fidelity mode, since the
+    // responder's claims and locks depend on it.
+    let _atomic = match (service, operation) {
+        ("dynamodb", "PutItem" | "UpdateItem" | "DeleteItem" | "TransactWriteItems") => {
+            Some(state.dynamodb_writes.lock().await)
+        }
+        _ => None,
+    };
     if !config.aws_fidelity {
         return (forward(state, parts, body).await, None);
     }

@@ -2,6 +2,7 @@
 //! step happens once.
 
 use emulator::proxy::{Fault, FaultRule};
+use responder::actions::ledger::{Claim, Ledger};
 use responder::report::Outcome;
 use serde_json::json;
 
@@ -170,4 +171,37 @@ async fn a_crashed_invocations_claim_expires_and_the_retry_finishes_the_job() {
     let report = world.respond(&world.miner_event(0, 30)).await;
     assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
     assert_eq!(world.count_calls("CreateNetworkAclEntry"), 4);
+}
+
+/// The claims rest on DynamoDB's atomic conditional writes; the proxy gives moto's threaded
+/// server the same guarantee. Many invocations claiming the same steps at once: one wins each.
+#[tokio::test]
+async fn concurrent_claims_of_one_step_have_exactly_one_winner() {
+    const INVOCATIONS: usize = 12;
+    const STEPS: usize = 25;
+    let world = World::new(1).await;
+    let ledgers: Vec<Ledger> = (0..INVOCATIONS)
+        .map(|i| {
+            Ledger::new(
+                world.clients.dynamodb.clone(),
+                world.fixture.table.clone(),
+                format!("invocation-{i}"),
+                400,
+            )
+        })
+        .collect();
+    let keys: Vec<String> = (0..STEPS).map(|s| format!("step#{s}")).collect();
+    let claims = futures::future::join_all(keys.iter().flat_map(|key| {
+        ledgers
+            .iter()
+            .map(move |l| async move { (key.clone(), l.claim("race-finding", key, "r").await) })
+    }))
+    .await;
+    for key in &keys {
+        let won = claims
+            .iter()
+            .filter(|(k, c)| k == key && matches!(c, Ok(Claim::Acquired)))
+            .count();
+        assert_eq!(won, 1, "{key}: {won} invocations claimed it");
+    }
 }
