@@ -49,7 +49,9 @@ enum Command {
     /// Respond to recorded events: decide, and (without --dry-run) carry out the plan against
     /// the AWS the environment points at (AWS_ENDPOINT_URL, credentials, RESPONDER_* names).
     Replay {
-        /// Event files (EventBridge events or bare GuardDuty findings); `-` reads stdin.
+        /// Event files; `-` reads stdin. Each holds an EventBridge event, a GuardDuty finding
+        /// (as the console exports it), `aws guardduty get-findings` output (each finding
+        /// replayed as its own event), or a JSON array or JSON Lines of those.
         #[arg(required = true)]
         events: Vec<PathBuf>,
         /// Playbook directory or file (default: the playbooks built into the binary).
@@ -58,6 +60,7 @@ enum Command {
         /// Print the plan only; make no AWS call.
         #[arg(long)]
         dry_run: bool,
+        /// text (for people) or json (one report per line, for tools; see the README's "JSON output").
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -66,6 +69,7 @@ enum Command {
     Release {
         /// A GuardDuty finding id, or an ECS task ARN (every finding recorded for the task).
         target: String,
+        /// text (a line per finding) or json (for tools).
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -75,6 +79,7 @@ enum Command {
         /// Use an emulator already running at URL and leave everything in place afterwards.
         #[arg(long)]
         endpoint_url: Option<String>,
+        /// text (for people) or json (for tools).
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -234,15 +239,13 @@ fn replay(events: &[PathBuf], playbooks: Option<&Path>, dry_run: bool, output: O
         Ok(set) => set,
         Err(code) => return code,
     };
+    let inputs = read_inputs(events);
     if dry_run {
-        let reports = events
-            .iter()
-            .map(|path| {
-                let label = path.display().to_string();
-                match read_event(path) {
-                    Ok(bytes) => responder::decide(Some(label), &bytes, &set, Mode::DryRun).0,
-                    Err(error) => Report::for_error(Some(label), &error),
-                }
+        let reports = inputs
+            .into_iter()
+            .map(|(label, event)| match event {
+                Ok(bytes) => responder::decide(Some(label), &bytes, &set, Mode::DryRun).0,
+                Err(error) => Report::for_error(Some(label), &error),
             })
             .collect();
         return emit(reports, output);
@@ -252,20 +255,48 @@ fn replay(events: &[PathBuf], playbooks: Option<&Path>, dry_run: bool, output: O
             Ok(responder) => responder,
             Err(code) => return code,
         };
-        print_reports_async(events, output, &responder, &invocation_id()).await
+        print_reports_async(inputs, output, &responder, &invocation_id()).await
     })
 }
 
+/// Every event of every file, labelled `file` (or `file#2` for the second event of a file
+/// holding several), or the reason a file could not be read.
+fn read_inputs(paths: &[PathBuf]) -> Vec<(String, Result<Vec<u8>, EventError>)> {
+    let mut inputs = Vec::new();
+    for path in paths {
+        let label = path.display().to_string();
+        let events = read_event(path).and_then(|bytes| responder::event::split_input(&bytes));
+        match events {
+            Err(error) => inputs.push((label, Err(error))),
+            Ok(values) if values.is_empty() => inputs.push((label, Err(EventError::Empty))),
+            Ok(values) => {
+                let several = values.len() > 1;
+                for (i, value) in values.into_iter().enumerate() {
+                    let label = if several {
+                        format!("{label}#{}", i + 1)
+                    } else {
+                        label.clone()
+                    };
+                    // Re-serialised so the CLI and the Lambda parse an event the same way.
+                    let bytes = serde_json::to_vec(&value)
+                        .map_err(|e| EventError::Unreadable(format!("cannot re-serialise: {e}")));
+                    inputs.push((label, bytes));
+                }
+            }
+        }
+    }
+    inputs
+}
+
 async fn print_reports_async(
-    events: &[PathBuf],
+    inputs: Vec<(String, Result<Vec<u8>, EventError>)>,
     output: Output,
     responder: &Responder,
     id: &str,
 ) -> ExitCode {
     let mut reports = Vec::new();
-    for (i, path) in events.iter().enumerate() {
-        let label = path.display().to_string();
-        let report = match read_event(path) {
+    for (i, (label, event)) in inputs.into_iter().enumerate() {
+        let report = match event {
             Ok(bytes) => {
                 responder
                     .respond(Some(label), &bytes, &format!("{id}-{i}"), None)
@@ -294,7 +325,9 @@ fn emit(reports: Vec<Report>, output: Output) -> ExitCode {
             Output::Json => format!("{}\n", report.to_json_line()),
             Output::Text => report.to_text(),
         };
-        if let Some(error) = &report.error {
+        // Text shows the error in the report itself; JSON is for tools, so people get the
+        // error once on stderr.
+        if let (Output::Json, Some(error)) = (output, &report.error) {
             eprintln!(
                 "error: {}: {error}",
                 report.input.as_deref().unwrap_or("event")
@@ -324,6 +357,13 @@ async fn release(target: &str, output: Output) -> ExitCode {
         Err(code) => return code,
     };
     match responder.release(target, &invocation_id()).await {
+        // A typo must not look like a release.
+        Ok(summary) if summary.nothing_recorded() => {
+            eprintln!(
+                "error: nothing to release: the ledger has no containment for {target:?} (a GuardDuty finding id, or an ECS task ARN)"
+            );
+            ExitCode::FAILURE
+        }
         Ok(summary) => {
             let text = match output {
                 Output::Json => serde_json::to_string(&summary)
@@ -418,7 +458,8 @@ fn read_event(path: &Path) -> Result<Vec<u8>, EventError> {
     } else {
         std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut bytes))
     };
-    result.map_err(|e| EventError::Unreadable(format!("{}: {e}", path.display())))?;
+    // The report is labelled with the path already.
+    result.map_err(|e| EventError::Unreadable(e.to_string()))?;
     Ok(bytes)
 }
 

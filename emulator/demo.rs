@@ -11,8 +11,9 @@ use serde_json::{json, Value};
 use crate::fixture::{self, Fixture};
 use crate::proxy::FaultProxy;
 use crate::{sdk_config, EmulatorError, Moto};
+use responder::actions::isolate::NaclEntry;
 use responder::actions::ledger::Ledger;
-use responder::actions::workload::{acl_json, describe_acls};
+use responder::actions::workload::describe_acls;
 use responder::actions::{Clients, ENV_BUCKET, ENV_TABLE, ENV_TOPIC};
 use responder::playbook::PlaybookSet;
 use responder::report::Report;
@@ -34,8 +35,9 @@ pub struct DemoResult {
     /// Variables that let `responder replay`/`release` and the AWS CLI act on the same resources.
     pub env: BTreeMap<String, String>,
     pub report: Report,
-    /// The entries the quarantine added, per ACL.
-    pub nacl_entries: Vec<Value>,
+    /// The entries for the task's address found in the VPC's network ACLs after the
+    /// response, described afresh (the same shape as the report's containment record).
+    pub nacl_entries: Vec<NaclEntry>,
     pub evidence_keys: Vec<String>,
     pub notification: Option<Notification>,
     pub ledger: Vec<Value>,
@@ -206,24 +208,31 @@ fn env_for(emulator: &str, fixture: &Fixture) -> BTreeMap<String, String> {
 }
 
 /// ACL entries whose CIDR is the task's address.
-fn entries_for(acls: &[aws_sdk_ec2::types::NetworkAcl], ip: &str) -> Vec<Value> {
+fn entries_for(acls: &[aws_sdk_ec2::types::NetworkAcl], ip: &str) -> Vec<NaclEntry> {
     let cidr = format!("{ip}/32");
-    acls.iter()
-        .flat_map(|acl| {
-            let json = acl_json(acl);
-            let id = json["networkAclId"].clone();
-            json["entries"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|e| e["cidrBlock"] == cidr.as_str())
-                .map(move |mut e| {
-                    e["networkAclId"] = id.clone();
-                    e
-                })
-        })
-        .collect()
+    let mut found = Vec::new();
+    for acl in acls {
+        let acl_id = acl.network_acl_id().unwrap_or_default().to_string();
+        let entries = acl
+            .entries()
+            .iter()
+            .filter(|e| e.cidr_block() == Some(cidr.as_str()))
+            .map(|e| NaclEntry {
+                acl_id: acl_id.clone(),
+                rule_number: e.rule_number().unwrap_or_default(),
+                egress: e.egress().unwrap_or_default(),
+                cidr: cidr.clone(),
+                ipv6: false,
+                action: e
+                    .rule_action()
+                    .map(|a| a.as_str().to_string())
+                    .unwrap_or_default(),
+                protocol: e.protocol().unwrap_or_default().to_string(),
+                ports: e.port_range().and_then(|p| Some((p.from()?, p.to()?))),
+            });
+        found.extend(entries);
+    }
+    found
 }
 
 async fn list_keys(clients: &Clients, bucket: &str) -> Result<Vec<String>, EmulatorError> {
@@ -321,23 +330,19 @@ impl DemoResult {
             self.task_ip
         );
         for e in &self.nacl_entries {
-            let ports = match (&e["portRange"]["from"], &e["portRange"]["to"]) {
-                (Value::Number(from), Value::Number(to)) if from == to => format!(" tcp {from}"),
-                (Value::Number(from), Value::Number(to)) => format!(" tcp {from}-{to}"),
-                _ => " all traffic".to_string(),
+            let ports = match e.ports {
+                Some((from, to)) if from == to => format!(" tcp {from}"),
+                Some((from, to)) => format!(" tcp {from}-{to}"),
+                None => " all traffic".to_string(),
             };
             let _ = writeln!(
                 out,
                 "  {}  #{:<3} {:<7} {:<5} {}{ports}",
-                e["networkAclId"].as_str().unwrap_or(""),
-                e["ruleNumber"],
-                if e["egress"] == true {
-                    "egress"
-                } else {
-                    "ingress"
-                },
-                e["ruleAction"].as_str().unwrap_or("").to_uppercase(),
-                e["cidrBlock"].as_str().unwrap_or("")
+                e.acl_id,
+                e.rule_number,
+                if e.egress { "egress" } else { "ingress" },
+                e.action.to_uppercase(),
+                e.cidr
             );
         }
         let _ = writeln!(out, "\n== Stored: evidence in s3://{}", self.bucket);

@@ -68,9 +68,15 @@ pub const ECS_SOURCE: &str = "aws.ecs";
 /// `detail-type` of ECS task state change events on EventBridge.
 pub const TASK_STATE_CHANGE: &str = "ECS Task State Change";
 
+/// The shapes an input may have, for the message when it has none of them.
+pub const ACCEPTED_SHAPES: &str = "an EventBridge event (with `source`, `detail-type` and `detail`), a GuardDuty finding (with `schemaVersion`, `type` and `resource`, as the console exports it), `aws guardduty get-findings` output (`{\"Findings\": [...]}`), or a JSON array or JSON Lines of those";
+
 /// Why an event could not be understood.
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
+    /// The input holds nothing but white space.
+    #[error("the input is empty: expected {ACCEPTED_SHAPES}")]
+    Empty,
     /// The input could not be read.
     #[error("cannot read the event: {0}")]
     Unreadable(String),
@@ -88,11 +94,14 @@ pub enum EventError {
         message: String,
     },
     /// The JSON is not an object.
-    #[error("the event is JSON but not an object (an EventBridge event or a GuardDuty finding)")]
+    #[error("the event is JSON but not an object: expected {ACCEPTED_SHAPES}")]
     NotAnObject,
     /// The EventBridge envelope is malformed.
     #[error("the EventBridge event is malformed: {0}")]
     Envelope(String),
+    /// A JSON object that is neither an EventBridge event nor a GuardDuty finding.
+    #[error("the JSON object is neither an EventBridge event nor a GuardDuty finding (it has no `detail-type`, nor `schemaVersion` and `type`): expected {ACCEPTED_SHAPES}")]
+    UnknownShape,
     /// The event has no `detail` object.
     #[error("the event has no `detail` object")]
     MissingDetail,
@@ -123,6 +132,53 @@ pub fn parse_event(bytes: &[u8]) -> Result<Inbound, EventError> {
     parse_value(value)
 }
 
+/// The events in one input, as people have them: one EventBridge event or GuardDuty finding,
+/// `aws guardduty get-findings` output (`{"Findings": [...]}`, each finding an event), a JSON
+/// array of those, or JSON Lines (one per line, as archives and log exports hold them).
+pub fn split_input(bytes: &[u8]) -> Result<Vec<Value>, EventError> {
+    if bytes.len() > MAX_EVENT_BYTES {
+        return Err(EventError::TooLarge(bytes.len()));
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(EventError::Empty);
+    }
+    let whole = match serde_json::from_slice::<Value>(bytes) {
+        Ok(value) => value,
+        Err(error) => {
+            // JSON Lines: every non-blank line a JSON value of its own.
+            let text = String::from_utf8_lossy(bytes);
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            if lines.len() > 1 {
+                if let Ok(values) = lines
+                    .iter()
+                    .map(|l| serde_json::from_str::<Value>(l))
+                    .collect::<Result<Vec<_>, _>>()
+                {
+                    return Ok(values);
+                }
+            }
+            return Err(EventError::Json {
+                line: error.line(),
+                column: error.column(),
+                message: clip(&error.to_string()),
+            });
+        }
+    };
+    match whole {
+        Value::Array(items) => Ok(items),
+        Value::Object(mut object)
+            if !object.contains_key("detail-type")
+                && object.get("Findings").is_some_and(Value::is_array) =>
+        {
+            match object.remove("Findings") {
+                Some(Value::Array(findings)) => Ok(findings),
+                _ => Ok(Vec::new()),
+            }
+        }
+        other => Ok(vec![other]),
+    }
+}
+
 /// Like [`parse_event`], for JSON already parsed (no size check).
 pub fn parse_value(value: Value) -> Result<Inbound, EventError> {
     let Value::Object(object) = &value else {
@@ -133,6 +189,9 @@ pub fn parse_value(value: Value) -> Result<Inbound, EventError> {
         && object.contains_key("type");
     if is_bare_finding {
         return finding_from(value, None, None);
+    }
+    if !object.contains_key("detail-type") && !object.contains_key("source") {
+        return Err(EventError::UnknownShape);
     }
     let envelope: Envelope =
         serde_json::from_value(value).map_err(|e| EventError::Envelope(clip(&e.to_string())))?;
@@ -265,7 +324,7 @@ mod tests {
 
     #[test]
     fn an_object_that_is_neither_envelope_nor_finding_is_a_clear_error() {
-        let err = parse_event(br#"{"hello": "world"}"#).unwrap_err();
+        let err = parse_event(br#"{"source": "aws.guardduty"}"#).unwrap_err();
         assert!(matches!(err, EventError::Envelope(_)), "{err}");
         assert!(err.to_string().contains("missing field"), "{err}");
         let no_detail = br#"{"source":"aws.guardduty","detail-type":"GuardDuty Finding"}"#;
@@ -273,6 +332,29 @@ mod tests {
             parse_event(no_detail),
             Err(EventError::MissingDetail)
         ));
+    }
+
+    #[test]
+    fn inputs_come_in_the_shapes_people_have() {
+        let finding = r#"{"schemaVersion":"2.0","id":"f","type":"A:Runtime/B","severity":5,"accountId":"1","region":"r","resource":{"resourceType":"Lambda"}}"#;
+        let get_findings = format!(r#"{{"Findings": [{finding}, {finding}]}}"#);
+        assert_eq!(split_input(get_findings.as_bytes()).unwrap().len(), 2);
+        let array = format!("[{finding}, {finding}, {finding}]");
+        assert_eq!(split_input(array.as_bytes()).unwrap().len(), 3);
+        let lines = format!("{finding}\n\n{finding}\n");
+        assert_eq!(split_input(lines.as_bytes()).unwrap().len(), 2);
+        assert_eq!(split_input(finding.as_bytes()).unwrap().len(), 1);
+        assert!(matches!(split_input(b"  \n"), Err(EventError::Empty)));
+        assert!(split_input(b"")
+            .unwrap_err()
+            .to_string()
+            .contains("get-findings"));
+        let unknown = parse_event(br#"{"hello": "world"}"#).unwrap_err();
+        assert!(matches!(unknown, EventError::UnknownShape), "{unknown}");
+        assert!(
+            unknown.to_string().contains("`{\"Findings\": [...]}`"),
+            "{unknown}"
+        );
     }
 
     #[test]

@@ -11,9 +11,14 @@ use crate::actions::{ActionName, StepOutput};
 use crate::event::{EventError, Inbound};
 use crate::incident::{Incident, SeverityBand, Target};
 use crate::network::reach::Verdict;
-use crate::plan::{Decision, SkipReason, Step};
+use crate::plan::{Decision, Step};
 use crate::playbook::Mode;
 use crate::respond::ReleaseSummary;
+
+/// `1 entry`, `3 entries`: counts in words people read, not `entr(ies)`.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
 
 /// The decision as one word, for JSON consumers and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -142,6 +147,10 @@ pub struct Report {
     pub rule: Option<String>,
     /// The mode the plan runs in, when acting.
     pub mode: Option<Mode>,
+    /// The deciding rule's own mode, when acting: differs from `mode` when a deployment-wide
+    /// ceiling (`RESPONDER_MODE`, `replay --dry-run`) capped it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule_mode: Option<Mode>,
     /// The planned steps, with their outcomes once executed.
     pub steps: Vec<StepReport>,
     /// The reason for the decision, or the error, for people.
@@ -199,6 +208,7 @@ impl Report {
             decision: DecisionKind::Error,
             rule: None,
             mode: None,
+            rule_mode: None,
             steps: Vec::new(),
             reason: error.to_string(),
             skip_code: None,
@@ -240,13 +250,6 @@ impl Report {
                 None,
             ),
         };
-        // A foreign event is a skip for the ledger, but an error for someone replaying files.
-        let error = match decision {
-            Decision::Skip(reason @ SkipReason::NotAGuardDutyFinding { .. }) => {
-                Some(reason.describe())
-            }
-            _ => None,
-        };
         Report {
             input,
             finding_id: incident.map(|i| i.finding_id.clone()),
@@ -260,11 +263,15 @@ impl Report {
             decision: kind,
             rule,
             mode,
+            rule_mode: match decision {
+                Decision::Act(plan) => Some(plan.rule_mode),
+                _ => None,
+            },
             steps,
             reason: decision.reason(),
             skip_code,
             notes,
-            error,
+            error: None,
             execution: None,
         }
     }
@@ -381,7 +388,13 @@ impl Report {
         // SNS subjects: at most 100 characters, no line breaks.
         subject = subject.replace(['\n', '\r'], " ");
         if subject.chars().count() > 100 {
-            subject = subject.chars().take(99).collect::<String>() + "…";
+            // Cut at a word boundary when one is near, so no name is shown half.
+            let kept: String = subject.chars().take(99).collect();
+            let cut = match kept.rfind(' ') {
+                Some(space) if kept[..space].chars().count() >= 60 => &kept[..space],
+                _ => kept.as_str(),
+            };
+            subject = format!("{}…", cut.trim_end());
         }
 
         let mut body = String::new();
@@ -393,10 +406,13 @@ impl Report {
         if let Some(id) = &self.finding_id {
             let _ = writeln!(
                 body,
-                "Finding id {id} in account {} ({}), seen {} time(s)",
+                "Finding id {id} in account {} ({}), seen {}",
                 self.account_id.as_deref().unwrap_or("?"),
                 self.region.as_deref().unwrap_or("?"),
-                self.count.unwrap_or(1)
+                match self.count.unwrap_or(1) {
+                    1 => "once".to_string(),
+                    n => format!("{n} times"),
+                }
             );
         }
         let _ = writeln!(body, "On: {target}");
@@ -405,9 +421,13 @@ impl Report {
             body,
             "Decision: {}{}",
             self.reason,
-            self.mode
-                .map(|m| format!(" (mode {m})"))
-                .unwrap_or_default()
+            match (self.mode, self.rule_mode) {
+                (Some(m), Some(asked)) if m != asked => {
+                    format!(" (mode {m}; the rule says {asked}, capped by RESPONDER_MODE)")
+                }
+                (Some(m), _) => format!(" (mode {m})"),
+                _ => String::new(),
+            }
         );
         for (title, wanted) in [
             ("Done", "done"),
@@ -516,12 +536,20 @@ impl Report {
         label(&mut out, "decision");
         match self.decision {
             DecisionKind::Act => {
+                let cap = match (self.mode, self.rule_mode) {
+                    (Some(mode), Some(asked)) if mode != asked => {
+                        format!(" {dim}(the rule says {asked}; capped by --dry-run or RESPONDER_MODE){dim:#}")
+                    }
+                    _ => String::new(),
+                };
                 let _ = writeln!(
                     out,
-                    "{green}ACT{green:#}  rule {}  mode {}",
+                    "{green}ACT{green:#}  rule {}  mode {}{cap}",
                     self.rule.as_deref().unwrap_or("?"),
                     self.mode.map(Mode::name).unwrap_or("?")
                 );
+                label(&mut out, "why");
+                let _ = writeln!(out, "{}", self.reason);
             }
             DecisionKind::Skip => {
                 let style = if self.error.is_some() { red } else { yellow };
@@ -631,5 +659,35 @@ mod tests {
             line["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0][0],
             "Decision"
         );
+    }
+
+    #[test]
+    fn a_long_subject_is_cut_between_words() {
+        let event = include_str!("../events/fargate-crypto-miner-high.json").replace(
+            "payments-prod",
+            "payments-production-eu-central-with-a-very-long-cluster-name-indeed",
+        );
+        let (report, _) = crate::decide(
+            None,
+            event.as_bytes(),
+            &crate::playbook::PlaybookSet::defaults().unwrap(),
+            Mode::DryRun,
+        );
+        let (subject, body) = report.notification(Some("[prod-account-security-alerts]"));
+        assert!(subject.chars().count() <= 100, "{subject}");
+        let shown = subject
+            .strip_suffix('…')
+            .expect("cut subjects end with an ellipsis");
+        let full = format!(
+            "[prod-account-security-alerts] [High] reported: CryptoMinerExecuted on {}",
+            report.target.as_ref().unwrap().short_label()
+        );
+        assert!(full.starts_with(shown), "{shown}");
+        assert_eq!(
+            full[shown.len()..].chars().next(),
+            Some(' '),
+            "cut mid-word: {subject}"
+        );
+        assert!(body.contains("seen once"), "{body}");
     }
 }

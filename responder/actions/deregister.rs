@@ -82,9 +82,9 @@ impl Action for Deregister {
 
     fn summary(output: &DeregisterOutput) -> String {
         format!(
-            "{} removed from {} target group(s)",
+            "{} removed from {}",
             output.ip,
-            output.deregistered.len()
+            crate::report::count(output.deregistered.len(), "target group", "target groups")
         )
     }
 }

@@ -59,8 +59,8 @@ impl Action for Evidence {
 
     fn summary(output: &EvidenceOutput) -> String {
         format!(
-            "{} object(s) and a manifest in s3://{}/{}{}",
-            output.objects.len(),
+            "{} and a manifest in s3://{}/{}{}",
+            crate::report::count(output.objects.len(), "object", "objects"),
             output.bucket,
             output.prefix,
             if output.legal_hold {

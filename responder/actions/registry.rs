@@ -113,7 +113,14 @@ macro_rules! registry {
                 vec![$({
                     let params = generator.subschema_for::<<$unit as Action>::Params>();
                     let mut properties = serde_json::Map::new();
-                    properties.insert(<$unit as Action>::NAME.to_string(), params.to_value());
+                    let mut params = params.to_value();
+                    if let Some(object) = params.as_object_mut() {
+                        object.insert(
+                            "description".to_string(),
+                            format!("Parameters of `{}`.", <$unit as Action>::NAME).into(),
+                        );
+                    }
+                    properties.insert(<$unit as Action>::NAME.to_string(), params);
                     json_schema!({
                         "type": "object",
                         "description": <$unit as Action>::PURPOSE,

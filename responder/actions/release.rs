@@ -45,9 +45,13 @@ impl ReleaseOutput {
     /// One line for people.
     pub fn summary(&self) -> String {
         format!(
-            "{} network ACL entr(ies) removed, {} ENI(s) restored, {} left alone, {} failed",
-            self.removed_nacl_entries.len(),
-            self.restored_security_groups.len(),
+            "{} removed, {} restored, {} left alone, {} failed",
+            crate::report::count(
+                self.removed_nacl_entries.len(),
+                "network ACL entry",
+                "network ACL entries"
+            ),
+            crate::report::count(self.restored_security_groups.len(), "ENI", "ENIs"),
             self.left_alone.len(),
             self.failed.len()
         )

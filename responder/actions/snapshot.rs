@@ -114,6 +114,9 @@ impl Action for SnapshotVolumes {
     }
 
     fn summary(output: &SnapshotOutput) -> String {
-        format!("{} EBS snapshot(s) started", output.snapshots.len())
+        format!(
+            "{} started",
+            crate::report::count(output.snapshots.len(), "EBS snapshot", "EBS snapshots")
+        )
     }
 }

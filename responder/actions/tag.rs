@@ -68,8 +68,8 @@ impl Action for Tag {
 
     fn summary(output: &TagOutput) -> String {
         format!(
-            "{} resource(s) tagged {STATE_TAG}={}",
-            output.resources.len(),
+            "{} tagged {STATE_TAG}={}",
+            crate::report::count(output.resources.len(), "resource", "resources"),
             output.state
         )
     }

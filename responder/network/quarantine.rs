@@ -226,8 +226,8 @@ fn plan_acl(
                     limits.last
                 ),
                 _ => format!(
-                    "{direction}: {} free rule number(s) in the reserved range {}-{}, {} needed",
-                    free.len(),
+                    "{direction}: {} in the reserved range {}-{}, {} needed",
+                    crate::report::count(free.len(), "free rule number", "free rule numbers"),
                     limits.first,
                     limits.last,
                     wanted.len()

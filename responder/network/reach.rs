@@ -261,8 +261,8 @@ fn row(class: DestinationClass, flows: Vec<Flow<'_>>, no_path: Option<String>) -
         class,
         verdict: Verdict::Cut,
         reason: format!(
-            "cut in both directions ({} flow(s)) by {}{}",
-            flows.len(),
+            "cut in both directions ({}) by {}{}",
+            crate::report::count(flows.len(), "flow", "flows"),
             by.join(", "),
             if deciding.len() > 4 { ", ..." } else { "" }
         ),

@@ -51,6 +51,8 @@ pub struct ActPlan {
     pub rule: String,
     /// The deciding rule's mode, capped by any ceiling.
     pub mode: Mode,
+    /// The deciding rule's own mode, before any ceiling.
+    pub rule_mode: Mode,
     /// Every rule that contributed steps (more than one only with `continue: true`).
     pub matched_rules: Vec<String>,
     /// The steps, in phase order.
@@ -101,6 +103,9 @@ pub enum SkipReason {
         /// A hint at why (e.g. the finding is not a Runtime Monitoring finding).
         #[serde(skip_serializing_if = "Option::is_none")]
         hint: Option<String>,
+        /// The rule that came closest, and the conditions it failed on.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        near_miss: Option<NearMiss>,
     },
     /// An ECS task state change other than STOPPED: nothing to release yet.
     TaskNotStopped {
@@ -109,6 +114,15 @@ pub enum SkipReason {
         /// The task's new `lastStatus`.
         last_status: Option<String>,
     },
+}
+
+/// The rule that came closest to matching a finding no rule matched.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NearMiss {
+    /// The rule.
+    pub rule: String,
+    /// Each condition it failed on, in words (or the `exclude` that took the finding out).
+    pub failed: Vec<String>,
 }
 
 impl SkipReason {
@@ -157,10 +171,20 @@ impl SkipReason {
                 "ECS task {task_arn} changed state to {}, not STOPPED: nothing to release",
                 last_status.as_deref().unwrap_or("unknown")
             ),
-            SkipReason::NoRuleMatched { hint } => match hint {
-                Some(hint) => format!("no rule matched ({hint})"),
-                None => "no rule matched".to_string(),
-            },
+            SkipReason::NoRuleMatched { hint, near_miss } => {
+                let mut text = "no rule matched".to_string();
+                if let Some(hint) = hint {
+                    text.push_str(&format!(" ({hint})"));
+                }
+                if let Some(near) = near_miss {
+                    text.push_str(&format!(
+                        "; nearest: rule {:?}, which requires {}",
+                        near.rule,
+                        near.failed.join("; and ")
+                    ));
+                }
+                text
+            }
         }
     }
 }
@@ -289,7 +313,10 @@ pub fn plan(incident: &Incident, playbooks: &PlaybookSet) -> Decision {
                 incident.finding_type
             )
         });
-        return Decision::Skip(SkipReason::NoRuleMatched { hint });
+        return Decision::Skip(SkipReason::NoRuleMatched {
+            hint,
+            near_miss: near_miss(incident, playbooks),
+        });
     };
 
     // Rules are each in phase order; steps merged from several rules are put back in it.
@@ -338,11 +365,32 @@ pub fn plan(incident: &Incident, playbooks: &PlaybookSet) -> Decision {
     Decision::Act(ActPlan {
         rule,
         mode,
+        rule_mode: mode,
         matched_rules,
         steps,
         reason,
         notes,
     })
+}
+
+/// The rule that failed on the fewest conditions (the first such), for a skip's reason.
+fn near_miss(incident: &Incident, playbooks: &PlaybookSet) -> Option<NearMiss> {
+    playbooks
+        .rules
+        .iter()
+        .filter_map(|loaded| {
+            let rule = &loaded.rule;
+            let mut failed = rule.conditions.as_ref()?.failures(incident);
+            if failed.is_empty() {
+                // It matched: an `exclude` took the finding out.
+                failed.push("the finding not to match its `exclude`".to_string());
+            }
+            Some(NearMiss {
+                rule: rule.name.clone(),
+                failed,
+            })
+        })
+        .min_by_key(|near| near.failed.len())
 }
 
 /// Where the exemption tag is set, if anywhere the finding shows (service tags are not in

@@ -203,6 +203,155 @@ impl Conditions {
             && globs_meet(&self.regions, &other.regions)
     }
 
+    /// Each condition the incident fails, in words (`min_severity High: the finding is
+    /// Medium 5`), to explain why a rule did not match. Empty exactly when [`matches`] holds.
+    ///
+    /// [`matches`]: Conditions::matches
+    pub fn failures(&self, incident: &Incident) -> Vec<String> {
+        let list = |globs: &[Glob]| {
+            globs
+                .iter()
+                .map(|g| g.pattern.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let any_of = |globs: &Option<Vec<Glob>>, values: &[&str]| {
+            globs.as_ref().is_none_or(|globs| {
+                globs
+                    .iter()
+                    .any(|g| values.iter().any(|value| g.is_match(value)))
+            })
+        };
+        let target = &incident.target;
+        let (cluster, service) = match target {
+            Target::EcsTask(t) => (Some(t.cluster_name.as_str()), t.service.as_deref()),
+            Target::EksWorkload(t) => (t.cluster_name.as_deref(), None),
+            _ => (None, None),
+        };
+        let (cluster_values, service_values): (Vec<&str>, Vec<&str>) = match target {
+            Target::EcsTask(t) => (
+                vec![t.cluster_name.as_str(), t.cluster_arn.as_str()],
+                t.service.as_deref().into_iter().collect(),
+            ),
+            Target::EksWorkload(t) => (
+                t.cluster_name
+                    .as_deref()
+                    .into_iter()
+                    .chain(t.cluster_arn.as_deref())
+                    .collect(),
+                Vec::new(),
+            ),
+            _ => (Vec::new(), Vec::new()),
+        };
+        let finding = format!("{} {}", incident.band, incident.severity);
+        let mut failed = Vec::new();
+        if let Some(globs) = &self.finding_types {
+            if !any_of(&self.finding_types, &[incident.finding_type.as_str()]) {
+                failed.push(format!(
+                    "finding_types [{}]: the finding is {}",
+                    list(globs),
+                    incident.finding_type
+                ));
+            }
+        }
+        if let Some(min) = self.min_severity.filter(|m| !m.at_most(incident.severity)) {
+            failed.push(format!("min_severity {min}: the finding is {finding}"));
+        }
+        if let Some(max) = self.max_severity.filter(|m| !m.at_least(incident.severity)) {
+            failed.push(format!("max_severity {max}: the finding is {finding}"));
+        }
+        if let Some(kinds) = self
+            .targets
+            .as_ref()
+            .filter(|k| !k.contains(&target.kind()))
+        {
+            let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+            failed.push(format!(
+                "targets [{}]: the workload is an {}",
+                names.join(", "),
+                target.kind().name()
+            ));
+        }
+        if let Some(types) = &self.launch_types {
+            let launch = match target {
+                Target::EcsTask(t) => t.launch_type,
+                _ => None,
+            };
+            if !launch.is_some_and(|lt| types.contains(&lt)) {
+                let names: Vec<String> = types
+                    .iter()
+                    .map(|t| format!("{t:?}").to_uppercase())
+                    .collect();
+                failed.push(format!(
+                    "launch_types [{}]: the finding's launch type is {}",
+                    names.join(", "),
+                    launch
+                        .map(|l| format!("{l:?}").to_uppercase())
+                        .unwrap_or_else(|| "unknown".to_string())
+                ));
+            }
+        }
+        if let Some(globs) = self
+            .clusters
+            .as_ref()
+            .filter(|_| !any_of(&self.clusters, &cluster_values))
+        {
+            failed.push(format!(
+                "clusters [{}]: the cluster is {}",
+                list(globs),
+                cluster.unwrap_or("unknown")
+            ));
+        }
+        if let Some(globs) = self
+            .services
+            .as_ref()
+            .filter(|_| !any_of(&self.services, &service_values))
+        {
+            failed.push(format!(
+                "services [{}]: the service is {}",
+                list(globs),
+                service.unwrap_or("none (not started by a service)")
+            ));
+        }
+        if let Some(globs) = self
+            .accounts
+            .as_ref()
+            .filter(|_| !any_of(&self.accounts, &[incident.account_id.as_str()]))
+        {
+            failed.push(format!(
+                "accounts [{}]: the account is {}",
+                list(globs),
+                incident.account_id
+            ));
+        }
+        if let Some(globs) = self
+            .regions
+            .as_ref()
+            .filter(|_| !any_of(&self.regions, &[incident.region.as_str()]))
+        {
+            failed.push(format!(
+                "regions [{}]: the region is {}",
+                list(globs),
+                incident.region
+            ));
+        }
+        if let Some(wanted) = &self.tags {
+            for (key, glob) in wanted {
+                match target.tag(key) {
+                    Some(value) if glob.is_match(value) => {}
+                    Some(value) => {
+                        failed.push(format!("tags.{key} {}: the tag is {value}", glob.pattern))
+                    }
+                    None => failed.push(format!(
+                        "tags.{key} {}: the workload has no such tag",
+                        glob.pattern
+                    )),
+                }
+            }
+        }
+        failed
+    }
+
     /// Pure: does this incident satisfy every condition given?
     pub fn matches(&self, incident: &Incident) -> bool {
         let any = |globs: &Option<Vec<Glob>>, values: &[&str]| match globs {

@@ -918,6 +918,41 @@ rules:
     }
 
     #[test]
+    fn every_field_of_the_format_is_described() {
+        fn walk(value: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if let Some(serde_json::Value::Object(properties)) = map.get("properties") {
+                        for (key, property) in properties {
+                            if property.get("description").is_none() {
+                                missing.push(format!("{path}.{key}"));
+                            }
+                        }
+                    }
+                    for (key, child) in map {
+                        walk(child, &format!("{path}.{key}"), missing);
+                    }
+                }
+                serde_json::Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        walk(item, &format!("{path}[{i}]"), missing);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let schema = json_schema();
+        let mut missing = Vec::new();
+        walk(&schema, "", &mut missing);
+        for (name, definition) in schema["definitions"].as_object().unwrap() {
+            if definition.get("description").is_none() {
+                missing.push(format!("definition {name}"));
+            }
+        }
+        assert!(missing.is_empty(), "no description: {missing:?}");
+    }
+
+    #[test]
     fn mode_order_and_names() {
         assert!(Mode::DryRun < Mode::NotifyOnly && Mode::NotifyOnly < Mode::Enforce);
         assert_eq!(Mode::parse("DRY-RUN"), Some(Mode::DryRun));

@@ -587,7 +587,8 @@ fn capacity(
             defeaters.push(Defeater {
                 subject: format!("network ACL {}", acl.id),
                 problem: format!(
-                    "ALLOW rule(s) {owner_allows:?} inside the reserved range {}-{}: a quarantine entry must come before them and may find no free number",
+                    "ALLOW {} {owner_allows:?} inside the reserved range {}-{}: a quarantine entry must come before them and may find no free number",
+                    if owner_allows.len() == 1 { "rule" } else { "rules" },
                     range.first, range.last
                 ),
                 fix: format!(
@@ -768,8 +769,8 @@ fn responder_checks(
             what: "playbooks valid".to_string(),
             ok: true,
             detail: format!(
-                "{} rule(s) in {}",
-                playbooks.rules.len(),
+                "{} in {}",
+                crate::report::count(playbooks.rules.len(), "rule", "rules"),
                 playbooks.sources.join(", ")
             ),
         },
@@ -805,7 +806,7 @@ fn responder_checks(
         what: "notification topic subscribed to".to_string(),
         ok: r.topic_subscriptions.is_some_and(|n| n > 0),
         detail: match r.topic_subscriptions {
-            Some(n) => format!("{n} subscription(s)"),
+            Some(n) => crate::report::count(n, "subscription", "subscriptions"),
             None => "not configured (RESPONDER_TOPIC_ARN)".to_string(),
         },
     });

@@ -77,18 +77,18 @@ pub fn text(report: &Preflight) -> String {
     for v in &report.vpcs {
         let _ = writeln!(
             out,
-            "{}  {} task(s) at once  GuardDuty endpoint {}  agent kept while quarantined {}",
+            "{}  {} at once  GuardDuty endpoint {}  agent kept while quarantined {}",
             v.vpc_id,
-            v.tasks_at_once,
+            crate::report::count(v.tasks_at_once, "task", "tasks"),
             if v.guardduty_endpoint { "yes" } else { "NO" },
             if v.agent_path_kept { "yes" } else { "no" }
         );
         for acl in &v.acls {
             let _ = writeln!(
                 out,
-                "  {}  {} subnet(s)  IPv4 in {}/{} out {}/{}  IPv6 in {} out {}",
+                "  {}  {}  IPv4 in {}/{} out {}/{}  IPv6 in {} out {}",
                 acl.acl_id,
-                acl.subnets,
+                crate::report::count(acl.subnets, "subnet", "subnets"),
                 acl.ipv4_used.0,
                 acl.quota,
                 acl.ipv4_used.1,

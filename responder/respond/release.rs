@@ -23,11 +23,21 @@ pub struct ReleaseSummary {
 }
 
 impl ReleaseSummary {
+    /// The ledger knows nothing to release for the target (a mistyped id, most likely).
+    pub fn nothing_recorded(&self) -> bool {
+        self.findings
+            .iter()
+            .all(|f| f.result == ReleaseResult::NothingRecorded)
+    }
+
     /// One line per finding, for people.
     pub fn to_text(&self) -> String {
         let mut lines: Vec<String> = Vec::new();
         if let Some(task) = &self.task_arn {
-            lines.push(format!("task {task}: {} finding(s)", self.findings.len()));
+            lines.push(format!(
+                "task {task}: {}",
+                crate::report::count(self.findings.len(), "finding", "findings")
+            ));
         }
         for finding in &self.findings {
             let what = match &finding.result {

@@ -58,6 +58,9 @@ fn replay_of_every_sample_event_in_json() {
     let lines = json_lines(&output);
     assert_eq!(lines.len(), files.len());
     for line in &lines {
+        crate::support::assert_json_keys_follow_the_readme(line);
+    }
+    for line in &lines {
         for key in [
             "finding_id",
             "finding_type",
@@ -146,9 +149,6 @@ fn broken_inputs(dir: &Path) -> Vec<(PathBuf, &'static str)> {
     )
     .unwrap();
     let text = valid.to_string();
-    let mut wrong_detail_type = valid.clone();
-    wrong_detail_type["detail-type"] = "AWS API Call via CloudTrail".into();
-    wrong_detail_type["source"] = "aws.ec2".into();
     let mut missing_resource = valid.clone();
     missing_resource["detail"]
         .as_object_mut()
@@ -169,10 +169,11 @@ fn broken_inputs(dir: &Path) -> Vec<(PathBuf, &'static str)> {
             text[..text.len() / 2].to_string(),
             "not valid JSON",
         ),
+        ("empty.json", "\n".to_string(), "the input is empty"),
         (
-            "wrong-detail-type.json",
-            wrong_detail_type.to_string(),
-            "not a GuardDuty finding",
+            "unknown-shape.json",
+            r#"{"hello": "world"}"#.to_string(),
+            "`aws guardduty get-findings` output",
         ),
         (
             "missing-resource.json",
@@ -186,8 +187,7 @@ fn broken_inputs(dir: &Path) -> Vec<(PathBuf, &'static str)> {
             missing_task.to_string(),
             "resource.ecsClusterDetails.taskDetails",
         ),
-        ("empty.json", String::new(), "not valid JSON"),
-        ("array.json", "[]".to_string(), "not an object"),
+        ("array.json", "[1]".to_string(), "not an object"),
     ];
     cases
         .into_iter()
@@ -235,10 +235,137 @@ fn broken_inputs_get_clear_errors_and_do_not_stop_the_others() {
             "the good event is still handled"
         );
     }
+    // For people: the error once, in the report, the path once.
     let missing = run(&["replay", "--dry-run", "no/such/file.json"]);
     assert_eq!(missing.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&missing.stderr)
-        .contains("cannot read the event: no/such/file.json"));
+    let stdout = String::from_utf8_lossy(&missing.stdout);
+    assert!(
+        missing.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    assert_eq!(
+        stdout.matches("cannot read the event").count(),
+        1,
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("no/such/file.json").count(), 1, "{stdout}");
+}
+
+#[test]
+fn an_event_that_is_not_a_finding_is_a_skip_not_an_error() {
+    let mut event: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("events/fargate-crypto-miner-high.json")).unwrap(),
+    )
+    .unwrap();
+    event["detail-type"] = "AWS API Call via CloudTrail".into();
+    event["source"] = "aws.ec2".into();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cloudtrail.json");
+    std::fs::write(&path, event.to_string()).unwrap();
+    let output = run(&[
+        "replay",
+        "--dry-run",
+        "--output",
+        "json",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "a skip is not an error");
+    assert!(output.stderr.is_empty());
+    let line = &json_lines(&output)[0];
+    assert_eq!(line["decision"], "skip");
+    assert_eq!(line["skip_code"], "not_a_guardduty_finding");
+    assert!(line.get("error").is_none(), "{line}");
+}
+
+#[test]
+fn get_findings_output_and_json_lines_replay_each_finding() {
+    let dir = tempfile::tempdir().unwrap();
+    let finding = |name: &str| -> Value {
+        let event: Value = serde_json::from_str(
+            &std::fs::read_to_string(root().join("events").join(name)).unwrap(),
+        )
+        .unwrap();
+        event["detail"].clone()
+    };
+    // `aws guardduty get-findings` prints {"Findings": [...]} of bare findings.
+    let get_findings = serde_json::json!({
+        "Findings": [finding("fargate-crypto-miner-high.json"), finding("fargate-new-binary-medium.json")]
+    });
+    let findings_path = dir.path().join("get-findings.json");
+    std::fs::write(
+        &findings_path,
+        serde_json::to_string_pretty(&get_findings).unwrap(),
+    )
+    .unwrap();
+    // An archive or a log export: one EventBridge event per line.
+    let lines_path = dir.path().join("archive.jsonl");
+    let mut lines = String::new();
+    for name in ["fargate-reverse-shell.json", "ecs-task-stopped.json"] {
+        let event: Value = serde_json::from_str(
+            &std::fs::read_to_string(root().join("events").join(name)).unwrap(),
+        )
+        .unwrap();
+        lines.push_str(&format!("{event}\n"));
+    }
+    std::fs::write(&lines_path, lines).unwrap();
+    let output = run(&[
+        "replay",
+        "--dry-run",
+        "--output",
+        "json",
+        findings_path.to_str().unwrap(),
+        lines_path.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reports = json_lines(&output);
+    let labels: Vec<&str> = reports
+        .iter()
+        .map(|r| r["input"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels.len(), 4, "{labels:?}");
+    assert!(
+        labels[0].ends_with("get-findings.json#1") && labels[3].ends_with("archive.jsonl#2"),
+        "{labels:?}"
+    );
+    assert_eq!(reports[0]["rule"], "ecs-task-high");
+    assert_eq!(reports[1]["rule"], "ecs-task-medium");
+    assert_eq!(reports[2]["decision"], "act");
+    assert_eq!(reports[3]["decision"], "release");
+}
+
+#[test]
+fn text_replay_says_why_what_almost_matched_and_what_capped_the_mode() {
+    let output = run(&[
+        "replay",
+        "--dry-run",
+        "events/fargate-crypto-miner-high.json",
+        "events/ec2-port-probe-not-runtime.json",
+    ]);
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(
+            "mode dry-run (the rule says enforce; capped by --dry-run or RESPONDER_MODE)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("why       rule \"ecs-task-high\" matched a High (8) Impact:Runtime/CryptoMinerExecuted finding"), "{text}");
+    assert!(text.contains("nearest: rule \"ec2-instance-lower\", which requires finding_types [*:Runtime/*]: the finding is Recon:EC2/PortProbeUnprotectedPort"), "{text}");
+    let json = run(&[
+        "replay",
+        "--dry-run",
+        "--output",
+        "json",
+        "events/fargate-crypto-miner-high.json",
+    ]);
+    let line = &json_lines(&json)[0];
+    assert_eq!(line["mode"], "dry-run");
+    assert_eq!(line["rule_mode"], "enforce");
 }
 
 #[test]
@@ -513,4 +640,42 @@ fn validate_refuses_rules_that_do_something_other_than_they_say() {
         assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
     }
     assert!(stderr.contains("(9 problems)"), "{stderr}");
+}
+
+#[test]
+fn every_option_has_help() {
+    for command in ["replay", "release", "demo", "preflight", "validate"] {
+        let help = run(&[command, "-h"]);
+        let text = String::from_utf8_lossy(&help.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if !line.trim_start().starts_with('-') {
+                continue;
+            }
+            // Drop `[default: ...]` and `[possible values: ...]`: what is left after the flag
+            // and its value name must be words.
+            let mut words = String::new();
+            let mut depth = 0;
+            for c in line.chars() {
+                match c {
+                    '[' => depth += 1,
+                    ']' => depth -= 1,
+                    c if depth == 0 => words.push(c),
+                    _ => {}
+                }
+            }
+            let on_its_line = words
+                .split_whitespace()
+                .any(|w| !w.starts_with('-') && !w.starts_with('<') && !w.ends_with(','));
+            // Long help goes on the next line.
+            let below = lines.get(i + 1).map(|l| l.trim()).is_some_and(|l| {
+                !l.is_empty()
+                    && !l.starts_with('-')
+                    && !l.starts_with('[')
+                    && !l.starts_with("Possible")
+            });
+            let described = on_its_line || below;
+            assert!(described, "{command}: no help for {line:?}\n{text}");
+        }
+    }
 }

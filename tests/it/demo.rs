@@ -26,6 +26,7 @@ fn demo_contains_stores_sends_and_releases() {
     );
     let result: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(result["report"]["decision"], "act");
+    crate::support::assert_json_keys_follow_the_readme(&result);
     let ip = result["task_ip"].as_str().unwrap();
     let entries = result["nacl_entries"].as_array().unwrap();
     // DENY in and out in both ACLs. The GuardDuty endpoint shares its subnet with workloads,
@@ -33,8 +34,8 @@ fn demo_contains_stores_sends_and_releases() {
     assert_eq!(entries.len(), 4, "{entries:?}");
     assert!(entries
         .iter()
-        .all(|e| e["cidrBlock"] == format!("{ip}/32").as_str()));
-    assert!(entries.iter().all(|e| e["ruleAction"] == "deny"));
+        .all(|e| e["cidr"] == format!("{ip}/32").as_str()));
+    assert!(entries.iter().all(|e| e["action"] == "deny"));
     let keys = result["evidence_keys"].as_array().unwrap();
     assert!(keys
         .iter()
@@ -141,7 +142,7 @@ fn demo_against_a_running_emulator_leaves_everything_for_the_cli() {
 
     // And the CLI releases the quarantine.
     let release = responder()
-        .envs(env)
+        .envs(env.clone())
         .args([
             "release",
             result["finding_id"].as_str().unwrap(),
@@ -156,6 +157,7 @@ fn demo_against_a_running_emulator_leaves_everything_for_the_cli() {
         String::from_utf8_lossy(&release.stderr)
     );
     let released: Value = serde_json::from_slice(&release.stdout).unwrap();
+    crate::support::assert_json_keys_follow_the_readme(&released);
     let finding = &released["findings"][0];
     assert_eq!(finding["result"], "released", "{released}");
     assert_eq!(
@@ -164,6 +166,33 @@ fn demo_against_a_running_emulator_leaves_everything_for_the_cli() {
             .unwrap()
             .len(),
         4
+    );
+
+    // Again, for people: text, and nothing left to do.
+    let again = responder()
+        .envs(env.clone())
+        .args(["release", result["finding_id"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        text.starts_with("finding ") && text.contains("already released at"),
+        "{text}"
+    );
+
+    // A mistyped id is an error, not a quiet success.
+    let typo = responder()
+        .envs(env)
+        .args(["release", "NONEXISTENT"])
+        .output()
+        .unwrap();
+    assert_eq!(typo.status.code(), Some(1));
+    assert!(typo.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&typo.stderr).contains("nothing to release"),
+        "{}",
+        String::from_utf8_lossy(&typo.stderr)
     );
 }
 

@@ -372,3 +372,82 @@ pub fn skipped_reason(report: &Report, action: &str) -> String {
         other => panic!("{action} not skipped: {other:?}"),
     }
 }
+
+/// The keys the README's "JSON output" section names (every `backticked` word in it).
+fn documented_json_keys() -> std::collections::BTreeSet<String> {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let start = readme
+        .find("### JSON output")
+        .expect("the README documents the JSON output");
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n#").map_or(section.len(), |e| e + 3)];
+    section
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every key of `value` is snake_case (map keys that are data excepted), and every key a
+/// reader meets at the report's and the commands' own levels is documented in the README.
+/// Typed action outputs and parameters (`detail`, `partial`, `params`) are checked for the
+/// convention only: their fields are the actions' own, documented where the action is.
+pub fn assert_json_keys_follow_the_readme(value: &Value) {
+    const DATA_MAPS: &[&str] = &["env", "tags", "extra"];
+    const TYPED: &[&str] = &[
+        "detail",
+        "partial",
+        "params",
+        "containers",
+        "network_interfaces",
+    ];
+    fn walk(
+        value: &Value,
+        path: &str,
+        documented_scope: bool,
+        documented: &std::collections::BTreeSet<String>,
+        problems: &mut Vec<String>,
+    ) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    let at = format!("{path}.{key}");
+                    let snake = !key.is_empty()
+                        && key
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                    if !snake {
+                        problems.push(format!("{at}: not snake_case"));
+                    }
+                    if documented_scope && !documented.contains(key) {
+                        problems.push(format!("{at}: not in the README's JSON output section"));
+                    }
+                    if DATA_MAPS.contains(&key.as_str()) {
+                        continue;
+                    }
+                    let scope = documented_scope && !TYPED.contains(&key.as_str());
+                    walk(child, &at, scope, documented, problems);
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    walk(
+                        item,
+                        &format!("{path}[]"),
+                        documented_scope,
+                        documented,
+                        problems,
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    let documented = documented_json_keys();
+    let mut problems = Vec::new();
+    walk(value, "", true, &documented, &mut problems);
+    problems.sort();
+    problems.dedup();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -187,8 +187,9 @@ pub(super) async fn isolate_task(
                         let acls: BTreeSet<&str> =
                             done.entries.iter().map(|e| e.acl_id.as_str()).collect();
                         let detail = format!(
-                            "{} entries for {ip} in network ACL(s) {}",
-                            done.entries.len(),
+                            "{} for {ip} in {} {}",
+                            crate::report::count(done.entries.len(), "entry", "entries"),
+                            if acls.len() == 1 { "network ACL" } else { "network ACLs" },
                             acls.into_iter().collect::<Vec<_>>().join(", ")
                         );
                         record.nacl_entries = done.entries;
@@ -436,7 +437,10 @@ pub(super) async fn isolate_instance(
         attempts: vec![RungAttempt {
             rung: IsolationRung::SgSwap,
             result: "applied".to_string(),
-            detail: format!("security groups swapped on {} ENI(s)", swaps.len()),
+            detail: format!(
+                "security groups swapped on {}",
+                crate::report::count(swaps.len(), "ENI", "ENIs")
+            ),
         }],
         eni_ids: enis.iter().map(|t| t.eni_id.clone()).collect(),
         sg_swaps: swaps,
