@@ -15,6 +15,9 @@ use crate::plan::{Decision, Step};
 use crate::playbook::Mode;
 use crate::respond::ReleaseSummary;
 
+/// The longest SNS subject: "less than 100 characters long".
+pub const SUBJECT_MAX: usize = 99;
+
 /// `1 entry`, `3 entries`: counts in words people read, not `entr(ies)`.
 pub fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
@@ -385,16 +388,25 @@ impl Report {
             "{}[{band}] {verdict}: {short_type} on {short_target}",
             subject_prefix.map(|p| format!("{p} ")).unwrap_or_default()
         );
-        // SNS subjects: at most 100 characters, no line breaks.
-        subject = subject.replace(['\n', '\r'], " ");
-        if subject.chars().count() > 100 {
+        // SNS refuses a subject with line breaks or control characters, or of 100 characters
+        // or more (its Publish reference); older documentation asked for ASCII, so finding
+        // text that is not is replaced, and a rejected subject can never cost the notice.
+        subject = subject
+            .chars()
+            .map(|c| match c {
+                c if c.is_control() => ' ',
+                c if !c.is_ascii() => '?',
+                c => c,
+            })
+            .collect();
+        if subject.chars().count() > SUBJECT_MAX {
             // Cut at a word boundary when one is near, so no name is shown half.
-            let kept: String = subject.chars().take(99).collect();
+            let kept: String = subject.chars().take(SUBJECT_MAX - 3).collect();
             let cut = match kept.rfind(' ') {
-                Some(space) if kept[..space].chars().count() >= 60 => &kept[..space],
+                Some(space) if space >= 60 => &kept[..space],
                 _ => kept.as_str(),
             };
-            subject = format!("{}…", cut.trim_end());
+            subject = format!("{}...", cut.trim_end());
         }
 
         let mut body = String::new();
@@ -674,9 +686,9 @@ mod tests {
             Mode::DryRun,
         );
         let (subject, body) = report.notification(Some("[prod-account-security-alerts]"));
-        assert!(subject.chars().count() <= 100, "{subject}");
+        assert!(subject.chars().count() < 100, "{subject}");
         let shown = subject
-            .strip_suffix('…')
+            .strip_suffix("...")
             .expect("cut subjects end with an ellipsis");
         let full = format!(
             "[prod-account-security-alerts] [High] reported: CryptoMinerExecuted on {}",
@@ -689,5 +701,22 @@ mod tests {
             "cut mid-word: {subject}"
         );
         assert!(body.contains("seen once"), "{body}");
+        // Control characters and non-ASCII text from a finding never reach the subject.
+        let hostile = include_str!("../events/fargate-crypto-miner-high.json")
+            .replace("payments-prod", "p\u{00e9}y\\u0007ments\\nprod");
+        let (report, _) = crate::decide(
+            None,
+            hostile.as_bytes(),
+            &crate::playbook::PlaybookSet::defaults().unwrap(),
+            Mode::DryRun,
+        );
+        let (subject, _) = report.notification(None);
+        assert!(
+            subject
+                .chars()
+                .all(|c| c.is_ascii() && !c.is_ascii_control()),
+            "{subject:?}"
+        );
+        assert!(subject.contains("in p?y ments"), "{subject:?}");
     }
 }

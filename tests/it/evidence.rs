@@ -135,7 +135,7 @@ async fn the_notification_is_readable_and_carries_the_report() {
         "{}",
         note.subject
     );
-    assert!(note.subject.chars().count() <= 100);
+    assert!(note.subject.chars().count() < 100);
     assert!(note.body.contains("Impact:Runtime/CryptoMinerExecuted"));
     assert!(
         note.body.contains(&world.fixture.tasks[0].ip),
