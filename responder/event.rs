@@ -69,7 +69,7 @@ pub const ECS_SOURCE: &str = "aws.ecs";
 pub const TASK_STATE_CHANGE: &str = "ECS Task State Change";
 
 /// The shapes an input may have, for the message when it has none of them.
-pub const ACCEPTED_SHAPES: &str = "an EventBridge event (with `source`, `detail-type` and `detail`), a GuardDuty finding (with `schemaVersion`, `type` and `resource`, as the console exports it), `aws guardduty get-findings` output (`{\"Findings\": [...]}`), or a JSON array or JSON Lines of those";
+pub const ACCEPTED_SHAPES: &str = "an EventBridge event (with `source`, `detail-type` and `detail`), a GuardDuty finding (with `schemaVersion`, `type` and `resource`, as the console exports it), `aws guardduty get-findings` output (`{\"Findings\": [...]}`), or several of those in a JSON array or one after another (JSON Lines)";
 
 /// Why an event could not be understood.
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +134,7 @@ pub fn parse_event(bytes: &[u8]) -> Result<Inbound, EventError> {
 
 /// The events in one input, as people have them: one EventBridge event or GuardDuty finding,
 /// `aws guardduty get-findings` output (`{"Findings": [...]}`, each finding an event), a JSON
-/// array of those, or JSON Lines (one per line, as archives and log exports hold them).
+/// array of those, or several one after another (JSON Lines, or back to back).
 pub fn split_input(bytes: &[u8]) -> Result<Vec<Value>, EventError> {
     if bytes.len() > MAX_EVENT_BYTES {
         return Err(EventError::TooLarge(bytes.len()));
@@ -142,28 +142,24 @@ pub fn split_input(bytes: &[u8]) -> Result<Vec<Value>, EventError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(EventError::Empty);
     }
-    let whole = match serde_json::from_slice::<Value>(bytes) {
-        Ok(value) => value,
-        Err(error) => {
-            // JSON Lines: every non-blank line a JSON value of its own.
-            let text = String::from_utf8_lossy(bytes);
-            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-            if lines.len() > 1 {
-                if let Ok(values) = lines
-                    .iter()
-                    .map(|l| serde_json::from_str::<Value>(l))
-                    .collect::<Result<Vec<_>, _>>()
-                {
-                    return Ok(values);
-                }
+    // One value, or several one after another (JSON Lines, or back to back).
+    let mut values = Vec::new();
+    for value in serde_json::Deserializer::from_slice(bytes).into_iter::<Value>() {
+        match value {
+            Ok(value) => values.push(value),
+            Err(error) => {
+                return Err(EventError::Json {
+                    line: error.line(),
+                    column: error.column(),
+                    message: clip(&error.to_string()),
+                })
             }
-            return Err(EventError::Json {
-                line: error.line(),
-                column: error.column(),
-                message: clip(&error.to_string()),
-            });
         }
-    };
+    }
+    if values.len() != 1 {
+        return Ok(values);
+    }
+    let whole = values.remove(0);
     match whole {
         Value::Array(items) => Ok(items),
         Value::Object(mut object)
@@ -343,6 +339,13 @@ mod tests {
         assert_eq!(split_input(array.as_bytes()).unwrap().len(), 3);
         let lines = format!("{finding}\n\n{finding}\n");
         assert_eq!(split_input(lines.as_bytes()).unwrap().len(), 2);
+        let back_to_back = format!("{finding}{finding}{finding}");
+        assert_eq!(split_input(back_to_back.as_bytes()).unwrap().len(), 3);
+        let broken = format!("{finding}\n{{\"detail\": ");
+        assert!(matches!(
+            split_input(broken.as_bytes()),
+            Err(EventError::Json { line: 2, .. })
+        ));
         assert_eq!(split_input(finding.as_bytes()).unwrap().len(), 1);
         assert!(matches!(split_input(b"  \n"), Err(EventError::Empty)));
         assert!(split_input(b"")
