@@ -299,7 +299,7 @@ async fn print_reports_async(
         let report = match event {
             Ok(bytes) => {
                 responder
-                    .respond(Some(label), &bytes, &format!("{id}-{i}"), None)
+                    .respond(Some(label), &bytes, &format!("{id}-{i}"), None, None)
                     .await
                     .report
             }

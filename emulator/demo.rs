@@ -111,6 +111,7 @@ pub async fn run(endpoint: Option<&str>) -> Result<DemoResult, EmulatorError> {
             event_text.as_bytes(),
             &format!("{name}-1"),
             None,
+            None,
         )
         .await;
 
@@ -132,7 +133,13 @@ pub async fn run(endpoint: Option<&str>) -> Result<DemoResult, EmulatorError> {
     // A replay (as GuardDuty's republishing would cause) must change nothing.
     proxy.clear_calls();
     let again = responder
-        .respond(label, event_text.as_bytes(), &format!("{name}-2"), None)
+        .respond(
+            label,
+            event_text.as_bytes(),
+            &format!("{name}-2"),
+            None,
+            None,
+        )
         .await;
     let replay = ReplaySummary {
         mutating_calls: proxy
@@ -186,7 +193,7 @@ pub async fn run(endpoint: Option<&str>) -> Result<DemoResult, EmulatorError> {
 fn outcome_word(step: &responder::report::StepReport) -> String {
     match &step.outcome {
         Some(responder::report::Outcome::Done { .. }) => "done".to_string(),
-        Some(responder::report::Outcome::Skipped { reason }) => format!("skipped ({reason})"),
+        Some(responder::report::Outcome::Skipped { reason, .. }) => format!("skipped ({reason})"),
         Some(responder::report::Outcome::Failed { error, .. }) => format!("failed ({error})"),
         None => "not run".to_string(),
     }

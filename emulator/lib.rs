@@ -241,5 +241,6 @@ pub fn sdk_config(endpoint: &str, region: &str) -> aws_config::SdkConfig {
                 .with_max_attempts(4)
                 .with_initial_backoff(Duration::from_millis(20)),
         )
+        .timeout_config(responder::actions::timeouts())
         .build()
 }

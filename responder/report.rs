@@ -64,6 +64,10 @@ pub enum Outcome {
     Skipped {
         /// Why.
         reason: String,
+        /// What an earlier invocation did, when it did this step (so a retry's report and
+        /// notice still say what is in force).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        earlier: Option<StepOutput>,
     },
     /// Tried and failed.
     Failed {
@@ -78,6 +82,23 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Not carried out here, for this reason.
+    pub fn skipped(reason: impl Into<String>) -> Outcome {
+        Outcome::Skipped {
+            reason: reason.into(),
+            earlier: None,
+        }
+    }
+
+    /// What the step did, now or in an earlier invocation.
+    pub fn output(&self) -> Option<&StepOutput> {
+        match self {
+            Outcome::Done { detail, .. } => Some(detail),
+            Outcome::Skipped { earlier, .. } => earlier.as_ref(),
+            Outcome::Failed { partial, .. } => partial.as_ref(),
+        }
+    }
+
     /// The output of a step done now.
     pub fn done(detail: StepOutput) -> Outcome {
         Outcome::Done {
@@ -366,11 +387,15 @@ impl Report {
             .steps
             .iter()
             .any(|s| matches!(s.outcome, Some(Outcome::Failed { .. })));
+        // Contained now, or by an earlier invocation whose containment is still in force.
         let contained = self.steps.iter().any(|s| {
             matches!(
                 &s.outcome,
                 Some(Outcome::Done {
                     detail: StepOutput::Isolate(output),
+                    ..
+                }) | Some(Outcome::Skipped {
+                    earlier: Some(StepOutput::Isolate(output)),
                     ..
                 }) if output.contained().is_some()
             )
@@ -454,7 +479,7 @@ impl Report {
                     let (status, detail) = match &step.outcome {
                         Some(Outcome::Done { summary, .. }) => ("done", summary.clone()),
                         Some(Outcome::Failed { error, .. }) => ("failed", error.clone()),
-                        Some(Outcome::Skipped { reason }) => ("skipped", reason.clone()),
+                        Some(Outcome::Skipped { reason, .. }) => ("skipped", reason.clone()),
                         None => ("skipped", "not executed".to_string()),
                     };
                     (status == wanted).then(|| format!("  - {}: {detail}", step.action))
@@ -497,17 +522,12 @@ impl Report {
 
     /// What isolation changed and found, whether it contained the workload or not.
     pub fn containment(&self) -> Option<&crate::actions::isolate::ContainmentRecord> {
-        self.steps.iter().find_map(|s| match &s.outcome {
-            Some(Outcome::Done {
-                detail: StepOutput::Isolate(output),
-                ..
+        self.steps
+            .iter()
+            .find_map(|s| match s.outcome.as_ref()?.output()? {
+                StepOutput::Isolate(output) => output.record(),
+                _ => None,
             })
-            | Some(Outcome::Failed {
-                partial: Some(StepOutput::Isolate(output)),
-                ..
-            }) => output.record(),
-            _ => None,
-        })
     }
 
     /// Text for people: short, aligned, styled (the caller strips styles when not a TTY).
@@ -579,7 +599,7 @@ impl Report {
             let outcome = match &step.outcome {
                 None => String::new(),
                 Some(Outcome::Done { .. }) => format!("  {green}done{green:#}"),
-                Some(Outcome::Skipped { reason }) => {
+                Some(Outcome::Skipped { reason, .. }) => {
                     format!("  {yellow}skipped{yellow:#} {reason}")
                 }
                 Some(Outcome::Failed { error, .. }) => format!("  {red}failed{red:#} {error}"),

@@ -115,13 +115,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let event =
             fixture::miner_finding_for(&fixture, task, &format!("{name}f{i:0>20}")).to_string();
         let first = responder
-            .respond(None, event.as_bytes(), &format!("b{i}"), None)
+            .respond(None, event.as_bytes(), &format!("b{i}"), None, None)
             .await;
         let execution = first.report.execution.clone().unwrap_or_default();
         containment.extend(execution.containment_ms);
         total.push(execution.duration_ms);
         let again = responder
-            .respond(None, event.as_bytes(), &format!("r{i}"), None)
+            .respond(None, event.as_bytes(), &format!("r{i}"), None, None)
             .await;
         replay.push(again.report.execution.map(|e| e.duration_ms).unwrap_or(0));
     }

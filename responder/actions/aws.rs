@@ -29,6 +29,20 @@ pub struct Clients {
     pub guardduty: aws_sdk_guardduty::Client,
 }
 
+/// How long one attempt of an AWS call may take, and the call with its retries: no call may
+/// outlive the function (60 s), and a hung connection must not hold a claim until the end.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// See [`ATTEMPT_TIMEOUT`].
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The timeouts every client uses.
+pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build()
+}
+
 impl Clients {
     /// Clients from an SDK configuration. With an endpoint override (an emulator), S3 uses
     /// path-style addressing, which emulators on 127.0.0.1 need.
@@ -58,6 +72,7 @@ impl Clients {
                     .with_max_attempts(4)
                     .with_initial_backoff(Duration::from_millis(100)),
             )
+            .timeout_config(timeouts())
             .load()
             .await;
         if config.region().is_none() {

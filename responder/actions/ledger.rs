@@ -30,11 +30,16 @@ pub const PERMISSIONS: &[&str] = &[
     "dynamodb:Query",
 ];
 
-/// How long a claim protects a step (and the response lock) from other invocations. Longer
-/// than the function's timeout (60 s in template.yaml), so a live invocation never loses its
-/// claim; shorter than Lambda's first asynchronous retry of a crashed or timed-out invocation
-/// (about a minute after it ended), so that retry finds the claim expired and finishes the job.
+/// How long a claim protects a step (and the response lock) from other invocations when the
+/// invocation has no deadline (the CLI). Lambda invocations claim until their deadline plus
+/// [`LEASE_MARGIN`] instead: a claim made 55 s into a 60 s invocation then expires 7 s later,
+/// not 90 s later, so Lambda's first asynchronous retry (about a minute after the invocation
+/// ended) finds it expired and finishes the job.
 pub const LEASE: Duration = Duration::from_secs(90);
+
+/// Beyond its deadline an invocation is stopped by Lambda; the margin covers clock
+/// differences between hosts.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(2);
 
 /// Where a step stands in the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +116,8 @@ pub struct Ledger {
     table: String,
     owner: String,
     audit_ttl: Duration,
+    /// The invocation's deadline (epoch seconds), when it has one: claims last until then.
+    deadline: Option<i64>,
 }
 
 fn s(value: impl Into<String>) -> AttributeValue {
@@ -140,6 +147,24 @@ impl Ledger {
             table: table.into(),
             owner: owner.into(),
             audit_ttl: Duration::from_secs(u64::from(audit_ttl_days) * 86_400),
+            deadline: None,
+        }
+    }
+
+    /// Claims last until the invocation's deadline (plus [`LEASE_MARGIN`]) rather than
+    /// [`LEASE`] from the claim.
+    pub fn with_deadline(mut self, deadline: Option<std::time::SystemTime>) -> Ledger {
+        self.deadline = deadline
+            .and_then(|d| d.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64);
+        self
+    }
+
+    /// When a claim made now expires (epoch seconds).
+    pub fn lease_until(&self, now: DateTime<Utc>) -> i64 {
+        match self.deadline {
+            Some(deadline) => deadline + LEASE_MARGIN.as_secs() as i64,
+            None => now.timestamp() + LEASE.as_secs() as i64,
         }
     }
 
@@ -152,7 +177,7 @@ impl Ledger {
         rule: &str,
     ) -> Result<Claim, StepError> {
         let now = Utc::now();
-        let lease_until = now.timestamp() + LEASE.as_secs() as i64;
+        let lease_until = self.lease_until(now);
         let result = self
             .client
             .update_item()

@@ -87,9 +87,18 @@ async fn init() -> Result<Responder, String> {
 /// `respond` so it gets a clear error and an audit record instead of a runtime-level failure.
 async fn handle(responder: &Responder, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let request_id = event.context.request_id.clone();
+    // Claims last until the invocation's deadline, so Lambda's retry finds them expired.
+    let deadline =
+        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(event.context.deadline));
     let bytes = serde_json::to_vec(&event.payload)?;
     let response = responder
-        .respond(Some(request_id.clone()), &bytes, &request_id, None)
+        .respond(
+            Some(request_id.clone()),
+            &bytes,
+            &request_id,
+            None,
+            deadline,
+        )
         .await;
     println!(
         "{}",

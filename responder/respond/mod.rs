@@ -7,7 +7,7 @@ mod notify;
 mod release;
 mod steps;
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use chrono::Utc;
 
@@ -51,7 +51,7 @@ impl Responder {
         })
     }
 
-    fn ledger(&self, invocation_id: &str) -> Option<Ledger> {
+    fn ledger(&self, invocation_id: &str, deadline: Option<SystemTime>) -> Option<Ledger> {
         self.config.ledger_table.as_ref().map(|table| {
             Ledger::new(
                 self.clients.dynamodb.clone(),
@@ -59,17 +59,19 @@ impl Responder {
                 invocation_id,
                 self.config.audit_ttl_days,
             )
+            .with_deadline(deadline)
         })
     }
 
     /// Handle one received event end to end. `ceiling` caps every rule's mode on top of the
-    /// deployment's `RESPONDER_MODE`.
+    /// deployment's `RESPONDER_MODE`; `deadline` (the Lambda invocation's) bounds its claims.
     pub async fn respond(
         &self,
         input: Option<String>,
         bytes: &[u8],
         invocation_id: &str,
         ceiling: Option<Mode>,
+        deadline: Option<SystemTime>,
     ) -> Response {
         let started = Instant::now();
         let started_at = Utc::now();
@@ -78,7 +80,7 @@ impl Responder {
             .flatten()
             .min()
             .unwrap_or(Mode::Enforce);
-        let ledger = self.ledger(invocation_id);
+        let ledger = self.ledger(invocation_id, deadline);
         let mut execution = Execution {
             invocation_id: invocation_id.to_string(),
             started_at: started_at.to_rfc3339(),
@@ -99,7 +101,15 @@ impl Responder {
                             ledger: ledger.as_ref(),
                             started,
                         };
-                        execution.containment_ms = invocation.carry_out(plan, &mut report).await;
+                        let carried = invocation.carry_out(plan, &mut report).await;
+                        execution.containment_ms = carried.containment_ms;
+                        // Another invocation holds part of the work: if it dies, nobody would
+                        // finish or tell. Asking Lambda to retry costs little (finished steps
+                        // are skipped, an unchanged state is not notified again).
+                        if carried.held_elsewhere {
+                            execution.retryable = true;
+                            report.notes.push("another invocation holds part of this response: this one asks to be retried, so the work is finished and told even if that invocation dies".to_string());
+                        }
                     }
                     (_, Decision::Release { task_arn, .. }) => {
                         if ceiling == Mode::DryRun {

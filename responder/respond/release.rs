@@ -99,7 +99,7 @@ impl Responder {
         target: &str,
         invocation_id: &str,
     ) -> Result<ReleaseSummary, StepError> {
-        let ledger = self.ledger(invocation_id);
+        let ledger = self.ledger(invocation_id, None);
         if target.starts_with("arn:") {
             return self.release_task(target, ledger.as_ref(), false).await;
         }

@@ -81,7 +81,7 @@ pub(super) struct StepRun {
 impl StepRun {
     pub(super) fn skipped(reason: String) -> StepRun {
         StepRun {
-            outcome: Outcome::Skipped { reason },
+            outcome: Outcome::skipped(reason),
             ms: 0,
             state: StepState::Skipped,
             previous: None,
@@ -172,10 +172,19 @@ fn containment(output: &StepOutput) -> Option<crate::actions::isolate::Containme
     }
 }
 
+/// What carrying out a plan leaves for the invocation's result.
+#[derive(Debug, Default)]
+pub(super) struct CarriedOut {
+    /// From receipt to containment, when the workload was contained now.
+    pub(super) containment_ms: Option<u64>,
+    /// Another invocation holds the response or a step with a live claim: if it dies, only a
+    /// retry of this event finishes the work.
+    pub(super) held_elsewhere: bool,
+}
+
 impl Invocation<'_> {
-    /// Carry out the plan and write every step's outcome into the report. Returns the time
-    /// from receipt to containment, when the workload was contained now.
-    pub(super) async fn carry_out(&self, plan: &ActPlan, report: &mut Report) -> Option<u64> {
+    /// Carry out the plan and write every step's outcome into the report.
+    pub(super) async fn carry_out(&self, plan: &ActPlan, report: &mut Report) -> CarriedOut {
         let mut progress = Progress::default();
         let needs_ledger = plan.steps.iter().any(|s| s.mode != Mode::DryRun);
         let ledger = match (self.ledger, needs_ledger) {
@@ -188,7 +197,7 @@ impl Invocation<'_> {
                 );
                 progress.fail_all(&plan.steps, &failed(&error, None));
                 progress.write(report, &plan.steps);
-                return None;
+                return CarriedOut::default();
             }
         };
         // One invocation responds to a finding at a time; a concurrent delivery stands back.
@@ -201,14 +210,17 @@ impl Invocation<'_> {
                         "another invocation ({}) is responding to this finding right now",
                         holder.owner
                     );
-                    progress.fail_all(&plan.steps, &Outcome::Skipped { reason });
+                    progress.fail_all(&plan.steps, &Outcome::skipped(reason));
                     progress.write(report, &plan.steps);
-                    return None;
+                    return CarriedOut {
+                        containment_ms: None,
+                        held_elsewhere: true,
+                    };
                 }
                 Err(error) => {
                     progress.fail_all(&plan.steps, &failed(&error, None));
                     progress.write(report, &plan.steps);
-                    return None;
+                    return CarriedOut::default();
                 }
             }
         }
@@ -219,7 +231,13 @@ impl Invocation<'_> {
                 tracing::warn!(finding_id = %finding_id, error = %error, "response lock not released");
             }
         }
-        progress.containment_ms
+        CarriedOut {
+            containment_ms: progress.containment_ms,
+            held_elsewhere: progress
+                .states
+                .values()
+                .any(|s| *s == StepState::InProgressElsewhere),
+        }
     }
 
     async fn phases(&self, plan: &ActPlan, report: &mut Report, progress: &mut Progress) {
@@ -415,6 +433,7 @@ fn already_recorded(action: ActionName, record: StepRecord, started: Instant) ->
     StepRun {
         outcome: Outcome::Skipped {
             reason: already_reason(&record),
+            earlier: previous.clone(),
         },
         ms: started.elapsed().as_millis() as u64,
         state: StepState::of_record(record.status),

@@ -24,6 +24,7 @@ async fn stop_is_withheld_when_evidence_fails() {
             world.miner_event(0, 3).to_string().as_bytes(),
             "inv-evidence-fails",
             None,
+            None,
         )
         .await
         .report;

@@ -2,7 +2,9 @@
 //! step happens once.
 
 use emulator::proxy::{Fault, FaultRule};
-use responder::actions::ledger::{Claim, Ledger};
+use std::time::{Duration, SystemTime};
+
+use responder::actions::ledger::{Claim, Ledger, LEASE_MARGIN};
 use responder::report::Outcome;
 use serde_json::json;
 
@@ -19,7 +21,7 @@ async fn a_retry_after_throttling_exhaustion_finishes_without_repeating() {
     let event = world.miner_event(0, 5);
     let first = world
         .responder
-        .respond(None, event.to_string().as_bytes(), "try-1", None)
+        .respond(None, event.to_string().as_bytes(), "try-1", None, None)
         .await;
     assert!(first.retryable, "{}", first.report.to_json_line());
     assert!(matches!(
@@ -35,7 +37,7 @@ async fn a_retry_after_throttling_exhaustion_finishes_without_repeating() {
     world.proxy.configure(|c| c.rules.clear());
     let again = world
         .responder
-        .respond(None, event.to_string().as_bytes(), "try-2", None)
+        .respond(None, event.to_string().as_bytes(), "try-2", None, None)
         .await;
     assert!(!again.retryable, "{}", again.report.to_json_line());
     assert!(is_done(&again.report, "evidence"));
@@ -117,6 +119,89 @@ async fn two_concurrent_deliveries_act_once() {
     assert_eq!(evidence_runs, 1);
     let notes = world.notifications().await;
     assert_eq!(notes.len(), 1, "one notification");
+    // The one that stood back asks to be retried: had the other died, nobody would finish.
+    let stood_back = if is_done(&a, "isolate") { &b } else { &a };
+    assert!(
+        stood_back.execution.as_ref().unwrap().retryable,
+        "{}",
+        stood_back.to_json_line()
+    );
+    // Its retry finds everything done and told: nothing more, and no further retry.
+    let retry = world.respond_as(&event, "retry", None).await;
+    assert!(
+        !retry.execution.as_ref().unwrap().retryable,
+        "{}",
+        retry.to_json_line()
+    );
+    assert_eq!(world.notifications().await.len(), 0, "nothing new to tell");
+}
+
+/// An invocation dies while preserving evidence (Lambda's timeout, an OOM): its claims last
+/// only until its deadline, so Lambda's retry finishes the work and tells people, once.
+#[tokio::test]
+async fn a_retry_after_a_crash_finishes_the_work_and_notifies_once() {
+    let world = World::new(1).await;
+    let event = world.miner_event(0, 40);
+    // Hold the first evidence upload, as a hung call would; the invocation dies meanwhile.
+    let uploads = format!("PUT /{}/*", world.fixture.bucket);
+    world.proxy.configure(|c| {
+        c.rules.push(FaultRule::new(
+            &uploads,
+            Fault::Latency(Duration::from_secs(30)),
+            Some(1),
+        ))
+    });
+    let deadline = SystemTime::now() + Duration::from_secs(1);
+    let dying = {
+        let world = &world;
+        let event = event.clone();
+        async move {
+            world
+                .respond_until(&event, "dies", None, Some(deadline))
+                .await
+        }
+    };
+    let crashed = tokio::time::timeout(Duration::from_millis(1500), dying).await;
+    assert!(
+        crashed.is_err(),
+        "the invocation was still at work when it died"
+    );
+
+    // A delivery while its claims are live stands back and asks to be retried.
+    let early = world.respond_until(&event, "early", None, None).await;
+    assert!(early.retryable, "{}", early.report.to_json_line());
+    assert!(world.notifications().await.is_empty());
+
+    // Lambda's retry comes after the claims expired (deadline + margin).
+    let lease_over = deadline + LEASE_MARGIN + Duration::from_millis(1100);
+    if let Ok(wait) = lease_over.duration_since(SystemTime::now()) {
+        tokio::time::sleep(wait).await;
+    }
+    let retry = world
+        .respond_until(
+            &event,
+            "retry",
+            None,
+            Some(SystemTime::now() + Duration::from_secs(60)),
+        )
+        .await;
+    let report = &retry.report;
+    assert!(!retry.retryable, "{}", report.to_json_line());
+    assert!(skipped_reason(report, "isolate").starts_with("already done by invocation dies"));
+    assert!(is_done(report, "evidence"), "{}", report.to_json_line());
+    assert!(is_done(report, "notify"), "{}", report.to_json_line());
+    let notes = world.notifications().await;
+    assert_eq!(notes.len(), 1, "exactly one notification");
+    assert!(
+        notes[0].subject.contains("contained"),
+        "{}",
+        notes[0].subject
+    );
+    assert_eq!(
+        world.count_calls("CreateNetworkAclEntry"),
+        4,
+        "isolated once"
+    );
 }
 
 #[tokio::test]

@@ -75,6 +75,7 @@ async fn missing_configuration_fails_the_step_by_name_and_the_rest_still_run() {
             world.miner_event(0, 16).to_string().as_bytes(),
             "no-bucket",
             None,
+            None,
         )
         .await
         .report;
@@ -95,7 +96,7 @@ async fn every_event_leaves_an_audit_record_even_when_unreadable() {
     let world = World::new(0).await;
     let response = world
         .responder
-        .respond(None, b"{not json", "broken", None)
+        .respond(None, b"{not json", "broken", None, None)
         .await;
     assert_eq!(response.report.decision, DecisionKind::Error);
     let audit = response

@@ -250,15 +250,28 @@ impl World {
         invocation: &str,
         ceiling: Option<Mode>,
     ) -> Report {
+        self.respond_until(event, invocation, ceiling, None)
+            .await
+            .report
+    }
+
+    /// As Lambda invokes: with a deadline, which bounds the invocation's claims.
+    pub async fn respond_until(
+        &self,
+        event: &Value,
+        invocation: &str,
+        ceiling: Option<Mode>,
+        deadline: Option<std::time::SystemTime>,
+    ) -> responder::respond::Response {
         self.responder
             .respond(
                 Some("test".into()),
                 event.to_string().as_bytes(),
                 invocation,
                 ceiling,
+                deadline,
             )
             .await
-            .report
     }
 
     /// The oracle: what the network model says task `index` can reach, from a fresh describe of
@@ -368,7 +381,7 @@ pub fn released(summary: &ReleaseSummary) -> &ReleaseOutput {
 
 pub fn skipped_reason(report: &Report, action: &str) -> String {
     match outcome(report, action) {
-        Outcome::Skipped { reason } => reason.clone(),
+        Outcome::Skipped { reason, .. } => reason.clone(),
         other => panic!("{action} not skipped: {other:?}"),
     }
 }
@@ -398,6 +411,7 @@ pub fn assert_json_keys_follow_the_readme(value: &Value) {
     const TYPED: &[&str] = &[
         "detail",
         "partial",
+        "earlier",
         "params",
         "containers",
         "network_interfaces",
