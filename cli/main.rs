@@ -50,7 +50,7 @@ enum Command {
     /// the AWS the environment points at (AWS_ENDPOINT_URL, credentials, RESPONDER_* names).
     Replay {
         /// Event files; `-` reads stdin. Each holds an EventBridge event, a GuardDuty finding
-        /// (as the console exports it), `aws guardduty get-findings` output (each finding
+        /// (the event's `detail`), `aws guardduty get-findings` output (each finding
         /// replayed as its own event), or a JSON array or JSON Lines of those.
         #[arg(required = true)]
         events: Vec<PathBuf>,
@@ -451,7 +451,7 @@ async fn preflight(
 }
 
 fn read_event(path: &Path) -> Result<Vec<u8>, EventError> {
-    let limit = responder::event::MAX_EVENT_BYTES as u64 + 1;
+    let limit = responder::event::MAX_INPUT_BYTES as u64 + 1;
     let mut bytes = Vec::new();
     let result = if path.as_os_str() == "-" {
         std::io::stdin().take(limit).read_to_end(&mut bytes)

@@ -14,6 +14,10 @@ use crate::incident::{Incident, IncidentError};
 /// EventBridge caps an event at 256 KiB; anything far larger is not an event we were sent.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 
+/// A file of many events (pages of `get-findings`, a log export) may be larger; each event in
+/// it is still held to [`MAX_EVENT_BYTES`].
+pub const MAX_INPUT_BYTES: usize = 64 * 1024 * 1024;
+
 /// Longest excerpt of input echoed back in an error, so a huge string cannot flood a log.
 const MAX_ERROR_CHARS: usize = 300;
 
@@ -69,7 +73,7 @@ pub const ECS_SOURCE: &str = "aws.ecs";
 pub const TASK_STATE_CHANGE: &str = "ECS Task State Change";
 
 /// The shapes an input may have, for the message when it has none of them.
-pub const ACCEPTED_SHAPES: &str = "an EventBridge event (with `source`, `detail-type` and `detail`), a GuardDuty finding (with `schemaVersion`, `type` and `resource`, as the console exports it), `aws guardduty get-findings` output (`{\"Findings\": [...]}`), or several of those in a JSON array or one after another (JSON Lines)";
+pub const ACCEPTED_SHAPES: &str = "an EventBridge event (with `source`, `detail-type` and `detail`), a GuardDuty finding (its `detail`, with `schemaVersion`, `type` and `resource`), `aws guardduty get-findings` output (`{\"Findings\": [...]}`, the CLI's PascalCase names), or several of those in a JSON array or one after another (JSON Lines)";
 
 /// Why an event could not be understood.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +84,9 @@ pub enum EventError {
     /// The input could not be read.
     #[error("cannot read the event: {0}")]
     Unreadable(String),
+    /// A file is larger than `MAX_INPUT_BYTES` (its size in bytes).
+    #[error("the input is {0} bytes; split it into files of at most 64 MiB")]
+    InputTooLarge(usize),
     /// The event is larger than `MAX_EVENT_BYTES` (its size in bytes).
     #[error("the event is {0} bytes; EventBridge events are at most 256 KiB")]
     TooLarge(usize),
@@ -136,14 +143,14 @@ pub fn parse_event(bytes: &[u8]) -> Result<Inbound, EventError> {
 /// `aws guardduty get-findings` output (`{"Findings": [...]}`, each finding an event), a JSON
 /// array of those, or several one after another (JSON Lines, or back to back).
 pub fn split_input(bytes: &[u8]) -> Result<Vec<Value>, EventError> {
-    if bytes.len() > MAX_EVENT_BYTES {
-        return Err(EventError::TooLarge(bytes.len()));
+    if bytes.len() > MAX_INPUT_BYTES {
+        return Err(EventError::InputTooLarge(bytes.len()));
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(EventError::Empty);
     }
     // One value, or several one after another (JSON Lines, or back to back).
-    let mut values = Vec::new();
+    let mut values: Vec<Value> = Vec::new();
     for value in serde_json::Deserializer::from_slice(bytes).into_iter::<Value>() {
         match value {
             Ok(value) => values.push(value),
@@ -156,22 +163,52 @@ pub fn split_input(bytes: &[u8]) -> Result<Vec<Value>, EventError> {
             }
         }
     }
-    if values.len() != 1 {
-        return Ok(values);
-    }
-    let whole = values.remove(0);
-    match whole {
-        Value::Array(items) => Ok(items),
-        Value::Object(mut object)
-            if !object.contains_key("detail-type")
-                && object.get("Findings").is_some_and(Value::is_array) =>
-        {
-            match object.remove("Findings") {
-                Some(Value::Array(findings)) => Ok(findings),
-                _ => Ok(Vec::new()),
+    // Arrays and get-findings outputs, alone or several, hold the events themselves.
+    let events = values
+        .into_iter()
+        .flat_map(|value| match value {
+            Value::Array(items) => items,
+            Value::Object(mut object)
+                if !object.contains_key("detail-type")
+                    && object.get("Findings").is_some_and(Value::is_array) =>
+            {
+                match object.remove("Findings") {
+                    Some(Value::Array(findings)) => findings,
+                    _ => Vec::new(),
+                }
             }
-        }
-        other => Ok(vec![other]),
+            other => vec![other],
+        })
+        .collect();
+    Ok(events)
+}
+
+/// A finding as the AWS CLI prints it (the SDK's PascalCase member names, e.g. `Resource`,
+/// `EcsClusterDetails`, tags as `Key`/`Value`) renamed to the API's JSON names, which the
+/// EventBridge `detail` uses: first letter lower case, and the few members whose JSON name
+/// differs otherwise.
+fn from_cli_names(value: Value) -> Value {
+    const RENAMED: &[(&str, &str)] = &[("TaskCreatedAt", "createdAt")];
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, value)| {
+                    let key = match RENAMED.iter().find(|(cli, _)| *cli == key) {
+                        Some((_, json)) => json.to_string(),
+                        None => {
+                            let mut chars = key.chars();
+                            match chars.next() {
+                                Some(first) => first.to_lowercase().chain(chars).collect(),
+                                None => key,
+                            }
+                        }
+                    };
+                    (key, from_cli_names(value))
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(from_cli_names).collect()),
+        other => other,
     }
 }
 
@@ -185,6 +222,11 @@ pub fn parse_value(value: Value) -> Result<Inbound, EventError> {
         && object.contains_key("type");
     if is_bare_finding {
         return finding_from(value, None, None);
+    }
+    // `aws guardduty get-findings` prints the SDK's member names (PascalCase).
+    let is_cli_finding = object.contains_key("SchemaVersion") && object.contains_key("Type");
+    if is_cli_finding {
+        return finding_from(from_cli_names(value), None, None);
     }
     if !object.contains_key("detail-type") && !object.contains_key("source") {
         return Err(EventError::UnknownShape);
@@ -339,6 +381,12 @@ mod tests {
         assert_eq!(split_input(array.as_bytes()).unwrap().len(), 3);
         let lines = format!("{finding}\n\n{finding}\n");
         assert_eq!(split_input(lines.as_bytes()).unwrap().len(), 2);
+        let pages = format!("{get_findings}\n{get_findings}\n");
+        assert_eq!(
+            split_input(pages.as_bytes()).unwrap().len(),
+            4,
+            "pages of get-findings"
+        );
         let back_to_back = format!("{finding}{finding}{finding}");
         assert_eq!(split_input(back_to_back.as_bytes()).unwrap().len(), 3);
         let broken = format!("{finding}\n{{\"detail\": ");
@@ -358,6 +406,32 @@ mod tests {
             unknown.to_string().contains("`{\"Findings\": [...]}`"),
             "{unknown}"
         );
+    }
+
+    #[test]
+    fn get_findings_output_uses_the_cli_names() {
+        // As `aws guardduty get-findings` prints it (AWS CLI reference example shape).
+        let cli = r#"{"Findings": [{"SchemaVersion": "2.0", "Id": "f1", "Type": "Impact:Runtime/CryptoMinerExecuted",
+            "Severity": 8, "AccountId": "111122223333", "Region": "us-east-1",
+            "Resource": {"ResourceType": "ECSCluster", "EcsClusterDetails": {"Name": "prod",
+                "Arn": "arn:aws:ecs:us-east-1:111122223333:cluster/prod",
+                "TaskDetails": {"Arn": "arn:aws:ecs:us-east-1:111122223333:task/prod/abc",
+                    "DefinitionArn": "arn:aws:ecs:us-east-1:111122223333:task-definition/api:3",
+                    "TaskCreatedAt": "2026-11-20T08:59:31+00:00", "Group": "service:api",
+                    "LaunchType": "FARGATE", "Tags": [{"Key": "team", "Value": "payments"}]}}},
+            "Service": {"Count": 2, "AdditionalInfo": {"Value": "{}", "Type": "default"}}}]}"#;
+        let findings = split_input(cli.as_bytes()).unwrap();
+        assert_eq!(findings.len(), 1);
+        let Inbound::Finding { incident, .. } = parse_value(findings[0].clone()).unwrap() else {
+            panic!("a finding")
+        };
+        assert_eq!(incident.finding_id, "f1");
+        assert_eq!(incident.count, 2);
+        let crate::incident::Target::EcsTask(task) = &incident.target else {
+            panic!("{:?}", incident.target)
+        };
+        assert_eq!(task.service.as_deref(), Some("api"));
+        assert_eq!(incident.target.tag("team"), Some("payments"));
     }
 
     #[test]

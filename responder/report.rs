@@ -411,7 +411,11 @@ impl Report {
         };
         let mut subject = format!(
             "{}[{band}] {verdict}: {short_type} on {short_target}",
-            subject_prefix.map(|p| format!("{p} ")).unwrap_or_default()
+            subject_prefix
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| format!("{p} "))
+                .unwrap_or_default()
         );
         // SNS refuses a subject with line breaks or control characters, or of 100 characters
         // or more (its Publish reference); older documentation asked for ASCII, so finding
@@ -423,7 +427,9 @@ impl Report {
                 c if !c.is_ascii() => '?',
                 c => c,
             })
-            .collect();
+            .collect::<String>()
+            .trim()
+            .to_string();
         if subject.chars().count() > SUBJECT_MAX {
             // Cut at a word boundary when one is near, so no name is shown half.
             let kept: String = subject.chars().take(SUBJECT_MAX - 3).collect();

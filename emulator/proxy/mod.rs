@@ -31,6 +31,9 @@ pub enum Fault {
     ServerError,
     /// Forward normally after a delay.
     Latency(Duration),
+    /// Forward (the write happens), then answer HTTP 500 as if the answer was lost: the
+    /// client retries a call that already took effect.
+    LostAnswer,
 }
 
 /// Inject `fault` into calls of `operation`: an exact name (`DescribeTasks`), `*` for every
@@ -444,6 +447,13 @@ async fn respond(
             )
         }
         Some(Fault::Latency(delay)) => tokio::time::sleep(delay).await,
+        Some(Fault::LostAnswer) => {
+            let _took_effect = forward(state, parts, body).await;
+            return (
+                server_error(protocol, service),
+                Some("answer lost after the call took effect".to_string()),
+            );
+        }
         None => {}
     }
     // Conditional writes are atomic in DynamoDB; always, not only in fidelity mode, since the

@@ -1,6 +1,9 @@
-//! `deregister`: take the task's IP out of every ELBv2 target group it is registered in, so it
-//! stops taking traffic (and a quarantined task failing health checks is not left half-in).
-//! Release does not re-register: the scheduler replaces the task.
+//! `deregister`: take the workload out of every ELBv2 target group of its VPC it is registered
+//! in, so it stops taking traffic: an `awsvpc` task or an instance by its private IP (`ip`
+//! target groups), an instance by its id (`instance` target groups). A task with `bridge` or
+//! `host` networking is registered as its container instance and a port: not covered (the
+//! step fails, the workload's IP being unknown). Always scoped to the workload's VPC: the same
+//! private address can be a different target in another VPC. Release does not re-register.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -28,6 +31,9 @@ pub struct DeregisterParams {
 pub struct DeregisterOutput {
     /// The workload's IP, as registered.
     pub ip: String,
+    /// The VPC whose target groups were looked at.
+    #[serde(default)]
+    pub vpc_id: Option<String>,
     /// Each target group it was removed from.
     pub deregistered: Vec<Deregistered>,
 }
@@ -49,6 +55,7 @@ impl Action for Deregister {
     const TARGETS: &'static [TargetKind] = &[TargetKind::EcsTask, TargetKind::Ec2Instance];
     const PERMISSIONS: &'static [&'static str] = &[
         "ecs:DescribeTasks",
+        "ec2:DescribeNetworkInterfaces",
         "elasticloadbalancing:DescribeTargetGroups",
         "elasticloadbalancing:DescribeTargetHealth",
         "elasticloadbalancing:DeregisterTargets",
@@ -61,12 +68,22 @@ impl Action for Deregister {
         ctx: &StepContext<'_>,
         params: &DeregisterParams,
     ) -> Result<DeregisterOutput, Failure<DeregisterOutput>> {
+        let instance_id = match &ctx.incident.target {
+            Target::Ec2Instance(i) => Some(i.instance_id.clone()),
+            _ => None,
+        };
         let (ip, vpc) = match (&ctx.earlier.containment, &ctx.incident.target) {
             (Some(record), _) => (record.ip.clone(), record.vpc_id.clone()),
-            (None, Target::EcsTask(task)) => {
-                let facts = describe_task(ctx.clients, task).await?;
-                (facts.and_then(|f| f.ipv4), None)
-            }
+            (None, Target::EcsTask(task)) => match describe_task(ctx.clients, task).await? {
+                Some(facts) => {
+                    let vpc = match &facts.eni_id {
+                        Some(eni) => vpc_of_interface(ctx.clients, eni).await?,
+                        None => None,
+                    };
+                    (facts.ipv4, vpc)
+                }
+                None => (None, None),
+            },
             (None, Target::Ec2Instance(i)) => (
                 i.network_interfaces
                     .first()
@@ -76,23 +93,49 @@ impl Action for Deregister {
             _ => (None, None),
         };
         let ip =
-            ip.ok_or_else(|| StepError::Refused("the workload's IP is unknown".to_string()))?;
-        deregister(ctx.clients, ip, vpc.as_deref(), params).await
+            ip.ok_or_else(|| StepError::Refused("the workload's IP is unknown (a task without awsvpc networking is registered by container instance and port, which deregister does not cover)".to_string()))?;
+        let vpc = vpc.ok_or_else(|| {
+            StepError::Refused(format!(
+                "the VPC of {ip} is unknown: the same private address may be another target in another VPC, so nothing is deregistered"
+            ))
+        })?;
+        deregister(ctx.clients, ip, instance_id, vpc, params).await
     }
 
     fn summary(output: &DeregisterOutput) -> String {
-        format!(
-            "{} removed from {}",
-            output.ip,
-            crate::report::count(output.deregistered.len(), "target group", "target groups")
-        )
+        let vpc = output.vpc_id.as_deref().unwrap_or("its VPC");
+        match output.deregistered.len() {
+            0 => format!("{} was in no target group of {vpc}", output.ip),
+            n => format!(
+                "{} removed from {} of {vpc}",
+                output.ip,
+                crate::report::count(n, "target group", "target groups")
+            ),
+        }
     }
+}
+
+/// The VPC of a network interface (DescribeNetworkInterfaces).
+async fn vpc_of_interface(clients: &Clients, eni: &str) -> Result<Option<String>, StepError> {
+    let output = clients
+        .ec2
+        .describe_network_interfaces()
+        .network_interface_ids(eni)
+        .send()
+        .await
+        .map_err(aws("EC2 DescribeNetworkInterfaces"))?;
+    Ok(output
+        .network_interfaces()
+        .first()
+        .and_then(|n| n.vpc_id())
+        .map(str::to_string))
 }
 
 async fn deregister(
     clients: &Clients,
     ip: String,
-    vpc_id: Option<&str>,
+    instance_id: Option<String>,
+    vpc_id: String,
     params: &DeregisterParams,
 ) -> Result<DeregisterOutput, Failure<DeregisterOutput>> {
     let ip = ip.as_str();
@@ -110,15 +153,20 @@ async fn deregister(
             let Some(arn) = group.target_group_arn() else {
                 continue;
             };
-            let is_ip = group.target_type().is_some_and(|t| t.as_str() == "ip");
-            let same_vpc = vpc_id.is_none() || group.vpc_id() == vpc_id;
+            // Targets are registered by IP or by instance id, as the group's type says.
+            let wanted = match group.target_type().map(|t| t.as_str()) {
+                Some("ip") => Some(ip),
+                Some("instance") => instance_id.as_deref(),
+                _ => None,
+            };
+            let same_vpc = group.vpc_id() == Some(vpc_id.as_str());
             let allowed = params
                 .target_groups
                 .as_ref()
                 .is_none_or(|globs| globs.iter().any(|g| g.is_match(arn)));
-            if !(is_ip && same_vpc && allowed) {
+            let Some(wanted) = wanted.filter(|_| same_vpc && allowed) else {
                 continue;
-            }
+            };
             let health = clients
                 .elbv2
                 .describe_target_health()
@@ -130,7 +178,7 @@ async fn deregister(
                 .target_health_descriptions()
                 .iter()
                 .filter_map(|d| d.target())
-                .filter(|t| t.id() == Some(ip))
+                .filter(|t| t.id() == Some(wanted))
                 .cloned()
                 .collect();
             if targets.is_empty() {
@@ -151,6 +199,7 @@ async fn deregister(
                     error,
                     partial: Some(DeregisterOutput {
                         ip: ip.to_string(),
+                        vpc_id: Some(vpc_id.clone()),
                         deregistered: removed,
                     }),
                 });
@@ -167,6 +216,7 @@ async fn deregister(
     }
     Ok(DeregisterOutput {
         ip: ip.to_string(),
+        vpc_id: Some(vpc_id),
         deregistered: removed,
     })
 }

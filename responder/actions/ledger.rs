@@ -188,9 +188,12 @@ impl Ledger {
                 "SET #status = :claimed, #owner = :owner, lease_until = :lease, #rule = :rule, \
                  updated_at = :now, attempts = if_not_exists(attempts, :zero) + :one",
             )
+            // A claim this invocation already holds is its own: the SDK retried a write whose
+            // answer was lost, or Lambda retried the invocation (same request id) after it
+            // died. Never a step it finished: that stays done.
             .condition_expression(
                 "attribute_not_exists(pk) OR #status = :failed OR \
-                 (#status = :claimed AND lease_until < :epoch)",
+                 (#status = :claimed AND (lease_until < :epoch OR #owner = :owner))",
             )
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#owner", "owner")

@@ -288,7 +288,26 @@ fn get_findings_output_and_json_lines_replay_each_finding() {
         .unwrap();
         event["detail"].clone()
     };
-    // `aws guardduty get-findings` prints {"Findings": [...]} of bare findings.
+    // `aws guardduty get-findings` prints {"Findings": [...]} with the SDK's PascalCase names.
+    fn pascal(value: Value) -> Value {
+        match value {
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| {
+                        let mut chars = k.chars();
+                        let k: String = chars
+                            .next()
+                            .map(|c| c.to_uppercase().chain(chars).collect())
+                            .unwrap_or_default();
+                        (k, pascal(v))
+                    })
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.into_iter().map(pascal).collect()),
+            other => other,
+        }
+    }
+    let finding = |name: &str| pascal(finding(name));
     let get_findings = serde_json::json!({
         "Findings": [finding("fargate-crypto-miner-high.json"), finding("fargate-new-binary-medium.json")]
     });

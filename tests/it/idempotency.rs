@@ -290,3 +290,45 @@ async fn concurrent_claims_of_one_step_have_exactly_one_winner() {
         assert_eq!(won, 1, "{key}: {won} invocations claimed it");
     }
 }
+
+/// The SDK retries a claim whose answer was lost after DynamoDB wrote it: the claim is this
+/// invocation's own, not "another invocation's". A step it finished stays finished.
+#[tokio::test]
+async fn a_claim_whose_answer_was_lost_is_still_ours() {
+    let world = World::new(1).await;
+    world.proxy.configure(|c| {
+        c.rules
+            .push(FaultRule::new("UpdateItem", Fault::LostAnswer, Some(1)))
+    });
+    let ledger = Ledger::new(
+        world.clients.dynamodb.clone(),
+        world.fixture.table.clone(),
+        "one-invocation",
+        400,
+    );
+    let claim = ledger.claim("lost-answer", "step#evidence", "r").await;
+    assert!(matches!(claim, Ok(Claim::Acquired)), "{claim:?}");
+    let attempts: Vec<u16> = world
+        .proxy
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "UpdateItem")
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(
+        attempts,
+        [500, 200],
+        "the SDK retried a write that had taken effect"
+    );
+    ledger
+        .finish(
+            "lost-answer",
+            "step#evidence",
+            responder::actions::ledger::StepStatus::Done,
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    let again = ledger.claim("lost-answer", "step#evidence", "r").await;
+    assert!(matches!(again, Ok(Claim::Taken(_))), "{again:?}");
+}

@@ -508,3 +508,123 @@ async fn deregister_takes_the_task_out_of_its_target_group() {
         "the other task keeps serving"
     );
 }
+
+/// The same private address can be a target in another VPC: deregister stays in the
+/// workload's VPC (found from the task's interface when nothing was isolated). An instance is
+/// taken out of `instance` target groups by its id.
+#[tokio::test]
+async fn deregister_stays_in_the_workloads_vpc_and_finds_instances_by_id() {
+    use aws_sdk_elasticloadbalancingv2::types::{ProtocolEnum, TargetDescription, TargetTypeEnum};
+    let yaml = "rules:
+  - name: tasks
+    mode: enforce
+    match: {targets: [ecs_task]}
+    actions: [deregister, notify]
+  - name: instances
+    mode: enforce
+    match: {targets: [ec2_instance]}
+    actions: [deregister, notify]
+";
+    let world = World::with_playbooks(1, playbooks(yaml)).await;
+    let elbv2 = &world.clients.elbv2;
+    let target_group = |name: &str, vpc: &str, kind: TargetTypeEnum| {
+        let name = format!("{}-{name}", world.name)
+            .chars()
+            .take(32)
+            .collect::<String>();
+        let vpc = vpc.to_string();
+        async move {
+            elbv2
+                .create_target_group()
+                .name(name)
+                .protocol(ProtocolEnum::Http)
+                .port(8080)
+                .vpc_id(vpc)
+                .target_type(kind)
+                .send()
+                .await
+                .unwrap()
+                .target_groups()[0]
+                .target_group_arn()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let other_vpc = world
+        .clients
+        .ec2
+        .create_vpc()
+        .cidr_block("10.99.0.0/16")
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .unwrap()
+        .to_string();
+    let elsewhere = target_group("elsewhere", &other_vpc, TargetTypeEnum::Ip).await;
+    let task_ip = world.fixture.tasks[0].ip.clone();
+    elbv2
+        .register_targets()
+        .target_group_arn(&elsewhere)
+        .targets(TargetDescription::builder().id(&task_ip).port(8080).build())
+        .send()
+        .await
+        .unwrap();
+
+    let report = world.respond(&world.miner_event(0, 41)).await;
+    let StepOutput::Deregister(removed) = output(&report, "deregister") else {
+        panic!("{}", report.to_json_line())
+    };
+    let groups: Vec<&str> = removed
+        .deregistered
+        .iter()
+        .map(|d| d.target_group_arn.as_str())
+        .collect();
+    assert_eq!(groups, [world.fixture.target_group_arn.as_str()]);
+    assert_eq!(
+        removed.vpc_id.as_deref(),
+        Some(world.fixture.vpc_id.as_str())
+    );
+    let still = elbv2
+        .describe_target_health()
+        .target_group_arn(&elsewhere)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        still.target_health_descriptions().len(),
+        1,
+        "the other VPC's target is left alone"
+    );
+
+    let (instance_id, eni_id) = emulator::fixture::launch_instance(&world.clients, &world.fixture)
+        .await
+        .unwrap();
+    let by_id = target_group("instances", &world.fixture.vpc_id, TargetTypeEnum::Instance).await;
+    elbv2
+        .register_targets()
+        .target_group_arn(&by_id)
+        .targets(
+            TargetDescription::builder()
+                .id(&instance_id)
+                .port(8080)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let report = world
+        .respond(&world.instance_event(&instance_id, &eni_id, 42))
+        .await;
+    let StepOutput::Deregister(removed) = output(&report, "deregister") else {
+        panic!("{}", report.to_json_line())
+    };
+    assert!(
+        removed
+            .deregistered
+            .iter()
+            .any(|d| d.target_group_arn == by_id),
+        "{removed:?}"
+    );
+}

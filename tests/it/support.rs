@@ -181,6 +181,7 @@ impl World {
         let details = &mut event["detail"]["resource"]["instanceDetails"];
         details["instanceId"] = instance_id.into();
         details["networkInterfaces"][0]["networkInterfaceId"] = eni_id.into();
+        details["networkInterfaces"][0]["vpcId"] = self.fixture.vpc_id.as_str().into();
         event
     }
 
