@@ -9,6 +9,7 @@ use aws_sdk_s3::types::ObjectLockLegalHoldStatus;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use super::isolate::ContainmentRecord;
@@ -346,14 +347,21 @@ async fn put(
     body: Vec<u8>,
     legal_hold: bool,
 ) -> Result<StoredObject, StepError> {
-    let sha256 = hex::encode(Sha256::digest(&body));
+    let digest = Sha256::digest(&body);
+    let sha256 = hex::encode(digest);
     let bytes = body.len();
+    // The SHA-256 the manifest records, sent for S3 to verify: Object Lock needs a checksum,
+    // and this one does not depend on the SDK's default (which
+    // AWS_REQUEST_CHECKSUM_CALCULATION=when_required turns off).
+    let checksum = base64::engine::general_purpose::STANDARD.encode(digest);
     let mut request = clients
         .s3
         .put_object()
         .bucket(bucket)
         .key(key)
         .content_type("application/json")
+        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+        .checksum_sha256(checksum)
         .body(ByteStream::from(body));
     if legal_hold {
         request = request.object_lock_legal_hold_status(ObjectLockLegalHoldStatus::On);

@@ -79,6 +79,22 @@ async fn evidence_objects_match_their_manifest_hashes_and_are_on_legal_hold() {
             object["sha256"].as_str().unwrap(),
             "{key}"
         );
+        // S3 was given (and verified) the same SHA-256 the manifest records.
+        let head = world
+            .clients
+            .s3
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await
+            .unwrap();
+        let stored = head.checksum_sha256().map(|c| {
+            use base64::Engine as _;
+            hex::encode(base64::engine::general_purpose::STANDARD.decode(c).unwrap())
+        });
+        assert_eq!(stored.as_deref(), object["sha256"].as_str(), "{key}");
         let hold = world
             .clients
             .s3
