@@ -57,6 +57,8 @@ impl Fixture {
             topic_arn: Some(self.topic_arn.clone()),
             mode_ceiling: None,
             audit_ttl_days: 30,
+            // moto's account, as a deployed function's own.
+            account_id: Some(ACCOUNT.to_string()),
         }
     }
 }

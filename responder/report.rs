@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use anstyle::{AnsiColor, Style};
 use serde::Serialize;
 
+use crate::actions::isolate::IsolateOutput;
 use crate::actions::{ActionName, StepOutput};
 use crate::event::{EventError, Inbound};
 use crate::incident::{Incident, SeverityBand, Target};
@@ -400,9 +401,18 @@ impl Report {
                 }) if output.contained().is_some()
             )
         });
+        // Stopped or gone before it could be isolated: its own verdict, never "contained".
+        let gone = self.steps.iter().any(|s| {
+            matches!(
+                s.outcome.as_ref().and_then(Outcome::output),
+                Some(StepOutput::Isolate(IsolateOutput::Gone { .. }))
+            )
+        });
         let verdict = match (self.decision, contained, failed) {
             (DecisionKind::Act, true, false) => "contained",
             (DecisionKind::Act, true, true) => "contained, with failures",
+            // Steps that act on a gone workload fail with it; the body lists them.
+            (DecisionKind::Act, false, _) if gone => "workload gone",
             (DecisionKind::Act, false, true) => "ACTION FAILED",
             (DecisionKind::Act, false, false) => "reported",
             (DecisionKind::Skip, _, _) => "skipped",

@@ -16,6 +16,10 @@ pub struct Config {
     pub mode_ceiling: Option<Mode>,
     /// Days an audit record is kept (`RESPONDER_AUDIT_TTL_DAYS`, default 400).
     pub audit_ttl_days: u32,
+    /// The account this function acts in (`RESPONDER_ACCOUNT_ID`; the template sets it). A
+    /// finding about a resource in another account (a member account's, delivered to the
+    /// administrator's bus) is preserved and reported, never acted on here.
+    pub account_id: Option<String>,
 }
 
 /// Environment variable naming the evidence bucket.
@@ -28,6 +32,8 @@ pub const ENV_TOPIC: &str = "RESPONDER_TOPIC_ARN";
 pub const ENV_MODE: &str = "RESPONDER_MODE";
 /// Environment variable setting how many days audit records are kept.
 pub const ENV_AUDIT_TTL: &str = "RESPONDER_AUDIT_TTL_DAYS";
+/// Environment variable naming the account the function acts in.
+pub const ENV_ACCOUNT: &str = "RESPONDER_ACCOUNT_ID";
 
 /// Why the responder cannot start with this environment: one line, naming what to set.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +84,7 @@ impl Config {
             topic_arn: read(ENV_TOPIC),
             mode_ceiling,
             audit_ttl_days,
+            account_id: read(ENV_ACCOUNT),
         })
     }
 

@@ -6,10 +6,10 @@
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ObjectLockLegalHoldStatus;
+use base64::Engine as _;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use super::isolate::ContainmentRecord;
@@ -47,6 +47,12 @@ impl Action for Evidence {
         params: &EvidenceParams,
     ) -> Result<EvidenceOutput, Failure<EvidenceOutput>> {
         let bucket = ctx.config.bucket()?;
+        // A resource in another account cannot be described from here: keep the finding.
+        let describable = ctx
+            .config
+            .account_id
+            .as_deref()
+            .is_none_or(|own| own == ctx.incident.account_id);
         Ok(preserve(
             ctx.clients,
             bucket,
@@ -54,6 +60,7 @@ impl Action for Evidence {
             ctx.raw_finding,
             ctx.earlier.containment.as_ref(),
             params.legal_hold,
+            describable,
         )
         .await?)
     }
@@ -131,9 +138,11 @@ async fn preserve(
     raw_finding: &Value,
     containment: Option<&ContainmentRecord>,
     legal_hold: bool,
+    describable: bool,
 ) -> Result<EvidenceOutput, StepError> {
     let mut documents: Vec<(&str, Value)> = vec![("finding.json", raw_finding.clone())];
     match &incident.target {
+        _ if !describable => {}
         Target::EcsTask(task) => documents.extend(ecs_documents(clients, task, containment).await?),
         Target::Ec2Instance(instance) => {
             let output = clients

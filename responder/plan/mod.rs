@@ -107,6 +107,14 @@ pub enum SkipReason {
         #[serde(skip_serializing_if = "Option::is_none")]
         near_miss: Option<NearMiss>,
     },
+    /// The resource is in another account than the one this function acts in, and the plan
+    /// had nothing but changes to it.
+    OtherAccount {
+        /// The resource's account.
+        resource_account: String,
+        /// The account the function acts in.
+        acting_account: String,
+    },
     /// An ECS task state change other than STOPPED: nothing to release yet.
     TaskNotStopped {
         /// The task's ARN.
@@ -136,6 +144,7 @@ impl SkipReason {
             SkipReason::UnsupportedResource { .. } => "unsupported_resource",
             SkipReason::Exempt { .. } => "exempt",
             SkipReason::NoRuleMatched { .. } => "no_rule_matched",
+            SkipReason::OtherAccount { .. } => "other_account",
             SkipReason::TaskNotStopped { .. } => "task_not_stopped",
         }
     }
@@ -163,6 +172,12 @@ impl SkipReason {
             ),
             SkipReason::Exempt { tag, on } => format!(
                 "exempt: tag {tag} on the {on}; no step other than containment was planned"
+            ),
+            SkipReason::OtherAccount {
+                resource_account,
+                acting_account,
+            } => format!(
+                "the resource is in account {resource_account}; this function acts in {acting_account}, so nothing here is changed"
             ),
             SkipReason::TaskNotStopped {
                 task_arn,
@@ -209,6 +224,41 @@ impl Decision {
             Decision::Release { reason, .. } => reason.clone(),
         }
     }
+}
+
+/// A finding about a resource in another account than `acting` (a member account's finding on
+/// the administrator's bus): this function's calls would not find the resource, and must not
+/// read that as "gone". Keep what works from here — evidence of the finding, the notice — and
+/// say why the rest is not done.
+pub fn for_account(decision: Decision, resource_account: &str, acting: Option<&str>) -> Decision {
+    let (Decision::Act(mut plan), Some(acting)) = (decision.clone(), acting) else {
+        return decision;
+    };
+    if resource_account == acting {
+        return decision;
+    }
+    let kept = [ActionName::Evidence, ActionName::Notify];
+    let dropped: Vec<&str> = plan
+        .steps
+        .iter()
+        .filter(|s| !kept.contains(&s.action))
+        .map(|s| s.action.name())
+        .collect();
+    if dropped.is_empty() {
+        return Decision::Act(plan);
+    }
+    plan.steps.retain(|s| kept.contains(&s.action));
+    if plan.steps.is_empty() {
+        return Decision::Skip(SkipReason::OtherAccount {
+            resource_account: resource_account.to_string(),
+            acting_account: acting.to_string(),
+        });
+    }
+    plan.notes.push(format!(
+        "the resource is in account {resource_account}; this function acts in {acting}: not done here ({}); the finding is preserved and reported",
+        dropped.join(", ")
+    ));
+    Decision::Act(plan)
 }
 
 /// Decide what to do about one received event. `ceiling` caps every rule's mode (a deployment

@@ -428,3 +428,35 @@ fn step_reasons_are_true_for_the_rule_as_written() {
     let plain = "rules: [{name: r, mode: enforce, match: {targets: [ecs_task]}, actions: [isolate, notify]}]";
     assert!(!reason_of(plain, ActionName::Isolate).contains("stop"));
 }
+
+#[test]
+fn another_accounts_resource_is_preserved_and_reported_only() {
+    let value = event("fargate-crypto-miner-high.json");
+    let set = PlaybookSet::defaults().unwrap();
+    let incident = incident_of(&value);
+    let planned = plan(&incident, &set);
+    let same = for_account(
+        planned.clone(),
+        &incident.account_id,
+        Some(&incident.account_id),
+    );
+    assert_eq!(same, planned);
+    let unknown = for_account(planned.clone(), &incident.account_id, None);
+    assert_eq!(unknown, planned, "no account configured: no check");
+    let other = for_account(planned.clone(), &incident.account_id, Some("999988887777"));
+    assert_eq!(actions(&other), ["evidence", "notify"]);
+    let Decision::Act(other) = other else {
+        panic!()
+    };
+    assert!(
+        other.notes[0].contains("not done here (isolate, tag)"),
+        "{:?}",
+        other.notes
+    );
+    // Nothing left but changes: a skip that says why.
+    let yaml =
+        "rules: [{name: r, mode: enforce, match: {targets: [ecs_task]}, actions: [isolate]}]";
+    let only_isolate = plan(&incident, &playbooks(yaml));
+    let skipped = for_account(only_isolate, &incident.account_id, Some("999988887777"));
+    assert_eq!(skip_code(&skipped), "other_account");
+}

@@ -90,7 +90,14 @@ impl Responder {
         let mut report = match parse_event(bytes) {
             Err(error) => Report::for_error(input, &error),
             Ok(inbound) => {
-                let decision = crate::plan::decide(&inbound, &self.playbooks, ceiling);
+                let mut decision = crate::plan::decide(&inbound, &self.playbooks, ceiling);
+                if let Inbound::Finding { incident, .. } = &inbound {
+                    decision = crate::plan::for_account(
+                        decision,
+                        &incident.account_id,
+                        self.config.account_id.as_deref(),
+                    );
+                }
                 let mut report = Report::for_decision(input, &inbound, &decision);
                 match (&inbound, &decision) {
                     (Inbound::Finding { incident, raw }, Decision::Act(plan)) => {

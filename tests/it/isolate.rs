@@ -257,6 +257,60 @@ async fn a_task_that_is_gone_is_an_outcome_not_an_error() {
     };
     assert!(why.contains("MISSING"), "{why}");
     assert_eq!(world.count_calls("CreateNetworkAclEntry"), 0);
+    let notes = world.notifications().await;
+    assert!(
+        notes[0].subject.starts_with("[High] workload gone:"),
+        "gone is never 'contained': {}",
+        notes[0].subject
+    );
+}
+
+/// A member account's finding on the administrator's bus: this function cannot see the task,
+/// and must not read that as "gone" nor say "contained". The finding is kept and reported.
+#[tokio::test]
+async fn a_finding_about_another_accounts_resource_is_preserved_and_reported_not_acted_on() {
+    let world = World::new(1).await;
+    let mut event = world.miner_event(0, 43);
+    event["detail"]["accountId"] = "444455556666".into();
+    let report = world.respond(&event).await;
+    let actions: Vec<&str> = report.steps.iter().map(|s| s.action.name()).collect();
+    assert_eq!(actions, ["evidence", "notify"], "{}", report.to_json_line());
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("the resource is in account 444455556666")
+                && n.contains("not done here (isolate, tag)")),
+        "{:?}",
+        report.notes
+    );
+    let StepOutput::Evidence(evidence) = output(&report, "evidence") else {
+        panic!("{}", report.to_json_line())
+    };
+    let names: Vec<&str> = evidence
+        .objects
+        .iter()
+        .map(|o| o.key.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["finding.json"],
+        "nothing of another account is described"
+    );
+    let changes: Vec<_> = world
+        .proxy
+        .mutating_calls()
+        .into_iter()
+        .filter(|c| c.service == "ec2" || c.service == "ecs")
+        .collect();
+    assert!(changes.is_empty(), "{changes:?}");
+    let notes = world.notifications().await;
+    assert!(
+        notes[0].subject.starts_with("[High] reported:"),
+        "{}",
+        notes[0].subject
+    );
+    assert!(notes[0].body.contains("444455556666"), "{}", notes[0].body);
 }
 
 #[tokio::test]
