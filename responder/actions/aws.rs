@@ -110,6 +110,10 @@ pub enum StepError {
     /// A precondition does not hold; retrying will not help.
     #[error("{0}")]
     Refused(String),
+    /// Another invocation is in the middle of the work this one needs done first: a retry
+    /// (Lambda's) will find it finished.
+    #[error("{0}")]
+    InProgress(String),
 }
 
 impl StepError {
@@ -121,7 +125,7 @@ impl StepError {
             StepError::Aws {
                 retryable: true,
                 ..
-            }
+            } | StepError::InProgress(_)
         )
     }
 }

@@ -143,6 +143,14 @@ impl Responder {
     ) -> Result<FindingRelease, StepError> {
         let result = match ledger.get_step(finding_id, "step#isolate").await? {
             None => ReleaseResult::NothingRecorded,
+            // Isolation is still under way: what it adds must be released too, so this waits
+            // for it (the STOPPED event is retried; a person is told to try again).
+            Some(step) if step.status == StepStatus::Claimed => {
+                return Err(StepError::InProgress(format!(
+                    "finding {finding_id} is being isolated right now (by {}); release once it has finished",
+                    step.owner
+                )))
+            }
             Some(step) if step.status == StepStatus::Released => ReleaseResult::AlreadyReleased {
                 at: step.updated_at,
             },

@@ -196,3 +196,56 @@ async fn an_acl_deleted_since_is_reported_and_the_rest_still_released() {
         .collect();
     assert_eq!(after, default_before);
 }
+
+/// A task's STOPPED event that arrives while its isolation is still being applied waits for
+/// it (asks to be retried) instead of finding nothing and leaving the entries behind for the
+/// next task given the address.
+#[tokio::test]
+async fn a_stopped_event_during_isolation_is_retried_and_then_releases_everything() {
+    use emulator::proxy::{Fault, FaultRule};
+    use std::time::Duration;
+    let world = World::new(1).await;
+    let before = world.acl_state().await;
+    world.proxy.configure(|c| {
+        c.rules.push(FaultRule::new(
+            "CreateNetworkAclEntry",
+            Fault::Latency(Duration::from_millis(1500)),
+            None,
+        ))
+    });
+    let stopped = json!({
+        "version": "0", "id": "e-stop-early", "detail-type": "ECS Task State Change", "source": "aws.ecs",
+        "account": "123456789012", "time": "2026-11-26T12:00:00Z", "region": "us-east-1",
+        "resources": [world.fixture.tasks[0].arn],
+        "detail": {
+            "clusterArn": world.fixture.cluster_arn, "taskArn": world.fixture.tasks[0].arn,
+            "lastStatus": "STOPPED", "desiredStatus": "STOPPED", "stoppedReason": "Essential container exited",
+        }
+    });
+    let event = world.miner_event(0, 44);
+    let (isolating, early) = tokio::join!(world.respond(&event), async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        world.respond_until(&stopped, "stopped-1", None, None).await
+    });
+    assert!(
+        is_done(&isolating, "isolate"),
+        "{}",
+        isolating.to_json_line()
+    );
+    assert!(early.retryable, "{}", early.report.to_json_line());
+    assert!(
+        early
+            .report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("is being isolated right now")),
+        "{}",
+        early.report.to_json_line()
+    );
+    world.proxy.configure(|c| c.rules.clear());
+    // Lambda's retry of the STOPPED event finds the isolation finished and releases it all.
+    let retry = world.respond(&stopped).await;
+    assert_eq!(retry.decision, DecisionKind::Release);
+    assert!(retry.error.is_none(), "{}", retry.to_json_line());
+    assert_eq!(world.acl_state().await, before, "{}", retry.to_json_line());
+}

@@ -67,9 +67,18 @@ pub(super) async fn isolate_task(
             why: "ECS no longer knows the task (MISSING): it stopped over an hour ago".to_string(),
         });
     };
-    if facts.last_status.as_deref() == Some("STOPPED") {
+    // A task on its way out (the ECS lifecycle after RUNNING) is not quarantined: entries
+    // made now would race its STOPPED event and could outlive it on a reused address.
+    const GOING: &[&str] = &[
+        "DEACTIVATING",
+        "STOPPING",
+        "DEPROVISIONING",
+        "STOPPED",
+        "DELETED",
+    ];
+    if let Some(status) = facts.last_status.as_deref().filter(|s| GOING.contains(s)) {
         return Ok(IsolateOutput::Gone {
-            why: "the task is already STOPPED".to_string(),
+            why: format!("the task is {status}: it is stopping, nothing to isolate"),
         });
     }
     let (Some(eni_id), Some(ip), Some(subnet_id)) = (
