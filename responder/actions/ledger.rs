@@ -4,7 +4,8 @@
 //!
 //! Items (`pk`, `sk`):
 //! - `finding#{id}`, `step#{action}` — status `claimed` | `done` | `failed` | `released`,
-//!   `owner` (invocation), `lease_until`, `attempts`, `rule`, `detail` (JSON), `updated_at`.
+//!   `owner` (invocation), `lease_until`, `attempts`, `rule`, `detail` (JSON), `updated_at`,
+//!   and `intended` (JSON each): changes written down before they are made.
 //! - `finding#{id}`, `lock` — held while one invocation responds to the finding, so a second
 //!   delivery arriving meanwhile stands back instead of racing it step by step.
 //! - `task#{task arn}`, `finding#{id}` — lets a task's STOPPED event or `release TASK_ARN` find
@@ -98,6 +99,30 @@ pub struct StepRecord {
     pub attempts: u32,
     /// What the step recorded when it finished (JSON; null if nothing).
     pub detail: Value,
+    /// Changes the step said it was about to make, before making them (JSON each): kept
+    /// across retries and finishes, so `release` undoes a change whose invocation died before
+    /// recording it.
+    pub intended: Vec<Value>,
+}
+
+/// One claimed step of one finding, for writing down the changes it is about to make.
+#[derive(Clone, Copy)]
+pub struct StepLog<'a> {
+    /// The ledger.
+    pub ledger: &'a Ledger,
+    /// The finding.
+    pub finding_id: &'a str,
+    /// The step's item (`step#{action}`).
+    pub step_key: &'a str,
+}
+
+impl StepLog<'_> {
+    /// Write down changes before making them (see [`Ledger::record_intent`]).
+    pub async fn intend(&self, intents: &[Value]) -> Result<(), StepError> {
+        self.ledger
+            .record_intent(self.finding_id, self.step_key, intents)
+            .await
+    }
 }
 
 /// The answer to "may I run this step?".
@@ -344,6 +369,37 @@ impl Ledger {
         Ok(())
     }
 
+    /// Say, before making them, which changes a claimed step is about to make. Appended to
+    /// what earlier attempts said (never replaced), and untouched by [`Ledger::finish`].
+    pub async fn record_intent(
+        &self,
+        finding_id: &str,
+        step_key: &str,
+        intents: &[Value],
+    ) -> Result<(), StepError> {
+        if intents.is_empty() {
+            return Ok(());
+        }
+        let items: Vec<AttributeValue> = intents.iter().map(|i| s(i.to_string())).collect();
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(finding_pk(finding_id)))
+            .key("sk", s(step_key))
+            .update_expression("SET intended = list_append(if_not_exists(intended, :none), :new)")
+            .condition_expression("#owner = :owner AND #status = :claimed")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(":new", AttributeValue::L(items))
+            .expression_attribute_values(":owner", s(&self.owner))
+            .expression_attribute_values(":claimed", s("claimed"))
+            .send()
+            .await
+            .map_err(aws("DynamoDB UpdateItem (record intent)"))?;
+        Ok(())
+    }
+
     /// Mark a finished (or partly applied) step released, keeping what was done.
     pub async fn mark_released(
         &self,
@@ -523,5 +579,15 @@ fn step_record(finding_id: &str, item: &HashMap<String, AttributeValue>) -> Opti
         detail: text("detail")
             .and_then(|d| serde_json::from_str(&d).ok())
             .unwrap_or(Value::Null),
+        intended: match item.get("intended") {
+            Some(AttributeValue::L(items)) => items
+                .iter()
+                .filter_map(|i| match i {
+                    AttributeValue::S(text) => serde_json::from_str(text).ok(),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        },
     })
 }

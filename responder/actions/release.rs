@@ -114,7 +114,7 @@ pub async fn release(
         let why = if acls_gone.contains(&entry.acl_id) {
             format!("network ACL {} no longer exists", entry.acl_id)
         } else {
-            "no longer present as created (already removed or replaced)".to_string()
+            "not present as recorded (never created, already removed, or replaced)".to_string()
         };
         left.push(LeftAlone {
             entry: Some(entry),

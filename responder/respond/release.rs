@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::steps::recorded_isolation;
 use super::Responder;
-use crate::actions::isolate::ContainmentRecord;
+use crate::actions::isolate::{ContainmentRecord, NaclEntry};
 use crate::actions::ledger::{Ledger, StepRecord, StepStatus};
 use crate::actions::release::{release, ReleaseOutput};
 use crate::actions::tag::mark_task_state;
@@ -141,7 +141,7 @@ impl Responder {
         ledger: &Ledger,
         nacl_only: bool,
     ) -> Result<FindingRelease, StepError> {
-        let result = match ledger.get_step(finding_id, "step#isolate").await? {
+        let result = match ledger.get_step(finding_id, crate::actions::isolate::STEP_KEY).await? {
             None => ReleaseResult::NothingRecorded,
             // Isolation is still under way: what it adds must be released too, so this waits
             // for it (the STOPPED event is retried; a person is told to try again).
@@ -154,7 +154,7 @@ impl Responder {
             Some(step) if step.status == StepStatus::Released => ReleaseResult::AlreadyReleased {
                 at: step.updated_at,
             },
-            Some(step) => match containment_of(&step) {
+            Some(step) => match with_intended(containment_of(&step), &step) {
                 None => ReleaseResult::NoChanges {
                     status: step.status.name().to_string(),
                 },
@@ -162,7 +162,7 @@ impl Responder {
                     let detail = release(&self.clients, &record, nacl_only).await?;
                     let stored = serde_json::to_value(&detail).unwrap_or_default();
                     ledger
-                        .mark_released(finding_id, "step#isolate", &stored)
+                        .mark_released(finding_id, crate::actions::isolate::STEP_KEY, &stored)
                         .await?;
                     if !nacl_only && record.target.starts_with("arn:aws:ecs:") {
                         // Best effort: the task may be gone.
@@ -180,6 +180,34 @@ impl Responder {
             result,
         })
     }
+}
+
+/// The recorded containment, plus every change an attempt said it was about to make and may
+/// have made before it died (each is checked against what AWS holds before it is removed).
+fn with_intended(
+    record: Option<ContainmentRecord>,
+    step: &StepRecord,
+) -> Option<ContainmentRecord> {
+    let intended: Vec<NaclEntry> = step
+        .intended
+        .iter()
+        .filter_map(|value| serde_json::from_value(value.clone()).ok())
+        .collect();
+    if intended.is_empty() {
+        return record;
+    }
+    let mut record = record.unwrap_or_default();
+    for entry in intended {
+        let known = record.nacl_entries.iter().any(|e| {
+            e.acl_id == entry.acl_id
+                && e.rule_number == entry.rule_number
+                && e.egress == entry.egress
+        });
+        if !known {
+            record.nacl_entries.push(entry);
+        }
+    }
+    Some(record)
 }
 
 /// The containment changes in an isolate step item, done or partly applied.

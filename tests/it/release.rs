@@ -3,7 +3,7 @@
 
 use responder::report::DecisionKind;
 use responder::respond::ReleaseResult;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::support::{is_done, isolation, released, World};
 
@@ -248,4 +248,80 @@ async fn a_stopped_event_during_isolation_is_retried_and_then_releases_everythin
     assert_eq!(retry.decision, DecisionKind::Release);
     assert!(retry.error.is_none(), "{}", retry.to_json_line());
     assert_eq!(world.acl_state().await, before, "{}", retry.to_json_line());
+}
+
+/// An invocation dies between creating quarantine entries and recording them. It wrote them
+/// down first: the retry's isolation and a later release still account for every one.
+#[tokio::test]
+async fn entries_made_by_an_invocation_that_died_before_recording_them_are_released() {
+    use aws_sdk_ec2::types::RuleAction;
+    use responder::actions::ledger::{Claim, Ledger, StepLog, LEASE_MARGIN};
+    use std::time::{Duration, SystemTime};
+    let world = World::new(1).await;
+    let before = world.acl_state().await;
+    let finding = world.finding_id(45);
+    let task_ip = world.fixture.tasks[0].ip.clone();
+
+    // What the dying invocation got done: the claim, the intent, the entries; no record.
+    let deadline = SystemTime::now() + Duration::from_secs(1);
+    let dead = Ledger::new(
+        world.clients.dynamodb.clone(),
+        world.fixture.table.clone(),
+        "died",
+        1,
+    )
+    .with_deadline(Some(deadline));
+    assert_eq!(
+        dead.claim(&finding, "step#isolate", "ecs-task-high")
+            .await
+            .unwrap(),
+        Claim::Acquired
+    );
+    let intended: Vec<Value> = [false, true]
+        .into_iter()
+        .map(|egress| {
+            json!({"acl_id": world.fixture.private_acl_id, "rule_number": 90, "egress": egress,
+                   "cidr": format!("{task_ip}/32"), "ipv6": false, "action": "deny", "protocol": "-1"})
+        })
+        .collect();
+    StepLog {
+        ledger: &dead,
+        finding_id: &finding,
+        step_key: "step#isolate",
+    }
+    .intend(&intended)
+    .await
+    .unwrap();
+    for egress in [false, true] {
+        world
+            .clients
+            .ec2
+            .create_network_acl_entry()
+            .network_acl_id(&world.fixture.private_acl_id)
+            .rule_number(90)
+            .egress(egress)
+            .protocol("-1")
+            .rule_action(RuleAction::Deny)
+            .cidr_block(format!("{task_ip}/32"))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    // Lambda's retry, once the claim has expired, isolates again and records its own entries.
+    let wait = (deadline + LEASE_MARGIN + Duration::from_millis(1100))
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::sleep(wait).await;
+    let report = world.respond(&world.miner_event(0, 45)).await;
+    assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
+
+    // Release undoes both: the retry's record and the dead invocation's intent.
+    let summary = world.responder.release(&finding, "release").await.unwrap();
+    let removed = &released(&summary).removed_nacl_entries;
+    assert!(
+        removed.iter().any(|e| e.rule_number == 90),
+        "the unrecorded entries are released too: {summary:?}"
+    );
+    assert_eq!(world.acl_state().await, before, "{summary:?}");
 }

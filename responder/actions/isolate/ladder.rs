@@ -14,7 +14,7 @@ use super::sg_swap::{sg_swap, SwapTarget};
 use super::{
     ContainmentRecord, IsolateOutput, IsolateParams, IsolationRung, NaclEntry, RungAttempt,
 };
-use crate::actions::ledger::Ledger;
+use crate::actions::ledger::StepLog;
 use crate::actions::workload::describe_task;
 use crate::actions::{aws, Clients, StepError};
 use crate::incident::{Ec2InstanceTarget, EcsTaskTarget};
@@ -57,7 +57,7 @@ async fn describe_eni(clients: &Clients, eni_id: &str) -> Result<EniFacts, StepE
 /// Isolate an ECS task: its ENI, then each rung in order until one applies.
 pub(super) async fn isolate_task(
     clients: &Clients,
-    ledger: &Ledger,
+    log: StepLog<'_>,
     task: &EcsTaskTarget,
     params: &IsolateParams,
     region: &str,
@@ -191,7 +191,7 @@ pub(super) async fn isolate_task(
                         "the GuardDuty agent is cut off while quarantined: {why}"
                     ));
                 }
-                match nacl_quarantine(clients, ledger, &vpc, &workload, params, agent).await {
+                match nacl_quarantine(clients, log, &vpc, &workload, params, agent).await {
                     Ok(done) => {
                         let acls: BTreeSet<&str> =
                             done.entries.iter().map(|e| e.acl_id.as_str()).collect();
@@ -314,7 +314,7 @@ fn security_group_reachability(paths: &[Reachability]) -> Vec<Reachability> {
 /// Isolate an EC2 instance: the SG swap on each of its ENIs.
 pub(super) async fn isolate_instance(
     clients: &Clients,
-    ledger: &Ledger,
+    log: StepLog<'_>,
     instance: &Ec2InstanceTarget,
     params: &IsolateParams,
     region: &str,
@@ -476,7 +476,7 @@ pub(super) async fn isolate_instance(
         } else {
             BTreeSet::new()
         };
-        let attempt = match nacl_quarantine(clients, ledger, &vpc, &workload, params, agent).await {
+        let attempt = match nacl_quarantine(clients, log, &vpc, &workload, params, agent).await {
             Ok(done) => {
                 let detail = format!(
                     "{} network ACL entries for the connections the swap cannot end",

@@ -27,6 +27,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Action, Failure, Phase, StepContext, StepError};
+use crate::actions::ledger::StepLog;
 use crate::incident::{Target, TargetKind};
 use crate::network::quarantine::Headroom;
 use crate::network::reach::{DestinationClass, Reachability, Verdict};
@@ -35,6 +36,9 @@ use crate::network::Acl;
 pub(crate) use describe::acl as model_acl;
 pub use describe::describe_vpc;
 pub use sg_swap::ROLE_TAG;
+
+/// The isolate step's item in the ledger (`step#` and the action's name, as every step's).
+pub const STEP_KEY: &str = "step#isolate";
 
 /// The `isolate` action.
 pub struct Isolate;
@@ -80,13 +84,18 @@ impl Action for Isolate {
         params: &IsolateParams,
     ) -> Result<IsolateOutput, Failure<IsolateOutput>> {
         let incident = ctx.incident;
+        let log = StepLog {
+            ledger: ctx.ledger,
+            finding_id: &incident.finding_id,
+            step_key: STEP_KEY,
+        };
         let output = match &incident.target {
             Target::EcsTask(task) => {
                 // The task index (how a STOPPED event finds this record) is written alongside,
                 // not before: it must not delay containment.
                 let (index, isolated) = tokio::join!(
                     ctx.ledger.index_task(&task.task_arn, &incident.finding_id),
-                    ladder::isolate_task(ctx.clients, ctx.ledger, task, params, &incident.region)
+                    ladder::isolate_task(ctx.clients, log, task, params, &incident.region)
                 );
                 let isolated = isolated?;
                 if let Err(error) = index {
@@ -99,14 +108,8 @@ impl Action for Isolate {
                 isolated
             }
             Target::Ec2Instance(instance) => {
-                ladder::isolate_instance(
-                    ctx.clients,
-                    ctx.ledger,
-                    instance,
-                    params,
-                    &incident.region,
-                )
-                .await?
+                ladder::isolate_instance(ctx.clients, log, instance, params, &incident.region)
+                    .await?
             }
             other => {
                 return Err(StepError::Refused(format!(

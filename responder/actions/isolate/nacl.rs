@@ -13,7 +13,7 @@ use aws_sdk_ec2::types::RuleAction;
 use super::describe::describe_acls;
 use super::ladder::RungError;
 use super::{IsolateParams, NaclEntry};
-use crate::actions::ledger::Ledger;
+use crate::actions::ledger::StepLog;
 use crate::actions::{aws, Clients, StepError};
 use crate::network::quarantine::{self, Headroom, Limits, PlannedEntry};
 use crate::network::reach::{open_classes, reachability, DestinationClass, Reachability};
@@ -45,7 +45,7 @@ pub(super) struct Quarantined {
 
 pub(super) async fn nacl_quarantine(
     clients: &Clients,
-    ledger: &Ledger,
+    log: StepLog<'_>,
     vpc: &Vpc,
     workload: &Workload,
     params: &IsolateParams,
@@ -69,11 +69,11 @@ pub(super) async fn nacl_quarantine(
         agent_acls,
     };
     let lock = format!("vpc#{}", vpc.vpc_id);
-    ledger
+    log.ledger
         .lock(&lock, "nacl-rule-numbers", LOCK_LEASE, LOCK_WAIT)
         .await?;
-    let allocated = allocate(clients, vpc, workload, &limits).await;
-    if let Err(error) = ledger.unlock(&lock, "nacl-rule-numbers").await {
+    let allocated = allocate(clients, log, vpc, workload, &limits).await;
+    if let Err(error) = log.ledger.unlock(&lock, "nacl-rule-numbers").await {
         // The lease runs out on its own.
         tracing::warn!(vpc_id = %vpc.vpc_id, error = %error, "VPC rule-number lock not released");
     }
@@ -106,6 +106,7 @@ pub(super) async fn nacl_quarantine(
 /// Plan and create under the lock. Returns the ACLs as planned from, the plan and the entries.
 async fn allocate(
     clients: &Clients,
+    log: StepLog<'_>,
     vpc: &Vpc,
     workload: &Workload,
     limits: &Limits,
@@ -124,6 +125,14 @@ async fn allocate(
                 why.join("; ")
             )))
         })?;
+        // Written down before they exist: if this invocation dies while they are being made,
+        // `release` still finds them.
+        let intents: Vec<serde_json::Value> = plan
+            .entries
+            .iter()
+            .map(|e| serde_json::to_value(recorded(e)).unwrap_or_default())
+            .collect();
+        log.intend(&intents).await?;
         let results =
             futures::future::join_all(plan.entries.iter().map(|e| create(clients, e))).await;
         let mut created = Vec::new();
