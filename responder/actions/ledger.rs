@@ -10,7 +10,8 @@
 //!   delivery arriving meanwhile stands back instead of racing it step by step.
 //! - `task#{task arn}`, `finding#{id}` — lets a task's STOPPED event or `release TASK_ARN` find
 //!   the containment records of that task.
-//! - `finding#{id}` or `audit#{date}`, `audit#{time}#{invocation}` — the full report; expires
+//! - `finding#{id}` or `audit#{date}#{shard}` (16 a day), `audit#{time}#{invocation}` — the
+//!   full report (without the ACL snapshots if it would not fit an item); expires
 //!   through the table's TTL attribute `expires_at`. Step items never expire: `release` needs them.
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::{aws, StepError};
 
@@ -41,6 +43,50 @@ pub const LEASE: Duration = Duration::from_secs(90);
 /// Beyond its deadline an invocation is stopped by Lambda; the margin covers clock
 /// differences between hosts.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(2);
+
+/// Partitions a day for audit records of events that are not about one finding.
+pub const AUDIT_SHARDS: u8 = 16;
+
+/// DynamoDB refuses items over 400 KB; what a step or report records stays under this.
+const ITEM_BUDGET: usize = 350 * 1024;
+
+/// Bulky parts a record can do without: copies of what the evidence bucket keeps.
+const BULKY: &[&str] = &["acls_before"];
+
+/// The JSON text of a record, small enough for one item: the ACL snapshots (kept in the
+/// evidence bucket) are left out of a record that would not fit, and it says so.
+fn fit_item(value: &Value) -> String {
+    let text = value.to_string();
+    if text.len() <= ITEM_BUDGET {
+        return text;
+    }
+    fn strip(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                for key in BULKY {
+                    map.remove(*key);
+                }
+                map.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut smaller = value.clone();
+    strip(&mut smaller);
+    if let Value::Object(map) = &mut smaller {
+        map.insert(
+            "omitted_for_size".to_string(),
+            serde_json::json!({"keys": BULKY, "bytes": text.len(), "see": "the evidence bucket (network-acls-before.json)"}),
+        );
+    }
+    let text = smaller.to_string();
+    if text.len() <= ITEM_BUDGET {
+        return text;
+    }
+    // Nothing this responder writes gets here; if it did, the item must still be written.
+    serde_json::json!({"omitted_for_size": {"bytes": text.len()}, "decision": value.get("decision"), "finding_id": value.get("finding_id")}).to_string()
+}
 
 /// Where a step stands in the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,7 +406,7 @@ impl Ledger {
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":status", s(status.name()))
-            .expression_attribute_values(":detail", s(detail.to_string()))
+            .expression_attribute_values(":detail", s(fit_item(detail)))
             .expression_attribute_values(":now", s(Utc::now().to_rfc3339()))
             .expression_attribute_values(":owner", s(&self.owner))
             .send()
@@ -521,9 +567,14 @@ impl Ledger {
         report: &Value,
         at: DateTime<Utc>,
     ) -> Result<String, StepError> {
+        // Events without a finding (task state changes, foreign events) come in bursts during
+        // deployments: spread over 16 partitions a day, not one hot key.
         let pk = match finding_id {
             Some(id) => finding_pk(id),
-            None => format!("audit#{}", at.format("%Y-%m-%d")),
+            None => {
+                let shard = Sha256::digest(self.owner.as_bytes())[0] % AUDIT_SHARDS;
+                format!("audit#{}#{shard:02}", at.format("%Y-%m-%d"))
+            }
         };
         let sk = format!("audit#{}#{}", at.to_rfc3339(), self.owner);
         let expires_at = at.timestamp() + self.audit_ttl.as_secs() as i64;
@@ -532,7 +583,7 @@ impl Ledger {
             .table_name(&self.table)
             .item("pk", s(&pk))
             .item("sk", s(&sk))
-            .item("report", s(report.to_string()))
+            .item("report", s(fit_item(report)))
             .item(
                 "decision",
                 s(report["decision"].as_str().unwrap_or("unknown")),
@@ -590,4 +641,31 @@ fn step_record(finding_id: &str, item: &HashMap<String, AttributeValue>) -> Opti
             _ => Vec::new(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_too_big_for_an_item_leaves_out_the_acl_snapshots_and_says_so() {
+        let small = serde_json::json!({"record": {"nacl_entries": [1, 2], "acls_before": [3]}});
+        assert_eq!(fit_item(&small), small.to_string());
+        let snapshot: Vec<Value> = (0..5000)
+            .map(|i| serde_json::json!({"id": format!("acl-{i:017}"), "entries": "x".repeat(60)}))
+            .collect();
+        let big = serde_json::json!({
+            "result": "contained",
+            "record": {"nacl_entries": [{"acl_id": "acl-1", "rule_number": 1}], "acls_before": snapshot},
+        });
+        assert!(big.to_string().len() > 400 * 1024);
+        let fitted: Value = serde_json::from_str(&fit_item(&big)).unwrap();
+        assert!(fit_item(&big).len() <= ITEM_BUDGET);
+        assert_eq!(
+            fitted["record"]["nacl_entries"][0]["rule_number"], 1,
+            "what release needs stays"
+        );
+        assert!(fitted["record"].get("acls_before").is_none());
+        assert_eq!(fitted["omitted_for_size"]["keys"][0], "acls_before");
+    }
 }

@@ -106,6 +106,18 @@ async fn every_event_leaves_an_audit_record_even_when_unreadable() {
         .and_then(|e| e.audit.clone())
         .expect("audit key");
     assert!(audit.starts_with("audit#"), "{audit}");
+    // `audit#{date}#{shard}`: bursts of such events spread over partitions.
+    let shard = audit
+        .split(" / ")
+        .next()
+        .unwrap()
+        .rsplit('#')
+        .next()
+        .unwrap();
+    assert!(
+        shard.len() == 2 && shard.parse::<u8>().is_ok_and(|s| s < 16),
+        "{audit}"
+    );
     assert_eq!(world.proxy.mutating_calls().len(), 1);
 }
 
