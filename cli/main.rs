@@ -73,6 +73,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Find quarantine entries left behind: release those whose task or instance is gone
+    /// (its address may go to another workload), report entries in the range no record
+    /// explains (never touched). Exit 1 when something could not be checked or released.
+    Sweep {
+        /// The reserved range of rule numbers, as the playbooks' `nacl_rule_range`.
+        #[arg(long, default_value = "1-99", value_parser = parse_range)]
+        range: (i32, i32),
+        /// text (for people) or json (for tools).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// The main job, end to end against a local emulator: seed a Fargate service, respond to a
     /// crypto-mining finding on one of its tasks, show what was contained, stored and sent.
     Demo {
@@ -136,6 +147,7 @@ fn main() -> ExitCode {
             output,
         } => replay(&events, playbooks.as_deref(), dry_run, output),
         Command::Release { target, output } => with_runtime(release(&target, output)),
+        Command::Sweep { range, output } => with_runtime(sweep(range, output)),
         Command::Demo {
             endpoint_url,
             output,
@@ -375,6 +387,52 @@ async fn release(target: &str, output: Output) -> ExitCode {
         }
         Err(error) => {
             eprintln!("error: release of {target} failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_range(text: &str) -> Result<(i32, i32), String> {
+    let (first, last) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?}: expected FIRST-LAST, e.g. 1-99"))?;
+    let number = |t: &str| {
+        t.trim()
+            .parse::<i32>()
+            .map_err(|_| format!("{t:?} is not a rule number"))
+    };
+    let (first, last) = (number(first)?, number(last)?);
+    if !(1..=32766).contains(&first) || !(first..=32766).contains(&last) {
+        return Err(format!("{text:?}: need 1 <= FIRST <= LAST <= 32766"));
+    }
+    Ok((first, last))
+}
+
+async fn sweep(range: (i32, i32), output: Output) -> ExitCode {
+    let set = match load_playbooks(None) {
+        Ok(set) => set,
+        Err(code) => return code,
+    };
+    let responder = match responder_from_env(set).await {
+        Ok(responder) => responder,
+        Err(code) => return code,
+    };
+    match responder.sweep(range.0, range.1, &invocation_id()).await {
+        Ok(report) => {
+            let text = match output {
+                Output::Json => serde_json::to_string(&report)
+                    .map(|t| t + "\n")
+                    .unwrap_or_default(),
+                Output::Text => report.to_text(),
+            };
+            match print_or_exit(&text) {
+                code if code != ExitCode::SUCCESS => code,
+                _ if report.errors.is_empty() => ExitCode::SUCCESS,
+                _ => ExitCode::FAILURE,
+            }
+        }
+        Err(error) => {
+            eprintln!("error: the sweep failed: {error}");
             ExitCode::FAILURE
         }
     }

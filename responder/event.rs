@@ -35,6 +35,8 @@ pub enum Inbound {
     /// An ECS "Task State Change" event: when a quarantined task stops, its network ACL
     /// entries must go (the next task given the same IP would otherwise be blocked).
     TaskStateChange(TaskStateChange),
+    /// The stack's scheduled sweep for quarantine entries left behind.
+    Sweep,
     /// A well-formed EventBridge event that is not a GuardDuty finding.
     Foreign {
         /// The event's `source`.
@@ -66,6 +68,11 @@ pub struct TaskStateChange {
     #[serde(default)]
     pub stop_code: Option<String>,
 }
+
+/// `source` of the stack's own scheduled events (a custom source: never `aws.*`).
+pub const RESPONDER_SOURCE: &str = "incident-responder";
+/// `detail-type` of the scheduled sweep.
+pub const SWEEP: &str = "Sweep quarantine entries";
 
 /// `source` of ECS events on EventBridge.
 pub const ECS_SOURCE: &str = "aws.ecs";
@@ -233,6 +240,10 @@ pub fn parse_value(value: Value) -> Result<Inbound, EventError> {
     }
     let envelope: Envelope =
         serde_json::from_value(value).map_err(|e| EventError::Envelope(clip(&e.to_string())))?;
+    // Harmless if spoofed: a sweep releases only quarantines whose workload is gone.
+    if envelope.source == RESPONDER_SOURCE && envelope.detail_type == SWEEP {
+        return Ok(Inbound::Sweep);
+    }
     let is_task_change = envelope.source == ECS_SOURCE && envelope.detail_type == TASK_STATE_CHANGE;
     if is_task_change {
         let detail = envelope.detail.ok_or(EventError::MissingDetail)?;

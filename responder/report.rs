@@ -34,6 +34,8 @@ pub enum DecisionKind {
     Skip,
     /// A stopped task's quarantine is to be released.
     Release,
+    /// The scheduled sweep for quarantine entries left behind.
+    Sweep,
     /// The event could not be handled.
     Error,
 }
@@ -45,6 +47,7 @@ impl DecisionKind {
             DecisionKind::Act => "act",
             DecisionKind::Skip => "skip",
             DecisionKind::Release => "release",
+            DecisionKind::Sweep => "sweep",
             DecisionKind::Error => "error",
         }
     }
@@ -215,6 +218,9 @@ pub struct Execution {
     /// What a release (task stopped, or `responder release`) did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub release: Option<ReleaseSummary>,
+    /// What the scheduled sweep did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<crate::respond::SweepReport>,
 }
 
 impl Report {
@@ -247,7 +253,7 @@ impl Report {
     pub fn for_decision(input: Option<String>, inbound: &Inbound, decision: &Decision) -> Report {
         let incident: Option<&Incident> = match inbound {
             Inbound::Finding { incident, .. } => Some(incident),
-            Inbound::Foreign { .. } | Inbound::TaskStateChange(_) => None,
+            Inbound::Foreign { .. } | Inbound::TaskStateChange(_) | Inbound::Sweep => None,
         };
         let (kind, rule, mode, steps, notes, skip_code) = match decision {
             Decision::Act(plan) => (
@@ -268,6 +274,14 @@ impl Report {
             ),
             Decision::Release { .. } => (
                 DecisionKind::Release,
+                None,
+                None,
+                Vec::new(),
+                Vec::new(),
+                None,
+            ),
+            Decision::Sweep { .. } => (
+                DecisionKind::Sweep,
                 None,
                 None,
                 Vec::new(),
@@ -417,6 +431,7 @@ impl Report {
             (DecisionKind::Act, false, false) => "reported",
             (DecisionKind::Skip, _, _) => "skipped",
             (DecisionKind::Release, _, _) => "released",
+            (DecisionKind::Sweep, _, _) => "swept",
             (DecisionKind::Error, _, _) => "error",
         };
         let mut subject = format!(
@@ -605,6 +620,9 @@ impl Report {
             }
             DecisionKind::Release => {
                 let _ = writeln!(out, "{green}RELEASE{green:#} {}", self.reason);
+            }
+            DecisionKind::Sweep => {
+                let _ = writeln!(out, "{green}SWEEP{green:#} {}", self.reason);
             }
             DecisionKind::Error => {
                 let _ = writeln!(out, "{red}ERROR{red:#} {}", self.reason);

@@ -494,6 +494,37 @@ impl Ledger {
             .and_then(|item| step_record(finding_id, item)))
     }
 
+    /// Every isolate step item of every finding (a Scan: for the daily sweep, not the
+    /// response path).
+    pub async fn isolate_records(&self) -> Result<Vec<StepRecord>, StepError> {
+        let mut records = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("sk = :isolate")
+                .expression_attribute_values(":isolate", s(crate::actions::isolate::STEP_KEY))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(aws("DynamoDB Scan"))?;
+            for item in output.items() {
+                let finding_id = match item.get("pk") {
+                    Some(AttributeValue::S(pk)) => pk.strip_prefix("finding#").unwrap_or(pk),
+                    _ => continue,
+                };
+                records.extend(step_record(finding_id, item));
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(records);
+            }
+        }
+    }
+
     /// Every step item of a finding (audit items excluded).
     pub async fn steps(&self, finding_id: &str) -> Result<Vec<StepRecord>, StepError> {
         let items = self.query_prefix(&finding_pk(finding_id), "step#").await?;

@@ -18,6 +18,7 @@ pub mod release;
 pub mod revoke_sessions;
 pub mod snapshot;
 pub mod stop;
+pub mod sweep;
 pub mod tag;
 pub mod workload;
 
@@ -190,6 +191,7 @@ pub const COMPONENT_PERMISSIONS: &[(&str, &[&str])] = &[
     ("ledger", ledger::PERMISSIONS),
     ("release", release::PERMISSIONS),
     ("exemption guardrail", workload::SERVICE_PERMISSIONS),
+    ("sweep", sweep::PERMISSIONS),
 ];
 
 /// Grants the function needs that no code of ours calls: the platform uses them on its behalf.

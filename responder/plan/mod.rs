@@ -35,6 +35,14 @@ pub enum Decision {
     Act(ActPlan),
     /// Do nothing, for this reason.
     Skip(SkipReason),
+    /// The scheduled sweep: release quarantines whose workload is gone, in this range of
+    /// rule numbers (the playbooks' reserved ranges).
+    Sweep {
+        /// The lowest rule number a playbook reserves.
+        first: i32,
+        /// The highest.
+        last: i32,
+    },
     /// A quarantined task stopped: remove the network ACL entries recorded for it.
     Release {
         /// The ARN of the task that stopped.
@@ -123,6 +131,11 @@ pub enum SkipReason {
         last_status: Option<String>,
     },
 }
+
+/// How the plan's note on ECS's own replacement of a quarantined service task begins.
+const ECS_NOTE: &str = "ECS acts too:";
+/// How the plan's note on a service-wide lockdown begins.
+const LOCKDOWN_NOTE: &str = "isolate may lock down the security groups of service";
 
 /// The rule that came closest to matching a finding no rule matched.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -222,6 +235,9 @@ impl Decision {
             Decision::Act(plan) => plan.reason.clone(),
             Decision::Skip(reason) => reason.describe(),
             Decision::Release { reason, .. } => reason.clone(),
+            Decision::Sweep { first, last } => format!(
+                "scheduled sweep: release quarantines whose workload is gone, report entries numbered {first}-{last} that no record explains"
+            ),
         }
     }
 }
@@ -248,6 +264,9 @@ pub fn for_account(decision: Decision, resource_account: &str, acting: Option<&s
         return Decision::Act(plan);
     }
     plan.steps.retain(|s| kept.contains(&s.action));
+    // What the plan said about isolating no longer holds.
+    plan.notes
+        .retain(|n| !n.starts_with(ECS_NOTE) && !n.starts_with(LOCKDOWN_NOTE));
     if plan.steps.is_empty() {
         return Decision::Skip(SkipReason::OtherAccount {
             resource_account: resource_account.to_string(),
@@ -261,11 +280,37 @@ pub fn for_account(decision: Decision, resource_account: &str, acting: Option<&s
     Decision::Act(plan)
 }
 
+/// The rule numbers the playbooks reserve for quarantine entries: from the lowest `first` to
+/// the highest `last` of every isolate step (the default range when none isolates).
+pub fn reserved_range(playbooks: &PlaybookSet) -> (i32, i32) {
+    let ranges: Vec<crate::actions::isolate::RuleRange> = playbooks
+        .rules
+        .iter()
+        .flat_map(|r| &r.rule.actions)
+        .filter_map(|a| match a {
+            ActionSpec::Isolate(p) => Some(p.nacl_rule_range),
+            _ => None,
+        })
+        .collect();
+    let default = crate::actions::isolate::RuleRange::default();
+    let first = ranges
+        .iter()
+        .map(|r| r.first)
+        .min()
+        .unwrap_or(default.first);
+    let last = ranges.iter().map(|r| r.last).max().unwrap_or(default.last);
+    (i32::from(first), i32::from(last))
+}
+
 /// Decide what to do about one received event. `ceiling` caps every rule's mode (a deployment
 /// in `dry-run` never mutates).
 pub fn decide(inbound: &Inbound, playbooks: &PlaybookSet, ceiling: Mode) -> Decision {
     match inbound {
         Inbound::Finding { incident, .. } => plan(incident, playbooks).capped_at(ceiling),
+        Inbound::Sweep => {
+            let (first, last) = reserved_range(playbooks);
+            Decision::Sweep { first, last }
+        }
         Inbound::Foreign {
             source,
             detail_type,
@@ -400,7 +445,20 @@ pub fn plan(incident: &Incident, playbooks: &PlaybookSet) -> Decision {
     if let (true, Target::EcsTask(task)) = (lockdown, &incident.target) {
         if let Some(service) = &task.service {
             notes.push(format!(
-                "isolate may lock down the security groups of service {service} (service-sg-lockdown): every task of the service would be contained until release"
+                "{LOCKDOWN_NOTE} {service} (service-sg-lockdown): every task of the service would be contained until release"
+            ));
+        }
+    }
+
+    // ECS acts too: a quarantined service task fails its health checks, and the scheduler
+    // starts a replacement from the same task definition and then stops this one (ECS
+    // developer guide, "Amazon ECS services"). Say so where people read the plan.
+    let isolates = steps.iter().any(|s| s.action == ActionName::Isolate);
+    if let (true, Target::EcsTask(task)) = (isolates, &incident.target) {
+        if let Some(service) = &task.service {
+            notes.push(format!(
+                "{ECS_NOTE} this task belongs to service {service}; if the service has load balancer or container health checks, the quarantined task fails them, and the service scheduler starts a replacement from the same task definition ({}) — same image, possibly compromised the same way — then stops this task, usually within minutes, with its in-memory state (StopTask also deletes the task's tags); evidence is preserved before that",
+                task.task_definition_arn.as_deref().unwrap_or("unknown")
             ));
         }
     }

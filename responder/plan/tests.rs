@@ -448,6 +448,12 @@ fn another_accounts_resource_is_preserved_and_reported_only() {
     let Decision::Act(other) = other else {
         panic!()
     };
+    assert_eq!(
+        other.notes.len(),
+        1,
+        "notes about isolation go with it: {:?}",
+        other.notes
+    );
     assert!(
         other.notes[0].contains("not done here (isolate, tag)"),
         "{:?}",

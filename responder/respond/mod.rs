@@ -1,11 +1,13 @@
 //! `respond`: the one entry point the Lambda and the CLI share. Parse and decide (pure), then
 //! carry out the plan ([`steps`]: phases, the ledger's claims, each action's `run`), notify once
 //! per state of the response ([`notify`]), or release a stopped task's quarantine
-//! ([`release`]). Every received event leaves an audit record.
+//! ([`release`]). Every received event leaves an audit record. [`sweep`] finds quarantines
+//! left behind.
 
 mod notify;
 mod release;
 mod steps;
+mod sweep;
 
 use std::time::{Instant, SystemTime};
 
@@ -19,6 +21,7 @@ use crate::playbook::{Mode, PlaybookSet};
 use crate::report::{Execution, Outcome, Report};
 
 pub use release::{FindingRelease, ReleaseResult, ReleaseSummary};
+pub use sweep::{classify, Kept, Recorded, SweepPlan, SweepReport};
 
 /// Everything a response needs, built once per Lambda container (or CLI run).
 #[derive(Clone, Debug)]
@@ -116,6 +119,23 @@ impl Responder {
                         if carried.held_elsewhere {
                             execution.retryable = true;
                             report.notes.push("another invocation holds part of this response: this one asks to be retried, so the work is finished and told even if that invocation dies".to_string());
+                        }
+                    }
+                    (_, Decision::Sweep { first, last }) => {
+                        if ceiling == Mode::DryRun {
+                            report.notes.push("dry-run: nothing swept".to_string());
+                        } else {
+                            match self.sweep(*first, *last, invocation_id).await {
+                                Ok(swept) => {
+                                    // Something left unchecked or unreleased: try again.
+                                    execution.retryable |= !swept.errors.is_empty();
+                                    execution.sweep = Some(swept);
+                                }
+                                Err(error) => {
+                                    execution.retryable |= error.is_retryable();
+                                    report.error = Some(error.to_string());
+                                }
+                            }
                         }
                     }
                     (_, Decision::Release { task_arn, .. }) => {

@@ -135,7 +135,7 @@ impl Responder {
         })
     }
 
-    async fn release_finding(
+    pub(super) async fn release_finding(
         &self,
         finding_id: &str,
         ledger: &Ledger,
@@ -184,7 +184,7 @@ impl Responder {
 
 /// The recorded containment, plus every change an attempt said it was about to make and may
 /// have made before it died (each is checked against what AWS holds before it is removed).
-fn with_intended(
+pub(super) fn with_intended(
     record: Option<ContainmentRecord>,
     step: &StepRecord,
 ) -> Option<ContainmentRecord> {

@@ -325,3 +325,141 @@ async fn entries_made_by_an_invocation_that_died_before_recording_them_are_relea
     );
     assert_eq!(world.acl_state().await, before, "{summary:?}");
 }
+
+/// A STOPPED event was missed: the sweep finds the quarantine of a task that is gone and
+/// releases it, keeps the one of a task that still runs, and leaves alone an entry in the
+/// range that no record explains.
+#[tokio::test]
+async fn the_sweep_releases_what_outlived_its_task_and_touches_nothing_else() {
+    use aws_sdk_ec2::types::RuleAction;
+    let world = World::new(2).await;
+    let before = world.acl_state().await;
+    let stopped = world.respond(&world.miner_event(0, 46)).await;
+    let running = world.respond(&world.miner_event(1, 47)).await;
+    assert!(is_done(&stopped, "isolate") && is_done(&running, "isolate"));
+    // Someone else's rule in the reserved range.
+    world
+        .clients
+        .ec2
+        .create_network_acl_entry()
+        .network_acl_id(&world.fixture.private_acl_id)
+        .rule_number(77)
+        .egress(false)
+        .protocol("-1")
+        .rule_action(RuleAction::Deny)
+        .cidr_block("192.0.2.0/24")
+        .send()
+        .await
+        .unwrap();
+    // Task 0 stops, and its STOPPED event never reaches the responder.
+    world
+        .clients
+        .ecs
+        .stop_task()
+        .cluster(&world.fixture.cluster_arn)
+        .task(&world.fixture.tasks[0].arn)
+        .send()
+        .await
+        .unwrap();
+
+    let report = world.responder.sweep(1, 99, "sweep").await.unwrap();
+    assert!(report.errors.is_empty(), "{report:?}");
+    let released: Vec<&str> = report
+        .released
+        .iter()
+        .map(|r| r.finding_id.as_str())
+        .collect();
+    assert_eq!(released, [world.finding_id(46).as_str()], "{report:?}");
+    let kept: Vec<&str> = report.kept.iter().map(|k| k.finding_id.as_str()).collect();
+    assert_eq!(kept, [world.finding_id(47).as_str()], "{report:?}");
+    // The emulator is shared by the tests: only this world's ACLs are this test's business.
+    let ours = [
+        world.fixture.private_acl_id.as_str(),
+        world.fixture.default_acl_id.as_str(),
+    ];
+    let strangers: Vec<_> = report
+        .unrecognised
+        .iter()
+        .filter(|e| ours.contains(&e.acl_id.as_str()))
+        .collect();
+    assert_eq!(strangers.len(), 1, "{report:?}");
+    assert_eq!(strangers[0].rule_number, 77);
+
+    // What remains: the running task's quarantine and the stranger's rule, nothing else.
+    world
+        .responder
+        .release(&world.finding_id(47), "release")
+        .await
+        .unwrap();
+    world
+        .clients
+        .ec2
+        .delete_network_acl_entry()
+        .network_acl_id(&world.fixture.private_acl_id)
+        .rule_number(77)
+        .egress(false)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(world.acl_state().await, before);
+    // The stack's scheduled sweep, as the function receives it: nothing left to do.
+    let scheduled = json!({"source": "incident-responder", "detail-type": "Sweep quarantine entries", "detail": {}});
+    let again = world.respond(&scheduled).await;
+    assert_eq!(
+        again.decision,
+        DecisionKind::Sweep,
+        "{}",
+        again.to_json_line()
+    );
+    let swept = again
+        .execution
+        .as_ref()
+        .and_then(|e| e.sweep.as_ref())
+        .unwrap();
+    assert!(
+        swept.released.is_empty() && swept.kept.is_empty(),
+        "{swept:?}"
+    );
+}
+
+/// `responder sweep` as people run it: text by default, JSON whose keys the README names.
+#[test]
+fn the_sweep_command_reports_in_text_and_json() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let world = runtime.block_on(World::new(1));
+    runtime.block_on(world.respond(&world.miner_event(0, 48)));
+    let run = |args: &[&str]| {
+        std::process::Command::new(crate::support::binary("responder"))
+            .current_dir(crate::support::workspace_root())
+            .envs(world.cli_env())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let json = run(&["sweep", "--output", "json"]);
+    assert_eq!(
+        json.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&json.stderr)
+    );
+    let report: Value = serde_json::from_slice(&json.stdout).unwrap();
+    crate::support::assert_json_keys_follow_the_readme(&report);
+    assert!(report["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["finding_id"] == world.finding_id(48).as_str()));
+    let text = run(&["sweep", "--range", "1-99"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("in the reserved range;") && text.contains("kept      finding"),
+        "{text}"
+    );
+    let bad = run(&["sweep", "--range", "99-1"]);
+    assert_eq!(bad.status.code(), Some(2), "clap refuses a backwards range");
+}
