@@ -176,7 +176,10 @@ pub async fn release(
                 }
                 Err(error) => return Err(aws("EC2 DescribeNetworkInterfaces")(error)),
             };
-            if groups != [swap.quarantine_group.clone()] {
+            // Ours: the quarantine group, or the untracking one an attempt died after setting.
+            let ours = groups == [swap.quarantine_group.clone()]
+                || groups == [swap.untracking_group.clone()];
+            if !ours {
                 left.push(LeftAlone {
                     entry: None,
                     eni_id: Some(swap.eni_id.clone()),

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::steps::recorded_isolation;
 use super::Responder;
-use crate::actions::isolate::{ContainmentRecord, NaclEntry};
+use crate::actions::isolate::{ContainmentRecord, NaclEntry, SgSwap};
 use crate::actions::ledger::{Ledger, StepRecord, StepStatus};
 use crate::actions::release::{release, ReleaseOutput};
 use crate::actions::tag::mark_task_state;
@@ -193,10 +193,20 @@ pub(super) fn with_intended(
         .iter()
         .filter_map(|value| serde_json::from_value(value.clone()).ok())
         .collect();
-    if intended.is_empty() {
+    let swaps: Vec<SgSwap> = step
+        .intended
+        .iter()
+        .filter_map(|value| serde_json::from_value(value.clone()).ok())
+        .collect();
+    if intended.is_empty() && swaps.is_empty() {
         return record;
     }
     let mut record = record.unwrap_or_default();
+    for swap in swaps {
+        if !record.sg_swaps.iter().any(|s| s.eni_id == swap.eni_id) {
+            record.sg_swaps.push(swap);
+        }
+    }
     for entry in intended {
         let known = record.nacl_entries.iter().any(|e| {
             e.acl_id == entry.acl_id

@@ -463,3 +463,106 @@ fn the_sweep_command_reports_in_text_and_json() {
     let bad = run(&["sweep", "--range", "99-1"]);
     assert_eq!(bad.status.code(), Some(2), "clap refuses a backwards range");
 }
+
+/// An invocation dies in the middle of a security-group swap, leaving the instance on the
+/// allow-all untracking group. It wrote the original groups down first: the retry completes
+/// the quarantine with them, and release puts them back.
+#[tokio::test]
+async fn a_swap_interrupted_by_a_crash_is_completed_and_released_to_the_original_groups() {
+    use responder::actions::ledger::{Claim, Ledger, StepLog, LEASE_MARGIN};
+    use responder::actions::StepOutput;
+    use std::time::{Duration, SystemTime};
+    let world = World::new(0).await;
+    let (instance_id, eni_id) = emulator::fixture::launch_instance(&world.clients, &world.fixture)
+        .await
+        .unwrap();
+    let groups_of = || async {
+        let out = world
+            .clients
+            .ec2
+            .describe_network_interfaces()
+            .network_interface_ids(&eni_id)
+            .send()
+            .await
+            .unwrap();
+        let mut groups: Vec<String> = out.network_interfaces()[0]
+            .groups()
+            .iter()
+            .filter_map(|g| g.group_id().map(str::to_string))
+            .collect();
+        groups.sort();
+        groups
+    };
+    let original = groups_of().await;
+    // A first quarantine and release make the responder's groups exist, as in an account
+    // where it has run before.
+    let first = world
+        .respond(&world.instance_event(&instance_id, &eni_id, 50))
+        .await;
+    let StepOutput::Isolate(output) = crate::support::output(&first, "isolate") else {
+        panic!("{}", first.to_json_line())
+    };
+    let swap = output.record().unwrap().sg_swaps[0].clone();
+    world
+        .responder
+        .release(&world.finding_id(50), "r")
+        .await
+        .unwrap();
+    assert_eq!(groups_of().await, original);
+
+    // The dying attempt: claimed, wrote its intent, did step 1 (untracking), then died.
+    let finding = world.finding_id(51);
+    let deadline = SystemTime::now() + Duration::from_secs(1);
+    let dead = Ledger::new(
+        world.clients.dynamodb.clone(),
+        world.fixture.table.clone(),
+        "died",
+        1,
+    )
+    .with_deadline(Some(deadline));
+    assert_eq!(
+        dead.claim(&finding, "step#isolate", "ec2-instance-high")
+            .await
+            .unwrap(),
+        Claim::Acquired
+    );
+    let intent = json!({"eni_id": eni_id, "original_groups": original,
+        "quarantine_group": swap.quarantine_group, "untracking_group": swap.untracking_group});
+    StepLog {
+        ledger: &dead,
+        finding_id: &finding,
+        step_key: "step#isolate",
+    }
+    .intend(&[intent])
+    .await
+    .unwrap();
+    world
+        .clients
+        .ec2
+        .modify_network_interface_attribute()
+        .network_interface_id(&eni_id)
+        .groups(&swap.untracking_group)
+        .send()
+        .await
+        .unwrap();
+
+    // Lambda's retry after the lease: the swap is completed with the written-down originals.
+    let wait = (deadline + LEASE_MARGIN + Duration::from_millis(1100))
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::sleep(wait).await;
+    let retry = world
+        .respond(&world.instance_event(&instance_id, &eni_id, 51))
+        .await;
+    let StepOutput::Isolate(output) = crate::support::output(&retry, "isolate") else {
+        panic!("{}", retry.to_json_line())
+    };
+    let record = output.record().expect("a containment record");
+    let mut restored_to = record.sg_swaps[0].original_groups.clone();
+    restored_to.sort();
+    assert_eq!(restored_to, original, "{}", retry.to_json_line());
+    assert_eq!(groups_of().await, [swap.quarantine_group.clone()]);
+
+    world.responder.release(&finding, "r2").await.unwrap();
+    assert_eq!(groups_of().await, original);
+}

@@ -136,7 +136,7 @@ pub(super) async fn isolate_task(
                     groups: eni.groups.clone(),
                     unmodifiable: None,
                 };
-                sg_swap(clients, &vpc_id, &[target], params, &endpoints)
+                sg_swap(clients, log, &vpc_id, &[target], params, &endpoints)
                     .await
                     .map(|(swaps, skipped)| {
                         record.sg_swaps = swaps;
@@ -434,7 +434,7 @@ pub(super) async fn isolate_instance(
         _ => None,
     };
     let vpc = describe_vpc(clients, &vpc_id).await?;
-    let (swaps, skipped) = sg_swap(clients, &vpc_id, &enis, params, &endpoints)
+    let (swaps, skipped) = sg_swap(clients, log, &vpc_id, &enis, params, &endpoints)
         .await
         .map_err(|e| match e {
             RungError::NotApplicable(d) => StepError::Refused(d),

@@ -17,6 +17,7 @@ use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, Tag as Ec2Tag
 use super::endpoints::Endpoint;
 use super::ladder::RungError;
 use super::{IsolateParams, SgSwap};
+use crate::actions::ledger::StepLog;
 use crate::actions::{aws, Clients, StepError};
 
 /// Tags that mark the groups this tool creates, so they are found again instead of duplicated.
@@ -295,6 +296,7 @@ async fn groups_of(
 /// Swap the groups of every modifiable ENI. Returns the swaps and, per ENI left alone, why.
 pub(super) async fn sg_swap(
     clients: &Clients,
+    log: StepLog<'_>,
     vpc_id: &str,
     targets: &[SwapTarget],
     params: &IsolateParams,
@@ -356,15 +358,39 @@ pub(super) async fn sg_swap(
     let ours = [quarantine.as_str(), untracking.as_str()];
 
     // The originals are the groups before us: never the responder's own (an earlier, lost
-    // record would otherwise be "restored" to quarantine).
+    // record would otherwise be "restored" to quarantine). An ENI that carries only ours was
+    // swapped by an attempt that died: what it wrote down before swapping says what they were.
+    let mut written_down: Option<Vec<SgSwap>> = None;
     let mut originals = Vec::new();
     for target in &modifiable {
-        let original: Vec<String> = target
+        let mut original: Vec<String> = target
             .groups
             .iter()
             .filter(|g| !ours.contains(&g.as_str()))
             .cloned()
             .collect();
+        if original.is_empty() {
+            if written_down.is_none() {
+                let step = log
+                    .ledger
+                    .get_step(log.finding_id, log.step_key)
+                    .await
+                    .map_err(RungError::Failed)?;
+                written_down = Some(
+                    step.map(|s| s.intended)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|v| serde_json::from_value::<SgSwap>(v).ok())
+                        .collect(),
+                );
+            }
+            original = written_down
+                .iter()
+                .flatten()
+                .find(|s| s.eni_id == target.eni_id)
+                .map(|s| s.original_groups.clone())
+                .unwrap_or_default();
+        }
         if original.is_empty() {
             return Err(RungError::Failed(StepError::Refused(format!(
                 "{} already carries only the responder's groups: its original groups are not known here; release the finding that quarantined it",
@@ -373,6 +399,20 @@ pub(super) async fn sg_swap(
         }
         originals.push((target.eni_id.clone(), original));
     }
+    // Written down before the first change, so release restores them even if this dies.
+    let intents: Vec<serde_json::Value> = originals
+        .iter()
+        .map(|(eni_id, original_groups)| {
+            serde_json::to_value(SgSwap {
+                eni_id: eni_id.clone(),
+                original_groups: original_groups.clone(),
+                quarantine_group: quarantine.clone(),
+                untracking_group: untracking.clone(),
+            })
+            .unwrap_or_default()
+        })
+        .collect();
+    log.intend(&intents).await.map_err(RungError::Failed)?;
     let eni_ids: Vec<String> = originals.iter().map(|(id, _)| id.clone()).collect();
     let put_back = async |done: &[(String, Vec<String>)]| {
         for (eni, groups) in done {
