@@ -561,7 +561,10 @@ async fn a_swap_interrupted_by_a_crash_is_completed_and_released_to_the_original
     let mut restored_to = record.sg_swaps[0].original_groups.clone();
     restored_to.sort();
     assert_eq!(restored_to, original, "{}", retry.to_json_line());
-    assert_eq!(groups_of().await, [swap.quarantine_group.clone()]);
+    assert_eq!(
+        groups_of().await,
+        std::slice::from_ref(&swap.quarantine_group)
+    );
 
     world.responder.release(&finding, "r2").await.unwrap();
     assert_eq!(groups_of().await, original);
