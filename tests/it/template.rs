@@ -35,10 +35,16 @@ fn resolve(value: &Yaml, parameters: &Yaml) -> Value {
 fn patterns() -> Vec<(String, Value)> {
     let template = template();
     let parameters = &template["Parameters"];
-    let events = template["Resources"]["ResponderFunction"]["Properties"]["Events"]
-        .as_mapping()
-        .unwrap();
-    events
+    let functions = ["ResponderFunction", "ReleaseFunction"];
+    functions
+        .iter()
+        .flat_map(|f| {
+            template["Resources"][*f]["Properties"]["Events"]
+                .as_mapping()
+                .unwrap()
+                .clone()
+        })
+        .collect::<Vec<_>>()
         .iter()
         // Schedules carry their own input; the patterns decide which AWS events come in.
         .filter(|(_, event)| event["Type"].as_str() != Some("Schedule"))
@@ -61,7 +67,7 @@ fn the_scheduled_sweep_is_off_by_default_and_its_input_is_a_sweep() {
         template["Parameters"]["SweepQuarantineEntries"]["Default"].as_str(),
         Some("off")
     );
-    let sweep = &template["Resources"]["ResponderFunction"]["Properties"]["Events"]["Sweep"];
+    let sweep = &template["Resources"]["ReleaseFunction"]["Properties"]["Events"]["Sweep"];
     assert_eq!(sweep["Type"].as_str(), Some("Schedule"));
     let input = sweep["Properties"]["Input"].as_str().unwrap();
     let inbound = responder::event::parse_event(input.as_bytes()).unwrap();
@@ -179,6 +185,31 @@ fn every_runtime_sample_reaches_the_function_through_the_finding_rule() {
             rules_matching(&sample(name)),
             ["GuardDutyFinding"],
             "{name}"
+        );
+    }
+}
+
+/// Findings and task state changes reach different functions: a deployment's burst of STOPPED
+/// events never takes the concurrency containment needs.
+#[test]
+fn findings_and_task_events_go_to_separate_functions() {
+    let template = template();
+    let events_of = |function: &str| -> Vec<String> {
+        template["Resources"][function]["Properties"]["Events"]
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(events_of("ResponderFunction"), ["GuardDutyFinding"]);
+    assert_eq!(events_of("ReleaseFunction"), ["TaskStopped", "Sweep"]);
+    for function in ["ResponderFunction", "ReleaseFunction"] {
+        assert!(
+            template["Resources"][function]["Properties"]["ReservedConcurrentExecutions"]
+                .as_u64()
+                .is_some(),
+            "{function} has its own concurrency"
         );
     }
 }
