@@ -34,6 +34,9 @@ pub enum Fault {
     /// Forward (the write happens), then answer HTTP 500 as if the answer was lost: the
     /// client retries a call that already took effect.
     LostAnswer,
+    /// Forward (the write happens), then hold the answer this long: the caller dies (Lambda's
+    /// timeout) after the call took effect and before it learnt so.
+    HangAfter(Duration),
 }
 
 /// Inject `fault` into calls of `operation`: an exact name (`DescribeTasks`), `*` for every
@@ -452,6 +455,14 @@ async fn respond(
             return (
                 server_error(protocol, service),
                 Some("answer lost after the call took effect".to_string()),
+            );
+        }
+        Some(Fault::HangAfter(delay)) => {
+            let answer = forward(state, parts, body).await;
+            tokio::time::sleep(delay).await;
+            return (
+                answer,
+                Some("answer held after the call took effect".to_string()),
             );
         }
         None => {}

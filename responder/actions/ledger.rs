@@ -156,6 +156,9 @@ pub struct StepRecord {
 pub struct StepLog<'a> {
     /// The ledger.
     pub ledger: &'a Ledger,
+    /// What an earlier attempt of the step wrote down before it died or failed: changes that
+    /// may exist already.
+    pub written_down: &'a [Value],
     /// The finding.
     pub finding_id: &'a str,
     /// The step's item (`step#{action}`).
@@ -174,8 +177,12 @@ impl StepLog<'_> {
 /// The answer to "may I run this step?".
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
-    /// Yes: this invocation holds the step until it finishes or the lease runs out.
-    Acquired,
+    /// Yes: this invocation holds the step until it finishes or the lease runs out. An
+    /// earlier attempt that died or failed may have written down changes it was making.
+    Acquired {
+        /// What that attempt wrote down (see [`Ledger::record_intent`]).
+        written_down: Vec<Value>,
+    },
     /// No: it already happened (or was released, or another invocation holds it).
     Taken(StepRecord),
 }
@@ -278,10 +285,14 @@ impl Ledger {
             .expression_attribute_values(":now", s(now.to_rfc3339()))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
+            // The item as it was: an earlier attempt's written-down changes, in the same call.
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(Claim::Acquired),
+            Ok(output) => Ok(Claim::Acquired {
+                written_down: output.attributes().map(intended_of).unwrap_or_default(),
+            }),
             Err(error) => {
                 let conditional = error
                     .as_service_error()
@@ -321,7 +332,12 @@ impl Ledger {
                 .item("pk", s(pk))
                 .item("sk", s(sk))
                 .item("owner", s(&self.owner))
-                .item("lease_until", n(now.timestamp() + lease.as_secs() as i64))
+                // Never past the invocation's own claims: a holder that died is forgotten
+                // by the time Lambda's retry comes.
+                .item(
+                    "lease_until",
+                    n((now.timestamp() + lease.as_secs() as i64).min(self.lease_until(now))),
+                )
                 .item("updated_at", s(now.to_rfc3339()))
                 .condition_expression(
                     "attribute_not_exists(pk) OR lease_until < :now OR #owner = :owner",
@@ -661,17 +677,22 @@ fn step_record(finding_id: &str, item: &HashMap<String, AttributeValue>) -> Opti
         detail: text("detail")
             .and_then(|d| serde_json::from_str(&d).ok())
             .unwrap_or(Value::Null),
-        intended: match item.get("intended") {
-            Some(AttributeValue::L(items)) => items
-                .iter()
-                .filter_map(|i| match i {
-                    AttributeValue::S(text) => serde_json::from_str(text).ok(),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        },
+        intended: intended_of(item),
     })
+}
+
+/// The changes an item's `intended` list wrote down.
+fn intended_of(item: &HashMap<String, AttributeValue>) -> Vec<Value> {
+    match item.get("intended") {
+        Some(AttributeValue::L(items)) => items
+            .iter()
+            .filter_map(|i| match i {
+                AttributeValue::S(text) => serde_json::from_str(text).ok(),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 #[cfg(test)]

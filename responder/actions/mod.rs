@@ -180,6 +180,8 @@ pub struct StepContext<'a> {
     pub rule: &'a str,
     /// The ledger of this response.
     pub ledger: &'a Ledger,
+    /// What an earlier attempt of this step wrote down before it died or failed.
+    pub written_down: &'a [serde_json::Value],
     /// What earlier phases produced.
     pub earlier: &'a Earlier,
     /// The report as it stands (outcomes so far): what `notify` sends.

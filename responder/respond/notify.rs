@@ -53,9 +53,9 @@ impl Invocation<'_> {
                     already_reason(&record)
                 ))
             }
-            Ok(Claim::Acquired) => {}
+            Ok(Claim::Acquired { .. }) => {}
         }
-        let ctx = self.context(step, ledger, &progress.earlier, report);
+        let ctx = self.context(step, ledger, &[], &progress.earlier, report);
         let (status, outcome, stored) = match run_action(&step.spec, &ctx).await {
             Ok(output) => {
                 let stored = serde_json::to_value(&output).unwrap_or_default();

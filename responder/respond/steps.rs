@@ -204,7 +204,7 @@ impl Invocation<'_> {
         let finding_id = &self.incident.finding_id;
         if let Some(ledger) = ledger {
             match ledger.claim(finding_id, "lock", &plan.rule).await {
-                Ok(Claim::Acquired) => {}
+                Ok(Claim::Acquired { .. }) => {}
                 Ok(Claim::Taken(holder)) => {
                     let reason = format!(
                         "another invocation ({}) is responding to this finding right now",
@@ -336,6 +336,7 @@ impl Invocation<'_> {
         &'a self,
         step: &'a Step,
         ledger: &'a Ledger,
+        written_down: &'a [Value],
         earlier: &'a Earlier,
         report: &'a Report,
     ) -> StepContext<'a> {
@@ -346,6 +347,7 @@ impl Invocation<'_> {
             raw_finding: self.raw,
             rule: &step.rule,
             ledger,
+            written_down,
             earlier,
             report,
         }
@@ -374,12 +376,12 @@ impl Invocation<'_> {
         };
         let finding_id = &self.incident.finding_id;
         let key = format!("step#{}", step.action.name());
-        match ledger.claim(finding_id, &key, &step.rule).await {
+        let written_down = match ledger.claim(finding_id, &key, &step.rule).await {
             Err(error) => return StepRun::failed(&error),
             Ok(Claim::Taken(record)) => return already_recorded(step.action, record, started),
-            Ok(Claim::Acquired) => {}
-        }
-        let ctx = self.context(step, ledger, &progress.earlier, report);
+            Ok(Claim::Acquired { written_down }) => written_down,
+        };
+        let ctx = self.context(step, ledger, &written_down, &progress.earlier, report);
         let (status, outcome, stored) = match run_action(&step.spec, &ctx).await {
             Ok(output) => {
                 let stored = serde_json::to_value(&output).unwrap_or_default();

@@ -5,6 +5,7 @@ use emulator::proxy::{Fault, FaultRule};
 use std::time::{Duration, SystemTime};
 
 use responder::actions::ledger::{Claim, Ledger, LEASE_MARGIN};
+use responder::network::reach::{DestinationClass, Verdict};
 use responder::report::Outcome;
 use serde_json::json;
 
@@ -285,7 +286,7 @@ async fn concurrent_claims_of_one_step_have_exactly_one_winner() {
     for key in &keys {
         let won = claims
             .iter()
-            .filter(|(k, c)| k == key && matches!(c, Ok(Claim::Acquired)))
+            .filter(|(k, c)| k == key && matches!(c, Ok(Claim::Acquired { .. })))
             .count();
         assert_eq!(won, 1, "{key}: {won} invocations claimed it");
     }
@@ -307,7 +308,7 @@ async fn a_claim_whose_answer_was_lost_is_still_ours() {
         400,
     );
     let claim = ledger.claim("lost-answer", "step#evidence", "r").await;
-    assert!(matches!(claim, Ok(Claim::Acquired)), "{claim:?}");
+    assert!(matches!(claim, Ok(Claim::Acquired { .. })), "{claim:?}");
     let attempts: Vec<u16> = world
         .proxy
         .calls()
@@ -331,4 +332,149 @@ async fn a_claim_whose_answer_was_lost_is_still_ours() {
         .unwrap();
     let again = ledger.claim("lost-answer", "step#evidence", "r").await;
     assert!(matches!(again, Ok(Claim::Taken(_))), "{again:?}");
+}
+
+/// Where Lambda kills an invocation: at a call, before it reaches AWS or after it took effect.
+#[derive(Debug, Clone, Copy)]
+enum Kill {
+    Before,
+    After,
+}
+
+/// Lambda kills the invocation at each mutating step in turn (its timeout; an OOM), before the
+/// call takes effect and after; retries come as Lambda's do, after the dead invocation's claims
+/// ended. Every step ends done, nothing is made twice, and people are told: exactly once,
+/// except when the kill fell between SNS accepting the message and the ledger recording it,
+/// where the retry cannot know and tells again (at least once, never lost).
+#[tokio::test]
+async fn an_invocation_killed_at_any_step_is_finished_by_its_retries() {
+    let cases = [
+        ("CreateNetworkAclEntry", Kill::Before),
+        ("CreateNetworkAclEntry", Kill::After),
+        ("PUT /", Kill::Before),
+        ("PUT /", Kill::After),
+        ("TagResource", Kill::Before),
+        ("TagResource", Kill::After),
+        ("Publish", Kill::Before),
+        ("Publish", Kill::After),
+    ];
+    let runs = cases
+        .iter()
+        .map(|&(operation, kill)| killed_at(operation, kill));
+    let failures: Vec<String> = futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// One kill and its retries; `Some(why)` when the outcome is wrong.
+async fn killed_at(operation: &str, kill: Kill) -> Option<String> {
+    let world = World::new(1).await;
+    let case = format!("killed {kill:?} {operation}");
+    let event = world.miner_event(0, 41);
+    let operation = match operation {
+        "PUT /" => format!("PUT /{}/*", world.fixture.bucket),
+        other => other.to_string(),
+    };
+    let hang = Duration::from_secs(30);
+    let fault = match kill {
+        Kill::Before => Fault::Latency(hang),
+        Kill::After => Fault::HangAfter(hang),
+    };
+    world
+        .proxy
+        .configure(|c| c.rules.push(FaultRule::new(&operation, fault, Some(1))));
+    let deadline = SystemTime::now() + Duration::from_secs(2);
+    let dying = world.respond_until(&event, "killed", None, Some(deadline));
+    if tokio::time::timeout(Duration::from_millis(2500), dying)
+        .await
+        .is_ok()
+    {
+        return Some(format!("{case}: the invocation never reached the call"));
+    }
+    let lease_over = deadline + LEASE_MARGIN + Duration::from_millis(1100);
+    if let Ok(wait) = lease_over.duration_since(SystemTime::now()) {
+        tokio::time::sleep(wait).await;
+    }
+    let mut last = None;
+    let mut history = Vec::new();
+    for attempt in 1..=3 {
+        let retry = world
+            .respond_until(
+                &event,
+                &format!("retry-{attempt}"),
+                None,
+                Some(SystemTime::now() + Duration::from_secs(60)),
+            )
+            .await;
+        let retryable = retry.retryable;
+        history.push(retry.report.to_json_line());
+        last = Some(retry.report);
+        if !retryable {
+            break;
+        }
+    }
+    let report = last?;
+    let json = report.to_json_line();
+    for step in ["isolate", "evidence", "tag", "notify"] {
+        let finished =
+            is_done(&report, step) || skipped_reason(&report, step).starts_with("already done");
+        if !finished {
+            return Some(format!("{case}: {step} did not end done: {json}"));
+        }
+    }
+    if report.execution.as_ref().is_some_and(|e| e.retryable) {
+        return Some(format!(
+            "{case}: still retryable after three retries: {json}"
+        ));
+    }
+    // Made once: the quarantine's four entries, no more (the model judges them below).
+    let ours: Vec<_> = world
+        .acl_state()
+        .await
+        .into_iter()
+        .filter(|e| e["rule"].as_i64().is_some_and(|r| (1..=99).contains(&r)))
+        .collect();
+    if ours.len() != 4 {
+        return Some(format!(
+            "{case}: {} quarantine entries: {ours:?}",
+            ours.len()
+        ));
+    }
+    let open: Vec<_> = world
+        .reachability(0)
+        .await
+        .into_iter()
+        .filter(|r| {
+            r.verdict == Verdict::Open
+                && !matches!(
+                    r.class,
+                    DestinationClass::SameSubnet
+                        | DestinationClass::Dns
+                        | DestinationClass::LinkLocalServices
+                )
+        })
+        .collect();
+    if !open.is_empty() {
+        return Some(format!("{case}: still reachable: {open:?}"));
+    }
+    let notes = world.notifications().await;
+    let told = notes
+        .iter()
+        .filter(|n| n.subject.contains("contained"))
+        .count();
+    let allowed = match (operation.as_str(), kill) {
+        ("Publish", Kill::After) => 1..=2,
+        _ => 1..=1,
+    };
+    if !allowed.contains(&notes.len()) || told != notes.len() {
+        let subjects: Vec<_> = notes.iter().map(|n| n.subject.clone()).collect();
+        return Some(format!(
+            "{case}: notifications {subjects:?} after {}",
+            history.join("\n")
+        ));
+    }
+    None
 }

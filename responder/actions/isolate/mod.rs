@@ -88,6 +88,7 @@ impl Action for Isolate {
             ledger: ctx.ledger,
             finding_id: &incident.finding_id,
             step_key: STEP_KEY,
+            written_down: ctx.written_down,
         };
         let output = match &incident.target {
             Target::EcsTask(task) => {

@@ -111,11 +111,24 @@ async fn allocate(
     workload: &Workload,
     limits: &Limits,
 ) -> Result<(Vec<Acl>, quarantine::Plan, Vec<NaclEntry>), RungError> {
+    // Entries an earlier attempt of this step wrote down before making them, then died (or
+    // failed before rolling back): those that exist exactly as written are ours, kept rather
+    // than made twice.
+    let written_down: Vec<NaclEntry> = log
+        .written_down
+        .iter()
+        .filter_map(|v| serde_json::from_value(v.clone()).ok())
+        .collect();
     let mut last_error = None;
     for _ in 0..ATTEMPTS {
         let mut fresh = vpc.clone();
         fresh.acls = describe_acls(clients, &vpc.vpc_id).await?;
-        let plan = quarantine::plan(&fresh, workload, limits).map_err(|refusals| {
+        // Plan as if our earlier entries were not there, so the plan picks the same numbers
+        // and only what is missing is made.
+        let (view, adopted) = without_entries(&fresh.acls, &written_down);
+        let mut planning = fresh.clone();
+        planning.acls = view;
+        let plan = quarantine::plan(&planning, workload, limits).map_err(|refusals| {
             let why: Vec<String> = refusals
                 .iter()
                 .map(|r| format!("{}: {}", r.acl_id, r.why))
@@ -125,34 +138,46 @@ async fn allocate(
                 why.join("; ")
             )))
         })?;
+        let (kept, to_make): (Vec<&PlannedEntry>, Vec<&PlannedEntry>) = plan
+            .entries
+            .iter()
+            .partition(|e| adopted.contains(&recorded(e)));
+        let stale: Vec<NaclEntry> = adopted
+            .iter()
+            .filter(|a| !plan.entries.iter().any(|e| recorded(e) == **a))
+            .cloned()
+            .collect();
         // Written down before they exist: if this invocation dies while they are being made,
         // `release` still finds them.
-        let intents: Vec<serde_json::Value> = plan
-            .entries
+        let intents: Vec<serde_json::Value> = to_make
             .iter()
             .map(|e| serde_json::to_value(recorded(e)).unwrap_or_default())
             .collect();
         log.intend(&intents).await?;
-        let results =
-            futures::future::join_all(plan.entries.iter().map(|e| create(clients, e))).await;
-        let mut created = Vec::new();
+        let results = futures::future::join_all(to_make.iter().map(|e| create(clients, e))).await;
+        let mut created: Vec<NaclEntry> = kept.iter().map(|e| recorded(e)).collect();
+        let mut made = Vec::new();
         let mut error = None;
-        for (planned, result) in plan.entries.iter().zip(results) {
+        for (planned, result) in to_make.iter().zip(results) {
             match result {
-                Ok(()) => created.push(recorded(planned)),
+                Ok(()) => made.push(recorded(planned)),
                 Err(e) => {
                     error.get_or_insert(e);
                 }
             }
         }
         let Some(error) = error else {
+            // Ours, but no longer what the task needs (the subnets changed meanwhile).
+            remove_entries(clients, &stale).await;
+            created.append(&mut made);
             return Ok((fresh.acls, plan, created));
         };
         // Never leave a half-applied quarantine behind.
-        remove_entries(clients, &created).await;
+        remove_entries(clients, &made).await;
         let taken =
             matches!(&error, StepError::Aws { code, .. } if code == "NetworkAclEntryAlreadyExists");
         if !taken {
+            remove_entries(clients, &adopted).await;
             return Err(RungError::Failed(error));
         }
         // Someone outside the lock took a number meanwhile: describe again and re-plan.
@@ -161,6 +186,35 @@ async fn allocate(
     Err(RungError::Failed(last_error.unwrap_or_else(|| {
         StepError::Refused("rule numbers kept being taken".to_string())
     })))
+}
+
+/// The ACLs without the entries in `ours` that exist exactly as recorded, and those entries.
+fn without_entries(acls: &[Acl], ours: &[NaclEntry]) -> (Vec<Acl>, Vec<NaclEntry>) {
+    let mut found = Vec::new();
+    let view = acls
+        .iter()
+        .map(|acl| {
+            let mut acl = acl.clone();
+            acl.entries.retain(|entry| {
+                let existing = recorded(&PlannedEntry {
+                    acl_id: acl.id.clone(),
+                    rule_number: entry.rule_number,
+                    egress: entry.egress,
+                    allow: entry.allow,
+                    cidr: entry.cidr,
+                    protocol: entry.protocol,
+                    ports: entry.ports,
+                });
+                let mine = entry.icmp.is_none() && ours.contains(&existing);
+                if mine {
+                    found.push(existing);
+                }
+                !mine
+            });
+            acl
+        })
+        .collect();
+    (view, found)
 }
 
 fn recorded(planned: &PlannedEntry) -> NaclEntry {

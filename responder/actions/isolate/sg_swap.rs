@@ -360,7 +360,11 @@ pub(super) async fn sg_swap(
     // The originals are the groups before us: never the responder's own (an earlier, lost
     // record would otherwise be "restored" to quarantine). An ENI that carries only ours was
     // swapped by an attempt that died: what it wrote down before swapping says what they were.
-    let mut written_down: Option<Vec<SgSwap>> = None;
+    let written_down: Vec<SgSwap> = log
+        .written_down
+        .iter()
+        .filter_map(|v| serde_json::from_value::<SgSwap>(v.clone()).ok())
+        .collect();
     let mut originals = Vec::new();
     for target in &modifiable {
         let mut original: Vec<String> = target
@@ -370,23 +374,8 @@ pub(super) async fn sg_swap(
             .cloned()
             .collect();
         if original.is_empty() {
-            if written_down.is_none() {
-                let step = log
-                    .ledger
-                    .get_step(log.finding_id, log.step_key)
-                    .await
-                    .map_err(RungError::Failed)?;
-                written_down = Some(
-                    step.map(|s| s.intended)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter_map(|v| serde_json::from_value::<SgSwap>(v).ok())
-                        .collect(),
-                );
-            }
             original = written_down
                 .iter()
-                .flatten()
                 .find(|s| s.eni_id == target.eni_id)
                 .map(|s| s.original_groups.clone())
                 .unwrap_or_default();
