@@ -11,7 +11,8 @@ use crate::finding::{Finding, GUARDDUTY_DETAIL_TYPE, GUARDDUTY_SOURCE};
 type Envelope = EventBridgeEvent<Option<Value>>;
 use crate::incident::{Incident, IncidentError};
 
-/// EventBridge caps an event at 256 KiB; anything far larger is not an event we were sent.
+/// EventBridge and Lambda's asynchronous payloads cap an event at 1 MB (256 KiB before 2026);
+/// anything larger is not an event we were sent.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 
 /// A file of many events (pages of `get-findings`, a log export) may be larger; each event in
@@ -95,7 +96,7 @@ pub enum EventError {
     #[error("the input is {0} bytes; split it into files of at most 64 MiB")]
     InputTooLarge(usize),
     /// The event is larger than `MAX_EVENT_BYTES` (its size in bytes).
-    #[error("the event is {0} bytes; EventBridge events are at most 256 KiB")]
+    #[error("the event is {0} bytes; EventBridge events are at most 1 MB")]
     TooLarge(usize),
     /// The input is not valid JSON.
     #[error("the event is not valid JSON (line {line}, column {column}): {message}")]

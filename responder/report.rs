@@ -192,6 +192,9 @@ pub struct Report {
     /// Set when the event could not be handled; the CLI then exits with status 2.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What ECS's scheduler will do with a contained service task, from the service's settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ecs_outlook: Option<crate::actions::scheduler::EcsOutlook>,
     /// How the plan was carried out (absent for a plan that was only printed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub execution: Option<Execution>,
@@ -245,6 +248,7 @@ impl Report {
             skip_code: None,
             notes: Vec::new(),
             error: Some(error.to_string()),
+            ecs_outlook: None,
             execution: None,
         }
     }
@@ -311,6 +315,7 @@ impl Report {
             skip_code,
             notes,
             error: None,
+            ecs_outlook: None,
             execution: None,
         }
     }

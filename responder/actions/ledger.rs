@@ -151,6 +151,23 @@ pub struct StepRecord {
     pub intended: Vec<Value>,
 }
 
+impl StepRecord {
+    /// Claimed by an invocation whose lease still runs. A claim whose lease ran out belongs to
+    /// an attempt that died (and whose retries may all have failed): what it made is released
+    /// like a failed step's, never kept "in progress" for ever.
+    pub fn held(&self) -> bool {
+        self.status == StepStatus::Claimed && self.lease_until >= Utc::now().timestamp()
+    }
+
+    /// The status as the step stands: an expired claim counts as failed.
+    pub fn standing(&self) -> StepStatus {
+        match self.status {
+            StepStatus::Claimed if !self.held() => StepStatus::Failed,
+            status => status,
+        }
+    }
+}
+
 /// One claimed step of one finding, for writing down the changes it is about to make.
 #[derive(Clone, Copy)]
 pub struct StepLog<'a> {
@@ -475,8 +492,13 @@ impl Ledger {
             .key("pk", s(finding_pk(finding_id)))
             .key("sk", s(step_key))
             .update_expression("SET #status = :released, released = :detail, updated_at = :now")
-            .condition_expression("#status IN (:done, :failed)")
+            // A claim whose lease ran out is a dead attempt's: released like a failed step.
+            .condition_expression(
+                "#status IN (:done, :failed) OR (#status = :claimed AND lease_until < :epoch)",
+            )
             .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":claimed", s("claimed"))
+            .expression_attribute_values(":epoch", n(Utc::now().timestamp()))
             .expression_attribute_values(":released", s("released"))
             .expression_attribute_values(":done", s("done"))
             .expression_attribute_values(":failed", s("failed"))

@@ -16,6 +16,8 @@ pub mod notify;
 mod registry;
 pub mod release;
 pub mod revoke_sessions;
+pub mod scale;
+pub mod scheduler;
 pub mod snapshot;
 pub mod stop;
 pub mod sweep;
@@ -194,6 +196,7 @@ pub const COMPONENT_PERMISSIONS: &[(&str, &[&str])] = &[
     ("release", release::PERMISSIONS),
     ("exemption guardrail", workload::SERVICE_PERMISSIONS),
     ("sweep", sweep::PERMISSIONS),
+    ("ECS outlook", scheduler::PERMISSIONS),
 ];
 
 /// Grants the function needs that no code of ours calls: the platform uses them on its behalf.

@@ -184,6 +184,7 @@ registry! {
     Tag => super::tag::Tag,
     Deregister => super::deregister::Deregister,
     Stop => super::stop::Stop,
+    ScaleService => super::scale::ScaleService,
     Notify => super::notify::Notify,
 }
 

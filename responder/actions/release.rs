@@ -23,6 +23,9 @@ pub const PERMISSIONS: &[&str] = &[
     "ec2:DescribeNetworkInterfaces",
     "ec2:ModifyNetworkInterfaceAttribute",
     "ecs:TagResource",
+    // scale-service: the count put back
+    "ecs:DescribeServices",
+    "ecs:UpdateService",
 ];
 
 /// What a release undid, and what it left alone and why.

@@ -107,12 +107,14 @@ pub fn ecs_task_json(task: &aws_sdk_ecs::types::Task) -> Value {
 }
 
 /// What DescribeServices says about a task's service.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServiceFacts {
     /// The service's tags, as key and value.
     pub tags: Vec<(String, String)>,
     /// The service as JSON, for evidence.
     pub raw: Value,
+    /// The service as ECS described it.
+    pub service: aws_sdk_ecs::types::Service,
 }
 
 /// DescribeServices (with tags) for the task's service; `Ok(None)` when the task has no
@@ -149,6 +151,7 @@ pub async fn describe_service(
             })).collect::<Vec<_>>(),
             "tags": s.tags().iter().map(|t| json!({"key": t.key(), "value": t.value()})).collect::<Vec<_>>(),
         }),
+        service: s.clone(),
     }))
 }
 

@@ -133,7 +133,7 @@ pub enum SkipReason {
 }
 
 /// How the plan's note on ECS's own replacement of a quarantined service task begins.
-const ECS_NOTE: &str = "ECS acts too:";
+pub(crate) const ECS_NOTE: &str = "ECS acts too:";
 /// How the plan's note on a service-wide lockdown begins.
 const LOCKDOWN_NOTE: &str = "isolate may lock down the security groups of service";
 
@@ -450,14 +450,15 @@ pub fn plan(incident: &Incident, playbooks: &PlaybookSet) -> Decision {
         }
     }
 
-    // ECS acts too: a quarantined service task fails its health checks, and the scheduler
-    // starts a replacement from the same task definition and then stops this one (ECS
-    // developer guide, "Amazon ECS services"). Say so where people read the plan.
+    // ECS acts too: a service task that fails its load balancer's health checks (which a
+    // quarantine can cut) is replaced from the same task definition — the replacement first when
+    // maximumPercent allows — and then stopped (ECS developer guide, "Deploy Amazon ECS services
+    // by replacing tasks"). The executor replaces this note with the service's own numbers.
     let isolates = steps.iter().any(|s| s.action == ActionName::Isolate);
     if let (true, Target::EcsTask(task)) = (isolates, &incident.target) {
         if let Some(service) = &task.service {
             notes.push(format!(
-                "{ECS_NOTE} this task belongs to service {service}; if the service has load balancer or container health checks, the quarantined task fails them, and the service scheduler starts a replacement from the same task definition ({}) — same image, possibly compromised the same way — then stops this task, usually within minutes, with its in-memory state (StopTask also deletes the task's tags); evidence is preserved before that",
+                "{ECS_NOTE} this task belongs to service {service}; if the quarantine cuts its load balancer's health checks, ECS counts it unhealthy, starts a replacement from the same task definition ({}) — same image, possibly compromised the same way — when maximum percent allows (otherwise after stopping it), and stops this task, usually within minutes, with its in-memory state (StopTask also deletes the task's tags); container health checks run inside the task and fail only if they need the network; evidence is preserved before that",
                 task.task_definition_arn.as_deref().unwrap_or("unknown")
             ));
         }

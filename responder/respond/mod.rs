@@ -59,7 +59,7 @@ impl Responder {
             Ledger::new(
                 self.clients.dynamodb.clone(),
                 table,
-                invocation_id,
+                attempt_owner(invocation_id),
                 self.config.audit_ttl_days,
             )
             .with_deadline(deadline)
@@ -201,4 +201,14 @@ impl Responder {
         );
         Response { report, retryable }
     }
+}
+
+/// The owner of this attempt's claims: the invocation id and a value of its own. Lambda keeps
+/// the request id across retries, and AWS does not say that two concurrent deliveries of one
+/// event never share it; a claim is this attempt's only if this attempt made it. (A retry finds
+/// the dead attempt's claims expired: they end with its deadline.)
+fn attempt_owner(invocation_id: &str) -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let nonce = RandomState::new().hash_one(std::time::SystemTime::now()) & 0xffff_ffff;
+    format!("{invocation_id}~{nonce:08x}")
 }

@@ -2,13 +2,14 @@
 //! every finding of a task (`responder release TASK_ARN`, and the task's STOPPED event, where
 //! only the ACL entries matter: they would block the next task given the same IP).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::steps::recorded_isolation;
 use super::Responder;
 use crate::actions::isolate::{ContainmentRecord, NaclEntry, SgSwap};
 use crate::actions::ledger::{Ledger, StepRecord, StepStatus};
 use crate::actions::release::{release, ReleaseOutput};
+use crate::actions::scale::{self, ScaleOutput, ServiceScale};
 use crate::actions::tag::mark_task_state;
 use crate::actions::{StepError, ENV_TABLE};
 
@@ -27,7 +28,7 @@ impl ReleaseSummary {
     pub fn nothing_recorded(&self) -> bool {
         self.findings
             .iter()
-            .all(|f| f.result == ReleaseResult::NothingRecorded)
+            .all(|f| f.result == ReleaseResult::NothingRecorded && f.service_scale.is_none())
     }
 
     /// One line per finding, for people.
@@ -51,6 +52,13 @@ impl ReleaseSummary {
                 }
             };
             lines.push(format!("finding {}: {what}", finding.finding_id));
+            if let Some(scale) = &finding.service_scale {
+                lines.push(format!(
+                    "finding {}: {}",
+                    finding.finding_id,
+                    scale.summary()
+                ));
+            }
         }
         lines.join("\n") + "\n"
     }
@@ -64,6 +72,37 @@ pub struct FindingRelease {
     /// What happened.
     #[serde(flatten)]
     pub result: ReleaseResult,
+    /// The service's desired count, when `scale-service` lowered it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_scale: Option<ScaleRelease>,
+}
+
+/// A scaled-in service's desired count, put back or left alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScaleRelease {
+    /// The service.
+    pub service: String,
+    /// Its desired count after the release.
+    pub desired_count: Option<i32>,
+    /// Put back to what it was before the finding.
+    pub restored: bool,
+    /// Why not, when not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+impl ScaleRelease {
+    /// One line for people.
+    pub fn summary(&self) -> String {
+        match (&self.why, self.desired_count) {
+            (None, Some(n)) => format!("service {} scaled back to {n}", self.service),
+            (why, _) => format!(
+                "service {} left as it is: {}",
+                self.service,
+                why.as_deref().unwrap_or("unknown")
+            ),
+        }
+    }
 }
 
 /// What happened to one finding's containment.
@@ -145,7 +184,7 @@ impl Responder {
             None => ReleaseResult::NothingRecorded,
             // Isolation is still under way: what it adds must be released too, so this waits
             // for it (the STOPPED event is retried; a person is told to try again).
-            Some(step) if step.status == StepStatus::Claimed => {
+            Some(step) if step.held() => {
                 return Err(StepError::InProgress(format!(
                     "finding {finding_id} is being isolated right now (by {}); release once it has finished",
                     step.owner
@@ -175,10 +214,87 @@ impl Responder {
                 }
             },
         };
+        // A stopped task's event releases only what blocks its address; the service's count
+        // is for a person's `release`.
+        let service_scale = if nacl_only {
+            None
+        } else {
+            self.release_scale(finding_id, ledger).await?
+        };
         Ok(FindingRelease {
             finding_id: finding_id.to_string(),
             result,
+            service_scale,
         })
+    }
+
+    /// Put a scaled-in service back to its count, unless someone changed the count since.
+    async fn release_scale(
+        &self,
+        finding_id: &str,
+        ledger: &Ledger,
+    ) -> Result<Option<ScaleRelease>, StepError> {
+        let Some(step) = ledger.get_step(finding_id, scale::STEP_KEY).await? else {
+            return Ok(None);
+        };
+        match step.standing() {
+            StepStatus::Released => return Ok(None),
+            StepStatus::Claimed => {
+                return Err(StepError::InProgress(format!(
+                    "finding {finding_id}'s service is being scaled right now (by {}); release once it has finished",
+                    step.owner
+                )))
+            }
+            StepStatus::Done | StepStatus::Failed => {}
+        }
+        let scaled = match serde_json::from_value::<ScaleOutput>(step.detail.clone()) {
+            Ok(ScaleOutput::Scaled(scale)) => Some(scale),
+            _ => step
+                .intended
+                .iter()
+                .find_map(|v| serde_json::from_value::<ServiceScale>(v.clone()).ok()),
+        };
+        let Some(scale) = scaled else {
+            return Ok(None);
+        };
+        let now = scale::desired_count(&self.clients, &scale.cluster_arn, &scale.service).await?;
+        let result = match now {
+            Some(count) if count == scale.desired_count => {
+                scale::set_desired_count(
+                    &self.clients,
+                    &scale.cluster_arn,
+                    &scale.service,
+                    scale.previous_desired_count,
+                )
+                .await?;
+                ScaleRelease {
+                    service: scale.service,
+                    desired_count: Some(scale.previous_desired_count),
+                    restored: true,
+                    why: None,
+                }
+            }
+            Some(count) => ScaleRelease {
+                service: scale.service,
+                desired_count: Some(count),
+                restored: false,
+                why: Some(format!(
+                    "its desired count is {count}, not the {} this response set: someone changed it since",
+                    scale.desired_count
+                )),
+            },
+            None => ScaleRelease {
+                service: scale.service,
+                desired_count: None,
+                restored: false,
+                why: Some("ECS no longer knows the service".to_string()),
+            },
+        };
+        let stored = serde_json::to_value(&result).unwrap_or_default();
+        ledger
+            .mark_released(finding_id, scale::STEP_KEY, &stored)
+            .await?;
+        Ok(Some(result))
     }
 }
 

@@ -107,6 +107,8 @@ pub(super) struct Progress {
     pub(super) earlier: Earlier,
     containment_ms: Option<u64>,
     exempt_on: Option<String>,
+    /// The task's service as DescribeServices gave it (read for the exemption guardrail).
+    service: Option<workload::ServiceFacts>,
 }
 
 impl Progress {
@@ -249,7 +251,7 @@ impl Invocation<'_> {
             .iter()
             .any(|s| s.action.is_containment() && s.mode == Mode::Enforce)
         {
-            progress.exempt_on = self.service_exemption().await;
+            (progress.exempt_on, progress.service) = self.service_exemption().await;
         }
         for step in in_phase(Phase::Contain) {
             let run = self.run_step(step, progress, report).await;
@@ -261,18 +263,32 @@ impl Invocation<'_> {
             progress.absorb(step.action, run);
         }
 
-        // 2. Preserve, concurrently: each step's outcome is independent of the others'.
-        let runs =
-            {
-                let view: &Progress = progress;
-                let report: &Report = report;
+        // 2. Preserve, concurrently: each step's outcome is independent of the others'. What
+        // ECS's scheduler will do next is read alongside, for the notification.
+        let (runs, outlook) = {
+            let view: &Progress = progress;
+            let report: &Report = report;
+            tokio::join!(
                 futures::future::join_all(in_phase(Phase::Preserve).map(|step| async move {
                     (step.action, self.run_step(step, view, report).await)
-                }))
-                .await
-            };
+                })),
+                self.ecs_outlook(view)
+            )
+        };
         for (action, run) in runs {
             progress.absorb(action, run);
+        }
+        if let Some(outlook) = outlook {
+            let forecast = match &outlook {
+                Ok(outlook) => format!("ECS next: {}", outlook.forecast),
+                Err(error) => format!("ECS next: not known ({error}); a service task that fails its health checks is replaced from the same task definition"),
+            };
+            // The plan's general note gives way to the service's own numbers.
+            report
+                .notes
+                .retain(|n| !n.starts_with(crate::plan::ECS_NOTE));
+            report.notes.push(forecast);
+            report.ecs_outlook = outlook.ok();
         }
 
         // 3. Stop: planned, or the isolate fallback when isolation failed.
@@ -294,6 +310,11 @@ impl Invocation<'_> {
             let run = self.run_step(&stop_step, progress, report).await;
             progress.absorb(ActionName::Stop, run);
         }
+        // Then the rest of the phase (scale-service): after the task is stopped, if it is.
+        for step in in_phase(Phase::Stop).filter(|s| s.action != ActionName::Stop) {
+            let run = self.run_step(step, progress, report).await;
+            progress.absorb(step.action, run);
+        }
 
         // 4. Notify, last, with everything above in the message.
         if let Some(notify_step) = in_phase(Phase::Notify).next() {
@@ -304,31 +325,55 @@ impl Invocation<'_> {
         progress.write(report, &steps);
     }
 
-    /// Is the task's service tagged exempt? (Service tags are not in findings.)
-    async fn service_exemption(&self) -> Option<String> {
+    /// Is the task's service tagged exempt? (Service tags are not in findings.) Also returns
+    /// the service, for what ECS will do next.
+    async fn service_exemption(&self) -> (Option<String>, Option<workload::ServiceFacts>) {
         let Target::EcsTask(task) = &self.incident.target else {
-            return None;
+            return (None, None);
         };
         let tag = &self.responder.playbooks.guardrails.exempt_tag;
         match workload::describe_service(&self.responder.clients, task).await {
-            Ok(service) => service
-                .filter(|s| {
-                    s.tags
-                        .iter()
-                        .any(|(k, v)| *k == tag.key && v.eq_ignore_ascii_case(&tag.value))
-                })
-                .map(|_| {
-                    format!(
-                        "exempt: tag {tag} on service {}; containment skipped",
-                        task.service.as_deref().unwrap_or("?")
-                    )
-                }),
+            Ok(service) => {
+                let exempt = service
+                    .as_ref()
+                    .filter(|s| {
+                        s.tags
+                            .iter()
+                            .any(|(k, v)| *k == tag.key && v.eq_ignore_ascii_case(&tag.value))
+                    })
+                    .map(|_| {
+                        format!(
+                            "exempt: tag {tag} on service {}; containment skipped",
+                            task.service.as_deref().unwrap_or("?")
+                        )
+                    });
+                (exempt, service)
+            }
             Err(error) => {
                 // Not knowing must not block containment of a live threat; say so.
                 tracing::warn!(error = %error, "service tags unknown; exemption not checked");
-                None
+                (None, None)
             }
         }
+    }
+
+    /// What ECS's scheduler will do with a service task this response contained: only when
+    /// containment ran here and the task has a service.
+    async fn ecs_outlook(
+        &self,
+        progress: &Progress,
+    ) -> Option<Result<crate::actions::scheduler::EcsOutlook, StepError>> {
+        let Target::EcsTask(task) = &self.incident.target else {
+            return None;
+        };
+        let service = progress.service.as_ref().filter(|_| {
+            progress.exempt_on.is_none()
+                && progress.states.get(&ActionName::Isolate) == Some(&StepState::Done)
+        })?;
+        Some(
+            crate::actions::scheduler::outlook(&self.responder.clients, task, &service.service)
+                .await,
+        )
     }
 
     /// The context a step's `run` sees.

@@ -155,7 +155,7 @@ fn recorded(step: &StepRecord) -> Option<Recorded> {
     Some(Recorded {
         finding_id: step.finding_id.clone(),
         target: record.target.clone(),
-        status: step.status,
+        status: step.standing(),
         entries: record
             .nacl_entries
             .iter()

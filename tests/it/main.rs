@@ -12,5 +12,6 @@ mod layouts;
 mod modes;
 mod preflight;
 mod release;
+mod scheduler;
 mod support;
 mod template;

@@ -581,3 +581,68 @@ async fn a_swap_interrupted_by_a_crash_is_completed_and_released_to_the_original
     world.responder.release(&finding, "r2").await.unwrap();
     assert_eq!(groups_of().await, original);
 }
+
+/// An invocation died while isolating and every retry failed too: its claim ran out long ago.
+/// `release` does not wait for it for ever; it removes what the dead attempt wrote down.
+#[tokio::test]
+async fn a_dead_attempts_expired_claim_is_released_not_kept_in_progress() {
+    use aws_sdk_ec2::types::RuleAction;
+    use responder::actions::ledger::{Claim, Ledger, StepLog, LEASE_MARGIN};
+    use std::time::{Duration, SystemTime};
+    let world = World::new(1).await;
+    let before = world.acl_state().await;
+    let finding = world.finding_id(46);
+    let task_ip = world.fixture.tasks[0].ip.clone();
+    let deadline = SystemTime::now() + Duration::from_secs(1);
+    let dead = Ledger::new(
+        world.clients.dynamodb.clone(),
+        world.fixture.table.clone(),
+        "died",
+        1,
+    )
+    .with_deadline(Some(deadline));
+    assert!(matches!(
+        dead.claim(&finding, "step#isolate", "ecs-task-high").await,
+        Ok(Claim::Acquired { .. })
+    ));
+    let entry = json!({"acl_id": world.fixture.private_acl_id, "rule_number": 91, "egress": false,
+        "cidr": format!("{task_ip}/32"), "ipv6": false, "action": "deny", "protocol": "-1"});
+    StepLog {
+        ledger: &dead,
+        finding_id: &finding,
+        step_key: "step#isolate",
+        written_down: &[],
+    }
+    .intend(std::slice::from_ref(&entry))
+    .await
+    .unwrap();
+    world
+        .clients
+        .ec2
+        .create_network_acl_entry()
+        .network_acl_id(&world.fixture.private_acl_id)
+        .rule_number(91)
+        .egress(false)
+        .protocol("-1")
+        .rule_action(RuleAction::Deny)
+        .cidr_block(format!("{task_ip}/32"))
+        .send()
+        .await
+        .unwrap();
+
+    // While the claim holds, release waits for the isolation.
+    let early = world.responder.release(&finding, "release").await;
+    assert!(early.is_err(), "{early:?}");
+
+    let wait = (deadline + LEASE_MARGIN + Duration::from_millis(1100))
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::sleep(wait).await;
+    let summary = world.responder.release(&finding, "release").await.unwrap();
+    assert_eq!(
+        released(&summary).removed_nacl_entries.len(),
+        1,
+        "{summary:?}"
+    );
+    assert_eq!(world.acl_state().await, before);
+}

@@ -416,6 +416,7 @@ pub fn assert_json_keys_follow_the_readme(value: &Value) {
         "params",
         "containers",
         "network_interfaces",
+        "ecs_outlook",
     ];
     fn walk(
         value: &Value,

@@ -64,21 +64,17 @@ pub(super) async fn isolate_task(
 ) -> Result<IsolateOutput, StepError> {
     let Some(facts) = describe_task(clients, task).await? else {
         return Ok(IsolateOutput::Gone {
-            why: "ECS no longer knows the task (MISSING): it stopped over an hour ago".to_string(),
+            why: "ECS no longer lists the task (MISSING): stopped tasks are listed for at least an hour after they stop".to_string(),
         });
     };
-    // A task on its way out (the ECS lifecycle after RUNNING) is not quarantined: entries
-    // made now would race its STOPPED event and could outlive it on a reused address.
-    const GOING: &[&str] = &[
-        "DEACTIVATING",
-        "STOPPING",
-        "DEPROVISIONING",
-        "STOPPED",
-        "DELETED",
-    ];
+    // Only a task whose containers have stopped is gone. In DEACTIVATING (load balancer
+    // draining, up to the deregistration delay) and STOPPING (SIGTERM, then stopTimeout, which a
+    // process can trap) the containers still run with their network: quarantined like a running
+    // task. Their STOPPED event waits for this isolation and then releases it.
+    const GOING: &[&str] = &["DEPROVISIONING", "STOPPED", "DELETED"];
     if let Some(status) = facts.last_status.as_deref().filter(|s| GOING.contains(s)) {
         return Ok(IsolateOutput::Gone {
-            why: format!("the task is {status}: it is stopping, nothing to isolate"),
+            why: format!("the task is {status}: its containers have stopped, nothing to isolate"),
         });
     }
     let (Some(eni_id), Some(ip), Some(subnet_id)) = (
