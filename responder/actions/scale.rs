@@ -2,7 +2,7 @@
 //! replacing a compromised task with another from the same image. It never scales up, refuses a
 //! daemon service (no desired count), writes the previous count down before changing it, and
 //! `release` puts it back unless someone changed it since. Runs in the stop phase: after
-//! evidence (ECS may pick the quarantined task itself when scaling in), unless forced.
+//! evidence (scaling in can stop the quarantined task itself; to 0 it will), unless forced.
 //! Application Auto Scaling, where it manages the service, can raise the count again: the
 //! summary says so.
 
@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{aws, Action, Clients, Earlier, Failure, Phase, StepContext, StepError};
-use crate::incident::{EcsTaskTarget, Target, TargetKind};
+use crate::incident::{Target, TargetKind};
 
 /// The `scale-service` action.
 pub struct ScaleService;
@@ -90,17 +90,30 @@ impl Action for ScaleService {
             .into());
         };
         let wanted = i32::try_from(params.desired_count).unwrap_or(i32::MAX);
-        let current = current_scale(ctx.clients, task, service).await?;
-        if current.desired_count <= wanted {
+        let current = match desired_count(ctx.clients, &task.cluster_arn, service).await? {
+            None => {
+                return Err(
+                    StepError::Refused(format!("ECS does not know service {service}")).into(),
+                )
+            }
+            Some((_, true)) => {
+                return Err(StepError::Refused(format!(
+                    "service {service} is a daemon service: it has no desired count to lower"
+                ))
+                .into())
+            }
+            Some((count, false)) => count,
+        };
+        if current <= wanted {
             return Ok(ScaleOutput::AlreadyAtOrBelow {
                 service: service.clone(),
-                desired_count: current.desired_count,
+                desired_count: current,
             });
         }
         let scale = ServiceScale {
             cluster_arn: task.cluster_arn.clone(),
             service: service.clone(),
-            previous_desired_count: current.desired_count,
+            previous_desired_count: current,
             desired_count: wanted,
         };
         // Written down first: a crash after UpdateService still leaves release the count.
@@ -138,50 +151,18 @@ impl Action for ScaleService {
 
     fn withheld(params: &ScaleParams, earlier: &Earlier) -> Option<String> {
         (!params.force && !earlier.evidence_done).then(|| {
-            "evidence was not preserved, and scaling in may stop the task itself: not scaled (set `scale-service: {force: true}` to scale anyway)".to_string()
+            "evidence was not preserved, and scaling in can stop the task itself (to 0 it will): not scaled (set `scale-service: {force: true}` to scale anyway)".to_string()
         })
     }
 }
 
-/// The service's scheduling and desired count.
-struct CurrentScale {
-    desired_count: i32,
-}
-
-async fn current_scale(
-    clients: &Clients,
-    task: &EcsTaskTarget,
-    service: &str,
-) -> Result<CurrentScale, StepError> {
-    let described = clients
-        .ecs
-        .describe_services()
-        .cluster(&task.cluster_arn)
-        .services(service)
-        .send()
-        .await
-        .map_err(aws("ECS DescribeServices"))?;
-    let Some(found) = described.services().first() else {
-        return Err(StepError::Refused(format!(
-            "ECS does not know service {service}"
-        )));
-    };
-    if found.scheduling_strategy().map(|s| s.as_str()) == Some("DAEMON") {
-        return Err(StepError::Refused(format!(
-            "service {service} is a daemon service: it has no desired count to lower"
-        )));
-    }
-    Ok(CurrentScale {
-        desired_count: found.desired_count(),
-    })
-}
-
-/// The service's desired count now (None: ECS does not know the service).
+/// The service's desired count now and whether it is a daemon service (None: ECS does not
+/// know the service).
 pub async fn desired_count(
     clients: &Clients,
     cluster_arn: &str,
     service: &str,
-) -> Result<Option<i32>, StepError> {
+) -> Result<Option<(i32, bool)>, StepError> {
     let described = clients
         .ecs
         .describe_services()
@@ -190,7 +171,15 @@ pub async fn desired_count(
         .send()
         .await
         .map_err(aws("ECS DescribeServices"))?;
-    Ok(described.services().first().map(|s| s.desired_count()))
+    // DescribeServices still returns a deleted service (status INACTIVE): not a service to scale.
+    Ok(described
+        .services()
+        .iter()
+        .find(|s| s.status() == Some("ACTIVE"))
+        .map(|s| {
+            let daemon = s.scheduling_strategy().map(|s| s.as_str()) == Some("DAEMON");
+            (s.desired_count(), daemon)
+        }))
 }
 
 /// UpdateService with a new desired count.

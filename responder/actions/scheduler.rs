@@ -36,6 +36,10 @@ pub struct EcsOutlook {
     pub running_count: i32,
     /// The task definition a replacement starts from (the service's).
     pub task_definition: Option<String>,
+    /// The quarantined task's own task definition (differs after a redeploy).
+    pub task_definition_of_task: Option<String>,
+    /// Seconds after a task starts during which ECS ignores its health checks.
+    pub health_check_grace_period_seconds: Option<i32>,
     /// The images of that task definition.
     pub images: Vec<String>,
     /// Deployment limit above the desired count, in percent.
@@ -111,6 +115,8 @@ pub async fn outlook(
         desired_count: service.desired_count(),
         running_count: service.running_count(),
         task_definition: definition,
+        task_definition_of_task: task.task_definition_arn.clone(),
+        health_check_grace_period_seconds: service.health_check_grace_period_seconds(),
         images,
         maximum_percent: deployment.and_then(|d| d.maximum_percent()),
         minimum_healthy_percent: deployment.and_then(|d| d.minimum_healthy_percent()),
@@ -240,8 +246,28 @@ pub fn forecast(outlook: &EcsOutlook) -> String {
             "service {service} is a daemon service: ECS keeps one task on each container instance and replaces this one from {definition}{images} if it fails its health checks or stops."
         ));
     }
-    match (outlook.unhealthy_after_seconds, outlook.target_groups.first()) {
-        (Some(after), Some(_)) => {
+    // A replacement starts from the service's current task definition: the same image only
+    // when the quarantined task ran that one.
+    let same = outlook.task_definition.is_some()
+        && outlook.task_definition == outlook.task_definition_of_task;
+    let from = if same {
+        format!("from {definition}{images} — the task's own, the same image, possibly compromised the same way —")
+    } else {
+        format!(
+            "from the service's current {definition}{images} (this task ran {})",
+            outlook
+                .task_definition_of_task
+                .as_deref()
+                .unwrap_or("an unknown one")
+        )
+    };
+    if outlook.desired_count == 0 {
+        words.push(format!(
+            "service {service} wants no tasks (desired 0): ECS starts no replacement."
+        ));
+    }
+    match outlook.unhealthy_after_seconds {
+        Some(after) if outlook.desired_count > 0 => {
             let drain = outlook
                 .target_groups
                 .iter()
@@ -260,21 +286,28 @@ pub fn forecast(outlook: &EcsOutlook) -> String {
                     )
                 })
                 .collect();
-            let room = outlook.maximum_percent.unwrap_or(200) > 100;
+            // Room for a replacement alongside: maximumPercent of the desired count, rounded
+            // down (DeploymentConfiguration), above the desired count. With room, ECS stops
+            // the unhealthy task once the replacement is healthy; without, it stops it first.
+            let desired = outlook.desired_count;
+            let room = desired * outlook.maximum_percent.unwrap_or(200) / 100 > desired;
             let order = if room {
-                "starts a replacement first (maximum percent allows it, if capacity does)"
+                format!("starts a replacement first {from} (maximum percent allows it, if capacity does), and once that one is healthy stops this task after draining it for up to {drain} s")
             } else {
-                "stops this task before starting a replacement (maximum percent 100)"
+                format!("stops this task first (maximum percent leaves no room), after draining it for up to {drain} s, then starts a replacement {from}")
+            };
+            let grace = match outlook.health_check_grace_period_seconds {
+                Some(g) if g > 0 => format!(" (checks are ignored for the first {g} s after a task starts)"),
+                _ => String::new(),
             };
             words.push(format!(
-                "service {service} (desired {}, running {}) judges the task by its load balancer ({}): if the quarantine cuts those checks, ECS counts it unhealthy about {after} s later, {order} from {definition}{images} — the same image, possibly compromised the same way — and stops this task after draining it for up to {drain} s; StopTask deletes the task's tags.",
-                outlook.desired_count,
+                "service {service} (desired {desired}, running {}) judges the task by its load balancer ({}): if the quarantine cuts those checks — it does not when the load balancer's nodes share the task's subnet — ECS counts it unhealthy about {after} s later{grace}, {order}. A stop by StopTask deletes the task's tags; the evidence keeps them.",
                 outlook.running_count,
                 checks.join("; ")
             ));
         }
         _ => words.push(format!(
-            "service {service} has no load balancer health check the quarantine can fail: ECS leaves the task running until it stops, then starts a replacement from {definition}{images}."
+            "service {service} has no load balancer health check the quarantine can fail: ECS replaces the task only when it stops or fails a container health check, {from}."
         )),
     }
     if !outlook.container_checks.is_empty() {
@@ -289,7 +322,7 @@ pub fn forecast(outlook: &EcsOutlook) -> String {
             })
             .collect();
         words.push(format!(
-            "Container health checks ({}) run inside the task: a quarantine fails them only if their command needs the network; a failed check makes ECS replace the task.",
+            "Container health checks ({}) run inside the task: a quarantine fails them only if their command needs the network.",
             checks.join("; ")
         ));
     }
@@ -313,6 +346,8 @@ mod tests {
             desired_count: 2,
             running_count: 2,
             task_definition: Some("arn:aws:ecs:us-east-1:1:task-definition/web:7".into()),
+            task_definition_of_task: Some("arn:aws:ecs:us-east-1:1:task-definition/web:7".into()),
+            health_check_grace_period_seconds: None,
             images: vec!["web:latest".into()],
             maximum_percent: Some(200),
             minimum_healthy_percent: Some(100),
@@ -341,9 +376,26 @@ mod tests {
         );
         assert!(text.contains("about 30 s later"), "{text}");
         assert!(text.contains("starts a replacement first"), "{text}");
+        assert!(text.contains("the same image"), "{text}");
+        assert!(
+            text.contains("once that one is healthy stops this task"),
+            "{text}"
+        );
         assert!(text.contains("up to 120 s"), "{text}");
         o.maximum_percent = Some(100);
-        assert!(forecast(&o).contains("stops this task before starting a replacement"));
+        assert!(forecast(&o).contains("stops this task first"));
+        // 150% of one task rounds down to one: no room for a replacement alongside.
+        o.desired_count = 1;
+        o.maximum_percent = Some(150);
+        assert!(forecast(&o).contains("stops this task first"));
+        // After a redeploy the replacement runs another task definition: not "the same image".
+        o.task_definition = Some("arn:aws:ecs:us-east-1:1:task-definition/web:8".into());
+        let text = forecast(&o);
+        assert!(!text.contains("the same image"), "{text}");
+        assert!(text.contains("this task ran"), "{text}");
+        // A service scaled to zero replaces nothing.
+        o.desired_count = 0;
+        assert!(forecast(&o).contains("ECS starts no replacement"));
     }
 
     #[test]
@@ -351,7 +403,7 @@ mod tests {
         let mut o = outlook();
         let text = forecast(&o);
         assert!(
-            text.contains("leaves the task running until it stops"),
+            text.contains("replaces the task only when it stops or fails a container health check"),
             "{text}"
         );
         o.container_checks.push(ContainerCheck {

@@ -458,7 +458,7 @@ pub fn plan(incident: &Incident, playbooks: &PlaybookSet) -> Decision {
     if let (true, Target::EcsTask(task)) = (isolates, &incident.target) {
         if let Some(service) = &task.service {
             notes.push(format!(
-                "{ECS_NOTE} this task belongs to service {service}; if the quarantine cuts its load balancer's health checks, ECS counts it unhealthy, starts a replacement from the same task definition ({}) — same image, possibly compromised the same way — when maximum percent allows (otherwise after stopping it), and stops this task, usually within minutes, with its in-memory state (StopTask also deletes the task's tags); container health checks run inside the task and fail only if they need the network; evidence is preserved before that",
+                "{ECS_NOTE} this task belongs to service {service}; if the quarantine cuts its load balancer's health checks, ECS counts it unhealthy, starts a replacement from the same task definition ({}) — same image, possibly compromised the same way — when maximum percent allows (otherwise after stopping it), and stops this task once the replacement is healthy, often within minutes, with its in-memory state (a stop by StopTask also deletes the task's tags); container health checks run inside the task and fail only if they need the network; evidence is taken right after containment, but short checks with no grace period can replace the task within seconds",
                 task.task_definition_arn.as_deref().unwrap_or("unknown")
             ));
         }

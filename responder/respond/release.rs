@@ -258,7 +258,7 @@ impl Responder {
             return Ok(None);
         };
         let now = scale::desired_count(&self.clients, &scale.cluster_arn, &scale.service).await?;
-        let result = match now {
+        let result = match now.map(|(count, _)| count) {
             Some(count) if count == scale.desired_count => {
                 scale::set_desired_count(
                     &self.clients,

@@ -366,10 +366,11 @@ impl Invocation<'_> {
         let Target::EcsTask(task) = &self.incident.target else {
             return None;
         };
-        let service = progress.service.as_ref().filter(|_| {
-            progress.exempt_on.is_none()
-                && progress.states.get(&ActionName::Isolate) == Some(&StepState::Done)
-        })?;
+        // Only a task in quarantine has health checks to fail (not one already gone).
+        let service = progress
+            .service
+            .as_ref()
+            .filter(|_| progress.exempt_on.is_none() && progress.earlier.containment.is_some())?;
         Some(
             crate::actions::scheduler::outlook(&self.responder.clients, task, &service.service)
                 .await,

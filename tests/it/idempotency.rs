@@ -4,12 +4,12 @@
 use emulator::proxy::{Fault, FaultRule};
 use std::time::{Duration, SystemTime};
 
-use responder::actions::ledger::{Claim, Ledger, LEASE_MARGIN};
+use responder::actions::ledger::{Claim, Ledger};
 use responder::network::reach::{DestinationClass, Verdict};
 use responder::report::Outcome;
 use serde_json::json;
 
-use crate::support::{is_done, outcome, skipped_reason, World};
+use crate::support::{is_done, outcome, skipped_reason, until_lease_over, World};
 
 #[tokio::test]
 async fn a_retry_after_throttling_exhaustion_finishes_without_repeating() {
@@ -174,10 +174,7 @@ async fn a_retry_after_a_crash_finishes_the_work_and_notifies_once() {
     assert!(world.notifications().await.is_empty());
 
     // Lambda's retry comes after the claims expired (deadline + margin).
-    let lease_over = deadline + LEASE_MARGIN + Duration::from_millis(1100);
-    if let Ok(wait) = lease_over.duration_since(SystemTime::now()) {
-        tokio::time::sleep(wait).await;
-    }
+    until_lease_over(deadline).await;
     let retry = world
         .respond_until(
             &event,
@@ -343,7 +340,8 @@ enum Kill {
 
 /// Lambda kills the invocation at each mutating step in turn (its timeout; an OOM), before the
 /// call takes effect and after; retries come as Lambda's do, after the dead invocation's claims
-/// ended. Every step ends done, nothing is made twice, and people are told: exactly once,
+/// ended. Every step ends done, no quarantine entry is made twice (a step the kill interrupted
+/// runs again: evidence objects it had written get a second version), and people are told: exactly once,
 /// except when the kill fell between SNS accepting the message and the ledger recording it,
 /// where the retry cannot know and tells again (at least once, never lost).
 #[tokio::test]
@@ -394,10 +392,7 @@ async fn killed_at(operation: &str, kill: Kill) -> Option<String> {
     {
         return Some(format!("{case}: the invocation never reached the call"));
     }
-    let lease_over = deadline + LEASE_MARGIN + Duration::from_millis(1100);
-    if let Ok(wait) = lease_over.duration_since(SystemTime::now()) {
-        tokio::time::sleep(wait).await;
-    }
+    until_lease_over(deadline).await;
     let mut last = None;
     let mut history = Vec::new();
     for attempt in 1..=3 {

@@ -5,7 +5,7 @@ use responder::report::DecisionKind;
 use responder::respond::ReleaseResult;
 use serde_json::{json, Value};
 
-use crate::support::{is_done, isolation, released, World};
+use crate::support::{is_done, isolation, released, until_lease_over, World};
 
 #[tokio::test]
 async fn release_restores_the_exact_prior_state_and_a_second_release_is_harmless() {
@@ -254,68 +254,28 @@ async fn a_stopped_event_during_isolation_is_retried_and_then_releases_everythin
 /// down first: the retry's isolation finds them and a later release leaves nothing behind.
 #[tokio::test]
 async fn entries_made_by_an_invocation_that_died_before_recording_them_are_released() {
-    use aws_sdk_ec2::types::RuleAction;
-    use responder::actions::ledger::{Claim, Ledger, StepLog, LEASE_MARGIN};
-    use std::time::{Duration, SystemTime};
     let world = World::new(1).await;
     let before = world.acl_state().await;
     let finding = world.finding_id(45);
-    let task_ip = world.fixture.tasks[0].ip.clone();
+    let cidr = format!("{}/32", world.fixture.tasks[0].ip);
 
     // What the dying invocation got done: the claim, the intent, the entries; no record.
-    let deadline = SystemTime::now() + Duration::from_secs(1);
-    let dead = Ledger::new(
-        world.clients.dynamodb.clone(),
-        world.fixture.table.clone(),
-        "died",
-        1,
-    )
-    .with_deadline(Some(deadline));
-    assert_eq!(
-        dead.claim(&finding, "step#isolate", "ecs-task-high")
-            .await
-            .unwrap(),
-        Claim::Acquired {
-            written_down: Vec::new()
-        }
-    );
     let intended: Vec<Value> = [false, true]
         .into_iter()
         .map(|egress| {
             json!({"acl_id": world.fixture.private_acl_id, "rule_number": 90, "egress": egress,
-                   "cidr": format!("{task_ip}/32"), "ipv6": false, "action": "deny", "protocol": "-1"})
+                   "cidr": cidr, "ipv6": false, "action": "deny", "protocol": "-1"})
         })
         .collect();
-    StepLog {
-        ledger: &dead,
-        finding_id: &finding,
-        step_key: "step#isolate",
-        written_down: &[],
-    }
-    .intend(&intended)
-    .await
-    .unwrap();
+    let deadline = world
+        .dying_isolation(&finding, "ecs-task-high", &intended)
+        .await;
     for egress in [false, true] {
-        world
-            .clients
-            .ec2
-            .create_network_acl_entry()
-            .network_acl_id(&world.fixture.private_acl_id)
-            .rule_number(90)
-            .egress(egress)
-            .protocol("-1")
-            .rule_action(RuleAction::Deny)
-            .cidr_block(format!("{task_ip}/32"))
-            .send()
-            .await
-            .unwrap();
+        world.deny_entry(90, egress, &cidr).await;
     }
 
     // Lambda's retry, once the claim has expired, isolates again and records its own entries.
-    let wait = (deadline + LEASE_MARGIN + Duration::from_millis(1100))
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
-    tokio::time::sleep(wait).await;
+    until_lease_over(deadline).await;
     let report = world.respond(&world.miner_event(0, 45)).await;
     assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
 
@@ -478,9 +438,7 @@ fn the_sweep_command_reports_in_text_and_json() {
 /// the quarantine with them, and release puts them back.
 #[tokio::test]
 async fn a_swap_interrupted_by_a_crash_is_completed_and_released_to_the_original_groups() {
-    use responder::actions::ledger::{Claim, Ledger, StepLog, LEASE_MARGIN};
     use responder::actions::StepOutput;
-    use std::time::{Duration, SystemTime};
     let world = World::new(0).await;
     let (instance_id, eni_id) = emulator::fixture::launch_instance(&world.clients, &world.fixture)
         .await
@@ -521,33 +479,11 @@ async fn a_swap_interrupted_by_a_crash_is_completed_and_released_to_the_original
 
     // The dying attempt: claimed, wrote its intent, did step 1 (untracking), then died.
     let finding = world.finding_id(51);
-    let deadline = SystemTime::now() + Duration::from_secs(1);
-    let dead = Ledger::new(
-        world.clients.dynamodb.clone(),
-        world.fixture.table.clone(),
-        "died",
-        1,
-    )
-    .with_deadline(Some(deadline));
-    assert_eq!(
-        dead.claim(&finding, "step#isolate", "ec2-instance-high")
-            .await
-            .unwrap(),
-        Claim::Acquired {
-            written_down: Vec::new()
-        }
-    );
     let intent = json!({"eni_id": eni_id, "original_groups": original,
         "quarantine_group": swap.quarantine_group, "untracking_group": swap.untracking_group});
-    StepLog {
-        ledger: &dead,
-        finding_id: &finding,
-        step_key: "step#isolate",
-        written_down: &[],
-    }
-    .intend(&[intent])
-    .await
-    .unwrap();
+    let deadline = world
+        .dying_isolation(&finding, "ec2-instance-high", &[intent])
+        .await;
     world
         .clients
         .ec2
@@ -559,10 +495,7 @@ async fn a_swap_interrupted_by_a_crash_is_completed_and_released_to_the_original
         .unwrap();
 
     // Lambda's retry after the lease: the swap is completed with the written-down originals.
-    let wait = (deadline + LEASE_MARGIN + Duration::from_millis(1100))
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
-    tokio::time::sleep(wait).await;
+    until_lease_over(deadline).await;
     let retry = world
         .respond(&world.instance_event(&instance_id, &eni_id, 51))
         .await;
@@ -586,58 +519,22 @@ async fn a_swap_interrupted_by_a_crash_is_completed_and_released_to_the_original
 /// `release` does not wait for it for ever; it removes what the dead attempt wrote down.
 #[tokio::test]
 async fn a_dead_attempts_expired_claim_is_released_not_kept_in_progress() {
-    use aws_sdk_ec2::types::RuleAction;
-    use responder::actions::ledger::{Claim, Ledger, StepLog, LEASE_MARGIN};
-    use std::time::{Duration, SystemTime};
     let world = World::new(1).await;
     let before = world.acl_state().await;
     let finding = world.finding_id(46);
-    let task_ip = world.fixture.tasks[0].ip.clone();
-    let deadline = SystemTime::now() + Duration::from_secs(1);
-    let dead = Ledger::new(
-        world.clients.dynamodb.clone(),
-        world.fixture.table.clone(),
-        "died",
-        1,
-    )
-    .with_deadline(Some(deadline));
-    assert!(matches!(
-        dead.claim(&finding, "step#isolate", "ecs-task-high").await,
-        Ok(Claim::Acquired { .. })
-    ));
+    let cidr = format!("{}/32", world.fixture.tasks[0].ip);
     let entry = json!({"acl_id": world.fixture.private_acl_id, "rule_number": 91, "egress": false,
-        "cidr": format!("{task_ip}/32"), "ipv6": false, "action": "deny", "protocol": "-1"});
-    StepLog {
-        ledger: &dead,
-        finding_id: &finding,
-        step_key: "step#isolate",
-        written_down: &[],
-    }
-    .intend(std::slice::from_ref(&entry))
-    .await
-    .unwrap();
-    world
-        .clients
-        .ec2
-        .create_network_acl_entry()
-        .network_acl_id(&world.fixture.private_acl_id)
-        .rule_number(91)
-        .egress(false)
-        .protocol("-1")
-        .rule_action(RuleAction::Deny)
-        .cidr_block(format!("{task_ip}/32"))
-        .send()
-        .await
-        .unwrap();
+        "cidr": cidr, "ipv6": false, "action": "deny", "protocol": "-1"});
+    let deadline = world
+        .dying_isolation(&finding, "ecs-task-high", &[entry])
+        .await;
+    world.deny_entry(91, false, &cidr).await;
 
     // While the claim holds, release waits for the isolation.
     let early = world.responder.release(&finding, "release").await;
     assert!(early.is_err(), "{early:?}");
 
-    let wait = (deadline + LEASE_MARGIN + Duration::from_millis(1100))
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
-    tokio::time::sleep(wait).await;
+    until_lease_over(deadline).await;
     let summary = world.responder.release(&finding, "release").await.unwrap();
     assert_eq!(
         released(&summary).removed_nacl_entries.len(),

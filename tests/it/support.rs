@@ -313,6 +313,58 @@ impl World {
         entries
     }
 
+    /// An attempt that claimed `finding`'s isolate step for `rule`, wrote `intents` down and
+    /// is about to die (what it then does is up to the test). Its claims end with its
+    /// deadline, one second from now, which is returned.
+    pub async fn dying_isolation(
+        &self,
+        finding: &str,
+        rule: &str,
+        intents: &[Value],
+    ) -> std::time::SystemTime {
+        use responder::actions::ledger::{Claim, Ledger, StepLog};
+        let deadline = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+        let dead = Ledger::new(
+            self.clients.dynamodb.clone(),
+            self.fixture.table.clone(),
+            "died",
+            1,
+        )
+        .with_deadline(Some(deadline));
+        assert_eq!(
+            dead.claim(finding, "step#isolate", rule).await.unwrap(),
+            Claim::Acquired {
+                written_down: Vec::new()
+            }
+        );
+        StepLog {
+            ledger: &dead,
+            finding_id: finding,
+            step_key: "step#isolate",
+            written_down: &[],
+        }
+        .intend(intents)
+        .await
+        .unwrap();
+        deadline
+    }
+
+    /// A DENY-all entry for `cidr`, made directly (as a dying attempt made it).
+    pub async fn deny_entry(&self, rule_number: i32, egress: bool, cidr: &str) {
+        self.clients
+            .ec2
+            .create_network_acl_entry()
+            .network_acl_id(&self.fixture.private_acl_id)
+            .rule_number(rule_number)
+            .egress(egress)
+            .protocol("-1")
+            .rule_action(aws_sdk_ec2::types::RuleAction::Deny)
+            .cidr_block(cidr)
+            .send()
+            .await
+            .unwrap();
+    }
+
     pub fn count_calls(&self, operation: &str) -> usize {
         self.proxy
             .calls()
@@ -466,4 +518,14 @@ pub fn assert_json_keys_follow_the_readme(value: &Value) {
     problems.sort();
     problems.dedup();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Wait until claims that end at `deadline` have run out, as Lambda's retry finds them.
+pub async fn until_lease_over(deadline: std::time::SystemTime) {
+    let over = deadline
+        + responder::actions::ledger::LEASE_MARGIN
+        + std::time::Duration::from_millis(1100);
+    if let Ok(wait) = over.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(wait).await;
+    }
 }
