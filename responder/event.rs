@@ -68,6 +68,27 @@ pub struct TaskStateChange {
     /// ECS's stop code (e.g. `EssentialContainerExited`), when it has stopped.
     #[serde(default)]
     pub stop_code: Option<String>,
+    /// The task's group (`service:NAME` for a service's task).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Its containers, as the event lists them.
+    #[serde(default)]
+    pub containers: Vec<ContainerState>,
+}
+
+/// A container in a Task State Change event.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerState {
+    /// The container's name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The image reference it was started from.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The image's digest (present for images in Amazon ECR).
+    #[serde(default)]
+    pub image_digest: Option<String>,
 }
 
 /// `source` of the stack's own scheduled events (a custom source: never `aws.*`).

@@ -36,6 +36,8 @@ pub enum DecisionKind {
     Release,
     /// The scheduled sweep for quarantine entries left behind.
     Sweep,
+    /// A started task's images checked against held ones.
+    Watch,
     /// The event could not be handled.
     Error,
 }
@@ -48,6 +50,7 @@ impl DecisionKind {
             DecisionKind::Skip => "skip",
             DecisionKind::Release => "release",
             DecisionKind::Sweep => "sweep",
+            DecisionKind::Watch => "watch",
             DecisionKind::Error => "error",
         }
     }
@@ -224,6 +227,9 @@ pub struct Execution {
     /// What the scheduled sweep did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sweep: Option<crate::respond::SweepReport>,
+    /// Held images a started task runs (a Task State Change checked by `hold-deployment`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<crate::respond::WatchResult>,
 }
 
 impl Report {
@@ -278,6 +284,14 @@ impl Report {
             ),
             Decision::Release { .. } => (
                 DecisionKind::Release,
+                None,
+                None,
+                Vec::new(),
+                Vec::new(),
+                None,
+            ),
+            Decision::Watch { .. } => (
+                DecisionKind::Watch,
                 None,
                 None,
                 Vec::new(),
@@ -390,6 +404,14 @@ impl Report {
     /// The notification for this report: a subject (SNS allows 100 characters) and a body
     /// that says what was found, on what, what was done, what failed, and how to release.
     pub fn notification(&self, subject_prefix: Option<&str>) -> (String, String) {
+        if let Some(watch) = self.execution.as_ref().and_then(|e| e.watch.as_ref()) {
+            let subject = subject_line(&format!(
+                "{}[Alert] {}",
+                prefix(subject_prefix),
+                watch.headline()
+            ));
+            return (subject, watch.body());
+        }
         let finding_type = self.finding_type.as_deref().unwrap_or("event");
         let short_type = finding_type.rsplit('/').next().unwrap_or(finding_type);
         let band = self.band.map(|b| b.name()).unwrap_or("-");
@@ -437,38 +459,13 @@ impl Report {
             (DecisionKind::Skip, _, _) => "skipped",
             (DecisionKind::Release, _, _) => "released",
             (DecisionKind::Sweep, _, _) => "swept",
+            (DecisionKind::Watch, _, _) => "held image started",
             (DecisionKind::Error, _, _) => "error",
         };
-        let mut subject = format!(
+        let subject = subject_line(&format!(
             "{}[{band}] {verdict}: {short_type} on {short_target}",
-            subject_prefix
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(|p| format!("{p} "))
-                .unwrap_or_default()
-        );
-        // SNS refuses a subject with line breaks or control characters, or of 100 characters
-        // or more (its Publish reference); older documentation asked for ASCII, so finding
-        // text that is not is replaced, and a rejected subject can never cost the notice.
-        subject = subject
-            .chars()
-            .map(|c| match c {
-                c if c.is_control() => ' ',
-                c if !c.is_ascii() => '?',
-                c => c,
-            })
-            .collect::<String>()
-            .trim()
-            .to_string();
-        if subject.chars().count() > SUBJECT_MAX {
-            // Cut at a word boundary when one is near, so no name is shown half.
-            let kept: String = subject.chars().take(SUBJECT_MAX - 3).collect();
-            let cut = match kept.rfind(' ') {
-                Some(space) if space >= 60 => &kept[..space],
-                _ => kept.as_str(),
-            };
-            subject = format!("{}...", cut.trim_end());
-        }
+            prefix(subject_prefix)
+        ));
 
         let mut body = String::new();
         let _ = writeln!(
@@ -629,6 +626,9 @@ impl Report {
             DecisionKind::Sweep => {
                 let _ = writeln!(out, "{green}SWEEP{green:#} {}", self.reason);
             }
+            DecisionKind::Watch => {
+                let _ = writeln!(out, "{green}WATCH{green:#} {}", self.reason);
+            }
             DecisionKind::Error => {
                 let _ = writeln!(out, "{red}ERROR{red:#} {}", self.reason);
             }
@@ -674,6 +674,42 @@ impl Report {
         }
         out
     }
+}
+
+/// A subject prefix followed by a space, or nothing.
+fn prefix(subject_prefix: Option<&str>) -> String {
+    subject_prefix
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| format!("{p} "))
+        .unwrap_or_default()
+}
+
+/// A subject SNS accepts: one line of ASCII under 100 characters.
+fn subject_line(raw: &str) -> String {
+    // SNS refuses a subject with line breaks or control characters, or of 100 characters
+    // or more (its Publish reference); older documentation asked for ASCII, so finding
+    // text that is not is replaced, and a rejected subject can never cost the notice.
+    let mut subject = raw
+        .chars()
+        .map(|c| match c {
+            c if c.is_control() => ' ',
+            c if !c.is_ascii() => '?',
+            c => c,
+        })
+        .collect::<String>()
+        .trim()
+        .to_string();
+    if subject.chars().count() > SUBJECT_MAX {
+        // Cut at a word boundary when one is near, so no name is shown half.
+        let kept: String = subject.chars().take(SUBJECT_MAX - 3).collect();
+        let cut = match kept.rfind(' ') {
+            Some(space) if space >= 60 => &kept[..space],
+            _ => kept.as_str(),
+        };
+        subject = format!("{}...", cut.trim_end());
+    }
+    subject
 }
 
 fn verdict_word(verdict: Verdict) -> &'static str {

@@ -10,6 +10,8 @@
 //!   delivery arriving meanwhile stands back instead of racing it step by step.
 //! - `task#{task arn}`, `finding#{id}` — lets a task's STOPPED event or `release TASK_ARN` find
 //!   the containment records of that task.
+//! - `hold#{image key}`, `finding#{id}` — an image `hold-deployment` holds: new tasks started
+//!   from it are reported (once per task: `finding#{id}`, `watch#{task arn}`) until release.
 //! - `finding#{id}` or `audit#{date}#{shard}` (16 a day), `audit#{time}#{invocation}` — the
 //!   full report (without the ACL snapshots if it would not fit an item); expires
 //!   through the table's TTL attribute `expires_at`. Step items never expire: `release` needs them.
@@ -627,6 +629,55 @@ impl Ledger {
                 _ => None,
             })
             .collect())
+    }
+
+    /// Hold an image for a finding (`hold#{key}` / `finding#{id}`): tasks started from it are
+    /// reported until the finding is released.
+    pub async fn put_hold(
+        &self,
+        key: &str,
+        finding_id: &str,
+        hold: &Value,
+    ) -> Result<(), StepError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("hold#{key}")))
+            .item("sk", s(finding_pk(finding_id)))
+            .item("finding_id", s(finding_id))
+            .item("detail", s(hold.to_string()))
+            .item("updated_at", s(Utc::now().to_rfc3339()))
+            .send()
+            .await
+            .map_err(aws("DynamoDB PutItem (hold)"))?;
+        Ok(())
+    }
+
+    /// The holds on an image key, each as written.
+    pub async fn holds(&self, key: &str) -> Result<Vec<Value>, StepError> {
+        let items = self
+            .query_prefix(&format!("hold#{key}"), "finding#")
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| match item.get("detail") {
+                Some(AttributeValue::S(text)) => serde_json::from_str(text).ok(),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Lift a finding's hold on an image key.
+    pub async fn lift_hold(&self, key: &str, finding_id: &str) -> Result<(), StepError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("hold#{key}")))
+            .key("sk", s(finding_pk(finding_id)))
+            .send()
+            .await
+            .map_err(aws("DynamoDB DeleteItem (hold)"))?;
+        Ok(())
     }
 
     /// The audit record of one received event. Written even for skips and failures.

@@ -70,7 +70,8 @@ impl Action for Notify {
     }
 }
 
-async fn notify(
+/// Publish a report's notification to the topic.
+pub(crate) async fn notify(
     clients: &Clients,
     topic_arn: &str,
     report: &Report,

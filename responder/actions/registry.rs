@@ -183,6 +183,7 @@ registry! {
     SnapshotVolumes => super::snapshot::SnapshotVolumes,
     Tag => super::tag::Tag,
     Deregister => super::deregister::Deregister,
+    HoldDeployment => super::hold::HoldDeployment,
     Stop => super::stop::Stop,
     ScaleService => super::scale::ScaleService,
     Notify => super::notify::Notify,

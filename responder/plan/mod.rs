@@ -43,6 +43,15 @@ pub enum Decision {
         /// The highest.
         last: i32,
     },
+    /// A task started while a playbook holds images: report it if it runs a held one.
+    Watch {
+        /// The task.
+        task_arn: String,
+        /// Its group (`service:NAME`).
+        group: Option<String>,
+        /// Its containers and their images.
+        containers: Vec<crate::event::ContainerState>,
+    },
     /// A quarantined task stopped: remove the network ACL entries recorded for it.
     Release {
         /// The ARN of the task that stopped.
@@ -235,6 +244,9 @@ impl Decision {
             Decision::Act(plan) => plan.reason.clone(),
             Decision::Skip(reason) => reason.describe(),
             Decision::Release { reason, .. } => reason.clone(),
+            Decision::Watch { task_arn, .. } => format!(
+                "ECS task {task_arn} is running: check its images against those held by hold-deployment"
+            ),
             Decision::Sweep { first, last } => format!(
                 "scheduled sweep: release quarantines whose workload is gone, report entries numbered {first}-{last} that no record explains"
             ),
@@ -328,11 +340,32 @@ pub fn decide(inbound: &Inbound, playbooks: &PlaybookSet, ceiling: Mode) -> Deci
                 ),
             }
         }
+        // Only worth a look when some rule holds images (each look costs a ledger query).
+        Inbound::TaskStateChange(change)
+            if change.last_status.as_deref() == Some("RUNNING")
+                && !change.containers.is_empty()
+                && holds_images(playbooks) =>
+        {
+            Decision::Watch {
+                task_arn: change.task_arn.clone(),
+                group: change.group.clone(),
+                containers: change.containers.clone(),
+            }
+        }
         Inbound::TaskStateChange(change) => Decision::Skip(SkipReason::TaskNotStopped {
             task_arn: change.task_arn.clone(),
             last_status: change.last_status.clone(),
         }),
     }
+}
+
+/// Does any rule hold images (`hold-deployment`)?
+fn holds_images(playbooks: &PlaybookSet) -> bool {
+    playbooks
+        .rules
+        .iter()
+        .flat_map(|r| &r.rule.actions)
+        .any(|a| matches!(a, ActionSpec::HoldDeployment(_)))
 }
 
 /// Decide what to do about an incident. Guardrails first, then rules in order.

@@ -466,3 +466,32 @@ fn another_accounts_resource_is_preserved_and_reported_only() {
     let skipped = for_account(only_isolate, &incident.account_id, Some("999988887777"));
     assert_eq!(skip_code(&skipped), "other_account");
 }
+
+#[test]
+fn a_started_task_is_watched_only_when_a_rule_holds_images() {
+    let running = event("ecs-task-running-replacement.json");
+    let inbound = parse_event(running.to_string().as_bytes()).unwrap();
+    let without = super::decide(&inbound, &PlaybookSet::defaults().unwrap(), Mode::Enforce);
+    assert_eq!(skip_code(&without), "task_not_stopped");
+    let holding = playbooks(
+        "rules: [{name: r, mode: enforce, match: {targets: [ecs_task]}, actions: [evidence, hold-deployment, notify]}]",
+    );
+    match super::decide(&inbound, &holding, Mode::Enforce) {
+        Decision::Watch {
+            task_arn,
+            containers,
+            ..
+        } => {
+            assert!(task_arn.ends_with("8e2d4c6b1a3f4e5d9c7b6a5f4e3d2c1b"));
+            assert!(containers[0].image_digest.is_some());
+        }
+        other => panic!("expected watch, got {other:?}"),
+    }
+    // Other states are not looked at, held images or not.
+    let pending = with(running, "/detail/lastStatus", json!("PENDING"));
+    let inbound = parse_event(pending.to_string().as_bytes()).unwrap();
+    assert_eq!(
+        skip_code(&super::decide(&inbound, &holding, Mode::Enforce)),
+        "task_not_stopped"
+    );
+}

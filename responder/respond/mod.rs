@@ -8,6 +8,7 @@ mod notify;
 mod release;
 mod steps;
 mod sweep;
+mod watch;
 
 use std::time::{Instant, SystemTime};
 
@@ -22,6 +23,7 @@ use crate::report::{Execution, Outcome, Report};
 
 pub use release::{FindingRelease, ReleaseResult, ReleaseSummary};
 pub use sweep::{classify, Kept, Recorded, SweepPlan, SweepReport};
+pub use watch::{HeldMatch, WatchResult};
 
 /// Everything a response needs, built once per Lambda container (or CLI run).
 #[derive(Clone, Debug)]
@@ -138,6 +140,35 @@ impl Responder {
                             }
                         }
                     }
+                    (
+                        _,
+                        Decision::Watch {
+                            task_arn,
+                            group,
+                            containers,
+                        },
+                    ) => match &ledger {
+                        None => report
+                            .notes
+                            .push(format!("held images not checked: {ENV_TABLE} is not set")),
+                        Some(ledger) => match self
+                            .watch(
+                                task_arn,
+                                group.as_deref(),
+                                containers,
+                                ledger,
+                                ceiling,
+                                &report,
+                            )
+                            .await
+                        {
+                            Ok(watched) => execution.watch = Some(watched),
+                            Err(error) => {
+                                execution.retryable |= error.is_retryable();
+                                report.error = Some(error.to_string());
+                            }
+                        },
+                    },
                     (_, Decision::Release { task_arn, .. }) => {
                         if ceiling == Mode::DryRun {
                             report.notes.push("dry-run: nothing released".to_string());

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::steps::recorded_isolation;
 use super::Responder;
+use crate::actions::hold::{self, HoldOutput};
 use crate::actions::isolate::{ContainmentRecord, NaclEntry, SgSwap};
 use crate::actions::ledger::{Ledger, StepRecord, StepStatus};
 use crate::actions::release::{release, ReleaseOutput};
@@ -26,9 +27,11 @@ pub struct ReleaseSummary {
 impl ReleaseSummary {
     /// The ledger knows nothing to release for the target (a mistyped id, most likely).
     pub fn nothing_recorded(&self) -> bool {
-        self.findings
-            .iter()
-            .all(|f| f.result == ReleaseResult::NothingRecorded && f.service_scale.is_none())
+        self.findings.iter().all(|f| {
+            f.result == ReleaseResult::NothingRecorded
+                && f.service_scale.is_none()
+                && f.lifted_holds.is_empty()
+        })
     }
 
     /// One line per finding, for people.
@@ -52,6 +55,13 @@ impl ReleaseSummary {
                 }
             };
             lines.push(format!("finding {}: {what}", finding.finding_id));
+            if !finding.lifted_holds.is_empty() {
+                lines.push(format!(
+                    "finding {}: no longer watching {}",
+                    finding.finding_id,
+                    finding.lifted_holds.join(", ")
+                ));
+            }
             if let Some(scale) = &finding.service_scale {
                 lines.push(format!(
                     "finding {}: {}",
@@ -75,6 +85,9 @@ pub struct FindingRelease {
     /// The service's desired count, when `scale-service` lowered it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_scale: Option<ScaleRelease>,
+    /// The image keys `hold-deployment` held, no longer watched.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lifted_holds: Vec<String>,
 }
 
 /// A scaled-in service's desired count, put back or left alone.
@@ -216,16 +229,49 @@ impl Responder {
         };
         // A stopped task's event releases only what blocks its address; the service's count
         // is for a person's `release`.
-        let service_scale = if nacl_only {
-            None
+        let (service_scale, lifted_holds) = if nacl_only {
+            (None, Vec::new())
         } else {
-            self.release_scale(finding_id, ledger).await?
+            (
+                self.release_scale(finding_id, ledger).await?,
+                self.lift_holds(finding_id, ledger).await?,
+            )
         };
         Ok(FindingRelease {
             finding_id: finding_id.to_string(),
             result,
             service_scale,
+            lifted_holds,
         })
+    }
+
+    /// Stop watching for the images a finding held.
+    async fn lift_holds(
+        &self,
+        finding_id: &str,
+        ledger: &Ledger,
+    ) -> Result<Vec<String>, StepError> {
+        let Some(step) = ledger.get_step(finding_id, hold::STEP_KEY).await? else {
+            return Ok(Vec::new());
+        };
+        if matches!(step.standing(), StepStatus::Released | StepStatus::Claimed) {
+            return Ok(Vec::new());
+        }
+        let recorded = step.detail.get("partial").unwrap_or(&step.detail);
+        let keys: Vec<String> = serde_json::from_value::<HoldOutput>(recorded.clone())
+            .map(|o| o.held.into_iter().map(|h| h.key).collect())
+            .unwrap_or_default();
+        for key in &keys {
+            ledger.lift_hold(key, finding_id).await?;
+        }
+        ledger
+            .mark_released(
+                finding_id,
+                hold::STEP_KEY,
+                &serde_json::json!({"lifted": keys}),
+            )
+            .await?;
+        Ok(keys)
     }
 
     /// Put a scaled-in service back to its count, unless someone changed the count since.

@@ -1,9 +1,12 @@
-//! ECS's own scheduler acts too: what the notification says it will do next, and
-//! `scale-service`, which stops it replacing a compromised task from the same image.
+//! ECS's own scheduler acts too: what the notification says it will do next, `scale-service`,
+//! which stops it replacing a compromised task from the same image, and `hold-deployment`,
+//! which reports every task started from that image.
 
 use responder::actions::scale::ScaleOutput;
 use responder::actions::StepOutput;
 use responder::playbook::PlaybookSet;
+use responder::report::DecisionKind;
+use serde_json::Value;
 
 use crate::support::{is_done, output, skipped_reason, World};
 
@@ -138,4 +141,119 @@ async fn a_count_someone_changed_since_is_left_alone_and_scaling_waits_for_evide
         report.to_json_line()
     );
     assert_eq!(desired_count(&world).await, 1);
+}
+
+/// A Task State Change to RUNNING for `task_arn`, from the sample, running `image`/`digest`.
+fn task_running(world: &World, task_arn: &str, image: Option<&str>, digest: Option<&str>) -> Value {
+    let path = crate::support::workspace_root().join("events/ecs-task-running-replacement.json");
+    let mut event: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let detail = &mut event["detail"];
+    detail["taskArn"] = task_arn.into();
+    detail["clusterArn"] = world.fixture.cluster_arn.as_str().into();
+    detail["containers"][0]["image"] = image.into();
+    detail["containers"][0]["imageDigest"] = digest.into();
+    event
+}
+
+#[tokio::test]
+async fn tasks_started_from_a_held_image_are_reported_once_until_release() {
+    use responder::actions::hold::HoldOutput;
+    let yaml = "rules:\n  - name: r\n    mode: enforce\n    match: {targets: [ecs_task]}\n    actions: [evidence, hold-deployment, notify]\n";
+    let world = World::with_playbooks(3, playbooks(yaml)).await;
+    let finding = world.finding_id(70);
+    let report = world.respond(&world.miner_event(0, 70)).await;
+    let StepOutput::HoldDeployment(HoldOutput { held }) = output(&report, "hold-deployment") else {
+        panic!("{}", report.to_json_line());
+    };
+    assert_eq!(held.len(), 1, "{held:?}");
+    let (image, digest) = (held[0].image.clone(), held[0].digest.clone());
+    assert!(image.is_some() || digest.is_some());
+    assert_eq!(world.notifications().await.len(), 1, "the finding's own");
+
+    // ECS starts another task from the held image: people are told, once.
+    let started = task_running(
+        &world,
+        &world.fixture.tasks[1].arn,
+        image.as_deref(),
+        digest.as_deref(),
+    );
+    let watched = world.respond(&started).await;
+    assert_eq!(
+        watched.decision,
+        DecisionKind::Watch,
+        "{}",
+        watched.to_json_line()
+    );
+    let result = watched.execution.as_ref().unwrap().watch.as_ref().unwrap();
+    assert_eq!(result.matches.len(), 1, "{}", watched.to_json_line());
+    assert_eq!(result.matches[0].held.finding_id, finding);
+    assert!(result.notified);
+    let alerts = world.notifications().await;
+    assert_eq!(alerts.len(), 1);
+    assert!(
+        alerts[0].subject.contains("held image started"),
+        "{}",
+        alerts[0].subject
+    );
+    assert!(alerts[0].body.contains(&finding), "{}", alerts[0].body);
+    let again = world.respond(&started).await;
+    let result = again.execution.as_ref().unwrap().watch.as_ref().unwrap();
+    assert_eq!(result.matches.len(), 1);
+    assert!(!result.notified, "told once per task");
+    assert!(world.notifications().await.is_empty());
+
+    // The held task's own state changes and another image are not news.
+    let own = task_running(
+        &world,
+        &world.fixture.tasks[0].arn,
+        image.as_deref(),
+        digest.as_deref(),
+    );
+    let own = world.respond(&own).await;
+    assert!(own
+        .execution
+        .as_ref()
+        .unwrap()
+        .watch
+        .as_ref()
+        .unwrap()
+        .matches
+        .is_empty());
+    let other = task_running(
+        &world,
+        &world.fixture.tasks[2].arn,
+        Some("public.ecr.aws/other/image:1"),
+        Some("sha256:0000000000000000000000000000000000000000000000000000000000000000"),
+    );
+    let other = world.respond(&other).await;
+    assert!(other
+        .execution
+        .as_ref()
+        .unwrap()
+        .watch
+        .as_ref()
+        .unwrap()
+        .matches
+        .is_empty());
+
+    // Released: the hold is lifted and a new task from the image is no longer reported.
+    let summary = world.responder.release(&finding, "release").await.unwrap();
+    assert_eq!(summary.findings[0].lifted_holds.len(), 1, "{summary:?}");
+    let later = task_running(
+        &world,
+        &world.fixture.tasks[2].arn,
+        image.as_deref(),
+        digest.as_deref(),
+    );
+    let later = world.respond(&later).await;
+    assert!(later
+        .execution
+        .as_ref()
+        .unwrap()
+        .watch
+        .as_ref()
+        .unwrap()
+        .matches
+        .is_empty());
+    assert!(world.notifications().await.is_empty());
 }

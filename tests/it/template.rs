@@ -203,7 +203,7 @@ fn findings_and_task_events_go_to_separate_functions() {
             .collect()
     };
     assert_eq!(events_of("ResponderFunction"), ["GuardDutyFinding"]);
-    assert_eq!(events_of("ReleaseFunction"), ["TaskStopped", "Sweep"]);
+    assert_eq!(events_of("ReleaseFunction"), ["TaskStateChange", "Sweep"]);
     for function in ["ResponderFunction", "ReleaseFunction"] {
         assert!(
             template["Resources"][function]["Properties"]["ReservedConcurrentExecutions"]
@@ -215,12 +215,17 @@ fn findings_and_task_events_go_to_separate_functions() {
 }
 
 #[test]
-fn the_task_stopped_rule_takes_only_stopped_tasks() {
+fn the_task_rule_takes_stopped_and_running_tasks_only() {
     let stopped = sample("ecs-task-stopped.json");
-    assert_eq!(rules_matching(&stopped), ["TaskStopped"]);
+    assert_eq!(rules_matching(&stopped), ["TaskStateChange"]);
     let mut running = stopped.clone();
     running["detail"]["lastStatus"] = "RUNNING".into();
-    assert!(rules_matching(&running).is_empty());
+    assert_eq!(rules_matching(&running), ["TaskStateChange"]);
+    for other in ["PROVISIONING", "PENDING", "DEACTIVATING", "STOPPING"] {
+        let mut event = stopped.clone();
+        event["detail"]["lastStatus"] = other.into();
+        assert!(rules_matching(&event).is_empty(), "{other}");
+    }
 }
 
 #[test]
