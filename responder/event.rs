@@ -86,7 +86,7 @@ pub struct ContainerState {
     /// The image reference it was started from.
     #[serde(default)]
     pub image: Option<String>,
-    /// The image's digest (present for images in Amazon ECR).
+    /// The image's digest, when ECS reports it.
     #[serde(default)]
     pub image_digest: Option<String>,
 }

@@ -36,7 +36,7 @@ pub enum DecisionKind {
     Release,
     /// The scheduled sweep for quarantine entries left behind.
     Sweep,
-    /// A started task's images checked against held ones.
+    /// A running task's images checked against held ones.
     Watch,
     /// The event could not be handled.
     Error,
@@ -227,7 +227,7 @@ pub struct Execution {
     /// What the scheduled sweep did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sweep: Option<crate::respond::SweepReport>,
-    /// Held images a started task runs (a Task State Change checked by `hold-deployment`).
+    /// Held images a running task runs (a Task State Change checked for `hold-deployment`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watch: Option<crate::respond::WatchResult>,
 }
@@ -459,7 +459,7 @@ impl Report {
             (DecisionKind::Skip, _, _) => "skipped",
             (DecisionKind::Release, _, _) => "released",
             (DecisionKind::Sweep, _, _) => "swept",
-            (DecisionKind::Watch, _, _) => "held image started",
+            (DecisionKind::Watch, _, _) => "held image running",
             (DecisionKind::Error, _, _) => "error",
         };
         let subject = subject_line(&format!(

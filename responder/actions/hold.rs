@@ -1,8 +1,9 @@
 //! `hold-deployment`: ECS replaces a quarantined service task from the same task definition,
 //! and a deployment may start more tasks from the compromised image. This action records the
-//! task's images (by digest where ECS knows it: images in Amazon ECR; by reference otherwise)
-//! so that every task later started from one of them is reported — the Task State Change
-//! events the stack receives carry each container's image and, for ECR images, its digest.
+//! task's images (by the digest ECS reports, and by reference) so that every other task seen
+//! running one of them is reported — the Task State Change events the stack receives carry
+//! each container's image and the digest ECS resolved (AWS's event reference says ECR images;
+//! ECS has resolved tags to digests for other registries too since 2024).
 //! It changes nothing in AWS; `release` lifts the hold.
 
 use schemars::JsonSchema;
@@ -40,8 +41,8 @@ pub struct HeldImage {
     pub image: Option<String>,
     /// The image digest, when ECS knows it.
     pub digest: Option<String>,
-    /// What new tasks are matched on (`digest:…` or `image:…`).
-    pub key: String,
+    /// What new tasks are matched on (`digest:…`, `image:…`).
+    pub keys: Vec<String>,
     /// The service whose task ran it.
     #[serde(default)]
     pub service: Option<String>,
@@ -53,28 +54,17 @@ pub struct HeldImage {
     pub finding_id: String,
 }
 
-/// The key a container's image is held and looked up under: the digest when known (the image's
-/// content), else the reference (a tag may since point elsewhere: said in the report).
-pub fn hold_key(image: Option<&str>, digest: Option<&str>) -> Option<String> {
-    match (digest, image) {
-        (Some(digest), _) => Some(format!("digest:{digest}")),
-        (None, Some(image)) => Some(format!("image:{image}")),
-        (None, None) => None,
-    }
-}
-
-/// The keys a container in a Task State Change event is looked up under: its digest and its
-/// reference (an image held by reference matches a task that reports the digest too).
-pub fn lookup_keys(container: &ContainerState) -> Vec<String> {
-    let mut keys: Vec<String> = [
-        hold_key(None, container.image_digest.as_deref()),
-        hold_key(container.image.as_deref(), None),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    keys.dedup();
-    keys
+/// The keys an image is held and looked up under: its digest when ECS reports it (the
+/// image's content) and its reference (what a task without a digest can be matched on; a tag
+/// may since point to other content, and the same content under another tag or registry host
+/// is not matched by reference).
+pub fn image_keys(container: &ContainerState) -> Vec<String> {
+    let digest = container
+        .image_digest
+        .as_ref()
+        .map(|d| format!("digest:{d}"));
+    let image = container.image.as_ref().map(|i| format!("image:{i}"));
+    digest.into_iter().chain(image).collect()
 }
 
 impl Action for HoldDeployment {
@@ -127,8 +117,9 @@ impl Action for HoldDeployment {
         let held: Vec<HeldImage> = containers
             .into_iter()
             .filter_map(|c| {
-                Some(HeldImage {
-                    key: hold_key(c.image.as_deref(), c.image_digest.as_deref())?,
+                let keys = image_keys(&c);
+                (!keys.is_empty()).then_some(HeldImage {
+                    keys,
                     container: c.name,
                     image: c.image,
                     digest: c.image_digest,
@@ -144,9 +135,12 @@ impl Action for HoldDeployment {
             )
             .into());
         }
-        let writes = futures::future::join_all(held.iter().map(|h| async move {
+        let writes = futures::future::join_all(held.iter().flat_map(|h| {
             let value = serde_json::to_value(h).unwrap_or_default();
-            ctx.ledger.put_hold(&h.key, finding_id, &value).await
+            h.keys.iter().map(move |key| {
+                let value = value.clone();
+                async move { ctx.ledger.put_hold(key, finding_id, &value).await }
+            })
         }))
         .await;
         // A hold not written is not kept: say so rather than report it held.
@@ -166,8 +160,8 @@ impl Action for HoldDeployment {
             .map(|h| match (&h.digest, &h.image) {
                 (Some(digest), Some(image)) => format!("{image} ({digest})"),
                 (Some(digest), None) => digest.clone(),
-                (None, Some(image)) => format!("{image} (by reference: no digest known)"),
-                (None, None) => h.key.clone(),
+                (None, Some(image)) => format!("{image} (by reference: ECS reported no digest)"),
+                (None, None) => h.keys.join(", "),
             })
             .collect();
         format!(
@@ -190,17 +184,13 @@ mod tests {
     }
 
     #[test]
-    fn an_image_is_held_by_digest_when_known_and_found_by_either() {
+    fn an_image_is_held_and_found_by_digest_and_by_reference() {
         let image = Some("repo/app:1");
         assert_eq!(
-            hold_key(image, Some("sha256:ab")).as_deref(),
-            Some("digest:sha256:ab")
+            image_keys(&container(image, Some("sha256:ab"))),
+            ["digest:sha256:ab", "image:repo/app:1"]
         );
-        assert_eq!(hold_key(image, None).as_deref(), Some("image:repo/app:1"));
-        assert_eq!(hold_key(None, None), None);
-        // A started task reporting digest and reference is found under a hold of either.
-        let keys = lookup_keys(&container(image, Some("sha256:ab")));
-        assert_eq!(keys, ["digest:sha256:ab", "image:repo/app:1"]);
-        assert_eq!(lookup_keys(&container(image, None)), ["image:repo/app:1"]);
+        assert_eq!(image_keys(&container(image, None)), ["image:repo/app:1"]);
+        assert!(image_keys(&container(None, None)).is_empty());
     }
 }

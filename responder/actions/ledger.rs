@@ -10,6 +10,8 @@
 //!   delivery arriving meanwhile stands back instead of racing it step by step.
 //! - `task#{task arn}`, `finding#{id}` — lets a task's STOPPED event or `release TASK_ARN` find
 //!   the containment records of that task.
+//! - `isolations#{shard}` (16), `finding#{id}` — every finding isolation was attempted for,
+//!   until released: what the sweep reads instead of scanning the table.
 //! - `hold#{image key}`, `finding#{id}` — an image `hold-deployment` holds: new tasks started
 //!   from it are reported (once per task: `finding#{id}`, `watch#{task arn}`) until release.
 //! - `finding#{id}` or `audit#{date}#{shard}` (16 a day), `audit#{time}#{invocation}` — the
@@ -223,6 +225,16 @@ fn s(value: impl Into<String>) -> AttributeValue {
 
 fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
+}
+
+/// The sweep's index partition of isolations: `isolations#{shard}`.
+fn isolations_pk(shard: u8) -> String {
+    format!("isolations#{shard:02}")
+}
+
+/// A finding's shard of the isolation index.
+fn isolation_shard(finding_id: &str) -> u8 {
+    Sha256::digest(finding_id.as_bytes())[0] % AUDIT_SHARDS
 }
 
 /// The partition key of a finding's items: `finding#{id}`.
@@ -534,35 +546,62 @@ impl Ledger {
             .and_then(|item| step_record(finding_id, item)))
     }
 
-    /// Every isolate step item of every finding (a Scan: for the daily sweep, not the
-    /// response path).
+    /// Every isolate step item of every finding isolation was attempted for (the
+    /// `isolations#{shard}` index: 16 queries, never a scan of the table's audit items).
     pub async fn isolate_records(&self) -> Result<Vec<StepRecord>, StepError> {
-        let mut records = Vec::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression("sk = :isolate")
-                .expression_attribute_values(":isolate", s(crate::actions::isolate::STEP_KEY))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(aws("DynamoDB Scan"))?;
-            for item in output.items() {
-                let finding_id = match item.get("pk") {
-                    Some(AttributeValue::S(pk)) => pk.strip_prefix("finding#").unwrap_or(pk),
-                    _ => continue,
-                };
-                records.extend(step_record(finding_id, item));
-            }
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                return Ok(records);
-            }
+        let keys: Vec<String> = (0..AUDIT_SHARDS).map(isolations_pk).collect();
+        let shards =
+            futures::future::join_all(keys.iter().map(|pk| self.query_prefix(pk, "finding#")))
+                .await;
+        let mut ids = Vec::new();
+        for items in shards {
+            ids.extend(
+                items?
+                    .iter()
+                    .filter_map(|item| match item.get("finding_id") {
+                        Some(AttributeValue::S(id)) => Some(id.clone()),
+                        _ => None,
+                    }),
+            );
         }
+        let steps = futures::future::join_all(
+            ids.iter()
+                .map(|id| self.get_step(id, crate::actions::isolate::STEP_KEY)),
+        )
+        .await;
+        let mut records = Vec::new();
+        for step in steps {
+            records.extend(step?);
+        }
+        Ok(records)
+    }
+
+    /// Index a finding whose isolation may change ACLs or groups, for the sweep.
+    pub async fn index_isolation(&self, finding_id: &str) -> Result<(), StepError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(isolations_pk(isolation_shard(finding_id))))
+            .item("sk", s(finding_pk(finding_id)))
+            .item("finding_id", s(finding_id))
+            .item("updated_at", s(Utc::now().to_rfc3339()))
+            .send()
+            .await
+            .map_err(aws("DynamoDB PutItem (isolation index)"))?;
+        Ok(())
+    }
+
+    /// Drop a released finding from the sweep's index.
+    pub async fn unindex_isolation(&self, finding_id: &str) -> Result<(), StepError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(isolations_pk(isolation_shard(finding_id))))
+            .key("sk", s(finding_pk(finding_id)))
+            .send()
+            .await
+            .map_err(aws("DynamoDB DeleteItem (isolation index)"))?;
+        Ok(())
     }
 
     /// Every step item of a finding (audit items excluded).

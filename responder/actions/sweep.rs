@@ -13,7 +13,6 @@ pub const PERMISSIONS: &[&str] = &[
     "ec2:DescribeNetworkAcls",
     "ecs:DescribeTasks",
     "ec2:DescribeInstances",
-    "dynamodb:Scan",
 ];
 
 /// An entry found in a network ACL's reserved range.
@@ -98,18 +97,46 @@ pub async fn liveness(clients: &Clients, target: &str) -> Result<Liveness, StepE
             .nth(1)
             .and_then(|rest| rest.split('/').next())
             .unwrap_or_default();
-        let output = clients
+        let output = match clients
             .ecs
             .describe_tasks()
             .cluster(cluster)
             .tasks(target)
             .send()
             .await
-            .map_err(aws("ECS DescribeTasks"))?;
-        let running = output
-            .tasks()
-            .first()
-            .and_then(|t| t.last_status())
+        {
+            Ok(output) => output,
+            // ECS deletes no cluster that still has tasks (DeleteCluster): its tasks are gone.
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_cluster_not_found_exception()) =>
+            {
+                return Ok(Liveness::Gone)
+            }
+            Err(error) => return Err(aws("ECS DescribeTasks")(error)),
+        };
+        let Some(task) = output.tasks().first() else {
+            // MISSING: stopped over an hour ago. Any other failure says nothing about it.
+            let missing = output
+                .failures()
+                .iter()
+                .any(|f| f.reason() == Some("MISSING"));
+            return if missing {
+                Ok(Liveness::Gone)
+            } else {
+                Err(StepError::Refused(format!(
+                    "ECS DescribeTasks could not tell whether {target} runs: {:?}",
+                    output
+                        .failures()
+                        .iter()
+                        .filter_map(|f| f.reason())
+                        .collect::<Vec<_>>()
+                )))
+            };
+        };
+        let running = task
+            .last_status()
             .is_some_and(|s| !matches!(s, "STOPPED" | "DELETED" | "DEPROVISIONING"));
         return Ok(if running {
             Liveness::Running

@@ -340,9 +340,11 @@ pub fn decide(inbound: &Inbound, playbooks: &PlaybookSet, ceiling: Mode) -> Deci
                 ),
             }
         }
-        // Only worth a look when some rule holds images (each look costs a ledger query).
+        // Only worth a look when some rule holds images (each look costs a ledger query), and
+        // only for a task meant to run: ECS also sends RUNNING for a task it is stopping.
         Inbound::TaskStateChange(change)
             if change.last_status.as_deref() == Some("RUNNING")
+                && change.desired_status.as_deref() == Some("RUNNING")
                 && !change.containers.is_empty()
                 && holds_images(playbooks) =>
         {

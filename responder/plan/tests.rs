@@ -487,6 +487,13 @@ fn a_started_task_is_watched_only_when_a_rule_holds_images() {
         }
         other => panic!("expected watch, got {other:?}"),
     }
+    // A task ECS is stopping still reports RUNNING: not looked at.
+    let stopping = with(running.clone(), "/detail/desiredStatus", json!("STOPPED"));
+    let inbound = parse_event(stopping.to_string().as_bytes()).unwrap();
+    assert_eq!(
+        skip_code(&super::decide(&inbound, &holding, Mode::Enforce)),
+        "task_not_stopped"
+    );
     // Other states are not looked at, held images or not.
     let pending = with(running, "/detail/lastStatus", json!("PENDING"));
     let inbound = parse_event(pending.to_string().as_bytes()).unwrap();

@@ -227,6 +227,12 @@ impl Responder {
                 }
             },
         };
+        // Nothing of this isolation is left to sweep for.
+        if result != ReleaseResult::NothingRecorded {
+            if let Err(error) = ledger.unindex_isolation(finding_id).await {
+                tracing::warn!(finding_id, error = %error, "isolation index not updated; the sweep will look again");
+            }
+        }
         // A stopped task's event releases only what blocks its address; the service's count
         // is for a person's `release`.
         let (service_scale, lifted_holds) = if nacl_only {
@@ -259,7 +265,7 @@ impl Responder {
         }
         let recorded = step.detail.get("partial").unwrap_or(&step.detail);
         let keys: Vec<String> = serde_json::from_value::<HoldOutput>(recorded.clone())
-            .map(|o| o.held.into_iter().map(|h| h.key).collect())
+            .map(|o| o.held.into_iter().flat_map(|h| h.keys).collect())
             .unwrap_or_default();
         for key in &keys {
             ledger.lift_hold(key, finding_id).await?;

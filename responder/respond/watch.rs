@@ -1,6 +1,7 @@
-//! A task started while `hold-deployment` holds images: when it runs a held image, people are
-//! told — once per task and holding finding (a `watch#{task}` claim in the finding's
-//! partition), however many state changes ECS sends for it.
+//! A task running while `hold-deployment` holds images (ECS sends RUNNING events when a task
+//! starts and when one of its containers changes): when it runs a held image, people are told —
+//! once per task and holding finding (a `watch#{task}` claim in the finding's partition),
+//! however many events ECS sends for it.
 
 use std::collections::BTreeSet;
 
@@ -8,7 +9,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::Responder;
-use crate::actions::hold::{lookup_keys, HeldImage};
+use crate::actions::hold::{image_keys, HeldImage};
 use crate::actions::ledger::{Claim, Ledger, StepStatus};
 use crate::actions::StepError;
 use crate::event::ContainerState;
@@ -32,8 +33,10 @@ pub struct WatchResult {
 /// A container of the started task running a held image.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HeldMatch {
-    /// The container of the started task.
+    /// The container of the running task.
     pub container: Option<String>,
+    /// The key it matched on (`digest:…` or `image:…`).
+    pub matched_on: String,
     /// What is held, and by which finding.
     pub held: HeldImage,
 }
@@ -42,21 +45,21 @@ impl WatchResult {
     /// The subject's words.
     pub fn headline(&self) -> String {
         let task = self.task_arn.rsplit('/').next().unwrap_or(&self.task_arn);
-        format!("held image started: ECS task {task}")
+        format!("held image running: ECS task {task}")
     }
 
     /// The notification's body.
     pub fn body(&self) -> String {
         let mut lines = vec![format!(
-            "ECS task {} ({}) started from an image a finding holds:",
+            "ECS task {} ({}) runs an image a finding holds:",
             self.task_arn,
             self.group.as_deref().unwrap_or("no group")
         )];
         for m in &self.matches {
-            let how = if m.held.key.starts_with("digest:") {
+            let how = if m.matched_on.starts_with("digest:") {
                 "the same image digest"
             } else {
-                "the same image reference (no digest known: the tag may since point to other content)"
+                "the same image reference (no digest compared: the tag may since point to other content)"
             };
             lines.push(format!(
                 "  - container {} runs {} — {how} as held by finding {} (service {})",
@@ -71,7 +74,7 @@ impl WatchResult {
             ));
         }
         lines.push(
-            "It may carry the same compromise: contain or stop it, or lift the hold with `responder release FINDING_ID` once the image is known clean."
+            "It may carry the same compromise: contain or stop it. The hold ends with `responder release FINDING_ID`, which also releases that finding's quarantine and service scale."
                 .to_string(),
         );
         lines.join("\n")
@@ -91,12 +94,12 @@ impl Responder {
     ) -> Result<WatchResult, StepError> {
         let lookups: Vec<(&ContainerState, String)> = containers
             .iter()
-            .flat_map(|c| lookup_keys(c).into_iter().map(move |k| (c, k)))
+            .flat_map(|c| image_keys(c).into_iter().map(move |k| (c, k)))
             .collect();
         let found =
             futures::future::join_all(lookups.iter().map(|(_, key)| ledger.holds(key))).await;
         let mut matches = Vec::new();
-        for ((container, _), holds) in lookups.iter().zip(found) {
+        for ((container, key), holds) in lookups.iter().zip(found) {
             for value in holds? {
                 let Ok(held) = serde_json::from_value::<HeldImage>(value) else {
                     continue;
@@ -107,6 +110,7 @@ impl Responder {
                 if held.task_arn != task_arn && !known {
                     matches.push(HeldMatch {
                         container: container.name.clone(),
+                        matched_on: key.clone(),
                         held,
                     });
                 }

@@ -371,6 +371,23 @@ async fn the_sweep_releases_what_outlived_its_task_and_touches_nothing_else() {
         .await
         .unwrap();
     assert_eq!(world.acl_state().await, before);
+    // Released isolations leave the sweep's index: it reads neither finding again.
+    let ledger = responder::actions::ledger::Ledger::new(
+        world.clients.dynamodb.clone(),
+        world.fixture.table.clone(),
+        "check",
+        1,
+    );
+    let indexed: Vec<String> = ledger
+        .isolate_records()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.finding_id)
+        .collect();
+    for n in [46, 47] {
+        assert!(!indexed.contains(&world.finding_id(n)), "{indexed:?}");
+    }
     // The stack's scheduled sweep, as the function receives it: nothing left to do.
     let scheduled = json!({"source": "incident-responder", "detail-type": "Sweep quarantine entries", "detail": {}});
     let again = world.respond(&scheduled).await;
@@ -542,4 +559,33 @@ async fn a_dead_attempts_expired_claim_is_released_not_kept_in_progress() {
         "{summary:?}"
     );
     assert_eq!(world.acl_state().await, before);
+}
+
+/// The sweep asks ECS whether a quarantined task still runs: a task ECS no longer lists
+/// (MISSING) and a task of a deleted cluster (ECS deletes no cluster that has tasks) are gone.
+#[tokio::test]
+async fn the_sweep_counts_missing_tasks_and_deleted_clusters_as_gone() {
+    use responder::actions::sweep::{liveness, Liveness};
+    let world = World::new(1).await;
+    let running = liveness(&world.clients, &world.fixture.tasks[0].arn)
+        .await
+        .unwrap();
+    assert_eq!(running, Liveness::Running);
+    let cluster = &world.fixture.cluster_name;
+    let missing = format!(
+        "arn:aws:ecs:{}:123456789012:task/{cluster}/0123456789abcdef0123456789abcdef",
+        world.fixture.region
+    );
+    assert_eq!(
+        liveness(&world.clients, &missing).await.unwrap(),
+        Liveness::Gone
+    );
+    let deleted = format!(
+        "arn:aws:ecs:{}:123456789012:task/no-such-cluster/0123456789abcdef0123456789abcdef",
+        world.fixture.region
+    );
+    assert_eq!(
+        liveness(&world.clients, &deleted).await.unwrap(),
+        Liveness::Gone
+    );
 }

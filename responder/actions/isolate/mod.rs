@@ -92,14 +92,16 @@ impl Action for Isolate {
         };
         let output = match &incident.target {
             Target::EcsTask(task) => {
-                // The task index (how a STOPPED event finds this record) is written alongside,
-                // not before: it must not delay containment.
-                let (index, isolated) = tokio::join!(
+                // The indexes (how a STOPPED event and the sweep find this record) are written
+                // alongside, not before: they must not delay containment, and they are answered
+                // before the describes that precede any change are.
+                let (task_index, sweep_index, isolated) = tokio::join!(
                     ctx.ledger.index_task(&task.task_arn, &incident.finding_id),
+                    ctx.ledger.index_isolation(&incident.finding_id),
                     ladder::isolate_task(ctx.clients, log, task, params, &incident.region)
                 );
                 let isolated = isolated?;
-                if let Err(error) = index {
+                if let Err(error) = task_index.and(sweep_index) {
                     // What was changed is still recorded under the finding, for `release`.
                     return Err(Failure {
                         error,
@@ -109,8 +111,18 @@ impl Action for Isolate {
                 isolated
             }
             Target::Ec2Instance(instance) => {
-                ladder::isolate_instance(ctx.clients, log, instance, params, &incident.region)
-                    .await?
+                let (sweep_index, isolated) = tokio::join!(
+                    ctx.ledger.index_isolation(&incident.finding_id),
+                    ladder::isolate_instance(ctx.clients, log, instance, params, &incident.region)
+                );
+                let isolated = isolated?;
+                if let Err(error) = sweep_index {
+                    return Err(Failure {
+                        error,
+                        partial: Some(isolated),
+                    });
+                }
+                isolated
             }
             other => {
                 return Err(StepError::Refused(format!(
