@@ -398,11 +398,15 @@ fn assess_service(
         .iter()
         .map(|s| s.action.name().to_string())
         .collect();
-    if !service.target_groups.is_empty() && !verdict.steps.iter().any(|s| s == "deregister") {
+    let watched = verdict
+        .steps
+        .iter()
+        .any(|s| s == "hold-deployment" || s == "scale-service");
+    if !service.target_groups.is_empty() && !watched {
         defeaters.push(Defeater {
             subject: format!("service {name}"),
-            problem: "it sits behind a load balancer and its rule does not deregister: once the quarantine cuts the load balancer's subnets off from a task, the task fails its health checks, the load balancer stops sending it traffic and ECS stops and replaces it, losing the state evidence would have kept".to_string(),
-            fix: "add `deregister` to the rule (after isolate, with `evidence` before any stop); ECS may still replace a task that fails its container health checks".to_string(),
+            problem: "it sits behind a load balancer: once the quarantine cuts the load balancer's checks, ECS counts the task unhealthy, starts a replacement from the same task definition (the same image, possibly compromised the same way) and stops the quarantined task with its in-memory state; its rule neither watches for nor stops those replacements".to_string(),
+            fix: "add `hold-deployment` to the rule to hear of every task running the image, or `scale-service` (after evidence) to stop replacements at the cost of the service; keep `evidence` before either".to_string(),
         });
     }
     let Some(params) = planned.steps.iter().find_map(|s| match &s.spec {

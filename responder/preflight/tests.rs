@@ -109,11 +109,12 @@ fn the_default_layout_would_be_contained_and_holds_eighteen_tasks() {
     assert!(report.all_contained_as_intended());
     assert_eq!(report.vpcs[0].tasks_at_once, 18);
     assert_eq!(report.vpcs[0].acls[0].ipv4_used, (2, 2));
-    // Behind a load balancer without `deregister` in the default rule: said, with the fix.
+    // Behind a load balancer, and the default rule neither watches for nor stops the
+    // replacements ECS will start: said, with the fix.
     assert!(report
         .defeaters
         .iter()
-        .any(|d| d.fix.contains("deregister")));
+        .any(|d| d.fix.contains("hold-deployment")));
     let text = render::text(&report);
     assert!(text.contains("prod/api  CONTAINED"), "{text}");
     let markdown = render::markdown(&report);
