@@ -10,6 +10,9 @@ use responder::actions::Clients;
 /// moto's default account.
 pub const ACCOUNT: &str = "123456789012";
 
+/// A member account the fixture's function lists in `RESPONDER_ACCOUNTS`.
+pub const MEMBER_ACCOUNT: &str = "444455556666";
+
 /// The crypto-mining sample, compiled in so the demo works from any directory.
 pub const MINER_EVENT: &str = include_str!("../events/fargate-crypto-miner-high.json");
 
@@ -59,6 +62,13 @@ impl Fixture {
             audit_ttl_days: 30,
             // moto's account, as a deployed function's own.
             account_id: Some(ACCOUNT.to_string()),
+            // As the template configures a function: its account (and, here, one member
+            // account whose findings it preserves and reports), its region, EventBridge only.
+            provenance: responder::plan::provenance::Provenance {
+                accounts: Some(vec![ACCOUNT.to_string(), MEMBER_ACCOUNT.to_string()]),
+                regions: Some(vec!["us-east-1".to_string()]),
+                require_envelope: true,
+            },
         }
     }
 }

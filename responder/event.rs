@@ -242,7 +242,19 @@ fn from_cli_names(value: Value) -> Value {
 }
 
 /// Like [`parse_event`], for JSON already parsed (no size check).
+///
+/// Every string the responder reads from the event has its unsafe characters escaped (see
+/// [`display_safe`]) before it is parsed, so none reaches a terminal, a notification subject or
+/// a chat message as a command; the finding kept as evidence (`raw`) is the one copy as sent.
 pub fn parse_value(value: Value) -> Result<Inbound, EventError> {
+    // The event as sent, kept only when it differs from what is parsed.
+    let (value, original) = if has_unsafe_text(&value) {
+        let mut safe = value.clone();
+        make_safe(&mut safe);
+        (safe, Some(value))
+    } else {
+        (value, None)
+    };
     let Value::Object(object) = &value else {
         return Err(EventError::NotAnObject);
     };
@@ -250,12 +262,12 @@ pub fn parse_value(value: Value) -> Result<Inbound, EventError> {
         && object.contains_key("schemaVersion")
         && object.contains_key("type");
     if is_bare_finding {
-        return finding_from(value, None, None);
+        return finding_from(value, original, None);
     }
     // `aws guardduty get-findings` prints the SDK's member names (PascalCase).
     let is_cli_finding = object.contains_key("SchemaVersion") && object.contains_key("Type");
     if is_cli_finding {
-        return finding_from(from_cli_names(value), None, None);
+        return finding_from(from_cli_names(value), original.map(from_cli_names), None);
     }
     if !object.contains_key("detail-type") && !object.contains_key("source") {
         return Err(EventError::UnknownShape);
@@ -288,34 +300,139 @@ pub fn parse_value(value: Value) -> Result<Inbound, EventError> {
         Some(detail @ Value::Object(_)) => detail,
         _ => return Err(EventError::MissingDetail),
     };
-    finding_from(
-        detail,
-        envelope.account.as_deref(),
-        envelope.region.as_deref(),
-    )
+    let original_detail = match original {
+        Some(Value::Object(mut object)) => object.remove("detail"),
+        _ => None,
+    };
+    let origin = Origin {
+        account: envelope.account,
+        region: envelope.region,
+    };
+    finding_from(detail, original_detail, Some(origin))
 }
 
+/// Where an EventBridge envelope said a finding came from.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Origin {
+    /// The account whose event bus delivered the event.
+    pub account: Option<String>,
+    /// The region of that event bus.
+    pub region: Option<String>,
+}
+
+/// `safe` is the finding with unsafe characters escaped (what is parsed); `original` the
+/// finding as sent, when it differs (what is kept as evidence).
 fn finding_from(
-    raw: Value,
-    envelope_account: Option<&str>,
-    envelope_region: Option<&str>,
+    safe: Value,
+    original: Option<Value>,
+    origin: Option<Origin>,
 ) -> Result<Inbound, EventError> {
+    sections_are_objects(&safe)?;
     let finding: Finding =
-        serde_path_to_error::deserialize(&raw).map_err(|e| EventError::FindingShape {
+        serde_path_to_error::deserialize(&safe).map_err(|e| EventError::FindingShape {
             path: clip(&e.path().to_string()),
             message: clip(&e.inner().to_string()),
         })?;
-    let incident = Incident::from_finding(&finding, envelope_account, envelope_region)?;
+    let incident = Incident::from_finding(&finding, origin)?;
     Ok(Inbound::Finding {
         incident: Box::new(incident),
-        raw,
+        raw: original.unwrap_or(safe),
     })
+}
+
+/// serde reads a struct from a JSON array too (its fields in order, so `[]` is every field
+/// absent): a section of the finding given as anything but an object (or null) is an error,
+/// not an empty section that hides, say, the sample flag.
+fn sections_are_objects(finding: &Value) -> Result<(), EventError> {
+    const SECTIONS: &[&str] = &[
+        "/resource",
+        "/resource/ecsClusterDetails",
+        "/resource/ecsClusterDetails/taskDetails",
+        "/resource/instanceDetails",
+        "/resource/eksClusterDetails",
+        "/resource/kubernetesDetails",
+        "/resource/kubernetesDetails/kubernetesWorkloadDetails",
+        "/service",
+        "/service/additionalInfo",
+        "/service/runtimeDetails",
+        "/service/runtimeDetails/process",
+        "/service/runtimeDetails/context",
+    ];
+    for section in SECTIONS {
+        match finding.pointer(section) {
+            None | Some(Value::Null) | Some(Value::Object(_)) => {}
+            Some(_) => {
+                return Err(EventError::FindingShape {
+                    path: section.trim_start_matches('/').replace('/', "."),
+                    message: "expected an object".to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Characters that act on a terminal, an e-mail header or a chat client instead of being
+/// shown: control characters (C0 and C1, DEL: ANSI escape sequences, line breaks that forge a
+/// subject or a log line) and the Unicode formatting characters that reorder or hide text (the
+/// bidirectional overrides and isolates of "Trojan Source", line and paragraph separators).
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// `text` with every unsafe character written as a visible escape (`\u{1b}`), so what a
+/// finding says is shown, never obeyed.
+pub fn display_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(is_unsafe) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut safe = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if is_unsafe(c) {
+            safe.extend(c.escape_unicode());
+        } else {
+            safe.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(safe)
+}
+
+fn has_unsafe_text(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.chars().any(is_unsafe),
+        Value::Array(items) => items.iter().any(has_unsafe_text),
+        Value::Object(map) => map
+            .iter()
+            .any(|(key, value)| key.chars().any(is_unsafe) || has_unsafe_text(value)),
+        _ => false,
+    }
+}
+
+fn make_safe(value: &mut Value) {
+    match value {
+        Value::String(text) => {
+            if let std::borrow::Cow::Owned(safe) = display_safe(text) {
+                *text = safe;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(make_safe),
+        Value::Object(map) => {
+            let entries = std::mem::take(map);
+            for (key, mut value) in entries {
+                make_safe(&mut value);
+                map.insert(display_safe(&key).into_owned(), value);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Shorten text for an error message, on a character boundary.
 pub fn clip(text: &str) -> String {
+    let text = display_safe(text);
     if text.chars().count() <= MAX_ERROR_CHARS {
-        return text.to_string();
+        return text.into_owned();
     }
     let kept: String = text.chars().take(MAX_ERROR_CHARS).collect();
     format!("{kept}… ({} characters in all)", text.chars().count())
@@ -371,7 +488,7 @@ mod tests {
 
     #[test]
     fn missing_resource_is_a_clear_error() {
-        let detail = r#"{"id":"f","type":"A:Runtime/B","severity":5,"accountId":"1","region":"r"}"#;
+        let detail = r#"{"id":"f","type":"A:Runtime/B","severity":5,"accountId":"111122223333","region":"r"}"#;
         let err = parse_event(envelope(detail).as_bytes()).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -496,5 +613,45 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn terminal_escapes_and_bidi_overrides_are_shown_not_obeyed() {
+        assert_eq!(display_safe("plain — text"), "plain — text");
+        assert_eq!(display_safe("a\u{1b}[31mb"), "a\\u{1b}[31mb");
+        assert_eq!(display_safe("x\r\nSubject: y"), "x\\u{d}\\u{a}Subject: y");
+        assert_eq!(display_safe("\u{202e}evil"), "\\u{202e}evil");
+        assert_eq!(display_safe("\u{9b}2J"), "\\u{9b}2J");
+    }
+
+    #[test]
+    fn every_string_of_a_finding_is_made_safe_but_the_evidence_copy_is_kept_as_sent() {
+        let path = format!(
+            "{}/../events/fargate-crypto-miner-high.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut value: Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        value["detail"]["title"] = Value::from("miner\u{1b}]0;owned\u{7}\u{1b}[2J");
+        value["detail"]["resource"]["ecsClusterDetails"]["taskDetails"]["containers"][0]["name"] =
+            Value::from("web\u{202e}txt.exe");
+        let Inbound::Finding { incident, raw } = parse_value(value.clone()).unwrap() else {
+            panic!("a finding")
+        };
+        let shown = serde_json::to_string(&*incident).unwrap();
+        assert!(
+            !shown.contains("\\u001b") && !shown.contains('\u{202e}'),
+            "{shown}"
+        );
+        assert_eq!(
+            incident.title.as_deref(),
+            Some("miner\\u{1b}]0;owned\\u{7}\\u{1b}[2J")
+        );
+        assert_eq!(raw, value["detail"], "evidence keeps the finding as sent");
     }
 }

@@ -67,14 +67,34 @@ pub struct Finding {
 }
 
 /// GuardDuty timestamps are ISO-8601 strings in findings, but some nested ECS fields have been
-/// seen as epoch numbers; keep whichever arrives rather than failing.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+/// seen as epoch numbers; keep whichever arrives rather than failing (an epoch number must be
+/// a second between 1970 and 3000).
+#[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum Timestamp {
     /// An ISO 8601 string, as GuardDuty normally sends.
     Text(String),
     /// A numeric epoch timestamp, kept as received.
     Epoch(f64),
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Received {
+            Text(String),
+            Epoch(f64),
+        }
+        const YEAR_3000: f64 = 32_503_680_000.0;
+        match Received::deserialize(deserializer)? {
+            Received::Text(text) => Ok(Timestamp::Text(text)),
+            Received::Epoch(secs) if (0.0..YEAR_3000).contains(&secs) => Ok(Timestamp::Epoch(secs)),
+            Received::Epoch(secs) => Err(serde::de::Error::custom(format!(
+                "timestamp {secs} is not a time between 1970 and 3000"
+            ))),
+        }
+    }
 }
 
 impl fmt::Display for Timestamp {

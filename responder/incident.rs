@@ -386,6 +386,10 @@ pub struct Incident {
     /// (a GuardDuty administrator account receives its members' findings).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivered_via_account: Option<String>,
+    /// What the EventBridge envelope said about where the event came from; `None` for a bare
+    /// finding (an export replayed by hand), which a deployment may refuse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<crate::event::Origin>,
     /// The finding's title.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
@@ -420,6 +424,144 @@ pub enum IncidentError {
     /// A field the responder needs is missing (its path in the finding).
     #[error("the finding has no {0}")]
     Missing(&'static str),
+    /// An identifier the responder would pass to AWS or use as a key does not have the form
+    /// AWS gives it (a path trick, a control character, another service's ARN).
+    #[error("the finding's {field} is not a valid {expected}: {value:?}")]
+    Malformed {
+        /// Its path in the finding.
+        field: &'static str,
+        /// What it should be.
+        expected: &'static str,
+        /// The value, clipped.
+        value: String,
+    },
+}
+
+/// `value` if it is an identifier of the given form, else a [`IncidentError::Malformed`].
+fn checked<'a>(
+    field: &'static str,
+    expected: &'static str,
+    value: &'a str,
+    valid: impl Fn(&str) -> bool,
+) -> Result<&'a str, IncidentError> {
+    if valid(value) {
+        Ok(value)
+    } else {
+        Err(IncidentError::Malformed {
+            field,
+            expected,
+            value: crate::event::clip(value),
+        })
+    }
+}
+
+/// Letters, digits, `-` and `_`, 1 to `max` of them: ECS cluster and service names, task ids.
+fn is_name(text: &str, max: usize) -> bool {
+    !text.is_empty()
+        && text.len() <= max
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A GuardDuty finding id: hex, sometimes with a `-` suffix (sample findings); any letters,
+/// digits, `-`, `_`, `.` and `:` are accepted, nothing that could be a path or a key separator.
+fn is_finding_id(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 256
+        && !text.contains("..")
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// `id-hex`: EC2's resource ids (`i-…`, `eni-…`, `subnet-…`, `vpc-…`, `sg-…`).
+fn is_ec2_id(text: &str, prefix: &str) -> bool {
+    text.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|hex| {
+            (8..=17).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+}
+
+/// The parts of an ARN: partition, service, region, account, resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArnParts<'a> {
+    /// `aws`, `aws-cn`, `aws-us-gov`, ...
+    pub partition: &'a str,
+    /// The service (`ecs`, `ec2`, ...).
+    pub service: &'a str,
+    /// The region.
+    pub region: &'a str,
+    /// The account.
+    pub account: &'a str,
+    /// Everything after the account.
+    pub resource: &'a str,
+}
+
+impl<'a> ArnParts<'a> {
+    /// Split an ARN; `None` unless it has six parts and a plausible partition and account.
+    pub fn parse(arn: &'a str) -> Option<ArnParts<'a>> {
+        let mut parts = arn.splitn(6, ':');
+        let (
+            Some("arn"),
+            Some(partition),
+            Some(service),
+            Some(region),
+            Some(account),
+            Some(resource),
+        ) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        )
+        else {
+            return None;
+        };
+        let partition_ok = partition.starts_with("aws")
+            && partition
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'-');
+        let account_ok = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
+        // Empty for global services (IAM).
+        let region_ok = region.len() <= 32
+            && region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        (partition_ok && account_ok && region_ok).then_some(ArnParts {
+            partition,
+            service,
+            region,
+            account,
+            resource,
+        })
+    }
+}
+
+/// `arn:P:ecs:R:A:task/CLUSTER/ID` (or the old `task/ID`).
+fn is_task_arn(arn: &str) -> bool {
+    ArnParts::parse(arn).is_some_and(|p| {
+        p.service == "ecs"
+            && p.resource
+                .strip_prefix("task/")
+                .is_some_and(|rest| match rest.split_once('/') {
+                    Some((cluster, id)) => is_name(cluster, 255) && is_name(id, 64),
+                    None => is_name(rest, 64),
+                })
+    })
+}
+
+/// `arn:P:ecs:R:A:cluster/NAME`.
+fn is_cluster_arn(arn: &str) -> bool {
+    ArnParts::parse(arn).is_some_and(|p| {
+        p.service == "ecs"
+            && p.resource
+                .strip_prefix("cluster/")
+                .is_some_and(|name| is_name(name, 255))
+    })
 }
 
 impl Incident {
@@ -427,20 +569,31 @@ impl Incident {
     /// administrator-account delivery apart from the resource's own account.
     pub fn from_finding(
         finding: &Finding,
-        envelope_account: Option<&str>,
-        envelope_region: Option<&str>,
+        origin: Option<crate::event::Origin>,
     ) -> Result<Incident, IncidentError> {
+        let envelope_account = origin.as_ref().and_then(|o| o.account.as_deref());
+        let envelope_region = origin.as_ref().and_then(|o| o.region.as_deref());
+        checked("id", "GuardDuty finding id", &finding.id, is_finding_id)?;
         let finding_type_parts: FindingType = finding.finding_type.parse()?;
         let account_id = finding
             .account_id
             .clone()
             .or_else(|| envelope_account.map(str::to_string))
             .ok_or(IncidentError::Missing("accountId"))?;
+        checked("accountId", "12-digit account id", &account_id, |a| {
+            a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit())
+        })?;
         let region = finding
             .region
             .clone()
             .or_else(|| envelope_region.map(str::to_string))
             .ok_or(IncidentError::Missing("region"))?;
+        checked("region", "region name", &region, |r| {
+            !r.is_empty()
+                && r.len() <= 32
+                && r.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })?;
         let delivered_via_account = envelope_account
             .filter(|via| *via != account_id)
             .map(str::to_string);
@@ -470,6 +623,7 @@ impl Incident {
             account_id,
             region,
             delivered_via_account,
+            origin,
             title: finding.title.clone(),
             created_at: finding.created_at.as_ref().map(Timestamp::to_string),
             updated_at: finding.updated_at.as_ref().map(Timestamp::to_string),
@@ -507,11 +661,23 @@ fn target_of(resource: &crate::finding::Resource) -> Result<Target, IncidentErro
                     .ok_or(IncidentError::Missing(
                         "resource.ecsClusterDetails.taskDetails.arn",
                     ))?;
+            checked(
+                "resource.ecsClusterDetails.taskDetails.arn",
+                "ECS task ARN",
+                &task_arn,
+                is_task_arn,
+            )?;
             let cluster_arn = cluster
                 .arn
                 .clone()
                 .filter(|arn| !arn.is_empty())
                 .ok_or(IncidentError::Missing("resource.ecsClusterDetails.arn"))?;
+            checked(
+                "resource.ecsClusterDetails.arn",
+                "ECS cluster ARN",
+                &cluster_arn,
+                is_cluster_arn,
+            )?;
             let cluster_name = cluster
                 .name
                 .clone()
@@ -527,7 +693,16 @@ fn target_of(resource: &crate::finding::Resource) -> Result<Target, IncidentErro
                     .group
                     .as_deref()
                     .and_then(|g| g.strip_prefix("service:"))
-                    .map(str::to_string),
+                    .map(|name| {
+                        checked(
+                            "resource.ecsClusterDetails.taskDetails.group",
+                            "service:NAME",
+                            name,
+                            |n| is_name(n, 255),
+                        )
+                        .map(str::to_string)
+                    })
+                    .transpose()?,
                 group: task.group.clone(),
                 containers: task.containers.iter().map(ContainerRef::from).collect(),
                 task_tags: tag_map([task.tags.as_slice()]),
@@ -546,24 +721,50 @@ fn target_of(resource: &crate::finding::Resource) -> Result<Target, IncidentErro
                 .ok_or(IncidentError::Missing(
                     "resource.instanceDetails.instanceId",
                 ))?;
-            let network_interfaces: Vec<EniRef> = details
-                .network_interfaces
-                .iter()
-                .filter_map(|eni| {
-                    Some(EniRef {
-                        eni_id: eni.network_interface_id.clone()?,
-                        private_ip: eni.private_ip_address.clone(),
-                        ipv6: eni.ipv6_addresses.clone(),
-                        subnet_id: eni.subnet_id.clone(),
-                        vpc_id: eni.vpc_id.clone(),
-                        security_groups: eni
-                            .security_groups
-                            .iter()
-                            .filter_map(|sg| sg.group_id.clone())
-                            .collect(),
-                    })
-                })
-                .collect();
+            checked(
+                "resource.instanceDetails.instanceId",
+                "EC2 instance id",
+                &instance_id,
+                |id| is_ec2_id(id, "i"),
+            )?;
+            const ENI: &str = "resource.instanceDetails.networkInterfaces";
+            let mut network_interfaces: Vec<EniRef> = Vec::new();
+            for eni in &details.network_interfaces {
+                let Some(eni_id) = &eni.network_interface_id else {
+                    continue;
+                };
+                checked(ENI, "network interface id", eni_id, |id| {
+                    is_ec2_id(id, "eni")
+                })?;
+                let optional =
+                    |value: &Option<String>, prefix: &str, expected: &'static str| match value
+                        .as_deref()
+                    {
+                        Some(id) => {
+                            checked(ENI, expected, id, |id| is_ec2_id(id, prefix)).map(drop)
+                        }
+                        None => Ok(()),
+                    };
+                optional(&eni.subnet_id, "subnet", "subnet id")?;
+                optional(&eni.vpc_id, "vpc", "VPC id")?;
+                let mut security_groups = Vec::new();
+                for group in eni
+                    .security_groups
+                    .iter()
+                    .filter_map(|sg| sg.group_id.clone())
+                {
+                    checked(ENI, "security group id", &group, |id| is_ec2_id(id, "sg"))?;
+                    security_groups.push(group);
+                }
+                network_interfaces.push(EniRef {
+                    eni_id: eni_id.clone(),
+                    private_ip: eni.private_ip_address.clone(),
+                    ipv6: eni.ipv6_addresses.clone(),
+                    subnet_id: eni.subnet_id.clone(),
+                    vpc_id: eni.vpc_id.clone(),
+                    security_groups,
+                });
+            }
             Ok(Target::Ec2Instance(Ec2InstanceTarget {
                 instance_id,
                 vpc_id: network_interfaces.iter().find_map(|e| e.vpc_id.clone()),

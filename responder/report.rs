@@ -797,21 +797,27 @@ mod tests {
         );
         assert!(body.contains("seen once"), "{body}");
         // Control characters and non-ASCII text from a finding never reach the subject.
-        let hostile = include_str!("../events/fargate-crypto-miner-high.json")
-            .replace("payments-prod", "p\u{00e9}y\\u0007ments\\nprod");
+        let hostile = include_str!("../events/fargate-crypto-miner-high.json").replace(
+            r#""name": "payments-prod""#,
+            "\"name\": \"p\u{00e9}y\\u0007ments\\nprod\"",
+        );
         let (report, _) = crate::decide(
             None,
             hostile.as_bytes(),
             &crate::playbook::PlaybookSet::defaults().unwrap(),
             Mode::DryRun,
         );
-        let (subject, _) = report.notification(None);
+        let (subject, body) = report.notification(None);
         assert!(
             subject
                 .chars()
                 .all(|c| c.is_ascii() && !c.is_ascii_control()),
             "{subject:?}"
         );
-        assert!(subject.contains("in p?y ments"), "{subject:?}");
+        assert!(body.contains(r"y\u{7}ments\u{a}prod"), "{body}");
+        assert!(
+            !body.chars().any(|c| c.is_control() && c != '\n'),
+            "{body:?}"
+        );
     }
 }

@@ -20,7 +20,15 @@ pub struct Config {
     /// finding about a resource in another account (a member account's, delivered to the
     /// administrator's bus) is preserved and reported, never acted on here.
     pub account_id: Option<String>,
+    /// Where findings may come from (`RESPONDER_ACCOUNTS`, `RESPONDER_REGIONS`); anything else
+    /// is refused before planning, with the reason audited.
+    pub provenance: crate::plan::provenance::Provenance,
 }
+
+/// Environment variable listing the accounts whose findings are handled (`*`: any).
+pub const ENV_ACCOUNTS: &str = "RESPONDER_ACCOUNTS";
+/// Environment variable listing the regions whose findings are handled (`*`: any).
+pub const ENV_REGIONS: &str = "RESPONDER_REGIONS";
 
 /// Environment variable naming the evidence bucket.
 pub const ENV_BUCKET: &str = "RESPONDER_EVIDENCE_BUCKET";
@@ -78,7 +86,41 @@ impl Config {
                 expected: "a whole number of days",
             })?,
         };
+        let list = |variable: &'static str,
+                    expected: &'static str,
+                    valid: fn(&str) -> bool|
+         -> Result<Option<Vec<String>>, ConfigError> {
+            let Some(value) = read(variable) else {
+                return Ok(None);
+            };
+            let items: Vec<String> = value
+                .split(',')
+                .map(|item| item.trim().to_string())
+                .filter(|item| !item.is_empty())
+                .collect();
+            if items.is_empty() || !items.iter().all(|item| item == "*" || valid(item)) {
+                return Err(ConfigError::Invalid {
+                    variable,
+                    value,
+                    expected,
+                });
+            }
+            Ok(Some(items))
+        };
+        let provenance = crate::plan::provenance::Provenance {
+            accounts: list(
+                ENV_ACCOUNTS,
+                "comma-separated 12-digit account ids, or *",
+                |a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()),
+            )?,
+            regions: list(ENV_REGIONS, "comma-separated region names, or *", |r| {
+                r.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            })?,
+            require_envelope: false,
+        };
         Ok(Config {
+            provenance,
             evidence_bucket: read(ENV_BUCKET),
             ledger_table: read(ENV_TABLE),
             topic_arn: read(ENV_TOPIC),

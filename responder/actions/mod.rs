@@ -35,7 +35,8 @@ use serde::Serialize;
 pub(crate) use aws::aws;
 pub use aws::{timeouts, Clients, StepError, ATTEMPT_TIMEOUT, OPERATION_TIMEOUT};
 pub use config::{
-    Config, ConfigError, ENV_ACCOUNT, ENV_AUDIT_TTL, ENV_BUCKET, ENV_MODE, ENV_TABLE, ENV_TOPIC,
+    Config, ConfigError, ENV_ACCOUNT, ENV_ACCOUNTS, ENV_AUDIT_TTL, ENV_BUCKET, ENV_MODE,
+    ENV_REGIONS, ENV_TABLE, ENV_TOPIC,
 };
 pub(crate) use registry::{output_from_ledger, run_action};
 pub use registry::{ActionName, ActionSpec, StepOutput};

@@ -68,9 +68,11 @@ async fn init() -> Result<Responder, String> {
         None => PlaybookSet::defaults(),
     }
     .map_err(|errors| format!("the playbooks are invalid, refusing to start:\n{errors}"))?;
-    let responder = Responder::from_env(playbooks)
+    let mut responder = Responder::from_env(playbooks)
         .await
         .map_err(|e| format!("invalid configuration: {e}"))?;
+    // The function is only ever sent EventBridge events; a bare finding came some other way.
+    responder.config.provenance.require_envelope = true;
     for warning in &responder.playbooks.warnings {
         tracing::warn!(%warning, "playbook warning");
     }

@@ -1,6 +1,8 @@
 //! Planning: from a received event and the playbooks to a decision — act (which steps, in which
 //! mode), skip (and why), or release a stopped task's quarantine. Pure — no I/O, no clock.
 
+pub mod provenance;
+
 use serde::Serialize;
 
 use crate::actions::isolate::IsolationRung;
@@ -132,6 +134,10 @@ pub enum SkipReason {
         /// The account the function acts in.
         acting_account: String,
     },
+    /// The finding does not come from where this deployment expects findings
+    /// (`RESPONDER_ACCOUNTS`, `RESPONDER_REGIONS`, an EventBridge envelope), or names resources
+    /// outside its own account, region or partition.
+    Untrusted(provenance::Refusal),
     /// An ECS task state change other than STOPPED: nothing to release yet.
     TaskNotStopped {
         /// The task's ARN.
@@ -167,6 +173,7 @@ impl SkipReason {
             SkipReason::Exempt { .. } => "exempt",
             SkipReason::NoRuleMatched { .. } => "no_rule_matched",
             SkipReason::OtherAccount { .. } => "other_account",
+            SkipReason::Untrusted(_) => "untrusted",
             SkipReason::TaskNotStopped { .. } => "task_not_stopped",
         }
     }
@@ -200,6 +207,11 @@ impl SkipReason {
                 acting_account,
             } => format!(
                 "the resource is in account {resource_account}; this function acts in {acting_account}, so nothing here is changed"
+            ),
+            SkipReason::Untrusted(refusal) => format!(
+                "refused, nothing done: {} (provenance check: {})",
+                refusal.detail,
+                refusal.check.name()
             ),
             SkipReason::TaskNotStopped {
                 task_arn,

@@ -502,3 +502,115 @@ fn a_started_task_is_watched_only_when_a_rule_holds_images() {
         "task_not_stopped"
     );
 }
+
+mod provenance {
+    use super::*;
+    use crate::plan::provenance::{check, Provenance, ProvenanceCheck};
+
+    fn refused(value: &Value, provenance: &Provenance) -> Option<ProvenanceCheck> {
+        check(&incident_of(value), provenance).map(|r| r.check)
+    }
+
+    fn only(accounts: &[&str], regions: &[&str]) -> Provenance {
+        Provenance {
+            accounts: Some(accounts.iter().map(|a| a.to_string()).collect()),
+            regions: Some(regions.iter().map(|r| r.to_string()).collect()),
+            require_envelope: true,
+        }
+    }
+
+    #[test]
+    fn a_finding_from_the_listed_account_and_region_passes() {
+        let provenance = only(&["111122223333"], &["us-east-1"]);
+        assert_eq!(refused(&fargate_high(), &provenance), None);
+        assert_eq!(refused(&fargate_high(), &Provenance::default()), None);
+        let any = only(&["*"], &["*"]);
+        assert_eq!(refused(&fargate_high(), &any), None);
+    }
+
+    #[test]
+    fn unlisted_accounts_and_regions_are_refused() {
+        let provenance = only(&["111122223333"], &["us-east-1"]);
+        let member = with(fargate_high(), "/detail/accountId", json!("444455556666"));
+        // The ARNs still say 111122223333: refused either way, but for the account first.
+        assert_eq!(
+            refused(&member, &provenance),
+            Some(ProvenanceCheck::Account)
+        );
+        let via_admin = with(fargate_high(), "/account", json!("999988887777"));
+        assert_eq!(
+            refused(&via_admin, &provenance),
+            Some(ProvenanceCheck::Account),
+            "the delivering account must be listed too"
+        );
+        let elsewhere = only(&["111122223333"], &["eu-west-1"]);
+        assert_eq!(
+            refused(&fargate_high(), &elsewhere),
+            Some(ProvenanceCheck::Region)
+        );
+    }
+
+    #[test]
+    fn an_envelope_from_another_region_than_the_finding_is_refused() {
+        let forged = with(fargate_high(), "/region", json!("eu-west-1"));
+        assert_eq!(
+            refused(&forged, &Provenance::default()),
+            Some(ProvenanceCheck::Region)
+        );
+    }
+
+    #[test]
+    fn a_bare_finding_is_refused_where_an_envelope_is_required() {
+        let bare = fargate_high()["detail"].clone();
+        let mut lambda = Provenance::default();
+        assert_eq!(refused(&bare, &lambda), None, "the CLI replays exports");
+        lambda.require_envelope = true;
+        assert_eq!(refused(&bare, &lambda), Some(ProvenanceCheck::Envelope));
+    }
+
+    #[test]
+    fn arns_outside_the_findings_account_region_or_partition_are_refused() {
+        let pointer = "/detail/resource/ecsClusterDetails/taskDetails/arn";
+        let cases = [
+            "arn:aws:ecs:us-east-1:999988887777:task/payments-prod/5b0f6c2e8d3a4b1f9e7c6a5d4b3c2a10",
+            "arn:aws:ecs:eu-west-1:111122223333:task/payments-prod/5b0f6c2e8d3a4b1f9e7c6a5d4b3c2a10",
+            "arn:aws-cn:ecs:us-east-1:111122223333:task/payments-prod/5b0f6c2e8d3a4b1f9e7c6a5d4b3c2a10",
+            "arn:aws:ecs:us-east-1:111122223333:task/other-cluster/5b0f6c2e8d3a4b1f9e7c6a5d4b3c2a10",
+        ];
+        for arn in cases {
+            let value = with(fargate_high(), pointer, json!(arn));
+            assert_eq!(
+                refused(&value, &Provenance::default()),
+                Some(ProvenanceCheck::ResourceArn),
+                "{arn}"
+            );
+        }
+    }
+
+    #[test]
+    fn identifiers_with_path_tricks_or_control_characters_are_errors() {
+        let pointer = "/detail/resource/ecsClusterDetails/taskDetails/arn";
+        let cases = [
+            "arn:aws:ecs:us-east-1:111122223333:task/payments-prod/../../x",
+            "arn:aws:ecs:us-east-1:111122223333:task/payments-prod/abc\u{1b}[2J",
+            "arn:aws:ecs:us-east-1:111122223333:task/payments prod/abc",
+            "arn:aws:ec2:us-east-1:111122223333:instance/i-0123456789abcdef0",
+            "arn:aws:ecs:us-east-1:1111:task/payments-prod/abc",
+            "*",
+        ];
+        for arn in cases {
+            let value = with(fargate_high(), pointer, json!(arn));
+            let error = parse_event(value.to_string().as_bytes()).unwrap_err();
+            let text = error.to_string();
+            assert!(
+                text.contains("is not a valid ECS task ARN"),
+                "{arn}: {text}"
+            );
+            assert!(!text.contains('\u{1b}'), "{text}");
+        }
+        for id in ["../../etc/passwd", "a/b", "", "x\ny"] {
+            let value = with(fargate_high(), "/detail/id", json!(id));
+            assert!(parse_event(value.to_string().as_bytes()).is_err(), "{id:?}");
+        }
+    }
+}

@@ -97,11 +97,17 @@ impl Responder {
             Ok(inbound) => {
                 let mut decision = crate::plan::decide(&inbound, &self.playbooks, ceiling);
                 if let Inbound::Finding { incident, .. } = &inbound {
-                    decision = crate::plan::for_account(
-                        decision,
-                        &incident.account_id,
-                        self.config.account_id.as_deref(),
-                    );
+                    decision =
+                        match crate::plan::provenance::check(incident, &self.config.provenance) {
+                            Some(refusal) => {
+                                Decision::Skip(crate::plan::SkipReason::Untrusted(refusal))
+                            }
+                            None => crate::plan::for_account(
+                                decision,
+                                &incident.account_id,
+                                self.config.account_id.as_deref(),
+                            ),
+                        };
                 }
                 let mut report = Report::for_decision(input, &inbound, &decision);
                 match (&inbound, &decision) {

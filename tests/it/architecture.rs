@@ -114,3 +114,52 @@ fn the_template_grants_exactly_what_the_actions_declare() {
         assert!(!action.permissions().is_empty(), "{action}");
     }
 }
+
+/// The function's role never grants a change on every resource: each statement whose
+/// `Resource` is `*` (IAM allows nothing narrower for Describe and List calls) only reads.
+#[test]
+fn no_statement_grants_a_mutating_action_on_every_resource() {
+    let text = std::fs::read_to_string(workspace_root().join("template.yaml")).unwrap();
+    let template: Yaml = serde_yaml_ng::from_str(&text).unwrap();
+    let policies = template["Resources"]["ResponderFunction"]["Properties"]["Policies"]
+        .as_sequence()
+        .unwrap();
+    let reads = |action: &str| {
+        let verb = action.split(':').nth(1).unwrap_or(action);
+        ["Describe", "List", "Get"]
+            .iter()
+            .any(|read| verb.starts_with(read))
+    };
+    let mut checked = 0;
+    for policy in policies {
+        for statement in policy["Statement"].as_sequence().unwrap() {
+            let everywhere = match &statement["Resource"] {
+                Yaml::String(resource) => resource == "*",
+                Yaml::Sequence(resources) => resources.iter().any(|r| r.as_str() == Some("*")),
+                _ => false,
+            };
+            if !everywhere {
+                continue;
+            }
+            let actions: Vec<&str> = match &statement["Action"] {
+                Yaml::String(action) => vec![action.as_str()],
+                Yaml::Sequence(actions) => actions.iter().filter_map(|a| a.as_str()).collect(),
+                other => panic!("unexpected Action {other:?}"),
+            };
+            for action in actions {
+                checked += 1;
+                assert!(
+                    reads(action),
+                    "{action} is granted on every resource ({:?})",
+                    statement["Sid"]
+                );
+            }
+        }
+    }
+    assert!(checked > 0, "the read statement was not found");
+    // The release function has no policy of its own: it runs with the responder's role.
+    assert!(
+        template["Resources"]["ReleaseFunction"]["Properties"]["Policies"].is_null(),
+        "the release function's own policies are not checked here"
+    );
+}

@@ -270,8 +270,14 @@ async fn a_task_that_is_gone_is_an_outcome_not_an_error() {
 #[tokio::test]
 async fn a_finding_about_another_accounts_resource_is_preserved_and_reported_not_acted_on() {
     let world = World::new(1).await;
-    let mut event = world.miner_event(0, 43);
-    event["detail"]["accountId"] = "444455556666".into();
+    // The member's own finding: its account in the finding and its ARNs; delivered by this one.
+    let member = emulator::fixture::MEMBER_ACCOUNT;
+    let text = world
+        .miner_event(0, 43)
+        .to_string()
+        .replace(emulator::fixture::ACCOUNT, member);
+    let mut event: Value = serde_json::from_str(&text).unwrap();
+    event["account"] = emulator::fixture::ACCOUNT.into();
     let report = world.respond(&event).await;
     let actions: Vec<&str> = report.steps.iter().map(|s| s.action.name()).collect();
     assert_eq!(actions, ["evidence", "notify"], "{}", report.to_json_line());

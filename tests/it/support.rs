@@ -171,9 +171,11 @@ impl World {
 
     /// The EC2 process-injection sample pointed at an instance of the fixture.
     pub fn instance_event(&self, instance_id: &str, eni_id: &str, finding: usize) -> Value {
-        let mut event: Value = serde_json::from_str(include_str!(
-            "../../events/ec2-instance-process-injection.json"
-        ))
+        // The sample's account everywhere (its ARNs too), as a finding of this account has it.
+        let mut event: Value = serde_json::from_str(
+            &include_str!("../../events/ec2-instance-process-injection.json")
+                .replace("111122223333", fixture::ACCOUNT),
+        )
         .unwrap();
         event["account"] = fixture::ACCOUNT.into();
         event["detail"]["accountId"] = fixture::ACCOUNT.into();
