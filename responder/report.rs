@@ -198,9 +198,43 @@ pub struct Report {
     /// What ECS's scheduler will do with a contained service task, from the service's settings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ecs_outlook: Option<crate::actions::scheduler::EcsOutlook>,
+    /// Containment held back by the blast-radius guard or the breaker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<Withheld>,
     /// How the plan was carried out (absent for a plan that was only printed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub execution: Option<Execution>,
+}
+
+/// Containment the guard or the breaker held back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Withheld {
+    /// Which limit held it back.
+    pub by: WithheldBy,
+    /// Why, with the numbers.
+    pub reason: String,
+}
+
+/// The limit that held containment back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WithheldBy {
+    /// The per-service blast-radius guard.
+    BlastRadius,
+    /// The account-wide breaker.
+    Breaker,
+}
+
+impl Withheld {
+    /// The note that heads the report and the notification.
+    pub fn loud(&self) -> String {
+        match self.by {
+            WithheldBy::Breaker => format!("CONTAINMENT WITHHELD (breaker): {}", self.reason),
+            WithheldBy::BlastRadius => {
+                format!("CONTAINMENT WITHHELD (blast-radius guard): {}", self.reason)
+            }
+        }
+    }
 }
 
 /// Facts about carrying out a decision.
@@ -255,6 +289,7 @@ impl Report {
             notes: Vec::new(),
             error: Some(error.to_string()),
             ecs_outlook: None,
+            withheld: None,
             execution: None,
         }
     }
@@ -330,6 +365,7 @@ impl Report {
             notes,
             error: None,
             ecs_outlook: None,
+            withheld: None,
             execution: None,
         }
     }
@@ -360,6 +396,14 @@ impl Report {
         if headroom.is_some() {
             metrics.push(serde_json::json!({"Name": "AclHeadroom", "Unit": "Count"}));
         }
+        // Containment the guard or the breaker held back: alarm on it.
+        let withheld = self.withheld.as_ref().map(|w| w.by);
+        if withheld.is_some() {
+            metrics.push(serde_json::json!({"Name": "ContainmentWithheld", "Unit": "Count"}));
+        }
+        if withheld == Some(WithheldBy::Breaker) {
+            metrics.push(serde_json::json!({"Name": "BreakerOpen", "Unit": "Count"}));
+        }
         let mut line = serde_json::json!({
             "_aws": {
                 "Timestamp": timestamp_ms,
@@ -383,6 +427,12 @@ impl Report {
         }
         if let Some(tasks) = headroom {
             line["AclHeadroom"] = tasks.into();
+        }
+        if withheld.is_some() {
+            line["ContainmentWithheld"] = 1.into();
+        }
+        if withheld == Some(WithheldBy::Breaker) {
+            line["BreakerOpen"] = 1.into();
         }
         line.to_string()
     }
@@ -452,6 +502,18 @@ impl Report {
         let verdict = match (self.decision, contained, failed) {
             (DecisionKind::Act, true, false) => "contained",
             (DecisionKind::Act, true, true) => "contained, with failures",
+            // Held back on purpose: said loudly, in the subject.
+            (DecisionKind::Act, false, _)
+                if self
+                    .withheld
+                    .as_ref()
+                    .is_some_and(|w| w.by == WithheldBy::Breaker) =>
+            {
+                "NOT CONTAINED (breaker open)"
+            }
+            (DecisionKind::Act, false, _) if self.withheld.is_some() => {
+                "NOT CONTAINED (blast-radius guard)"
+            }
             // Steps that act on a gone workload fail with it; the body lists them.
             (DecisionKind::Act, false, _) if gone => "workload gone",
             (DecisionKind::Act, false, true) => "ACTION FAILED",

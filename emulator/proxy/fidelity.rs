@@ -9,7 +9,10 @@
 //!   [quotas](https://docs.aws.amazon.com/vpc/latest/userguide/amazon-vpc-limits.html));
 //! - DescribeNetworkAcls lists the default deny rule (32767) of every ACL, custom ones too;
 //! - DescribeTasks lists unknown tasks under `failures` with reason `MISSING`, and StopTask on
-//!   an unknown task is a client error.
+//!   an unknown task is a client error;
+//! - DescribeServices reports a service's tasks as running: moto says `runningCount: 0` for
+//!   every service (unless told a fixed number), AWS counts the tasks in RUNNING, which for the
+//!   fixture's steady services is their desired count.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -127,6 +130,16 @@ pub(super) async fn rewrite(
                 response,
                 added.then(|| "MISSING failures added".to_string()),
             )
+        }
+        "DescribeServices" if ok => {
+            let bytes = super::body_of(response).await;
+            let rewritten = steady_running_counts(&bytes);
+            let mut response = Response::new(Full::new(rewritten));
+            response.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("application/x-amz-json-1.1"),
+            );
+            (response, None)
         }
         "StopTask" if response.status().is_server_error() => (
             error_response(
@@ -286,6 +299,20 @@ fn mark_task_enis_requester_managed(xml: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// A steady service runs its desired count (moto reports none running).
+fn steady_running_counts(response: &[u8]) -> Bytes {
+    let Ok(mut response) = serde_json::from_slice::<Value>(response) else {
+        return Bytes::copy_from_slice(response);
+    };
+    if let Some(services) = response["services"].as_array_mut() {
+        for service in services {
+            service["runningCount"] = service["desiredCount"].clone();
+            service["pendingCount"] = 0.into();
+        }
+    }
+    Bytes::from(response.to_string())
 }
 
 /// AWS answers DescribeTasks for an unknown or long-gone task with `failures[].reason = MISSING`.

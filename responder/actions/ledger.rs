@@ -14,6 +14,9 @@
 //!   until released: what the sweep reads instead of scanning the table.
 //! - `hold#{image key}`, `finding#{id}` — an image `hold-deployment` holds: new tasks started
 //!   from it are reported (once per task: `finding#{id}`, `watch#{task arn}`) until release.
+//! - `guard#{partition}:{region}:{account}:{cluster}`, `services` — per ECS service (attribute
+//!   `svc:{name}`), the set of its tasks in containment: the blast-radius guard (`guard.rs`).
+//! - `breaker`, `window#{n}` — the findings contained in window `n`: the breaker (`guard.rs`).
 //! - `finding#{id}` or `audit#{date}#{shard}` (16 a day), `audit#{time}#{invocation}` — the
 //!   full report (without the ACL snapshots if it would not fit an item); expires
 //!   through the table's TTL attribute `expires_at`. Step items never expire: `release` needs them.
@@ -211,19 +214,19 @@ pub enum Claim {
 /// The DynamoDB incident ledger, used by one invocation (the owner of its claims).
 #[derive(Clone, Debug)]
 pub struct Ledger {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
+    pub(super) client: aws_sdk_dynamodb::Client,
+    pub(super) table: String,
     owner: String,
     audit_ttl: Duration,
     /// The invocation's deadline (epoch seconds), when it has one: claims last until then.
     deadline: Option<i64>,
 }
 
-fn s(value: impl Into<String>) -> AttributeValue {
+pub(super) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
-fn n(value: impl ToString) -> AttributeValue {
+pub(super) fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 

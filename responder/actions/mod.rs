@@ -9,6 +9,7 @@ mod aws;
 mod config;
 pub mod deregister;
 pub mod evidence;
+pub mod guard;
 pub mod hold;
 pub mod inventory;
 pub mod isolate;

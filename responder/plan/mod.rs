@@ -1,6 +1,7 @@
 //! Planning: from a received event and the playbooks to a decision — act (which steps, in which
 //! mode), skip (and why), or release a stopped task's quarantine. Pure — no I/O, no clock.
 
+pub mod guard;
 pub mod provenance;
 
 use serde::Serialize;
@@ -81,7 +82,23 @@ pub struct ActPlan {
     /// Things a reader should know: exemptions applied, duplicate steps dropped.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The limits on this plan's containment: the deciding rule's blast-radius guard (or the
+    /// guardrails') and the breaker.
+    #[serde(skip)]
+    pub guard: Guard,
 }
+
+/// The limits on a plan's containment, enforced in the ledger before any change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Guard {
+    /// How much of one ECS service may be contained at once.
+    pub blast_radius: crate::playbook::BlastRadius,
+    /// Across the account, per window.
+    pub breaker: crate::playbook::Breaker,
+}
+
+/// How the plan's note on the guard begins.
+pub(crate) const GUARD_NOTE: &str = "guard:";
 
 /// Why nothing will be done.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -289,8 +306,9 @@ pub fn for_account(decision: Decision, resource_account: &str, acting: Option<&s
     }
     plan.steps.retain(|s| kept.contains(&s.action));
     // What the plan said about isolating no longer holds.
-    plan.notes
-        .retain(|n| !n.starts_with(ECS_NOTE) && !n.starts_with(LOCKDOWN_NOTE));
+    plan.notes.retain(|n| {
+        !n.starts_with(ECS_NOTE) && !n.starts_with(LOCKDOWN_NOTE) && !n.starts_with(GUARD_NOTE)
+    });
     if plan.steps.is_empty() {
         return Decision::Skip(SkipReason::OtherAccount {
             resource_account: resource_account.to_string(),
@@ -511,6 +529,31 @@ pub fn plan(incident: &Incident, playbooks: &PlaybookSet) -> Decision {
         }
     }
 
+    // The limits on containment, shown in the plan (dry-run prints them) and enforced in the
+    // ledger before any change.
+    let guard = Guard {
+        blast_radius: playbooks
+            .rules
+            .iter()
+            .find(|r| r.rule.name == rule)
+            .and_then(|r| r.rule.blast_radius)
+            .unwrap_or(guardrails.blast_radius),
+        breaker: guardrails.breaker,
+    };
+    if steps.iter().any(|s| s.action.is_containment()) {
+        let service = match &incident.target {
+            Target::EcsTask(task) => task.service.as_deref(),
+            _ => None,
+        };
+        notes.push(match service {
+            Some(service) => format!(
+                "{GUARD_NOTE} for service {service}, {}; breaker: {}",
+                guard.blast_radius, guard.breaker
+            ),
+            None => format!("{GUARD_NOTE} breaker: {}", guard.breaker),
+        });
+    }
+
     let reason = format!(
         "rule {rule:?} matched a {} ({}) {} finding on {}",
         incident.band,
@@ -526,6 +569,7 @@ pub fn plan(incident: &Incident, playbooks: &PlaybookSet) -> Decision {
         steps,
         reason,
         notes,
+        guard,
     })
 }
 

@@ -614,3 +614,61 @@ mod provenance {
         }
     }
 }
+
+#[test]
+fn the_plan_shows_the_guard_and_a_rule_may_set_its_own() {
+    let set = PlaybookSet::defaults().unwrap();
+    let Decision::Act(plan) = super::plan(&incident_of(&fargate_high()), &set) else {
+        panic!("act")
+    };
+    let note = plan
+        .notes
+        .iter()
+        .find(|n| n.starts_with(GUARD_NOTE))
+        .expect("the guard is in the plan");
+    assert!(
+        note.contains("for service checkout-api, at most 2 of a service's tasks contained at once, never leaving fewer than 50% of the desired count uncontained"),
+        "{note}"
+    );
+    assert!(
+        note.contains("breaker: notify only once 20 findings"),
+        "{note}"
+    );
+    let own = playbooks(
+        "rules: [{name: r, mode: enforce, blast_radius: {min_healthy: 3, max_per_service: 1}, match: {targets: [ecs_task]}, actions: [isolate, notify]}]",
+    );
+    let Decision::Act(plan) = super::plan(&incident_of(&fargate_high()), &own) else {
+        panic!("act")
+    };
+    assert_eq!(plan.guard.blast_radius.max_per_service, 1);
+    assert_eq!(
+        plan.guard.blast_radius.min_healthy,
+        crate::playbook::MinHealthy::Count(3)
+    );
+    // Nothing to contain, nothing to guard.
+    let notify = playbooks(
+        "rules: [{name: r, mode: enforce, match: {targets: [ecs_task]}, actions: [notify]}]",
+    );
+    let Decision::Act(plan) = super::plan(&incident_of(&fargate_high()), &notify) else {
+        panic!("act")
+    };
+    assert!(!plan.notes.iter().any(|n| n.starts_with(GUARD_NOTE)));
+}
+
+#[test]
+fn guard_settings_are_checked_where_they_are_written() {
+    for (yaml, wanted) in [
+        ("guardrails: {blast_radius: {min_healthy: '150%'}}\nrules: []", "a percentage from 0% to 100%"),
+        ("guardrails: {blast_radius: {min_healthy: -1}}\nrules: []", "min_healthy"),
+        ("guardrails: {breaker: {max: 3}}\nrules: []", "unknown field `max`"),
+        (
+            "rules: [{name: r, mode: enforce, match: {targets: [ecs_task]}, actions: [{isolate: {rungs: [nacl-quarantine, service-sg-lockdown]}}, notify]}]",
+            "blast_radius: {min_healthy: 0}",
+        ),
+    ] {
+        let errors = PlaybookSet::from_sources([("g.yaml".to_string(), yaml.to_string())])
+            .unwrap_err()
+            .to_string();
+        assert!(errors.contains(wanted), "{yaml}: {errors}");
+    }
+}

@@ -84,6 +84,20 @@ pub(crate) fn rule_problems(rule: &Rule) -> Vec<(YamlPath, String)> {
             )));
         }
     }
+    // A lockdown contains every task of the service: the guard must be told, on the rule.
+    for (i, action) in rule.actions.iter().enumerate() {
+        let locks_down = matches!(action, crate::actions::ActionSpec::Isolate(p)
+            if p.rungs.contains(&crate::actions::isolate::IsolationRung::ServiceSgLockdown));
+        let whole_service_allowed = rule
+            .blast_radius
+            .is_some_and(|b| b.min_healthy.tasks(u32::MAX) == 0);
+        if locks_down && !whole_service_allowed {
+            problems.push((
+                action_at(i),
+                "the `service-sg-lockdown` rung contains every task of the service, which the blast-radius guard forbids: allow it on this rule with `blast_radius: {min_healthy: 0}`".to_string(),
+            ));
+        }
+    }
     let has_evidence = seen.contains(&ActionName::Evidence);
     let matchable = rule
         .conditions

@@ -48,6 +48,7 @@ pub(crate) const RULE_KEYS: &[&str] = &[
     "mode",
     "actions",
     "continue",
+    "blast_radius",
 ];
 
 impl PlaybookSet {
@@ -254,6 +255,7 @@ impl FileReader<'_> {
         let mut complete = true;
         let (mut name, mut description, mut conditions, mut exclude) = (None, None, None, None);
         let (mut mode, mut actions, mut continue_matching) = (None, None, false);
+        let mut blast_radius = None;
         for (key, value) in map {
             let Some(key) = key.as_str() else {
                 self.error(path, format!("{}: rule keys are words", display(path)));
@@ -268,6 +270,7 @@ impl FileReader<'_> {
                 "exclude" => self.field(value, &at).map(|v| exclude = v),
                 "mode" => self.field(value, &at).map(|v| mode = Some(v)),
                 "continue" => self.field(value, &at).map(|v| continue_matching = v),
+                "blast_radius" => self.field(value, &at).map(|v| blast_radius = v),
                 "actions" => match value {
                     Value::Sequence(items) => {
                         let steps: Vec<Option<ActionSpec>> = items
@@ -320,6 +323,7 @@ impl FileReader<'_> {
             mode,
             actions,
             continue_matching,
+            blast_radius,
         })
     }
 }

@@ -7,6 +7,7 @@
 
 mod checks;
 pub mod conditions;
+pub mod guard;
 mod load;
 mod positions;
 
@@ -16,6 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use conditions::{Conditions, Glob, SeverityThreshold};
+pub use guard::{BlastRadius, Breaker, MinHealthy};
 pub use load::{json_schema, PlaybookError, PlaybookErrors, DEFAULT_PLAYBOOKS};
 
 use crate::actions::ActionSpec;
@@ -64,6 +66,12 @@ pub struct Guardrails {
     /// Findings below this severity (a number or a band name) are skipped before any rule.
     #[serde(default)]
     pub min_severity: Option<SeverityThreshold>,
+    /// How much of one ECS service containment may take at once (a rule may set its own).
+    #[serde(default)]
+    pub blast_radius: BlastRadius,
+    /// Across the account: after this many containments in a window, notify only.
+    #[serde(default)]
+    pub breaker: Breaker,
 }
 
 fn yes() -> bool {
@@ -86,6 +94,8 @@ impl Default for Guardrails {
             ignore_sample_findings: true,
             ignore_archived: true,
             min_severity: None,
+            blast_radius: BlastRadius::default(),
+            breaker: Breaker::default(),
         }
     }
 }
@@ -176,6 +186,9 @@ pub struct Rule {
     /// Keep evaluating later rules after this one matched (their steps are added).
     #[serde(rename = "continue", default)]
     pub continue_matching: bool,
+    /// This rule's own blast-radius guard, instead of the guardrails' one.
+    #[serde(default)]
+    pub blast_radius: Option<BlastRadius>,
 }
 
 /// `match` is an object with at least one condition, never `null`.

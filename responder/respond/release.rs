@@ -181,6 +181,8 @@ impl Responder {
         for finding_id in ledger.findings_for_task(task_arn).await? {
             findings.push(self.release_finding(&finding_id, ledger, nacl_only).await?);
         }
+        // Its slot in the service's blast-radius count: the service may contain another.
+        ledger.leave_service(task_arn).await?;
         Ok(ReleaseSummary {
             task_arn: Some(task_arn.to_string()),
             findings,
@@ -216,6 +218,9 @@ impl Responder {
                     ledger
                         .mark_released(finding_id, crate::actions::isolate::STEP_KEY, &stored)
                         .await?;
+                    if record.target.contains(":ecs:") {
+                        ledger.leave_service(&record.target).await?;
+                    }
                     if !nacl_only && record.target.starts_with("arn:aws:ecs:") {
                         // Best effort: the task may be gone.
                         let _ = mark_task_state(&self.clients, &record.target, "released").await;

@@ -109,6 +109,10 @@ pub(super) struct Progress {
     exempt_on: Option<String>,
     /// The task's service as DescribeServices gave it (read for the exemption guardrail).
     service: Option<workload::ServiceFacts>,
+    /// Containment held back by the blast-radius guard or the breaker, and why.
+    withheld: Option<(crate::report::Withheld, bool)>,
+    /// This invocation took a slot of the task's service (given back if nothing was contained).
+    took_service_slot: bool,
 }
 
 impl Progress {
@@ -246,12 +250,21 @@ impl Invocation<'_> {
         let in_phase = |phase: Phase| plan.steps.iter().filter(move |s| s.action.phase() == phase);
 
         // 1. Contain. The service-tag exemption costs a call: only when containment will run.
+        // Then the guard and the breaker, in the ledger, before any change.
         if plan
             .steps
             .iter()
             .any(|s| s.action.is_containment() && s.mode == Mode::Enforce)
         {
-            (progress.exempt_on, progress.service) = self.service_exemption().await;
+            let unknown;
+            (progress.exempt_on, progress.service, unknown) = self.service_exemption().await;
+            if progress.exempt_on.is_none() {
+                self.guard(plan, progress, unknown).await;
+            }
+            if let Some((withheld, _)) = &progress.withheld {
+                report.notes.insert(0, withheld.loud());
+                report.withheld = Some(withheld.clone());
+            }
         }
         for step in in_phase(Phase::Contain) {
             let run = self.run_step(step, progress, report).await;
@@ -316,6 +329,27 @@ impl Invocation<'_> {
             progress.absorb(step.action, run);
         }
 
+        // A slot taken for a containment that did not happen (the task gone, isolation failed
+        // with nothing in place, no stop) is given back; the STOPPED event gives back the rest.
+        if progress.took_service_slot
+            && progress.earlier.containment.is_none()
+            && progress.states.get(&ActionName::Isolate) != Some(&StepState::InProgressElsewhere)
+            && !matches!(
+                progress.outcomes.get(&ActionName::Isolate),
+                Some(Outcome::Failed {
+                    partial: Some(_),
+                    ..
+                })
+            )
+            && progress.states.get(&ActionName::Stop) != Some(&StepState::Done)
+        {
+            if let (Target::EcsTask(task), Some(ledger)) = (&self.incident.target, self.ledger) {
+                if let Err(error) = ledger.leave_service(&task.task_arn).await {
+                    tracing::warn!(error = %error, "blast-radius slot not given back; release or the task's STOPPED event will");
+                }
+            }
+        }
+
         // 4. Notify, last, with everything above in the message.
         if let Some(notify_step) = in_phase(Phase::Notify).next() {
             progress.write(report, &steps);
@@ -326,10 +360,16 @@ impl Invocation<'_> {
     }
 
     /// Is the task's service tagged exempt? (Service tags are not in findings.) Also returns
-    /// the service, for what ECS will do next.
-    async fn service_exemption(&self) -> (Option<String>, Option<workload::ServiceFacts>) {
+    /// the service, for what ECS will do next and for the guard, or why it is not known.
+    async fn service_exemption(
+        &self,
+    ) -> (
+        Option<String>,
+        Option<workload::ServiceFacts>,
+        Option<StepError>,
+    ) {
         let Target::EcsTask(task) = &self.incident.target else {
-            return (None, None);
+            return (None, None, None);
         };
         let tag = &self.responder.playbooks.guardrails.exempt_tag;
         match workload::describe_service(&self.responder.clients, task).await {
@@ -347,13 +387,100 @@ impl Invocation<'_> {
                             task.service.as_deref().unwrap_or("?")
                         )
                     });
-                (exempt, service)
+                (exempt, service, None)
             }
             Err(error) => {
-                // Not knowing must not block containment of a live threat; say so.
-                tracing::warn!(error = %error, "service tags unknown; exemption not checked");
-                (None, None)
+                // The guard cannot count the service's tasks either: it holds containment back
+                // and asks for a retry.
+                tracing::warn!(error = %error, "service unknown; exemption not checked");
+                (None, None, Some(error))
             }
+        }
+    }
+
+    /// The breaker, then (for a service's task) the blast-radius guard: each a conditional
+    /// write in the ledger, so concurrent invocations agree. Sets `progress.withheld` when
+    /// containment must not go ahead.
+    async fn guard(&self, plan: &ActPlan, progress: &mut Progress, unknown: Option<StepError>) {
+        use crate::actions::guard::Admission;
+        use crate::report::{Withheld, WithheldBy};
+        let Some(ledger) = self.ledger else {
+            return;
+        };
+        let guard = plan.guard;
+        let now = chrono::Utc::now().timestamp();
+        let (window, window_ends) = crate::plan::guard::breaker_window(&guard.breaker, now);
+        let service_task = match &self.incident.target {
+            Target::EcsTask(task) => task.service.as_ref().map(|service| (task, service)),
+            _ => None,
+        };
+        let breaker = ledger.admit_to_breaker(
+            window,
+            window_ends,
+            &self.incident.finding_id,
+            guard.breaker.max_containments,
+        );
+        let service_admission = async {
+            let (task, service) = service_task?;
+            if let Some(error) = &unknown {
+                return Some(Err((Withheld {
+                    by: WithheldBy::BlastRadius,
+                    reason: format!(
+                        "the blast-radius guard cannot count service {service}'s tasks ({error}); containment is held back and the event retried"
+                    ),
+                }, true)));
+            }
+            // ECS does not know the service (deleted): there is nothing to keep running.
+            let facts = progress.service.as_ref()?;
+            let desired = u32::try_from(facts.service.desired_count().max(0)).unwrap_or(0);
+            let running = u32::try_from(facts.service.running_count().max(0)).unwrap_or(0);
+            let (cap, why) = crate::plan::guard::service_cap(&guard.blast_radius, desired, running);
+            Some(match ledger.admit_to_service(&task.task_arn, service, cap).await {
+                Ok(Admission::Admitted { .. }) => Ok(()),
+                Ok(Admission::Full { holders }) => Err((Withheld {
+                    by: WithheldBy::BlastRadius,
+                    reason: format!(
+                        "service {service}: {why}, and {} contained already{}: this task is not contained, so the service keeps serving",
+                        holders.len(),
+                        if holders.is_empty() { String::new() } else { format!(" ({})", holders.join(", ")) }
+                    ),
+                }, false)),
+                Err(error) => Err((Withheld {
+                    by: WithheldBy::BlastRadius,
+                    reason: format!("the blast-radius guard could not be consulted ({error}); containment is held back and the event retried"),
+                }, true)),
+            })
+        };
+        let (breaker, service) = tokio::join!(breaker, service_admission);
+        let breaker = match breaker {
+            Ok(Admission::Admitted { .. }) => None,
+            Ok(Admission::Full { holders }) => Some((Withheld {
+                by: WithheldBy::Breaker,
+                reason: format!(
+                    "BREAKER OPEN: {} findings were contained in this {}-minute window (limit {}); until it ends the responder preserves evidence and notifies, and contains nothing",
+                    holders.len(),
+                    guard.breaker.window_minutes,
+                    guard.breaker.max_containments
+                ),
+            }, false)),
+            Err(error) => Some((Withheld {
+                by: WithheldBy::Breaker,
+                reason: format!("the breaker could not be consulted ({error}); containment is held back and the event retried"),
+            }, true)),
+        };
+        progress.took_service_slot = matches!(service, Some(Ok(())));
+        let withheld = breaker.or_else(|| service.and_then(Result::err));
+        if let Some((withheld, retry)) = withheld {
+            if progress.took_service_slot {
+                progress.took_service_slot = false;
+                if let Some((task, _)) = service_task {
+                    if let Err(leave_error) = ledger.leave_service(&task.task_arn).await {
+                        tracing::warn!(error = %leave_error, "blast-radius slot not given back");
+                    }
+                }
+            }
+            // A guard that could not be consulted is a reason to retry, not to give up.
+            progress.withheld = Some((withheld, retry));
         }
     }
 
@@ -412,6 +539,18 @@ impl Invocation<'_> {
         if step.action.is_containment() {
             if let Some(exempt) = &progress.exempt_on {
                 return StepRun::skipped(exempt.clone());
+            }
+            match &progress.withheld {
+                Some((withheld, true)) => {
+                    return StepRun::failed(&StepError::Aws {
+                        operation: "the blast-radius guard",
+                        code: "Unavailable".to_string(),
+                        message: withheld.reason.clone(),
+                        retryable: true,
+                    })
+                }
+                Some((withheld, false)) => return StepRun::skipped(withheld.reason.clone()),
+                None => {}
             }
         }
         if let Some(reason) = step.spec.withheld(&progress.earlier) {

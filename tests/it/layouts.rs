@@ -237,7 +237,8 @@ async fn tasks_of_one_vpc_contained_concurrently_are_all_truly_cut() {
         PlaybookSet::defaults().unwrap(),
         &default_acl_everywhere(),
     )
-    .await;
+    .await
+    .without_guard();
     let events: Vec<_> = (0..TASKS).map(|i| world.miner_event(i, 10 + i)).collect();
     let invocations: Vec<String> = (0..TASKS).map(|i| format!("concurrent-{i}")).collect();
     let reports = futures::future::join_all(
@@ -265,7 +266,9 @@ async fn tasks_of_one_vpc_contained_concurrently_are_all_truly_cut() {
 async fn the_quota_is_planned_for_and_an_account_below_the_plan_refuses_cleanly() {
     // The playbook knows the account's quota: the planner stops before AWS would.
     let yaml = "rules:\n  - name: r\n    mode: enforce\n    match: {targets: [ecs_task]}\n    actions:\n      - isolate: {nacl_entry_quota: 4}\n      - notify\n";
-    let world = World::with_layout(3, playbooks(yaml), &default_acl_everywhere()).await;
+    let world = World::with_layout(3, playbooks(yaml), &default_acl_everywhere())
+        .await
+        .without_guard();
     // The default ACL holds rule 100 and the default rule per direction: room for two tasks.
     for i in 0..2 {
         let report = world.respond(&world.miner_event(i, 20 + i)).await;
@@ -315,7 +318,7 @@ async fn rules_of(world: &World, group: &str) -> (String, String) {
 #[tokio::test]
 async fn a_service_lockdown_takes_only_an_opted_in_exclusive_group_and_release_restores_it() {
     // The rule will not accept the own subnet open: the ladder goes on to the lockdown.
-    let yaml = "rules:\n  - name: r\n    mode: enforce\n    match: {targets: [ecs_task]}\n    actions:\n      - isolate: {rungs: [nacl-quarantine, service-sg-lockdown], accept_open: [dns, link-local-services]}\n      - notify\n";
+    let yaml = "rules:\n  - name: r\n    mode: enforce\n    blast_radius: {min_healthy: 0}\n    match: {targets: [ecs_task]}\n    actions:\n      - isolate: {rungs: [nacl-quarantine, service-sg-lockdown], accept_open: [dns, link-local-services]}\n      - notify\n";
     let world = World::with_layout(2, playbooks(yaml), &Layout::default()).await;
     let group = world.fixture.app_security_group.clone();
     let before = rules_of(&world, &group).await;

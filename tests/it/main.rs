@@ -5,6 +5,7 @@ mod architecture;
 mod cli;
 mod demo;
 mod evidence;
+mod guard;
 mod hostile;
 mod idempotency;
 mod isolate;

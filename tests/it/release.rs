@@ -301,7 +301,7 @@ async fn entries_made_by_an_invocation_that_died_before_recording_them_are_relea
 #[tokio::test]
 async fn the_sweep_releases_what_outlived_its_task_and_touches_nothing_else() {
     use aws_sdk_ec2::types::RuleAction;
-    let world = World::new(2).await;
+    let world = World::new(2).await.without_guard();
     let before = world.acl_state().await;
     let stopped = world.respond(&world.miner_event(0, 46)).await;
     let running = world.respond(&world.miner_event(1, 47)).await;

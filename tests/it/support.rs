@@ -156,6 +156,22 @@ impl World {
         }
     }
 
+    /// The blast-radius guard and the breaker out of the way, for tests about something else
+    /// that contain several tasks of one service.
+    pub fn without_guard(mut self) -> World {
+        use responder::playbook::{BlastRadius, Breaker, MinHealthy};
+        let guardrails = &mut self.responder.playbooks.guardrails;
+        guardrails.blast_radius = BlastRadius {
+            min_healthy: MinHealthy::Count(0),
+            max_per_service: u32::MAX,
+        };
+        guardrails.breaker = Breaker {
+            max_containments: u32::MAX,
+            window_minutes: 1,
+        };
+        self
+    }
+
     pub fn finding_id(&self, n: usize) -> String {
         format!("{}f{n:0>28}", self.name)
     }
