@@ -359,6 +359,10 @@ pub struct ProcessSummary {
     /// The process id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<i64>,
+    /// The command line GuardDuty gives as an example, secret-looking values redacted
+    /// ([`crate::redact`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_line: Option<String>,
 }
 
 /// A finding ready for planning.
@@ -603,16 +607,24 @@ impl Incident {
             .as_ref()
             .ok_or(IncidentError::Missing("resource"))?;
         let target = target_of(resource)?;
-        let process = service
-            .runtime_details
-            .as_ref()
-            .and_then(|r| r.process.as_ref())
-            .map(|p| ProcessSummary {
-                name: p.name.clone(),
-                executable_path: p.executable_path.clone(),
-                executable_sha256: p.executable_sha256.clone(),
-                pid: p.pid,
-            });
+        let runtime = service.runtime_details.as_ref();
+        // The command line GuardDuty observed, with secret-looking values redacted: it goes to
+        // reports, the ledger and notifications; the evidence keeps the finding as received.
+        let command_line = runtime
+            .and_then(|r| r.context.as_ref())
+            .and_then(|c| c.get("commandLineExample"))
+            .and_then(serde_json::Value::as_str)
+            .map(crate::redact::redact);
+        let process = match (runtime.and_then(|r| r.process.as_ref()), command_line) {
+            (None, None) => None,
+            (p, command_line) => Some(ProcessSummary {
+                name: p.and_then(|p| p.name.clone()),
+                executable_path: p.and_then(|p| p.executable_path.clone()),
+                executable_sha256: p.and_then(|p| p.executable_sha256.clone()),
+                pid: p.and_then(|p| p.pid),
+                command_line,
+            }),
+        };
         Ok(Incident {
             finding_id: finding.id.clone(),
             finding_arn: finding.arn.clone(),

@@ -14,6 +14,7 @@ pub mod network;
 pub mod plan;
 pub mod playbook;
 pub mod preflight;
+pub mod redact;
 pub mod report;
 pub mod respond;
 

@@ -172,6 +172,9 @@ pub struct Report {
     pub count: Option<u64>,
     /// What the finding is about.
     pub target: Option<Target>,
+    /// The process Runtime Monitoring observed (its command line redacted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<crate::incident::ProcessSummary>,
     /// The decision, as one word.
     pub decision: DecisionKind,
     /// The rule that decided, when one matched.
@@ -279,6 +282,7 @@ impl Report {
             region: None,
             count: None,
             target: None,
+            process: None,
             decision: DecisionKind::Error,
             rule: None,
             mode: None,
@@ -352,6 +356,7 @@ impl Report {
             region: incident.map(|i| i.region.clone()),
             count: incident.map(|i| i.count),
             target: incident.map(|i| i.target.clone()),
+            process: incident.and_then(|i| i.process.clone()),
             decision: kind,
             rule,
             mode,
@@ -548,6 +553,27 @@ impl Report {
             );
         }
         let _ = writeln!(body, "On: {target}");
+        if let Some(process) = &self.process {
+            let what = [
+                process.name.clone(),
+                process.executable_path.as_ref().map(|p| format!("({p})")),
+                process.pid.map(|p| format!("pid {p}")),
+                process
+                    .executable_sha256
+                    .as_ref()
+                    .map(|h| format!("sha256 {h}")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+            if !what.is_empty() {
+                let _ = writeln!(body, "Process: {what}");
+            }
+            if let Some(command_line) = &process.command_line {
+                let _ = writeln!(body, "Command line (secrets redacted): {command_line}");
+            }
+        }
         let _ = writeln!(body);
         let _ = writeln!(
             body,

@@ -672,3 +672,117 @@ fn guard_settings_are_checked_where_they_are_written() {
         assert!(errors.contains(wanted), "{yaml}: {errors}");
     }
 }
+
+/// The bounded smoke of the fuzz targets (`./scripts/fuzz` runs them for millions of inputs):
+/// arbitrary bytes, and the sample events with any one value replaced by anything, go through
+/// parse → match → plan and every rendering without a panic, and a finding that parses has
+/// identifiers of AWS's form.
+mod robustness {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn samples() -> Vec<Value> {
+        let dir = format!("{}/../events", env!("CARGO_MANIFEST_DIR"));
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+            .collect()
+    }
+
+    fn pointers(value: &Value, at: String, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    let next = format!("{at}/{}", key.replace('~', "~0").replace('/', "~1"));
+                    out.push(next.clone());
+                    pointers(child, next, out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    let next = format!("{at}/{i}");
+                    out.push(next.clone());
+                    pointers(child, next, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            ".{0,40}".prop_map(Value::from),
+            Just(Value::from(
+                "arn:aws:ecs:us-east-1:111122223333:task/c/../x\u{1b}[2J"
+            )),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn exercise(bytes: &[u8]) {
+        let set = PlaybookSet::defaults().unwrap();
+        for ceiling in [Mode::Enforce, Mode::DryRun] {
+            let (report, decided) = crate::decide(None, bytes, &set, ceiling);
+            let _ = report.to_text();
+            let _ = report.notification(None);
+            let _ = report.to_json_line();
+            let _ = report.emf_line(0);
+            if let Some((Inbound::Finding { incident, .. }, decision)) = decided {
+                let _ = for_account(decision, &incident.account_id, Some("111122223333"));
+                let _ = crate::plan::provenance::check(
+                    &incident,
+                    &crate::plan::provenance::Provenance::default(),
+                );
+                assert!(
+                    !incident.finding_id.contains('/'),
+                    "{}",
+                    incident.finding_id
+                );
+                if let crate::incident::Target::EcsTask(task) = &incident.target {
+                    assert!(!task.task_arn.contains(".."), "{}", task.task_arn);
+                    assert!(!task.task_arn.chars().any(char::is_control));
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            exercise(&bytes);
+        }
+
+        #[test]
+        fn any_value_of_a_sample_replaced_by_anything_never_panics(
+            sample in 0usize..64, at in 0usize..4096, value in any_json()
+        ) {
+            let samples = samples();
+            let mut event = samples[sample % samples.len()].clone();
+            let mut all = Vec::new();
+            pointers(&event, String::new(), &mut all);
+            if let Some(slot) = all.get(at % all.len().max(1)).and_then(|p| event.pointer_mut(p)) {
+                *slot = value;
+            }
+            exercise(event.to_string().as_bytes());
+        }
+    }
+}

@@ -371,3 +371,84 @@ fn strip_styles(text: &str) -> String {
     }
     out
 }
+
+/// A command line GuardDuty observed may carry passwords and keys: only the evidence bucket's
+/// raw copy of the finding keeps them; the report, the audit record, the step records, the
+/// other evidence objects and the notification show them redacted.
+#[tokio::test]
+async fn secrets_in_a_command_line_reach_no_output_but_the_raw_finding() {
+    let world = World::new(1).await;
+    let mut event = world.miner_event(0, 4);
+    let secrets = [
+        "hunter2-SECRET1",
+        "tok-SECRET2",
+        "pw-SECRET3",
+        "AKIAIOSFODNN7EXAMPLE",
+    ];
+    event["detail"]["service"]["runtimeDetails"]["context"] = json!({
+        "commandLineExample": format!(
+            "mysql --password {} -h db DB_TOKEN={} https://u:{}@x.example {}",
+            secrets[0], secrets[1], secrets[2], secrets[3]
+        )
+    });
+    let report = world.respond(&event).await;
+    let mut outputs = vec![
+        ("report", report.to_json_line()),
+        ("text", report.to_text()),
+        ("metrics", report.emf_line(0)),
+    ];
+    for note in world.notifications().await {
+        outputs.push(("subject", note.subject.clone()));
+        outputs.push(("body", note.body.clone()));
+        outputs.push(("attributes", note.attributes.join("\n")));
+        outputs.push((
+            "report attribute",
+            note.report.map(|r| r.to_string()).unwrap_or_default(),
+        ));
+    }
+    let items = world
+        .clients
+        .dynamodb
+        .query()
+        .table_name(&world.fixture.table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("finding#{}", world.finding_id(4))),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(items.count() > 2, "step and audit records");
+    outputs.push(("ledger", format!("{:?}", items.items())));
+    let evidence = crate::support::evidence(&report);
+    let mut raw = String::new();
+    for object in &evidence.objects {
+        let text =
+            String::from_utf8_lossy(&world.object(&evidence.bucket, &object.key).await).to_string();
+        if object.key.ends_with("/finding.json") {
+            raw = text;
+        } else {
+            outputs.push(("evidence", text));
+        }
+    }
+    for (name, text) in &outputs {
+        for secret in secrets {
+            assert!(
+                !text.contains(secret),
+                "{secret} in the {name}: {text:.2000}"
+            );
+        }
+    }
+    let body = &outputs.iter().find(|(n, _)| *n == "body").unwrap().1;
+    assert!(
+        body.contains("Command line (secrets redacted): mysql --password [REDACTED] -h db DB_TOKEN=[REDACTED] https://[REDACTED]@x.example [REDACTED]"),
+        "{body}"
+    );
+    for secret in secrets {
+        assert!(
+            raw.contains(secret),
+            "the raw finding is the one unredacted copy"
+        );
+    }
+}
