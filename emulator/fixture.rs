@@ -69,6 +69,7 @@ impl Fixture {
                 regions: Some(vec!["us-east-1".to_string()]),
                 require_envelope: true,
             },
+            region: Some(self.region.clone()),
         }
     }
 }

@@ -468,23 +468,28 @@ fn is_name(text: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// A GuardDuty finding id: hex, sometimes with a `-` suffix (sample findings); any letters,
-/// digits, `-`, `_`, `.` and `:` are accepted, nothing that could be a path or a key separator.
+/// A GuardDuty finding id (the API allows 1 to 300 characters and documents no alphabet; real
+/// ids are hexadecimal): letters, digits, `-`, `_`, `.` and `:` are accepted, nothing that
+/// could be a path or a key separator.
 fn is_finding_id(text: &str) -> bool {
     !text.is_empty()
-        && text.len() <= 256
+        && text.len() <= 300
         && !text.contains("..")
         && text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// `id-hex`: EC2's resource ids (`i-…`, `eni-…`, `subnet-…`, `vpc-…`, `sg-…`).
+/// `id-hex`: EC2's resource ids (`i-…`, `eni-…`, `subnet-…`, `vpc-…`, `sg-…`), 8 or 17
+/// lower-case hexadecimal characters after the prefix.
 fn is_ec2_id(text: &str, prefix: &str) -> bool {
     text.strip_prefix(prefix)
         .and_then(|rest| rest.strip_prefix('-'))
         .is_some_and(|hex| {
-            (8..=17).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            matches!(hex.len(), 8 | 17)
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         })
 }
 

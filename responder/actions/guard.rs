@@ -17,6 +17,8 @@ pub enum Admission {
     Admitted {
         /// Holders, this one included.
         holders: usize,
+        /// Whether this admission added it (not a retry or a republished finding).
+        newly: bool,
     },
     /// Every slot is taken (`cap` may be 0: there was none to take).
     Full {
@@ -88,6 +90,7 @@ impl Ledger {
             return Ok(if holders.iter().any(|h| h == task_arn) {
                 Admission::Admitted {
                     holders: holders.len(),
+                    newly: false,
                 }
             } else {
                 Admission::Full { holders }
@@ -113,6 +116,7 @@ impl Ledger {
         match result {
             Ok(output) => Ok(Admission::Admitted {
                 holders: string_set(output.attributes(), &attribute).len().max(1),
+                newly: true,
             }),
             Err(error)
                 if error
@@ -174,6 +178,25 @@ impl Ledger {
         Ok(())
     }
 
+    /// Take back a finding this invocation counted against the breaker's window, when its
+    /// containment was held back after all (by the blast-radius guard).
+    pub async fn leave_breaker(&self, window: i64, finding_id: &str) -> Result<(), StepError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s("breaker"))
+            .key("sk", s(format!("window#{window}")))
+            .update_expression("DELETE findings :finding")
+            .expression_attribute_values(
+                ":finding",
+                AttributeValue::Ss(vec![finding_id.to_string()]),
+            )
+            .send()
+            .await
+            .map_err(aws("DynamoDB UpdateItem (breaker release)"))?;
+        Ok(())
+    }
+
     /// Count the finding against the breaker's window `window` (at most `max` findings).
     pub async fn admit_to_breaker(
         &self,
@@ -205,13 +228,18 @@ impl Ledger {
             .expression_attribute_values(":id", s(finding_id))
             .expression_attribute_values(":max", n(max))
             .expression_attribute_values(":expires", n(window_ends + 86_400))
-            .return_values(ReturnValue::AllNew)
+            .return_values(ReturnValue::AllOld)
             .send()
             .await;
         match result {
-            Ok(output) => Ok(Admission::Admitted {
-                holders: string_set(output.attributes(), "findings").len().max(1),
-            }),
+            Ok(output) => {
+                let before = string_set(output.attributes(), "findings");
+                let counted_before = before.iter().any(|f| f == finding_id);
+                Ok(Admission::Admitted {
+                    holders: before.len() + usize::from(!counted_before),
+                    newly: !counted_before,
+                })
+            }
             Err(error)
                 if error
                     .as_service_error()

@@ -8,6 +8,7 @@
 use std::process::ExitCode;
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use responder::playbook::PlaybookSet;
@@ -45,9 +46,9 @@ fn main() -> ExitCode {
             }
         };
         let responder = &responder;
-        let result = lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-            handle(responder, event).await
-        }))
+        let result = lambda_runtime::run(service_fn(
+            move |event: LambdaEvent<Box<RawValue>>| async move { handle(responder, event).await },
+        ))
         .await;
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -85,22 +86,18 @@ async fn init() -> Result<Responder, String> {
     Ok(responder)
 }
 
-/// The handler takes raw JSON, not a typed event: a malformed event must still reach
-/// `respond` so it gets a clear error and an audit record instead of a runtime-level failure.
-async fn handle(responder: &Responder, event: LambdaEvent<Value>) -> Result<Value, Error> {
+/// The handler takes the payload as received, not parsed: a malformed event — of the wrong
+/// shape, nested deeper than a JSON parser allows, larger than an event may be — must still
+/// reach `respond`, so it gets a clear error and an audit record instead of a runtime-level
+/// failure. (The runtime only checks that the payload is JSON, which Lambda guarantees.)
+async fn handle(responder: &Responder, event: LambdaEvent<Box<RawValue>>) -> Result<Value, Error> {
     let request_id = event.context.request_id.clone();
     // Claims last until the invocation's deadline, so Lambda's retry finds them expired.
     let deadline =
         std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(event.context.deadline));
-    let bytes = serde_json::to_vec(&event.payload)?;
+    let bytes = event.payload.get().as_bytes();
     let response = responder
-        .respond(
-            Some(request_id.clone()),
-            &bytes,
-            &request_id,
-            None,
-            deadline,
-        )
+        .respond(Some(request_id.clone()), bytes, &request_id, None, deadline)
         .await;
     println!(
         "{}",

@@ -42,8 +42,11 @@ mod tests {
         let default = BlastRadius::default();
         // 50% of 4 is 2 kept; two may go, and max_per_service allows two.
         assert_eq!(service_cap(&default, 4, 4).0, 2);
-        // 50% of 1 rounds down to 0: a one-task service can be contained (ECS replaces it).
-        assert_eq!(service_cap(&default, 1, 1).0, 1);
+        // 50% of 3 rounds up to 2, as ECS rounds minimumHealthyPercent: one may go.
+        assert_eq!(service_cap(&default, 3, 3).0, 1);
+        // A one-task service keeps its task unless a rule says min_healthy: 0.
+        assert_eq!(service_cap(&default, 1, 1).0, 0);
+        assert_eq!(service_cap(&radius(MinHealthy::Count(0), 2), 1, 1).0, 1);
         // Two wanted, one running (a deployment, a crash): 1 must stay, none may go.
         assert_eq!(service_cap(&default, 2, 1).0, 0);
         assert_eq!(service_cap(&radius(MinHealthy::Count(1), 5), 1, 1).0, 0);

@@ -151,6 +151,14 @@ pub enum SkipReason {
         /// The account the function acts in.
         acting_account: String,
     },
+    /// The resource is in another region than the one this function acts in, and the plan had
+    /// nothing but changes to it.
+    OtherRegion {
+        /// The resource's region.
+        resource_region: String,
+        /// The region the function acts in.
+        acting_region: String,
+    },
     /// The finding does not come from where this deployment expects findings
     /// (`RESPONDER_ACCOUNTS`, `RESPONDER_REGIONS`, an EventBridge envelope), or names resources
     /// outside its own account, region or partition.
@@ -190,6 +198,7 @@ impl SkipReason {
             SkipReason::Exempt { .. } => "exempt",
             SkipReason::NoRuleMatched { .. } => "no_rule_matched",
             SkipReason::OtherAccount { .. } => "other_account",
+            SkipReason::OtherRegion { .. } => "other_region",
             SkipReason::Untrusted(_) => "untrusted",
             SkipReason::TaskNotStopped { .. } => "task_not_stopped",
         }
@@ -224,6 +233,12 @@ impl SkipReason {
                 acting_account,
             } => format!(
                 "the resource is in account {resource_account}; this function acts in {acting_account}, so nothing here is changed"
+            ),
+            SkipReason::OtherRegion {
+                resource_region,
+                acting_region,
+            } => format!(
+                "the resource is in region {resource_region}; this function acts in {acting_region}, so nothing here is changed"
             ),
             SkipReason::Untrusted(refusal) => format!(
                 "refused, nothing done: {} (provenance check: {})",
@@ -288,12 +303,42 @@ impl Decision {
 /// read that as "gone". Keep what works from here — evidence of the finding, the notice — and
 /// say why the rest is not done.
 pub fn for_account(decision: Decision, resource_account: &str, acting: Option<&str>) -> Decision {
-    let (Decision::Act(mut plan), Some(acting)) = (decision.clone(), acting) else {
+    match acting {
+        Some(acting) if acting != resource_account => preserve_only(
+            decision,
+            format!(
+                "the resource is in account {resource_account}; this function acts in {acting}"
+            ),
+            SkipReason::OtherAccount {
+                resource_account: resource_account.to_string(),
+                acting_account: acting.to_string(),
+            },
+        ),
+        _ => decision,
+    }
+}
+
+/// The same for a resource in another region than the function's (a region
+/// `RESPONDER_REGIONS` lists so its findings are preserved and reported here): the function's
+/// clients and grants are for its own region.
+pub fn for_region(decision: Decision, resource_region: &str, acting: Option<&str>) -> Decision {
+    match acting {
+        Some(acting) if acting != resource_region => preserve_only(
+            decision,
+            format!("the resource is in region {resource_region}; this function acts in {acting}"),
+            SkipReason::OtherRegion {
+                resource_region: resource_region.to_string(),
+                acting_region: acting.to_string(),
+            },
+        ),
+        _ => decision,
+    }
+}
+
+fn preserve_only(decision: Decision, place: String, nothing_left: SkipReason) -> Decision {
+    let Decision::Act(mut plan) = decision else {
         return decision;
     };
-    if resource_account == acting {
-        return decision;
-    }
     let kept = [ActionName::Evidence, ActionName::Notify];
     let dropped: Vec<&str> = plan
         .steps
@@ -310,13 +355,10 @@ pub fn for_account(decision: Decision, resource_account: &str, acting: Option<&s
         !n.starts_with(ECS_NOTE) && !n.starts_with(LOCKDOWN_NOTE) && !n.starts_with(GUARD_NOTE)
     });
     if plan.steps.is_empty() {
-        return Decision::Skip(SkipReason::OtherAccount {
-            resource_account: resource_account.to_string(),
-            acting_account: acting.to_string(),
-        });
+        return Decision::Skip(nothing_left);
     }
     plan.notes.push(format!(
-        "the resource is in account {resource_account}; this function acts in {acting}: not done here ({}); the finding is preserved and reported",
+        "{place}: not done here ({}); the finding is preserved and reported",
         dropped.join(", ")
     ));
     Decision::Act(plan)

@@ -1,10 +1,11 @@
 //! Provenance: act only on findings that come from where this deployment expects them. Pure.
 //!
-//! Whoever can put an event in front of the function (a direct `lambda:InvokeFunction`, a
-//! forged export replayed by hand) must not be able to aim its write access: the envelope must
-//! be EventBridge's (sources beginning `aws.` cannot be sent with `PutEvents`), the finding's
-//! account and region must be ones the deployment names, and every ARN the responder would act
-//! on must lie in that account, region and partition.
+//! What this stops: events that are not GuardDuty's as EventBridge delivers them (sources
+//! beginning `aws.` cannot be sent with `PutEvents`), a forged export replayed into the
+//! function, findings from accounts and regions the deployment does not name, and findings that
+//! aim the responder at resources outside their own account, region and partition. What it
+//! cannot stop: a principal allowed `lambda:InvokeFunction` on the function can write any
+//! envelope, so that permission is as good as the function's own (SECURITY.md).
 
 use serde::Serialize;
 
@@ -83,7 +84,7 @@ pub fn check(incident: &Incident, provenance: &Provenance) -> Option<Refusal> {
                     return refuse(
                         Region,
                         format!(
-                            "the event came through the event bus of {bus_region}, but the finding is in {}: GuardDuty publishes a finding in its own region",
+                            "the event says it originated in {bus_region}, but the finding is in {}: GuardDuty publishes a finding in its own region, and EventBridge keeps that region when it forwards an event",
                             incident.region
                         ),
                     );

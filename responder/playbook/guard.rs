@@ -16,8 +16,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[serde(deny_unknown_fields)]
 pub struct BlastRadius {
     /// Tasks of the service that must stay uncontained: a count (`2`) or a share of the
-    /// service's desired count (`"50%"`, rounded down, so a one-task service can be contained
-    /// — ECS starts a replacement; say `1` to forbid that).
+    /// service's desired count (`"50%"`, rounded up as ECS rounds `minimumHealthyPercent`, so
+    /// a one-task service is not contained; say `0` on a rule to allow it — ECS then starts a
+    /// replacement from the same task definition).
     #[serde(default = "BlastRadius::default_min_healthy")]
     pub min_healthy: MinHealthy,
     /// Tasks of one service in containment at the same time, at most.
@@ -59,7 +60,8 @@ impl fmt::Display for BlastRadius {
 pub enum MinHealthy {
     /// This many tasks.
     Count(u32),
-    /// This percentage of the desired count, rounded down.
+    /// This percentage of the desired count, rounded up (as ECS rounds
+    /// `minimumHealthyPercent`).
     Percent(u8),
 }
 
@@ -68,7 +70,7 @@ impl MinHealthy {
     pub fn tasks(self, desired: u32) -> u32 {
         match self {
             MinHealthy::Count(n) => n,
-            MinHealthy::Percent(p) => desired.saturating_mul(u32::from(p)) / 100,
+            MinHealthy::Percent(p) => desired.saturating_mul(u32::from(p)).div_ceil(100),
         }
     }
 }
@@ -123,7 +125,7 @@ impl JsonSchema for MinHealthy {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
-            "description": "A number of tasks, or a percentage of the service's desired count (rounded down).",
+            "description": "A number of tasks, or a percentage of the service's desired count (rounded up).",
             "oneOf": [
                 {"type": "integer", "minimum": 0},
                 {"type": "string", "pattern": "^\\s*(100|[1-9]?[0-9])\\s*%\\s*$"}

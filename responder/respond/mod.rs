@@ -102,10 +102,14 @@ impl Responder {
                             Some(refusal) => {
                                 Decision::Skip(crate::plan::SkipReason::Untrusted(refusal))
                             }
-                            None => crate::plan::for_account(
-                                decision,
-                                &incident.account_id,
-                                self.config.account_id.as_deref(),
+                            None => crate::plan::for_region(
+                                crate::plan::for_account(
+                                    decision,
+                                    &incident.account_id,
+                                    self.config.account_id.as_deref(),
+                                ),
+                                &incident.region,
+                                self.config.region.as_deref(),
                             ),
                         };
                 }

@@ -452,12 +452,13 @@ impl Invocation<'_> {
             })
         };
         let (breaker, service) = tokio::join!(breaker, service_admission);
+        let counted_now = matches!(breaker, Ok(Admission::Admitted { newly: true, .. }));
         let breaker = match breaker {
             Ok(Admission::Admitted { .. }) => None,
             Ok(Admission::Full { holders }) => Some((Withheld {
                 by: WithheldBy::Breaker,
                 reason: format!(
-                    "BREAKER OPEN: {} findings were contained in this {}-minute window (limit {}); until it ends the responder preserves evidence and notifies, and contains nothing",
+                    "BREAKER OPEN: {} findings were admitted for containment in this {}-minute window (limit {}); until it ends the responder preserves evidence and notifies, and contains nothing",
                     holders.len(),
                     guard.breaker.window_minutes,
                     guard.breaker.max_containments
@@ -471,12 +472,22 @@ impl Invocation<'_> {
         progress.took_service_slot = matches!(service, Some(Ok(())));
         let withheld = breaker.or_else(|| service.and_then(Result::err));
         if let Some((withheld, retry)) = withheld {
+            // What was taken for a containment that will not happen is given back: the
+            // service's slot, and the breaker's count when this invocation added it.
             if progress.took_service_slot {
                 progress.took_service_slot = false;
                 if let Some((task, _)) = service_task {
                     if let Err(leave_error) = ledger.leave_service(&task.task_arn).await {
                         tracing::warn!(error = %leave_error, "blast-radius slot not given back");
                     }
+                }
+            }
+            if counted_now && withheld.by == WithheldBy::BlastRadius {
+                if let Err(leave_error) = ledger
+                    .leave_breaker(window, &self.incident.finding_id)
+                    .await
+                {
+                    tracing::warn!(error = %leave_error, "breaker count not taken back");
                 }
             }
             // A guard that could not be consulted is a reason to retry, not to give up.
@@ -539,6 +550,19 @@ impl Invocation<'_> {
         if step.action.is_containment() {
             if let Some(exempt) = &progress.exempt_on {
                 return StepRun::skipped(exempt.clone());
+            }
+            if progress.withheld.is_some() {
+                // Held back now, but done before (a republished finding in a later window):
+                // what is in force is reported as such, not as "not contained".
+                if let Some(ledger) = self.ledger {
+                    let key = format!("step#{}", step.action.name());
+                    if let Ok(Some(record)) = ledger.get_step(&self.incident.finding_id, &key).await
+                    {
+                        if matches!(record.status, StepStatus::Done | StepStatus::Claimed) {
+                            return already_recorded(step.action, record, started);
+                        }
+                    }
+                }
             }
             match &progress.withheld {
                 Some((withheld, true)) => {

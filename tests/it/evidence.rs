@@ -15,7 +15,7 @@ fn playbooks(yaml: &str) -> PlaybookSet {
 #[tokio::test]
 async fn stop_is_withheld_when_evidence_fails() {
     let yaml = "rules:\n  - name: r\n    mode: enforce\n    match: {targets: [ecs_task]}\n    actions: [evidence, stop, notify]\n";
-    let world = World::with_playbooks(1, playbooks(yaml)).await;
+    let world = World::with_playbooks(2, playbooks(yaml)).await;
     let mut responder = world.responder.clone();
     responder.config.evidence_bucket = Some("no-such-bucket-for-this-test".to_string());
     let report = responder
@@ -43,7 +43,7 @@ async fn stop_is_withheld_when_evidence_fails() {
 
 #[tokio::test]
 async fn evidence_objects_match_their_manifest_hashes_and_are_on_legal_hold() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let report = world.respond(&world.miner_event(0, 6)).await;
     let stored = evidence(&report);
     let bucket = &world.fixture.bucket;
@@ -140,7 +140,7 @@ async fn evidence_objects_match_their_manifest_hashes_and_are_on_legal_hold() {
 
 #[tokio::test]
 async fn the_notification_is_readable_and_carries_the_report() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let report = world.respond(&world.miner_event(0, 7)).await;
     assert!(is_done(&report, "notify"));
     let notes = world.notifications().await;

@@ -154,7 +154,7 @@ async fn the_breaker_switches_to_notify_only_and_says_so() {
         Some(WithheldBy::Breaker)
     );
     assert!(
-        report.notes[0].contains("BREAKER OPEN: 2 findings were contained"),
+        report.notes[0].contains("BREAKER OPEN: 2 findings were admitted for containment"),
         "{:?}",
         report.notes
     );
@@ -222,4 +222,74 @@ async fn a_service_whose_count_cannot_be_read_is_not_contained_and_the_event_is_
     world.proxy.configure(|c| c.rules.clear());
     let retried = world.respond(&world.miner_event(0, 3)).await;
     assert!(contained(&retried), "{}", retried.to_json_line());
+}
+
+/// A republished finding whose task was contained before, arriving when the breaker is open
+/// (a later window, full of other findings): the report says what is in force, not "not
+/// contained".
+#[tokio::test]
+async fn an_open_breaker_does_not_hide_a_containment_already_in_force() {
+    let world = World::with_playbooks(
+        2,
+        playbooks(
+            "{blast_radius: {min_healthy: 0}, breaker: {max_containments: 1, window_minutes: 60}}",
+        ),
+    )
+    .await;
+    let first = world.respond(&world.miner_event(0, 20)).await;
+    assert!(contained(&first), "{}", first.to_json_line());
+    // A later window, already full with another finding.
+    let ledger = responder::actions::ledger::Ledger::new(
+        world.clients.dynamodb.clone(),
+        &world.fixture.table,
+        "test",
+        1,
+    );
+    let breaker = responder::playbook::Breaker {
+        max_containments: 1,
+        window_minutes: 60,
+    };
+    let (window, ends) =
+        responder::plan::guard::breaker_window(&breaker, chrono::Utc::now().timestamp());
+    world
+        .clients
+        .dynamodb
+        .delete_item()
+        .table_name(&world.fixture.table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("breaker".into()),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("window#{window}")),
+        )
+        .send()
+        .await
+        .unwrap();
+    ledger
+        .admit_to_breaker(window, ends, "another-finding", 1)
+        .await
+        .unwrap();
+    let republished = world.respond(&world.miner_event(0, 20)).await;
+    assert_eq!(
+        republished.withheld.as_ref().map(|w| w.by),
+        Some(WithheldBy::Breaker)
+    );
+    let (subject, _) = republished.notification(None);
+    assert!(subject.contains("contained:"), "{subject}");
+    assert!(matches!(
+        outcome(&republished, "isolate"),
+        Outcome::Skipped {
+            earlier: Some(_),
+            ..
+        }
+    ));
+    // A new finding is held back.
+    let second = world.respond(&world.miner_event(1, 21)).await;
+    assert!(!contained(&second));
+    assert_eq!(
+        second.withheld.as_ref().map(|w| w.by),
+        Some(WithheldBy::Breaker)
+    );
 }

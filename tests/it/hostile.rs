@@ -246,7 +246,7 @@ fn unsafe_chars(text: &str) -> Vec<char> {
 
 #[tokio::test]
 async fn hostile_events_get_a_decision_or_an_error_an_audit_record_and_change_nothing() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let cases = corpus(&world);
     assert!(cases.len() > 150, "{} cases", cases.len());
     let mut problems = Vec::new();
@@ -307,7 +307,7 @@ async fn hostile_events_get_a_decision_or_an_error_an_audit_record_and_change_no
 
 #[tokio::test]
 async fn text_from_a_finding_is_shown_never_obeyed() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let hostile = "miner\u{1b}]0;owned\u{7}\u{1b}[2J\r\nSubject: all clear\u{202e}exe.txt";
     let mut event = world.miner_event(0, 3);
     event["detail"]["title"] = json!(hostile);
@@ -377,7 +377,7 @@ fn strip_styles(text: &str) -> String {
 /// other evidence objects and the notification show them redacted.
 #[tokio::test]
 async fn secrets_in_a_command_line_reach_no_output_but_the_raw_finding() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let mut event = world.miner_event(0, 4);
     let secrets = [
         "hunter2-SECRET1",

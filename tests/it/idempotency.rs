@@ -13,7 +13,7 @@ use crate::support::{is_done, outcome, skipped_reason, until_lease_over, World};
 
 #[tokio::test]
 async fn a_retry_after_throttling_exhaustion_finishes_without_repeating() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     // S3 keeps throttling beyond the SDK's attempts: the run fails retryably.
     let writes = format!("PUT /{}/*", world.fixture.bucket);
     world
@@ -58,7 +58,7 @@ async fn a_retry_after_throttling_exhaustion_finishes_without_repeating() {
 
 #[tokio::test]
 async fn twenty_replays_make_one_set_of_mutations() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let event = world.miner_event(0, 8);
     let first = world.respond(&event).await;
     assert!(is_done(&first, "isolate"));
@@ -101,7 +101,7 @@ async fn twenty_replays_make_one_set_of_mutations() {
 
 #[tokio::test]
 async fn two_concurrent_deliveries_act_once() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let event = world.miner_event(0, 9);
     let (a, b) = tokio::join!(
         world.respond_as(&event, "member-delivery", None),
@@ -141,7 +141,7 @@ async fn two_concurrent_deliveries_act_once() {
 /// only until its deadline, so Lambda's retry finishes the work and tells people, once.
 #[tokio::test]
 async fn a_retry_after_a_crash_finishes_the_work_and_notifies_once() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let event = world.miner_event(0, 40);
     // Hold the first evidence upload, as a hung call would; the invocation dies meanwhile.
     let uploads = format!("PUT /{}/*", world.fixture.bucket);
@@ -204,7 +204,7 @@ async fn a_retry_after_a_crash_finishes_the_work_and_notifies_once() {
 
 #[tokio::test]
 async fn a_republished_finding_whose_severity_rose_runs_only_the_new_steps() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let mut medium = world.miner_event(0, 15);
     medium["detail"]["type"] = "Execution:Runtime/NewBinaryExecuted".into();
     medium["detail"]["severity"] = json!(5);
@@ -226,7 +226,7 @@ async fn a_republished_finding_whose_severity_rose_runs_only_the_new_steps() {
 #[tokio::test]
 async fn a_crashed_invocations_claim_expires_and_the_retry_finishes_the_job() {
     use aws_sdk_dynamodb::types::AttributeValue;
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let put_lock = |lease_until: i64| {
         world
             .clients
@@ -262,7 +262,7 @@ async fn a_crashed_invocations_claim_expires_and_the_retry_finishes_the_job() {
 async fn concurrent_claims_of_one_step_have_exactly_one_winner() {
     const INVOCATIONS: usize = 12;
     const STEPS: usize = 25;
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let ledgers: Vec<Ledger> = (0..INVOCATIONS)
         .map(|i| {
             Ledger::new(
@@ -293,7 +293,7 @@ async fn concurrent_claims_of_one_step_have_exactly_one_winner() {
 /// invocation's own, not "another invocation's". A step it finished stays finished.
 #[tokio::test]
 async fn a_claim_whose_answer_was_lost_is_still_ours() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     world.proxy.configure(|c| {
         c.rules
             .push(FaultRule::new("UpdateItem", Fault::LostAnswer, Some(1)))
@@ -369,7 +369,7 @@ async fn an_invocation_killed_at_any_step_is_finished_by_its_retries() {
 
 /// One kill and its retries; `Some(why)` when the outcome is wrong.
 async fn killed_at(operation: &str, kill: Kill) -> Option<String> {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let case = format!("killed {kill:?} {operation}");
     let event = world.miner_event(0, 41);
     let operation = match operation {

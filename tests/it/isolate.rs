@@ -90,7 +90,7 @@ async fn fargate_task_is_quarantined_in_the_network_acls_and_nothing_else_change
 
 #[tokio::test]
 async fn an_instance_eni_gets_the_two_step_security_group_swap_and_release_restores_it() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let (instance_id, eni_id) = emulator::fixture::launch_instance(&world.clients, &world.fixture)
         .await
         .unwrap();
@@ -146,7 +146,7 @@ async fn an_instance_eni_gets_the_two_step_security_group_swap_and_release_resto
 #[tokio::test]
 async fn a_full_acl_fails_the_rung_cleanly_and_the_fallback_stops_the_task_after_evidence() {
     let yaml = "rules:\n  - name: contain-or-stop\n    mode: enforce\n    match: {targets: [ecs_task]}\n    actions:\n      - isolate: {fallback: stop}\n      - evidence\n      - notify\n";
-    let world = World::with_playbooks(1, playbooks(yaml)).await;
+    let world = World::with_playbooks(2, playbooks(yaml)).await;
     // Each ACL already holds its rule 100 in each direction: a quota of 1 leaves no room.
     world.proxy.configure(|c| c.nacl_entry_limit = 1);
     let before = world.acl_state().await;
@@ -200,7 +200,7 @@ async fn a_full_acl_fails_the_rung_cleanly_and_the_fallback_stops_the_task_after
 
 #[tokio::test]
 async fn throttled_and_failing_calls_are_retried_to_success() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     world.proxy.configure(|c| {
         // Every other EC2 describe call is throttled, on top of the one-off faults below.
         c.rules.push(FaultRule::share(
@@ -244,7 +244,7 @@ async fn throttled_and_failing_calls_are_retried_to_success() {
 
 #[tokio::test]
 async fn a_task_that_is_gone_is_an_outcome_not_an_error() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let mut event = world.miner_event(0, 17);
     let gone = format!(
         "{}/0123456789abcdef0123456789abcdef",
@@ -269,7 +269,7 @@ async fn a_task_that_is_gone_is_an_outcome_not_an_error() {
 /// and must not read that as "gone" nor say "contained". The finding is kept and reported.
 #[tokio::test]
 async fn a_finding_about_another_accounts_resource_is_preserved_and_reported_not_acted_on() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     // The member's own finding: its account in the finding and its ARNs; delivered by this one.
     let member = emulator::fixture::MEMBER_ACCOUNT;
     let text = world
@@ -323,7 +323,7 @@ async fn a_finding_about_another_accounts_resource_is_preserved_and_reported_not
 async fn the_agent_allow_goes_in_only_where_it_opens_nothing_but_the_endpoint() {
     // The endpoint shares a subnet (and an ACL) with workloads, as in most accounts: an ALLOW
     // for the agent would open those too, so there is none and the report says so.
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     emulator::fixture::add_guardduty_endpoint(&world.clients, &world.fixture)
         .await
         .unwrap();
@@ -344,7 +344,7 @@ async fn the_agent_allow_goes_in_only_where_it_opens_nothing_but_the_endpoint() 
 
     // A subnet of its own holding only the endpoint: the ALLOW pair goes there, ahead of the
     // DENY, and everything else stays cut.
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let (_, endpoint_subnet, endpoint_acl) =
         emulator::fixture::add_guardduty_endpoint_subnet(&world.clients, &world.fixture)
             .await
@@ -397,7 +397,7 @@ async fn the_agent_allow_goes_in_only_where_it_opens_nothing_but_the_endpoint() 
 
 #[tokio::test]
 async fn the_quarantine_group_lets_only_the_agent_out() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let endpoint_ip = emulator::fixture::add_guardduty_endpoint(&world.clients, &world.fixture)
         .await
         .unwrap();
@@ -429,7 +429,7 @@ async fn the_quarantine_group_lets_only_the_agent_out() {
 
 #[tokio::test]
 async fn a_tampered_quarantine_group_is_put_back_not_trusted() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let ec2 = &world.clients.ec2;
     // Someone finds the tagged quarantine group and "fixes" it to let everything through.
     let group = ec2
@@ -585,7 +585,7 @@ async fn deregister_stays_in_the_workloads_vpc_and_finds_instances_by_id() {
     match: {targets: [ec2_instance]}
     actions: [deregister, notify]
 ";
-    let world = World::with_playbooks(1, playbooks(yaml)).await;
+    let world = World::with_playbooks(2, playbooks(yaml)).await;
     let elbv2 = &world.clients.elbv2;
     let target_group = |name: &str, vpc: &str, kind: TargetTypeEnum| {
         let name = format!("{}-{name}", world.name)

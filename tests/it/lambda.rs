@@ -17,7 +17,8 @@ use crate::support::World;
 
 #[derive(Default)]
 struct Api {
-    queue: VecDeque<(String, Value)>,
+    /// Invocations waiting: the request id and the payload as Lambda would send it.
+    queue: VecDeque<(String, String)>,
     results: HashMap<String, (String, Value)>,
     init_error: Option<Value>,
 }
@@ -49,11 +50,16 @@ impl RuntimeApi {
     }
 
     fn invoke(&self, id: &str, event: Value) {
+        self.invoke_raw(id, event.to_string());
+    }
+
+    /// A payload given as text (JSON no `Value` would hold, such as 10,000 nested arrays).
+    fn invoke_raw(&self, id: &str, payload: String) {
         self.state
             .lock()
             .unwrap()
             .queue
-            .push_back((id.to_string(), event));
+            .push_back((id.to_string(), payload));
     }
 
     /// Wait for the runtime's answer: ("response" | "error", body).
@@ -98,7 +104,7 @@ async fn serve(
                         "Lambda-Runtime-Trace-Id",
                         "Root=1-00000000-000000000000000000000000",
                     )
-                    .body(Full::new(Bytes::from(event.to_string())))
+                    .body(Full::new(Bytes::from(event)))
                     .unwrap();
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -159,7 +165,7 @@ fn stop(mut child: Child) -> Vec<Value> {
 
 #[tokio::test]
 async fn the_lambda_contains_releases_and_reports_through_the_runtime_api() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let api = RuntimeApi::start().await;
     let child = bootstrap(&api, &world, &[]);
 
@@ -201,6 +207,24 @@ async fn the_lambda_contains_releases_and_reports_through_the_runtime_api() {
     assert_eq!(kind, "response");
     assert_eq!(report["decision"], "error");
     assert!(report["execution"]["audit"].as_str().is_some());
+    // So is JSON nested deeper than a parser allows: the runtime hands it over unparsed.
+    let deep = format!(
+        r#"{{"source":"aws.guardduty","detail-type":"GuardDuty Finding","detail":{}1{}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    api.invoke_raw("req-3b", deep);
+    let (kind, report) = api.result("req-3b").await;
+    assert_eq!(kind, "response", "{report}");
+    assert_eq!(report["decision"], "error");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("recursion limit"),
+        "{report}"
+    );
+    assert!(report["execution"]["audit"].as_str().is_some());
 
     // A step that fails in a way a retry can fix makes the invocation fail, so Lambda retries.
     world.proxy.configure(|c| {
@@ -220,7 +244,7 @@ async fn the_lambda_contains_releases_and_reports_through_the_runtime_api() {
 
     let lines = stop(child);
     let emf: Vec<&Value> = lines.iter().filter(|l| l.get("_aws").is_some()).collect();
-    assert_eq!(emf.len(), 4, "one metrics line per invocation");
+    assert_eq!(emf.len(), 5, "one metrics line per invocation");
     assert_eq!(emf[0]["Decision"], "act");
     assert!(emf[0]["ContainmentLatency"].as_u64().is_some());
     assert_eq!(emf[1]["Decision"], "release");

@@ -92,7 +92,7 @@ async fn every_subnet_on_the_default_acl_with_a_nat_gateway_is_truly_cut() {
 #[tokio::test]
 async fn an_owner_allow_at_rule_1_is_refused_not_papered_over() {
     let yaml = "rules:\n  - name: contain-or-stop\n    mode: enforce\n    match: {targets: [ecs_task]}\n    actions:\n      - isolate: {fallback: stop}\n      - evidence\n      - notify\n";
-    let world = World::with_layout(1, playbooks(yaml), &default_acl_everywhere()).await;
+    let world = World::with_layout(2, playbooks(yaml), &default_acl_everywhere()).await;
     world
         .clients
         .ec2
@@ -129,7 +129,7 @@ async fn an_owner_allow_at_rule_1_is_refused_not_papered_over() {
 #[tokio::test]
 async fn owner_rules_spread_inside_the_range_leave_room_below_the_first_that_matches() {
     let world = World::with_layout(
-        1,
+        2,
         PlaybookSet::defaults().unwrap(),
         &default_acl_everywhere(),
     )
@@ -169,7 +169,7 @@ async fn owner_rules_spread_inside_the_range_leave_room_below_the_first_that_mat
 
 #[tokio::test]
 async fn an_s3_gateway_endpoint_stays_open_and_nothing_claims_contained() {
-    let world = World::with_layout(1, PlaybookSet::defaults().unwrap(), &Layout::default()).await;
+    let world = World::with_layout(2, PlaybookSet::defaults().unwrap(), &Layout::default()).await;
     let tables = world
         .clients
         .ec2
@@ -281,7 +281,7 @@ async fn the_quota_is_planned_for_and_an_account_below_the_plan_refuses_cleanly(
     }
     // The account's quota is lower than the playbook says: AWS refuses, nothing half-applied.
     let world = World::with_layout(
-        1,
+        2,
         PlaybookSet::defaults().unwrap(),
         &default_acl_everywhere(),
     )

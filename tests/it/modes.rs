@@ -8,7 +8,7 @@ use crate::support::{is_done, outcome, skipped_reason, World};
 
 #[tokio::test]
 async fn dry_run_makes_no_mutating_call_but_leaves_an_audit_record() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let report = world
         .respond_as(&world.miner_event(0, 13), "dry", Some(Mode::DryRun))
         .await;
@@ -44,7 +44,7 @@ async fn dry_run_makes_no_mutating_call_but_leaves_an_audit_record() {
 
 #[tokio::test]
 async fn notify_only_sends_the_notice_and_nothing_else() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let report = world
         .respond_as(
             &world.miner_event(0, 14),
@@ -66,7 +66,7 @@ async fn notify_only_sends_the_notice_and_nothing_else() {
 
 #[tokio::test]
 async fn missing_configuration_fails_the_step_by_name_and_the_rest_still_run() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let mut responder = world.responder.clone();
     responder.config.evidence_bucket = None;
     let report = responder
@@ -123,7 +123,7 @@ async fn every_event_leaves_an_audit_record_even_when_unreadable() {
 
 #[tokio::test]
 async fn an_exempt_service_is_not_contained_but_still_reported() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let service_arn = format!(
         "{}/{}",
         world.fixture.cluster_arn.replace(":cluster/", ":service/"),

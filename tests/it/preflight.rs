@@ -50,7 +50,7 @@ async fn a_layout_preflight_calls_contained_is_contained() {
 
 #[tokio::test]
 async fn a_layout_preflight_calls_open_is_not_contained_and_says_why() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let tables = world
         .clients
         .ec2
@@ -95,7 +95,7 @@ async fn a_layout_preflight_calls_open_is_not_contained_and_says_why() {
 #[tokio::test]
 async fn a_layout_preflight_calls_refused_is_refused() {
     let world = World::with_layout(
-        1,
+        2,
         PlaybookSet::defaults().unwrap(),
         &Layout {
             private_acl: false,
@@ -134,7 +134,7 @@ async fn a_layout_preflight_calls_refused_is_refused() {
 
 #[tokio::test]
 async fn guardduty_coverage_is_read_from_the_detector() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let report = preflight(&world).await;
     assert!(
         !report.guardduty.checks[0].ok,
@@ -162,7 +162,7 @@ fn the_cli_prints_json_markdown_and_exits_by_the_verdict() {
         .enable_all()
         .build()
         .unwrap();
-    let world = runtime.block_on(World::new(1));
+    let world = runtime.block_on(World::new(2));
     let run = |format: &str| {
         std::process::Command::new(crate::support::binary("responder"))
             .current_dir(crate::support::workspace_root())

@@ -9,7 +9,7 @@ use crate::support::{is_done, isolation, released, until_lease_over, World};
 
 #[tokio::test]
 async fn release_restores_the_exact_prior_state_and_a_second_release_is_harmless() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let before = world.acl_state().await;
     let report = world.respond(&world.miner_event(0, 10)).await;
     assert!(is_done(&report, "isolate"));
@@ -48,7 +48,7 @@ async fn release_restores_the_exact_prior_state_and_a_second_release_is_harmless
 
 #[tokio::test]
 async fn release_leaves_an_entry_someone_else_replaced() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let report = world.respond(&world.miner_event(0, 11)).await;
     let first = isolation(&report).nacl_entries[0].clone();
     // An operator replaces one of our entries with their own rule at the same number.
@@ -89,7 +89,7 @@ async fn release_leaves_an_entry_someone_else_replaced() {
 
 #[tokio::test]
 async fn a_task_stopped_event_releases_its_quarantine_entries() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let before = world.acl_state().await;
     let report = world.respond(&world.miner_event(0, 12)).await;
     assert!(is_done(&report, "isolate"));
@@ -140,7 +140,7 @@ async fn a_task_stopped_event_releases_its_quarantine_entries() {
 
 #[tokio::test]
 async fn an_acl_deleted_since_is_reported_and_the_rest_still_released() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let before = world.acl_state().await;
     let report = world.respond(&world.miner_event(0, 13)).await;
     assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
@@ -204,7 +204,7 @@ async fn an_acl_deleted_since_is_reported_and_the_rest_still_released() {
 async fn a_stopped_event_during_isolation_is_retried_and_then_releases_everything() {
     use emulator::proxy::{Fault, FaultRule};
     use std::time::Duration;
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let before = world.acl_state().await;
     world.proxy.configure(|c| {
         c.rules.push(FaultRule::new(
@@ -254,7 +254,7 @@ async fn a_stopped_event_during_isolation_is_retried_and_then_releases_everythin
 /// down first: the retry's isolation finds them and a later release leaves nothing behind.
 #[tokio::test]
 async fn entries_made_by_an_invocation_that_died_before_recording_them_are_released() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let before = world.acl_state().await;
     let finding = world.finding_id(45);
     let cidr = format!("{}/32", world.fixture.tasks[0].ip);
@@ -416,7 +416,7 @@ fn the_sweep_command_reports_in_text_and_json() {
         .enable_all()
         .build()
         .unwrap();
-    let world = runtime.block_on(World::new(1));
+    let world = runtime.block_on(World::new(2));
     runtime.block_on(world.respond(&world.miner_event(0, 48)));
     let run = |args: &[&str]| {
         std::process::Command::new(crate::support::binary("responder"))
@@ -536,7 +536,7 @@ async fn a_swap_interrupted_by_a_crash_is_completed_and_released_to_the_original
 /// `release` does not wait for it for ever; it removes what the dead attempt wrote down.
 #[tokio::test]
 async fn a_dead_attempts_expired_claim_is_released_not_kept_in_progress() {
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let before = world.acl_state().await;
     let finding = world.finding_id(46);
     let cidr = format!("{}/32", world.fixture.tasks[0].ip);
@@ -566,7 +566,7 @@ async fn a_dead_attempts_expired_claim_is_released_not_kept_in_progress() {
 #[tokio::test]
 async fn the_sweep_counts_missing_tasks_and_deleted_clusters_as_gone() {
     use responder::actions::sweep::{liveness, Liveness};
-    let world = World::new(1).await;
+    let world = World::new(2).await;
     let running = liveness(&world.clients, &world.fixture.tasks[0].arn)
         .await
         .unwrap();
