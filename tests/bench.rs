@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use emulator::{fixture, proxy::FaultProxy, sdk_config, Moto};
 use responder::actions::Clients;
-use responder::playbook::{Mode, PlaybookSet};
+use responder::playbook::{BlastRadius, MinHealthy, Mode, PlaybookSet};
 use responder::respond::Responder;
 
 const DECIDE_ROUNDS: usize = 2_000;
@@ -102,6 +102,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let name = format!("bench{}", std::process::id());
     let fixture = fixture::seed_fargate(&clients, &sqs, &name, TASKS).await?;
     fixture::add_guardduty_endpoint(&clients, &fixture).await?;
+    // Every task of the one service is contained: the guard and the breaker are set wide, and
+    // their ledger calls are still made (and measured).
+    let mut playbooks = playbooks;
+    playbooks.guardrails.blast_radius = BlastRadius {
+        min_healthy: MinHealthy::Count(0),
+        max_per_service: u32::MAX,
+    };
+    playbooks.guardrails.breaker.max_containments = u32::MAX;
     let responder = Responder {
         clients,
         config: fixture.config(),
