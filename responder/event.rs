@@ -381,10 +381,19 @@ fn is_unsafe(c: char) -> bool {
         || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
+/// Whether `text` holds an unsafe character. Every one of them is an ASCII control byte or
+/// begins with 0xC2 (C1 controls), 0xE2 (U+2000 to U+2FFF) or 0xEF (U+FEFF) in UTF-8: text
+/// without those bytes — nearly all of it — is cleared by a byte scan.
+fn has_unsafe(text: &str) -> bool {
+    text.bytes()
+        .any(|b| b < 0x20 || b == 0x7F || matches!(b, 0xC2 | 0xE2 | 0xEF))
+        && text.chars().any(is_unsafe)
+}
+
 /// `text` with every unsafe character written as a visible escape (`\u{1b}`), so what a
 /// finding says is shown, never obeyed.
 pub fn display_safe(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(is_unsafe) {
+    if !has_unsafe(text) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut safe = String::with_capacity(text.len() + 8);
@@ -400,11 +409,11 @@ pub fn display_safe(text: &str) -> std::borrow::Cow<'_, str> {
 
 fn has_unsafe_text(value: &Value) -> bool {
     match value {
-        Value::String(text) => text.chars().any(is_unsafe),
+        Value::String(text) => has_unsafe(text),
         Value::Array(items) => items.iter().any(has_unsafe_text),
         Value::Object(map) => map
             .iter()
-            .any(|(key, value)| key.chars().any(is_unsafe) || has_unsafe_text(value)),
+            .any(|(key, value)| has_unsafe(key) || has_unsafe_text(value)),
         _ => false,
     }
 }
@@ -627,6 +636,12 @@ mod display_tests {
         assert_eq!(display_safe("x\r\nSubject: y"), "x\\u{d}\\u{a}Subject: y");
         assert_eq!(display_safe("\u{202e}evil"), "\\u{202e}evil");
         assert_eq!(display_safe("\u{9b}2J"), "\\u{9b}2J");
+        assert_eq!(
+            display_safe("\u{feff}bom \u{200b}zw"),
+            "\\u{feff}bom \\u{200b}zw"
+        );
+        // Lead bytes 0xC2, 0xE2 and 0xEF of harmless characters are looked at and kept.
+        assert_eq!(display_safe("£ — €"), "£ — €");
     }
 
     #[test]
