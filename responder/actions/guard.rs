@@ -3,6 +3,8 @@
 //! service (or of the breaker's window) cannot both win. What the numbers allow is decided in
 //! [`crate::plan::guard`].
 
+use std::collections::HashMap;
+
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::ledger::{n, s, Ledger};
@@ -49,30 +51,128 @@ fn service_attribute(service: &str) -> String {
     format!("svc:{service}")
 }
 
-fn string_set(
-    item: Option<&std::collections::HashMap<String, AttributeValue>>,
-    name: &str,
-) -> Vec<String> {
+fn string_set(item: Option<&HashMap<String, AttributeValue>>, name: &str) -> Vec<String> {
     item.and_then(|item| item.get(name))
         .and_then(|v| v.as_ss().ok())
         .cloned()
         .unwrap_or_default()
 }
 
+fn one(member: &str) -> AttributeValue {
+    AttributeValue::Ss(vec![member.to_string()])
+}
+
+fn breaker_sk(window: i64) -> String {
+    format!("window#{window}")
+}
+
+/// Which set an admission or a release is about: an item and one of its set attributes.
+struct Set<'a> {
+    pk: &'a str,
+    sk: &'a str,
+    attribute: &'a str,
+    /// For errors: "blast-radius guard" or "breaker".
+    what: &'static str,
+}
+
 impl Ledger {
-    /// The members of a set attribute of an item (read consistently: this decides).
-    async fn holders(&self, pk: &str, sk: &str, attribute: &str) -> Result<Vec<String>, StepError> {
-        let item = self
+    /// The item, read consistently (this decides).
+    async fn guard_item(
+        &self,
+        set: &Set<'_>,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StepError> {
+        let output = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(pk))
-            .key("sk", s(sk))
+            .key("pk", s(set.pk))
+            .key("sk", s(set.sk))
             .consistent_read(true)
             .send()
             .await
-            .map_err(aws("DynamoDB GetItem (blast-radius guard)"))?;
-        Ok(string_set(item.item(), attribute))
+            .map_err(aws("DynamoDB GetItem (guard)"))?;
+        Ok(output.item().cloned())
+    }
+
+    /// Add `member` to the set unless it already holds `cap` others: one conditional write,
+    /// so of concurrent admissions for the last place exactly one wins. `expires_at`, when
+    /// given, is set on the item for the table's TTL.
+    async fn admit(
+        &self,
+        set: &Set<'_>,
+        member: &str,
+        cap: u32,
+        expires_at: Option<i64>,
+    ) -> Result<Admission, StepError> {
+        if cap == 0 {
+            // No place to take; one already held (a retry) stays held.
+            let holders = string_set(self.guard_item(set).await?.as_ref(), set.attribute);
+            return Ok(if holders.iter().any(|h| h == member) {
+                Admission::Admitted {
+                    holders: holders.len(),
+                    newly: false,
+                }
+            } else {
+                Admission::Full { holders }
+            });
+        }
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(set.pk))
+            .key("sk", s(set.sk))
+            .update_expression(match expires_at {
+                Some(_) => "ADD #set :member SET expires_at = :expires",
+                None => "ADD #set :member",
+            })
+            .condition_expression(
+                "attribute_not_exists(#set) OR contains(#set, :id) OR size(#set) < :cap",
+            )
+            .expression_attribute_names("#set", set.attribute)
+            .expression_attribute_values(":member", one(member))
+            .expression_attribute_values(":id", s(member))
+            .expression_attribute_values(":cap", n(cap))
+            .return_values(ReturnValue::AllOld);
+        if let Some(expires_at) = expires_at {
+            update = update.expression_attribute_values(":expires", n(expires_at));
+        }
+        match update.send().await {
+            Ok(output) => {
+                let before = string_set(output.attributes(), set.attribute);
+                let held_before = before.iter().any(|h| h == member);
+                Ok(Admission::Admitted {
+                    holders: before.len() + usize::from(!held_before),
+                    newly: !held_before,
+                })
+            }
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(Admission::Full {
+                    holders: string_set(self.guard_item(set).await?.as_ref(), set.attribute),
+                })
+            }
+            Err(error) => Err(aws(set.what)(error)),
+        }
+    }
+
+    /// Take `member` out of the set (harmless when it is not in it).
+    async fn remove(&self, set: &Set<'_>, member: &str) -> Result<(), StepError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(set.pk))
+            .key("sk", s(set.sk))
+            .update_expression("DELETE #set :member")
+            .expression_attribute_names("#set", set.attribute)
+            .expression_attribute_values(":member", one(member))
+            .send()
+            .await
+            .map_err(aws(set.what))?;
+        Ok(())
     }
 
     /// Take one of the service's `cap` containment slots for the task.
@@ -84,120 +184,40 @@ impl Ledger {
     ) -> Result<Admission, StepError> {
         let pk = guard_pk(task_arn);
         let attribute = service_attribute(service);
-        if cap == 0 {
-            // No slot to take; one already held (a retry) stays held.
-            let holders = self.holders(&pk, SERVICES_SK, &attribute).await?;
-            return Ok(if holders.iter().any(|h| h == task_arn) {
-                Admission::Admitted {
-                    holders: holders.len(),
-                    newly: false,
-                }
-            } else {
-                Admission::Full { holders }
-            });
-        }
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&pk))
-            .key("sk", s(SERVICES_SK))
-            .update_expression("ADD #tasks :task")
-            .condition_expression(
-                "attribute_not_exists(#tasks) OR contains(#tasks, :arn) OR size(#tasks) < :cap",
-            )
-            .expression_attribute_names("#tasks", &attribute)
-            .expression_attribute_values(":task", AttributeValue::Ss(vec![task_arn.to_string()]))
-            .expression_attribute_values(":arn", s(task_arn))
-            .expression_attribute_values(":cap", n(cap))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match result {
-            Ok(output) => Ok(Admission::Admitted {
-                holders: string_set(output.attributes(), &attribute).len().max(1),
-                newly: true,
-            }),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(Admission::Full {
-                    holders: self.holders(&pk, SERVICES_SK, &attribute).await?,
-                })
-            }
-            Err(error) => Err(aws("DynamoDB UpdateItem (blast-radius guard)")(error)),
-        }
+        let set = Set {
+            pk: &pk,
+            sk: SERVICES_SK,
+            attribute: &attribute,
+            what: "DynamoDB UpdateItem (blast-radius guard)",
+        };
+        self.admit(&set, task_arn, cap, None).await
     }
 
     /// Give back the task's slot, whichever service it was taken for (release knows only the
     /// task). Harmless when it holds none.
     pub async fn leave_service(&self, task_arn: &str) -> Result<(), StepError> {
         let pk = guard_pk(task_arn);
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(&pk))
-            .key("sk", s(SERVICES_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(aws("DynamoDB GetItem (blast-radius guard)"))?;
-        let Some(item) = item.item() else {
+        let all = Set {
+            pk: &pk,
+            sk: SERVICES_SK,
+            attribute: "",
+            what: "DynamoDB UpdateItem (blast-radius guard release)",
+        };
+        let Some(item) = self.guard_item(&all).await? else {
             return Ok(());
         };
-        let held: Vec<&String> = item
-            .iter()
-            .filter(|(name, value)| {
-                name.starts_with("svc:")
-                    && value
-                        .as_ss()
-                        .is_ok_and(|tasks| tasks.iter().any(|t| t == task_arn))
-            })
-            .map(|(name, _)| name)
-            .collect();
-        for (i, attribute) in held.into_iter().enumerate() {
-            let placeholder = format!("#s{i}");
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(&pk))
-                .key("sk", s(SERVICES_SK))
-                .update_expression(format!("DELETE {placeholder} :task"))
-                .expression_attribute_names(&placeholder, attribute)
-                .expression_attribute_values(
-                    ":task",
-                    AttributeValue::Ss(vec![task_arn.to_string()]),
-                )
-                .send()
-                .await
-                .map_err(aws("DynamoDB UpdateItem (blast-radius guard release)"))?;
+        for (attribute, tasks) in &item {
+            let holds = attribute.starts_with("svc:")
+                && tasks.as_ss().is_ok_and(|t| t.iter().any(|t| t == task_arn));
+            if holds {
+                self.remove(&Set { attribute, ..all }, task_arn).await?;
+            }
         }
         Ok(())
     }
 
-    /// Take back a finding this invocation counted against the breaker's window, when its
-    /// containment was held back after all (by the blast-radius guard).
-    pub async fn leave_breaker(&self, window: i64, finding_id: &str) -> Result<(), StepError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s("breaker"))
-            .key("sk", s(format!("window#{window}")))
-            .update_expression("DELETE findings :finding")
-            .expression_attribute_values(
-                ":finding",
-                AttributeValue::Ss(vec![finding_id.to_string()]),
-            )
-            .send()
-            .await
-            .map_err(aws("DynamoDB UpdateItem (breaker release)"))?;
-        Ok(())
-    }
-
-    /// Count the finding against the breaker's window `window` (at most `max` findings).
+    /// Count the finding against the breaker's window `window` (at most `max` findings); the
+    /// window's item goes with the table's TTL a day after the window ends.
     pub async fn admit_to_breaker(
         &self,
         window: i64,
@@ -205,54 +225,28 @@ impl Ledger {
         finding_id: &str,
         max: u32,
     ) -> Result<Admission, StepError> {
-        if max == 0 {
-            return Ok(Admission::Full {
-                holders: Vec::new(),
-            });
-        }
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s("breaker"))
-            .key("sk", s(format!("window#{window}")))
-            // The window's item goes with the table's TTL a day after it ends.
-            .update_expression("ADD findings :finding SET expires_at = :expires")
-            .condition_expression(
-                "attribute_not_exists(findings) OR contains(findings, :id) OR size(findings) < :max",
-            )
-            .expression_attribute_values(
-                ":finding",
-                AttributeValue::Ss(vec![finding_id.to_string()]),
-            )
-            .expression_attribute_values(":id", s(finding_id))
-            .expression_attribute_values(":max", n(max))
-            .expression_attribute_values(":expires", n(window_ends + 86_400))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(output) => {
-                let before = string_set(output.attributes(), "findings");
-                let counted_before = before.iter().any(|f| f == finding_id);
-                Ok(Admission::Admitted {
-                    holders: before.len() + usize::from(!counted_before),
-                    newly: !counted_before,
-                })
-            }
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(Admission::Full {
-                    holders: self
-                        .holders("breaker", &format!("window#{window}"), "findings")
-                        .await?,
-                })
-            }
-            Err(error) => Err(aws("DynamoDB UpdateItem (breaker)")(error)),
-        }
+        let sk = breaker_sk(window);
+        let set = Set {
+            pk: "breaker",
+            sk: &sk,
+            attribute: "findings",
+            what: "DynamoDB UpdateItem (breaker)",
+        };
+        self.admit(&set, finding_id, max, Some(window_ends + 86_400))
+            .await
+    }
+
+    /// Take back a finding this invocation counted against the breaker's window, when its
+    /// containment was held back after all (by the blast-radius guard).
+    pub async fn leave_breaker(&self, window: i64, finding_id: &str) -> Result<(), StepError> {
+        let sk = breaker_sk(window);
+        let set = Set {
+            pk: "breaker",
+            sk: &sk,
+            attribute: "findings",
+            what: "DynamoDB UpdateItem (breaker release)",
+        };
+        self.remove(&set, finding_id).await
     }
 }
 

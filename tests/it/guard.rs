@@ -7,7 +7,6 @@ use std::sync::Arc;
 use emulator::proxy::{Fault, FaultRule};
 use responder::playbook::PlaybookSet;
 use responder::report::{DecisionKind, Outcome, Report, WithheldBy};
-use serde_json::json;
 
 use crate::support::{is_done, outcome, World};
 
@@ -105,18 +104,8 @@ async fn concurrent_findings_on_one_service_contain_no_more_than_the_guard_allow
         .iter()
         .position(|t| Some(t.arn.as_str()) == winners[0].target.as_ref().and_then(task_arn))
         .unwrap();
-    let stopped = json!({
-        "version": "0", "id": "e-stop", "detail-type": "ECS Task State Change", "source": "aws.ecs",
-        "account": "123456789012", "time": "2026-11-26T12:00:00Z", "region": "us-east-1",
-        "resources": [world.fixture.tasks[winner].arn],
-        "detail": {
-            "clusterArn": world.fixture.cluster_arn, "taskArn": world.fixture.tasks[winner].arn,
-            "group": format!("service:{}", world.fixture.service_name),
-            "lastStatus": "STOPPED", "desiredStatus": "STOPPED", "stoppedReason": "Task failed ELB health checks",
-        }
-    });
     assert_eq!(
-        world.respond(&stopped).await.decision,
+        world.respond(&world.stopped_event(winner)).await.decision,
         DecisionKind::Release
     );
     let other = (winner + 1) % 3;

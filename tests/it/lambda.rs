@@ -183,11 +183,7 @@ async fn the_lambda_contains_releases_and_reports_through_the_runtime_api() {
         .iter()
         .any(|e| e["cidr"] == cidr.as_str()));
 
-    let stopped = json!({
-        "version": "0", "id": "e1", "detail-type": "ECS Task State Change", "source": "aws.ecs",
-        "account": "123456789012", "time": "2026-11-26T12:00:00Z", "region": "us-east-1", "resources": [],
-        "detail": {"clusterArn": world.fixture.cluster_arn, "taskArn": world.fixture.tasks[0].arn, "lastStatus": "STOPPED", "desiredStatus": "STOPPED"}
-    });
+    let stopped = world.stopped_event(0);
     api.invoke("req-2", stopped);
     let (kind, report) = api.result("req-2").await;
     assert_eq!(

@@ -93,16 +93,7 @@ async fn a_task_stopped_event_releases_its_quarantine_entries() {
     let before = world.acl_state().await;
     let report = world.respond(&world.miner_event(0, 12)).await;
     assert!(is_done(&report, "isolate"));
-    let stopped = json!({
-        "version": "0", "id": "e-stop", "detail-type": "ECS Task State Change", "source": "aws.ecs",
-        "account": "123456789012", "time": "2026-11-26T12:00:00Z", "region": "us-east-1",
-        "resources": [world.fixture.tasks[0].arn],
-        "detail": {
-            "clusterArn": world.fixture.cluster_arn, "taskArn": world.fixture.tasks[0].arn,
-            "lastStatus": "STOPPED", "desiredStatus": "STOPPED", "stopCode": "TaskFailedToStart",
-            "stoppedReason": "Task failed ELB health checks",
-        }
-    });
+    let stopped = world.stopped_event(0);
     let release = world.respond(&stopped).await;
     assert_eq!(
         release.decision,
@@ -213,15 +204,7 @@ async fn a_stopped_event_during_isolation_is_retried_and_then_releases_everythin
             None,
         ))
     });
-    let stopped = json!({
-        "version": "0", "id": "e-stop-early", "detail-type": "ECS Task State Change", "source": "aws.ecs",
-        "account": "123456789012", "time": "2026-11-26T12:00:00Z", "region": "us-east-1",
-        "resources": [world.fixture.tasks[0].arn],
-        "detail": {
-            "clusterArn": world.fixture.cluster_arn, "taskArn": world.fixture.tasks[0].arn,
-            "lastStatus": "STOPPED", "desiredStatus": "STOPPED", "stoppedReason": "Essential container exited",
-        }
-    });
+    let stopped = world.stopped_event(0);
     let event = world.miner_event(0, 44);
     let (isolating, early) = tokio::join!(world.respond(&event), async {
         tokio::time::sleep(Duration::from_millis(700)).await;

@@ -172,6 +172,22 @@ impl World {
         self
     }
 
+    /// ECS's Task State Change event for task `task` having stopped.
+    pub fn stopped_event(&self, task: usize) -> Value {
+        let arn = &self.fixture.tasks[task].arn;
+        serde_json::json!({
+            "version": "0", "id": format!("e-stop-{task}"), "detail-type": "ECS Task State Change",
+            "source": "aws.ecs", "account": fixture::ACCOUNT, "time": "2026-11-26T12:00:00Z",
+            "region": "us-east-1", "resources": [arn],
+            "detail": {
+                "clusterArn": self.fixture.cluster_arn, "taskArn": arn,
+                "group": format!("service:{}", self.fixture.service_name),
+                "lastStatus": "STOPPED", "desiredStatus": "STOPPED",
+                "stopCode": "TaskFailedToStart", "stoppedReason": "Task failed ELB health checks",
+            }
+        })
+    }
+
     pub fn finding_id(&self, n: usize) -> String {
         format!("{}f{n:0>28}", self.name)
     }
