@@ -6,6 +6,9 @@
 //!   per ACL, per direction and family, default rules included), with the network model's plan
 //!   and with the placement used before it (a DENY in every ACL, the agent's ALLOW pair in the
 //!   endpoint subnet's ACL);
+//! - round trips: with every call delayed at the proxy, the depth of the containment's critical
+//!   path and of the whole incident, cold and warm, beside the same calls made one after
+//!   another (`BENCH_TIMELINE=1` prints each call's start and end);
 //! - the process's peak resident memory.
 //!
 //! `cargo run --release --example bench` (or without `--release` for a debug build; say which).
@@ -155,6 +158,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         percentile(&replay, 95.0)
     );
     println!("AWS calls per finding (first response and one replay): {calls:.1}");
+    // 4. Round trips: every call delayed at the proxy, as on AWS.
+    round_trips::run(&proxy, &sqs, &name, &responder.playbooks).await?;
+
     if let Some(kib) = peak_rss_kib() {
         println!(
             "peak resident memory of this process: {:.1} MiB",
@@ -162,6 +168,142 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
+}
+
+/// Issue 8's measure of the containment's critical path: with every AWS call delayed by
+/// [`LATENCY`] at the proxy, (time from receipt to the last quarantine entry answered) /
+/// [`LATENCY`], for a finding handled by a fresh responder (cold: new clients, empty caches)
+/// and by one that has handled a finding before (warm). The baseline, from the same run: the
+/// calls answered before that moment, which is what the path would cost made one after
+/// another.
+mod round_trips {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    use emulator::fixture;
+    use emulator::proxy::{Fault, FaultProxy, FaultRule};
+    use responder::actions::Clients;
+    use responder::playbook::PlaybookSet;
+    use responder::respond::Responder;
+
+    pub const LATENCY: Duration = Duration::from_millis(100);
+    const ROUNDS: usize = 3;
+
+    struct Trip {
+        containment: f64,
+        sequential: usize,
+        incident: f64,
+        calls: BTreeMap<String, usize>,
+    }
+
+    async fn trip(
+        proxy: &FaultProxy,
+        responder: &Responder,
+        event: &str,
+        id: &str,
+    ) -> Result<Trip, Box<dyn std::error::Error>> {
+        proxy.clear_calls();
+        let started = Instant::now();
+        let response = responder
+            .respond(None, event.as_bytes(), id, None, None)
+            .await;
+        let ended = Instant::now();
+        if response.report.finding_id.is_none() || response.retryable {
+            return Err(format!("finding {id} not handled: {:?}", response.report.error).into());
+        }
+        let calls = proxy.calls();
+        let contained = calls
+            .iter()
+            .filter(|c| c.operation == "CreateNetworkAclEntry" && c.status < 300)
+            .map(|c| c.answered)
+            .max()
+            .ok_or("no quarantine entry was made")?;
+        let mut per_api = BTreeMap::new();
+        for call in &calls {
+            // S3 calls are named by method and path: by method only, here.
+            let api = match call.operation.split_once(' ') {
+                Some((method, _)) if call.service == "s3" => format!("S3 {method}"),
+                _ => call.operation.clone(),
+            };
+            *per_api.entry(api).or_insert(0) += 1;
+        }
+        let rtt = |at: Instant| at.duration_since(started).as_secs_f64() / LATENCY.as_secs_f64();
+        if std::env::var_os("BENCH_TIMELINE").is_some() {
+            for call in &calls {
+                println!(
+                    "  {:>5.2} {:>5.2} {}",
+                    rtt(call.received),
+                    rtt(call.answered),
+                    call.operation
+                );
+            }
+        }
+        Ok(Trip {
+            containment: rtt(contained),
+            sequential: calls.iter().filter(|c| c.answered <= contained).count(),
+            incident: rtt(ended),
+            calls: per_api,
+        })
+    }
+
+    fn median(mut values: Vec<f64>) -> f64 {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(0.0)
+    }
+
+    pub async fn run(
+        proxy: &FaultProxy,
+        sqs: &aws_sdk_sqs::Client,
+        name: &str,
+        playbooks: &PlaybookSet,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let config = emulator::sdk_config(&proxy.endpoint, "us-east-1");
+        let clients = Clients::from_sdk_config(&config);
+        let name = format!("{name}rt");
+        let fixture = fixture::seed_fargate(&clients, sqs, &name, 2 * ROUNDS).await?;
+        fixture::add_guardduty_endpoint(&clients, &fixture).await?;
+        proxy.configure(|c| {
+            c.rules
+                .push(FaultRule::new("*", Fault::Latency(LATENCY), None))
+        });
+        let mut cold = Vec::new();
+        let mut warm = Vec::new();
+        let mut tasks = fixture.tasks.iter().enumerate();
+        for round in 0..ROUNDS {
+            // A new responder: new clients (connections), nothing cached.
+            let responder = Responder {
+                clients: Clients::from_sdk_config(&config),
+                config: fixture.config(),
+                playbooks: playbooks.clone(),
+            };
+            for list in [&mut cold, &mut warm] {
+                let (i, task) = tasks.next().ok_or("too few tasks")?;
+                let id = format!("{name}f{i:0>20}");
+                let event = fixture::miner_finding_for(&fixture, task, &id).to_string();
+                list.push(trip(proxy, &responder, &event, &format!("rt{round}-{i}")).await?);
+            }
+        }
+        proxy.configure(|c| c.rules.clear());
+        for (label, trips) in [("cold", &cold), ("warm", &warm)] {
+            println!(
+                "round trips, {label} (every call +{} ms, median of {ROUNDS}): receipt to last quarantine entry {:.1} RTT (baseline, the same calls one after another: {}); whole incident {:.1} RTT, {} calls",
+                LATENCY.as_millis(),
+                median(trips.iter().map(|t| t.containment).collect()),
+                median(trips.iter().map(|t| t.sequential as f64).collect()),
+                median(trips.iter().map(|t| t.incident).collect()),
+                median(trips.iter().map(|t| t.calls.values().sum::<usize>() as f64).collect()),
+            );
+        }
+        if let Some(last) = warm.last() {
+            let per_api: Vec<String> = last
+                .calls
+                .iter()
+                .map(|(op, n)| format!("{op} {n}"))
+                .collect();
+            println!("calls per API, one warm incident: {}", per_api.join(", "));
+        }
+        Ok(())
+    }
 }
 
 /// Quarantine capacity of a VPC, computed with the network model.

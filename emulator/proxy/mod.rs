@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -123,6 +123,10 @@ pub struct Call {
     pub status: u16,
     /// What the proxy did instead of (or on top of) forwarding, if anything.
     pub injected: Option<String>,
+    /// When the request arrived and when its answer left: the benchmark counts round trips
+    /// on the critical path from these.
+    pub received: Instant,
+    pub answered: Instant,
 }
 
 impl Call {
@@ -398,6 +402,7 @@ fn server_error(protocol: Protocol, service: &str) -> Response<Full<Bytes>> {
 }
 
 async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let received = Instant::now();
     let (parts, body) = request.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -411,6 +416,8 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
             operation,
             status: response.status().as_u16(),
             injected,
+            received,
+            answered: Instant::now(),
         });
     }
     response
@@ -580,6 +587,8 @@ mod tests {
             operation: operation.into(),
             status: 200,
             injected: None,
+            received: Instant::now(),
+            answered: Instant::now(),
         };
         assert!(call("ec2", "CreateNetworkAclEntry").is_mutating());
         assert!(call("sns", "Publish").is_mutating());
