@@ -1,6 +1,8 @@
 //! The SDK clients and what an AWS error means for a step: which failures a retry can fix.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_ec2::config::ProvideCredentials;
@@ -27,6 +29,37 @@ pub struct Clients {
     /// GuardDuty (read by `responder preflight` only).
     #[cfg(feature = "preflight")]
     pub guardduty: aws_sdk_guardduty::Client,
+    /// Facts that stay true for the life of the container, learnt from earlier responses.
+    pub stable: Arc<StableFacts>,
+}
+
+/// What a warm container remembers to save a round trip on the containment path: only facts
+/// that cannot change, so nothing here needs re-checking. A subnet never moves to another VPC
+/// (its id is retired with it). ACL entries, groups, routes and endpoints can change between
+/// two findings, by an operator or an attacker: they are always described afresh.
+#[derive(Debug, Default)]
+pub struct StableFacts {
+    subnet_vpc: Mutex<HashMap<String, String>>,
+}
+
+/// Subnets remembered at most, so a long-lived container's memory stays bounded.
+const SUBNETS_REMEMBERED: usize = 4096;
+
+impl StableFacts {
+    /// The VPC of `subnet_id`, if a response in this container learnt it.
+    pub fn vpc_of(&self, subnet_id: &str) -> Option<String> {
+        self.subnet_vpc.lock().ok()?.get(subnet_id).cloned()
+    }
+
+    /// Remember that `subnet_id` is in `vpc_id`.
+    pub fn remember_subnet(&self, subnet_id: &str, vpc_id: &str) {
+        if let Ok(mut known) = self.subnet_vpc.lock() {
+            if known.len() >= SUBNETS_REMEMBERED {
+                known.clear();
+            }
+            known.insert(subnet_id.to_string(), vpc_id.to_string());
+        }
+    }
 }
 
 /// How long one attempt of an AWS call may take, and the call with its retries: no call may
@@ -59,6 +92,7 @@ impl Clients {
             elbv2: aws_sdk_elasticloadbalancingv2::Client::new(config),
             #[cfg(feature = "preflight")]
             guardduty: aws_sdk_guardduty::Client::new(config),
+            stable: Arc::default(),
         }
     }
 

@@ -140,19 +140,23 @@ async fn preserve(
     legal_hold: bool,
     describable: bool,
 ) -> Result<EvidenceOutput, StepError> {
-    let mut documents: Vec<(&str, Value)> = vec![("finding.json", raw_finding.clone())];
-    match &incident.target {
-        _ if !describable => {}
-        Target::EcsTask(task) => documents.extend(ecs_documents(clients, task, containment).await?),
-        Target::Ec2Instance(instance) => {
-            let output = clients
-                .ec2
-                .describe_instances()
-                .instance_ids(&instance.instance_id)
-                .send()
-                .await
-                .map_err(aws("EC2 DescribeInstances"))?;
-            let instances: Vec<Value> = output
+    // Whether the bucket locks objects is read alongside the documents.
+    let collect = async {
+        let mut documents: Vec<(&str, Value)> = vec![("finding.json", raw_finding.clone())];
+        match &incident.target {
+            _ if !describable => {}
+            Target::EcsTask(task) => {
+                documents.extend(ecs_documents(clients, task, containment).await?)
+            }
+            Target::Ec2Instance(instance) => {
+                let output = clients
+                    .ec2
+                    .describe_instances()
+                    .instance_ids(&instance.instance_id)
+                    .send()
+                    .await
+                    .map_err(aws("EC2 DescribeInstances"))?;
+                let instances: Vec<Value> = output
                 .reservations()
                 .iter()
                 .flat_map(|r| r.instances())
@@ -175,26 +179,31 @@ async fn preserve(
                     })
                 })
                 .collect();
-            documents.push(("describe-instances.json", Value::Array(instances)));
-            if let Some(record) = containment {
-                documents.push((
-                    "containment.json",
-                    serde_json::to_value(record).unwrap_or_default(),
-                ));
+                documents.push(("describe-instances.json", Value::Array(instances)));
+                if let Some(record) = containment {
+                    documents.push((
+                        "containment.json",
+                        serde_json::to_value(record).unwrap_or_default(),
+                    ));
+                }
             }
+            // EKS and other targets: the finding is the evidence this tool can collect.
+            _ => {}
         }
-        // EKS and other targets: the finding is the evidence this tool can collect.
-        _ => {}
-    }
+        Ok::<_, StepError>(documents)
+    };
+    let (documents, lock) = tokio::join!(collect, object_lock_enabled(clients, bucket));
+    let (documents, lock) = (documents?, lock?);
 
-    let lock = object_lock_enabled(clients, bucket).await?;
     let hold = legal_hold && lock;
     let base = prefix(incident);
-    let mut stored = Vec::new();
-    for (name, document) in documents {
+    // The objects together (one round trip), the manifest with their digests after.
+    let stored = futures::future::try_join_all(documents.into_iter().map(|(name, document)| {
         let body = serde_json::to_vec_pretty(&document).unwrap_or_default();
-        stored.push(put(clients, bucket, &format!("{base}{name}"), body, hold).await?);
-    }
+        let key = format!("{base}{name}");
+        async move { put(clients, bucket, &key, body, hold).await }
+    }))
+    .await?;
     let manifest = json!({
         "finding_id": incident.finding_id,
         "finding_type": incident.finding_type,
@@ -251,7 +260,13 @@ async fn ecs_documents(
         .as_ref()
         .and_then(|f| f.raw["taskDefinitionArn"].as_str().map(str::to_string))
         .or_else(|| task.task_definition_arn.clone());
-    if let Some(arn) = definition_arn {
+    let eni_id = eni_id.or_else(|| containment.and_then(|c| c.eni_ids.first().cloned()));
+    let known_vpc = containment.and_then(|c| c.vpc_id.clone());
+    // What the task's description names, read together.
+    let definition = async {
+        let Some(arn) = definition_arn else {
+            return Ok(None);
+        };
         let output = clients
             .ecs
             .describe_task_definition()
@@ -259,47 +274,60 @@ async fn ecs_documents(
             .send()
             .await
             .map_err(aws("ECS DescribeTaskDefinition"))?;
-        if let Some(def) = output.task_definition() {
-            documents.push((
-                "task-definition.json",
-                json!({
-                    "taskDefinitionArn": def.task_definition_arn(),
-                    "family": def.family(), "revision": def.revision(),
-                    "networkMode": def.network_mode().map(|m| m.as_str()),
-                    "taskRoleArn": def.task_role_arn(), "executionRoleArn": def.execution_role_arn(),
-                    "requiresCompatibilities": def.requires_compatibilities().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-                    "cpu": def.cpu(), "memory": def.memory(),
-                    // Environment values may hold secrets: names only.
-                    "containerDefinitions": def.container_definitions().iter().map(|c| json!({
-                        "name": c.name(), "image": c.image(), "command": c.command(), "entryPoint": c.entry_point(),
-                        "privileged": c.privileged(), "user": c.user(),
-                        "environmentNames": c.environment().iter().filter_map(|e| e.name()).collect::<Vec<_>>(),
-                    })).collect::<Vec<_>>(),
-                }),
-            ));
-        }
-    }
-
-    if let Some(service) = describe_service(clients, task).await? {
-        documents.push(("service.json", Value::Array(vec![service.raw])));
-    }
-
-    let mut vpc_id = containment.and_then(|c| c.vpc_id.clone());
-    if let Some(eni_id) = eni_id.or_else(|| containment.and_then(|c| c.eni_ids.first().cloned())) {
-        let output = clients
+        Ok::<_, StepError>(output.task_definition().map(|def| json!({
+            "taskDefinitionArn": def.task_definition_arn(),
+            "family": def.family(), "revision": def.revision(),
+            "networkMode": def.network_mode().map(|m| m.as_str()),
+            "taskRoleArn": def.task_role_arn(), "executionRoleArn": def.execution_role_arn(),
+            "requiresCompatibilities": def.requires_compatibilities().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+            "cpu": def.cpu(), "memory": def.memory(),
+            // Environment values may hold secrets: names only.
+            "containerDefinitions": def.container_definitions().iter().map(|c| json!({
+                "name": c.name(), "image": c.image(), "command": c.command(), "entryPoint": c.entry_point(),
+                "privileged": c.privileged(), "user": c.user(),
+                "environmentNames": c.environment().iter().filter_map(|e| e.name()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })))
+    };
+    let interfaces = async {
+        let Some(eni_id) = &eni_id else {
+            return Ok(None);
+        };
+        clients
             .ec2
             .describe_network_interfaces()
-            .network_interface_ids(&eni_id)
+            .network_interface_ids(eni_id)
             .send()
             .await
-            .map_err(aws("EC2 DescribeNetworkInterfaces"))?;
+            .map(Some)
+            .map_err(aws("EC2 DescribeNetworkInterfaces"))
+    };
+    let known_acls = async {
+        match &known_vpc {
+            Some(vpc_id) => describe_acls(clients, vpc_id).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (definition, service, interfaces, mut acls) = tokio::try_join!(
+        definition,
+        describe_service(clients, task),
+        interfaces,
+        known_acls
+    )?;
+    if let Some(definition) = definition {
+        documents.push(("task-definition.json", definition));
+    }
+    if let Some(service) = service {
+        documents.push(("service.json", Value::Array(vec![service.raw])));
+    }
+    if let Some(output) = interfaces {
         let enis: Vec<Value> = output.network_interfaces().iter().map(eni_json).collect();
-        vpc_id = vpc_id.or_else(|| {
-            output
-                .network_interfaces()
-                .first()
-                .and_then(|e| e.vpc_id().map(str::to_string))
-        });
+        // No containment to say where the task is: its interface does (one more round trip).
+        if acls.is_none() {
+            if let Some(vpc_id) = output.network_interfaces().first().and_then(|e| e.vpc_id()) {
+                acls = Some(describe_acls(clients, vpc_id).await?);
+            }
+        }
         documents.push(("network-interfaces.json", Value::Array(enis)));
     }
     if let Some(record) = containment {
@@ -320,8 +348,7 @@ async fn ecs_documents(
             serde_json::to_value(record).unwrap_or_default(),
         ));
     }
-    if let Some(vpc_id) = vpc_id {
-        let acls = describe_acls(clients, &vpc_id).await?;
+    if let Some(acls) = acls {
         let name = if containment.is_some() {
             "network-acls-after.json"
         } else {

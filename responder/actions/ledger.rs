@@ -206,10 +206,17 @@ pub enum Claim {
     Acquired {
         /// What that attempt wrote down (see [`Ledger::record_intent`]).
         written_down: Vec<Value>,
+        /// The item as it was before this claim, so a claim taken alongside a check that then
+        /// says "do not" can be given back exactly ([`Ledger::give_back`]).
+        previous: Previous,
     },
     /// No: it already happened (or was released, or another invocation holds it).
     Taken(StepRecord),
 }
+
+/// A step's ledger item as it was before a claim (none: there was no item).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Previous(Option<HashMap<String, AttributeValue>>);
 
 /// The DynamoDB incident ledger, used by one invocation (the owner of its claims).
 #[derive(Clone, Debug)]
@@ -326,6 +333,7 @@ impl Ledger {
         match result {
             Ok(output) => Ok(Claim::Acquired {
                 written_down: output.attributes().map(intended_of).unwrap_or_default(),
+                previous: Previous(output.attributes().filter(|a| !a.is_empty()).cloned()),
             }),
             Err(error) => {
                 let conditional = error
@@ -422,6 +430,35 @@ impl Ledger {
         Ok(())
     }
 
+    /// Give back a claim this invocation will not use, leaving the item as it was before
+    /// (an earlier attempt's failure and written-down changes included). Only the owner may.
+    pub async fn give_back(
+        &self,
+        finding_id: &str,
+        step_key: &str,
+        previous: Previous,
+    ) -> Result<(), StepError> {
+        let Previous(Some(item)) = previous else {
+            return self.unclaim(finding_id, step_key).await;
+        };
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(&self.owner))
+            .send()
+            .await
+            .map_err(aws("DynamoDB PutItem (give back a claim)"))?;
+        Ok(())
+    }
+
+    /// Seconds left before the invocation's deadline, when it has one.
+    pub fn seconds_left(&self) -> Option<i64> {
+        self.deadline.map(|d| d - Utc::now().timestamp())
+    }
+
     /// Let go of a claim without recording an outcome (the per-finding response lock).
     pub async fn unclaim(&self, finding_id: &str, key: &str) -> Result<(), StepError> {
         self.client
@@ -494,6 +531,22 @@ impl Ledger {
             .await
             .map_err(aws("DynamoDB UpdateItem (record intent)"))?;
         Ok(())
+    }
+
+    /// Withdraw changes this attempt wrote down and then did not make (refused and rolled
+    /// back): they may name rule numbers another response now holds, which a later release
+    /// must not take for this one's. Appended as a marker, so what else was written down stays.
+    pub async fn withdraw_intents(
+        &self,
+        finding_id: &str,
+        step_key: &str,
+        intents: &[Value],
+    ) -> Result<(), StepError> {
+        if intents.is_empty() {
+            return Ok(());
+        }
+        let marker = serde_json::json!({ WITHDRAWN: intents });
+        self.record_intent(finding_id, step_key, &[marker]).await
     }
 
     /// Mark a finished (or partly applied) step released, keeping what was done.
@@ -797,22 +850,56 @@ fn step_record(finding_id: &str, item: &HashMap<String, AttributeValue>) -> Opti
 }
 
 /// The changes an item's `intended` list wrote down.
+/// The key of a marker in a step's written-down changes that withdraws earlier ones.
+const WITHDRAWN: &str = "withdrawn";
+
+/// The changes written down and not withdrawn, in order.
 fn intended_of(item: &HashMap<String, AttributeValue>) -> Vec<Value> {
-    match item.get("intended") {
-        Some(AttributeValue::L(items)) => items
-            .iter()
-            .filter_map(|i| match i {
-                AttributeValue::S(text) => serde_json::from_str(text).ok(),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
+    let Some(AttributeValue::L(items)) = item.get("intended") else {
+        return Vec::new();
+    };
+    let mut intended: Vec<Value> = Vec::new();
+    for value in items.iter().filter_map(|i| match i {
+        AttributeValue::S(text) => serde_json::from_str::<Value>(text).ok(),
+        _ => None,
+    }) {
+        match value.get(WITHDRAWN).and_then(Value::as_array) {
+            Some(withdrawn) => intended.retain(|i| !withdrawn.contains(i)),
+            None => intended.push(value),
+        }
     }
+    intended
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn withdrawn_intents_are_no_longer_written_down_and_a_later_one_counts_again() {
+        let entry = |n: u32| serde_json::json!({"acl_id": "acl-1", "rule_number": n});
+        let list = |values: Vec<Value>| {
+            HashMap::from([(
+                "intended".to_string(),
+                AttributeValue::L(values.iter().map(|v| s(v.to_string())).collect()),
+            )])
+        };
+        let swap = serde_json::json!({"eni_id": "eni-1"});
+        let item = list(vec![
+            swap.clone(),
+            entry(1),
+            entry(2),
+            serde_json::json!({ WITHDRAWN: [entry(1), entry(2)] }),
+            entry(3),
+        ]);
+        assert_eq!(intended_of(&item), vec![swap.clone(), entry(3)]);
+        let again = list(vec![
+            entry(1),
+            serde_json::json!({ WITHDRAWN: [entry(1)] }),
+            entry(1),
+        ]);
+        assert_eq!(intended_of(&again), vec![entry(1)]);
+    }
 
     #[test]
     fn a_record_too_big_for_an_item_leaves_out_the_acl_snapshots_and_says_so() {

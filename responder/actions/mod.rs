@@ -189,6 +189,9 @@ pub struct StepContext<'a> {
     pub written_down: &'a [serde_json::Value],
     /// What earlier phases produced.
     pub earlier: &'a Earlier,
+    /// What `isolate` reads before changing anything, when it was read alongside the ledger's
+    /// checks ([`isolate::prefetch`]); otherwise the action reads it itself.
+    pub prefetched: Option<&'a isolate::Prefetched>,
     /// The report as it stands (outcomes so far): what `notify` sends.
     pub report: &'a Report,
 }

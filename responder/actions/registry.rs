@@ -155,7 +155,9 @@ macro_rules! registry {
             ctx: &StepContext<'_>,
         ) -> Result<StepOutput, Failure<StepOutput>> {
             match spec {
-                $(ActionSpec::$variant(params) => <$unit as Action>::run(ctx, params)
+                // Boxed: an action's future holds its concurrent calls' futures side by side
+                // (large in a debug build), and stays off the poller's stack this way.
+                $(ActionSpec::$variant(params) => Box::pin(<$unit as Action>::run(ctx, params))
                     .await
                     .map(StepOutput::$variant)
                     .map_err(|f| f.map(StepOutput::$variant)),)+

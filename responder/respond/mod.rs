@@ -92,6 +92,7 @@ impl Responder {
             ..Execution::default()
         };
 
+        let mut holds_lock = false;
         let mut report = match parse_event(bytes) {
             Err(error) => Report::for_error(input, &error),
             Ok(inbound) => {
@@ -123,7 +124,9 @@ impl Responder {
                             ledger: ledger.as_ref(),
                             started,
                         };
-                        let carried = invocation.carry_out(plan, &mut report).await;
+                        // Boxed: its nested futures are too deep a type to lay out inline in callers'.
+                        let carried = Box::pin(invocation.carry_out(plan, &mut report)).await;
+                        holds_lock = carried.holds_lock;
                         execution.containment_ms = carried.containment_ms;
                         // Another invocation holds part of the work: if it dies, nobody would
                         // finish or tell. Asking Lambda to retry costs little (finished steps
@@ -213,10 +216,20 @@ impl Responder {
             Some(ledger) => {
                 report.execution = Some(execution.clone());
                 let value = serde_json::to_value(&report).unwrap_or_default();
-                match ledger
-                    .put_audit(report.finding_id.as_deref(), &value, started_at)
-                    .await
-                {
+                // The response lock is let go alongside: nothing is done after this.
+                let unlock = async {
+                    let finding_id = report.finding_id.as_deref().filter(|_| holds_lock)?;
+                    ledger.unclaim(finding_id, "lock").await.err()
+                };
+                let (audit, unlocked) = tokio::join!(
+                    ledger.put_audit(report.finding_id.as_deref(), &value, started_at),
+                    unlock
+                );
+                if let Some(error) = unlocked {
+                    // The lease runs out on its own; a later delivery then proceeds.
+                    tracing::warn!(error = %error, "response lock not released");
+                }
+                match audit {
                     Ok(key) => execution.audit = Some(key),
                     Err(error) => {
                         tracing::error!(error = %error, report = %value, "audit record not written");

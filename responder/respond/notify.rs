@@ -55,7 +55,7 @@ impl Invocation<'_> {
             }
             Ok(Claim::Acquired { .. }) => {}
         }
-        let ctx = self.context(step, ledger, &[], &progress.earlier, report);
+        let ctx = self.context(step, ledger, &[], &progress.earlier, report, None);
         let (status, outcome, stored) = match run_action(&step.spec, &ctx).await {
             Ok(output) => {
                 let stored = serde_json::to_value(&output).unwrap_or_default();

@@ -15,7 +15,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use super::Responder;
-use crate::actions::isolate::{IsolateFallback, IsolateOutput};
+use crate::actions::isolate::{self, IsolateFallback, IsolateOutput};
 use crate::actions::ledger::{Claim, Ledger, StepRecord, StepStatus};
 use crate::actions::stop::StopParams;
 use crate::actions::{
@@ -186,6 +186,8 @@ pub(super) struct CarriedOut {
     /// Another invocation holds the response or a step with a live claim: if it dies, only a
     /// retry of this event finishes the work.
     pub(super) held_elsewhere: bool,
+    /// This invocation holds the finding's response lock: the caller lets it go.
+    pub(super) holds_lock: bool,
 }
 
 impl Invocation<'_> {
@@ -206,12 +208,49 @@ impl Invocation<'_> {
                 return CarriedOut::default();
             }
         };
-        // One invocation responds to a finding at a time; a concurrent delivery stands back.
-        let finding_id = &self.incident.finding_id;
-        if let Some(ledger) = ledger {
-            match ledger.claim(finding_id, "lock", &plan.rule).await {
-                Ok(Claim::Acquired { .. }) => {}
-                Ok(Claim::Taken(holder)) => {
+        // Containment's reads (the task, its interface, its VPC) run alongside everything
+        // the ledger must say first, which they do not depend on: the response lock, then the
+        // guard and the step's claim. Only reads, so a response that stands back changed
+        // nothing.
+        let (prefetched_tx, prefetched) = tokio::sync::oneshot::channel();
+        let prefetch = async {
+            if let (Some(params), Target::EcsTask(task)) =
+                (enforced_isolate(plan), &self.incident.target)
+            {
+                let read = isolate::prefetch(&self.responder.clients, task, params).await;
+                // Nobody listening: the response stood back or did not get to isolate.
+                let _ = prefetched_tx.send(read);
+            } else {
+                drop(prefetched_tx);
+            }
+            std::future::pending::<CarriedOut>().await
+        };
+        let work = async {
+            // One invocation responds to a finding at a time; a concurrent delivery stands
+            // back. The service (exemption tag, guard numbers) is read alongside the lock.
+            let finding_id = &self.incident.finding_id;
+            let contains = plan
+                .steps
+                .iter()
+                .any(|s| s.action.is_containment() && s.mode == Mode::Enforce);
+            let (lock, service) = tokio::join!(
+                async {
+                    match ledger {
+                        Some(ledger) => Some(ledger.claim(finding_id, "lock", &plan.rule).await),
+                        None => None,
+                    }
+                },
+                async {
+                    if contains {
+                        Some(self.service_exemption().await)
+                    } else {
+                        None
+                    }
+                }
+            );
+            match lock {
+                None | Some(Ok(Claim::Acquired { .. })) => {}
+                Some(Ok(Claim::Taken(holder))) => {
                     let reason = format!(
                         "another invocation ({}) is responding to this finding right now",
                         holder.owner
@@ -219,55 +258,91 @@ impl Invocation<'_> {
                     progress.fail_all(&plan.steps, &Outcome::skipped(reason));
                     progress.write(report, &plan.steps);
                     return CarriedOut {
-                        containment_ms: None,
                         held_elsewhere: true,
+                        ..CarriedOut::default()
                     };
                 }
-                Err(error) => {
+                Some(Err(error)) => {
                     progress.fail_all(&plan.steps, &failed(&error, None));
                     progress.write(report, &plan.steps);
                     return CarriedOut::default();
                 }
             }
-        }
-        self.phases(plan, report, &mut progress).await;
-        if let Some(ledger) = ledger {
-            if let Err(error) = ledger.unclaim(finding_id, "lock").await {
-                // The lease runs out on its own; a later delivery then proceeds.
-                tracing::warn!(finding_id = %finding_id, error = %error, "response lock not released");
+            self.phases(plan, report, &mut progress, service, prefetched)
+                .await;
+            CarriedOut {
+                // Released by the caller, alongside the audit record.
+                holds_lock: ledger.is_some(),
+                containment_ms: progress.containment_ms,
+                held_elsewhere: progress
+                    .states
+                    .values()
+                    .any(|s| *s == StepState::InProgressElsewhere),
             }
-        }
-        CarriedOut {
-            containment_ms: progress.containment_ms,
-            held_elsewhere: progress
-                .states
-                .values()
-                .any(|s| *s == StepState::InProgressElsewhere),
+        };
+        // The prefetch never ends on its own: the response decides when it is over.
+        tokio::select! {
+            carried = work => carried,
+            carried = prefetch => carried,
         }
     }
 
-    async fn phases(&self, plan: &ActPlan, report: &mut Report, progress: &mut Progress) {
+    async fn phases(
+        &self,
+        plan: &ActPlan,
+        report: &mut Report,
+        progress: &mut Progress,
+        service: Option<ServiceRead>,
+        prefetched: tokio::sync::oneshot::Receiver<isolate::Prefetched>,
+    ) {
         let in_phase = |phase: Phase| plan.steps.iter().filter(move |s| s.action.phase() == phase);
 
-        // 1. Contain. The service-tag exemption costs a call: only when containment will run.
-        // Then the guard and the breaker, in the ledger, before any change.
-        if plan
-            .steps
-            .iter()
-            .any(|s| s.action.is_containment() && s.mode == Mode::Enforce)
-        {
+        // 1. Contain. The service-tag exemption was read with the lock (only when containment
+        // will run). Then the guard and the breaker, in the ledger, before any change, and
+        // alongside them the containment steps' claims: a claim the guard then refuses is
+        // given back as it was.
+        let mut early_claims = BTreeMap::new();
+        if let Some(service) = service {
             let unknown;
-            (progress.exempt_on, progress.service, unknown) = self.service_exemption().await;
+            (progress.exempt_on, progress.service, unknown) = service;
             if progress.exempt_on.is_none() {
-                self.guard(plan, progress, unknown).await;
+                let claims = futures::future::join_all(
+                    in_phase(Phase::Contain)
+                        .filter(|s| s.mode == Mode::Enforce)
+                        .filter_map(|step| Some((step, self.ledger?)))
+                        .map(|(step, ledger)| async move {
+                            let key = format!("step#{}", step.action.name());
+                            let claim = ledger
+                                .claim(&self.incident.finding_id, &key, &step.rule)
+                                .await;
+                            (step.action, claim)
+                        }),
+                );
+                let ((), claims) = tokio::join!(self.guard(plan, progress, unknown), claims);
+                early_claims.extend(claims);
             }
             if let Some((withheld, _)) = &progress.withheld {
                 report.notes.insert(0, withheld.loud());
                 report.withheld = Some(withheld.clone());
             }
         }
+        let mut prefetched = Some(prefetched);
         for step in in_phase(Phase::Contain) {
-            let run = self.run_step(step, progress, report).await;
+            let run = match early_claims.remove(&step.action) {
+                Some(claim) => {
+                    // Read by now, or nearly: it started with the response.
+                    let read = match (step.action, prefetched.take()) {
+                        (ActionName::Isolate, Some(receiver)) => receiver.await.ok(),
+                        (_, receiver) => {
+                            prefetched = receiver;
+                            None
+                        }
+                    };
+                    self.run_claimed(step, claim, progress, report, read.as_ref())
+                        .await
+                }
+                None => self.run_step(step, progress, report).await,
+            };
             let contained_now = step.action == ActionName::Isolate
                 && matches!(&run.outcome, Outcome::Done { detail: StepOutput::Isolate(o), .. } if o.contained().is_some());
             if contained_now {
@@ -361,13 +436,7 @@ impl Invocation<'_> {
 
     /// Is the task's service tagged exempt? (Service tags are not in findings.) Also returns
     /// the service, for what ECS will do next and for the guard, or why it is not known.
-    async fn service_exemption(
-        &self,
-    ) -> (
-        Option<String>,
-        Option<workload::ServiceFacts>,
-        Option<StepError>,
-    ) {
+    async fn service_exemption(&self) -> ServiceRead {
         let Target::EcsTask(task) = &self.incident.target else {
             return (None, None, None);
         };
@@ -523,6 +592,7 @@ impl Invocation<'_> {
         written_down: &'a [Value],
         earlier: &'a Earlier,
         report: &'a Report,
+        prefetched: Option<&'a isolate::Prefetched>,
     ) -> StepContext<'a> {
         StepContext {
             clients: &self.responder.clients,
@@ -534,6 +604,7 @@ impl Invocation<'_> {
             written_down,
             earlier,
             report,
+            prefetched,
         }
     }
 
@@ -583,14 +654,96 @@ impl Invocation<'_> {
         let Some(ledger) = self.ledger else {
             return StepRun::failed(&StepError::MissingConfig(ENV_TABLE, "the ledger table"));
         };
+        let key = format!("step#{}", step.action.name());
+        let claim = ledger
+            .claim(&self.incident.finding_id, &key, &step.rule)
+            .await;
+        self.execute(step, claim, ledger, progress, report, None, started)
+            .await
+    }
+
+    /// A containment step whose claim was taken alongside the guard: run it, or give the claim
+    /// back as it was when the guard (or the step's own condition) says no.
+    async fn run_claimed(
+        &self,
+        step: &Step,
+        claim: Result<Claim, StepError>,
+        progress: &Progress,
+        report: &Report,
+        prefetched: Option<&isolate::Prefetched>,
+    ) -> StepRun {
+        let started = Instant::now();
+        let Some(ledger) = self.ledger else {
+            return StepRun::failed(&StepError::MissingConfig(ENV_TABLE, "the ledger table"));
+        };
+        let refusal = match &progress.withheld {
+            Some((withheld, true)) => Some(StepRun::failed(&StepError::Aws {
+                operation: "the blast-radius guard",
+                code: "Unavailable".to_string(),
+                message: withheld.reason.clone(),
+                retryable: true,
+            })),
+            Some((withheld, false)) => Some(StepRun::skipped(withheld.reason.clone())),
+            None => step.spec.withheld(&progress.earlier).map(StepRun::skipped),
+        };
+        match (claim, refusal) {
+            // The guard's reason is the one to report, not the ledger's.
+            (Err(_), Some(refusal)) => refusal,
+            (Ok(Claim::Acquired { previous, .. }), Some(refusal)) => {
+                self.give_back(step, previous).await;
+                refusal
+            }
+            (claim, _) => {
+                self.execute(step, claim, ledger, progress, report, prefetched, started)
+                    .await
+            }
+        }
+    }
+
+    /// Give back a claim this invocation will not use, as the item was.
+    async fn give_back(&self, step: &Step, previous: crate::actions::ledger::Previous) {
+        let Some(ledger) = self.ledger else {
+            return;
+        };
+        let key = format!("step#{}", step.action.name());
+        if let Err(error) = ledger
+            .give_back(&self.incident.finding_id, &key, previous)
+            .await
+        {
+            // Held until the lease runs out; a later delivery then claims it.
+            tracing::warn!(step = step.action.name(), error = %error, "unused claim not given back");
+        }
+    }
+
+    /// Run a step given its claim, and record how it ended.
+    #[allow(clippy::too_many_arguments)]
+    async fn execute(
+        &self,
+        step: &Step,
+        claim: Result<Claim, StepError>,
+        ledger: &Ledger,
+        progress: &Progress,
+        report: &Report,
+        prefetched: Option<&isolate::Prefetched>,
+        started: Instant,
+    ) -> StepRun {
         let finding_id = &self.incident.finding_id;
         let key = format!("step#{}", step.action.name());
-        let written_down = match ledger.claim(finding_id, &key, &step.rule).await {
+        let written_down = match claim {
             Err(error) => return StepRun::failed(&error),
+            // Held back now, but done before (a republished finding in a later window): what
+            // is in force is reported as such, not as "not contained".
             Ok(Claim::Taken(record)) => return already_recorded(step.action, record, started),
-            Ok(Claim::Acquired { written_down }) => written_down,
+            Ok(Claim::Acquired { written_down, .. }) => written_down,
         };
-        let ctx = self.context(step, ledger, &written_down, &progress.earlier, report);
+        let ctx = self.context(
+            step,
+            ledger,
+            &written_down,
+            &progress.earlier,
+            report,
+            prefetched,
+        );
         let (status, outcome, stored) = match run_action(&step.spec, &ctx).await {
             Ok(output) => {
                 let stored = serde_json::to_value(&output).unwrap_or_default();
@@ -620,6 +773,22 @@ impl Invocation<'_> {
         }
     }
 }
+
+/// The enforced isolate step's parameters, if the plan has one.
+fn enforced_isolate(plan: &ActPlan) -> Option<&crate::actions::isolate::IsolateParams> {
+    plan.steps.iter().find_map(|s| match &s.spec {
+        ActionSpec::Isolate(params) if s.mode == Mode::Enforce => Some(params),
+        _ => None,
+    })
+}
+
+/// The task's service as read for the exemption and the guard: the exemption note, the
+/// service, and why it is not known.
+type ServiceRead = (
+    Option<String>,
+    Option<workload::ServiceFacts>,
+    Option<StepError>,
+);
 
 /// The isolate fallback as a stop step, when the plan asks for one.
 fn fallback_stop(plan: &ActPlan) -> Option<Step> {

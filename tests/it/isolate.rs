@@ -4,7 +4,7 @@
 use emulator::proxy::{Fault, FaultRule};
 use responder::actions::isolate::{IsolateOutput, IsolationRung};
 use responder::actions::StepOutput;
-use responder::network::reach::{DestinationClass, Verdict};
+use responder::network::reach::{DestinationClass, Reachability, Verdict};
 use responder::playbook::PlaybookSet;
 use responder::report::{DecisionKind, Outcome};
 use serde_json::Value;
@@ -686,5 +686,92 @@ async fn deregister_stays_in_the_workloads_vpc_and_finds_instances_by_id() {
             .iter()
             .any(|d| d.target_group_arn == by_id),
         "{removed:?}"
+    );
+}
+
+/// Findings for several tasks of one VPC, and two for the same task, delivered at once: each
+/// plans from the VPC as it read it without waiting for the others, so several pick the same
+/// free rule numbers. EC2 refuses all but one per number; the losers roll back, withdraw what
+/// they wrote down, and plan again under the VPC's lock. Every finding ends contained, no
+/// number is claimed by two records, and releasing one finding undoes only its own entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn findings_at_once_in_one_vpc_never_share_a_rule_number_and_release_only_their_own() {
+    let world = std::sync::Arc::new(World::new(4).await.without_guard());
+    let before = world.acl_state().await;
+    // Every call a little slow, as on AWS: the five responses move in step and plan from the
+    // same view.
+    world.proxy.configure(|c| {
+        c.rules.push(FaultRule::new(
+            "*",
+            Fault::Latency(std::time::Duration::from_millis(40)),
+            None,
+        ))
+    });
+    let deliveries = [(0, 40), (1, 41), (2, 42), (3, 43), (0, 44)];
+    let runs: Vec<_> = deliveries
+        .iter()
+        .map(|&(task, finding)| {
+            let world = std::sync::Arc::clone(&world);
+            tokio::spawn(async move { world.respond(&world.miner_event(task, finding)).await })
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for run in runs {
+        reports.push(run.await.unwrap());
+    }
+    let refused = world
+        .proxy
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "CreateNetworkAclEntry" && c.status >= 400)
+        .count();
+    assert!(
+        refused > 0,
+        "the findings were meant to race for rule numbers"
+    );
+    let mut numbers = std::collections::BTreeSet::new();
+    for report in &reports {
+        assert!(
+            is_done(report, "isolate") && report.containment().is_some(),
+            "{:#?}",
+            report.steps
+        );
+        for entry in &isolation(report).nacl_entries {
+            assert!(
+                numbers.insert((entry.acl_id.clone(), entry.egress, entry.rule_number)),
+                "rule {} of {} ({}) claimed by two records",
+                entry.rule_number,
+                entry.acl_id,
+                if entry.egress { "egress" } else { "ingress" }
+            );
+        }
+    }
+    world.proxy.configure(|c| c.rules.clear());
+    let cut = |table: &[Reachability]| {
+        table
+            .iter()
+            .find(|r| r.class == DestinationClass::OtherSubnets)
+            .map(|r| r.verdict)
+    };
+    // Task 0's first finding released: its second finding's quarantine still holds.
+    world
+        .responder
+        .release(&world.finding_id(40), "release-40")
+        .await
+        .unwrap();
+    assert_eq!(cut(&world.reachability(0).await), Some(Verdict::Cut));
+    assert_eq!(cut(&world.reachability(1).await), Some(Verdict::Cut));
+    for finding in [41, 42, 43, 44] {
+        world
+            .responder
+            .release(&world.finding_id(finding), &format!("release-{finding}"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(cut(&world.reachability(0).await), Some(Verdict::Open));
+    assert_eq!(
+        world.acl_state().await,
+        before,
+        "every entry made was removed"
     );
 }

@@ -54,18 +54,48 @@ async fn describe_eni(clients: &Clients, eni_id: &str) -> Result<EniFacts, StepE
     })
 }
 
-/// Isolate an ECS task: its ENI, then each rung in order until one applies.
-pub(super) async fn isolate_task(
+/// What containing a task reads before it changes anything: the task, its interface and its
+/// VPC. Read while the ledger is consulted (the response lock, the guard, the step's claim) so
+/// that those round trips and these overlap; only reads, so a response that then stands back
+/// has changed nothing.
+pub struct Prefetched(Result<TaskRead, StepError>);
+
+enum TaskRead {
+    /// The task has stopped or is gone: nothing to isolate.
+    Gone(String),
+    Found(Box<TaskNetwork>),
+}
+
+struct TaskNetwork {
+    eni_id: String,
+    ip: String,
+    ipv6: Option<String>,
+    subnet_id: String,
+    eni: EniFacts,
+    vpc_id: String,
+    /// The VPC as the network model needs it, when a rung of the rule uses the model.
+    vpc: Option<crate::network::Vpc>,
+}
+
+/// Read what [`isolate_task`] needs. With the subnet's VPC remembered from an earlier response
+/// (it cannot change), the interface and the VPC are described together: one round trip fewer.
+pub async fn prefetch(
     clients: &Clients,
-    log: StepLog<'_>,
     task: &EcsTaskTarget,
     params: &IsolateParams,
-    region: &str,
-) -> Result<IsolateOutput, StepError> {
+) -> Prefetched {
+    Prefetched(read_task(clients, task, params).await)
+}
+
+async fn read_task(
+    clients: &Clients,
+    task: &EcsTaskTarget,
+    params: &IsolateParams,
+) -> Result<TaskRead, StepError> {
     let Some(facts) = describe_task(clients, task).await? else {
-        return Ok(IsolateOutput::Gone {
-            why: "ECS no longer lists the task (MISSING): stopped tasks are listed for at least an hour after they stop".to_string(),
-        });
+        return Ok(TaskRead::Gone(
+            "ECS no longer lists the task (MISSING): stopped tasks are listed for at least an hour after they stop".to_string(),
+        ));
     };
     // Only a task whose containers have stopped is gone. In DEACTIVATING (load balancer
     // draining, up to the deregistration delay) and STOPPING (SIGTERM, then stopTimeout, which a
@@ -73,30 +103,95 @@ pub(super) async fn isolate_task(
     // task. Their STOPPED event waits for this isolation and then releases it.
     const GOING: &[&str] = &["DEPROVISIONING", "STOPPED", "DELETED"];
     if let Some(status) = facts.last_status.as_deref().filter(|s| GOING.contains(s)) {
-        return Ok(IsolateOutput::Gone {
-            why: format!("the task is {status}: its containers have stopped, nothing to isolate"),
-        });
+        return Ok(TaskRead::Gone(format!(
+            "the task is {status}: its containers have stopped, nothing to isolate"
+        )));
     }
-    let (Some(eni_id), Some(ip), Some(subnet_id)) = (
-        facts.eni_id.clone(),
-        facts.ipv4.clone(),
-        facts.subnet_id.clone(),
-    ) else {
+    let (Some(eni_id), Some(ip), Some(subnet_id)) = (facts.eni_id, facts.ipv4, facts.subnet_id)
+    else {
         return Err(StepError::Refused(
             "the task has no network interface of its own (bridge or host network mode): \
              isolating its container instance would cut every task on it"
                 .to_string(),
         ));
     };
-    let ipv4: Ipv4Addr = ip
-        .parse()
-        .map_err(|_| StepError::Refused(format!("the task's address {ip:?} is not IPv4")))?;
-    let ipv6: Option<Ipv6Addr> = facts.ipv6.as_deref().and_then(|v6| v6.parse().ok());
-    let eni = describe_eni(clients, &eni_id).await?;
+    let uses_model = params
+        .rungs
+        .iter()
+        .any(|r| matches!(r, IsolationRung::NaclQuarantine | IsolationRung::SgSwap));
+    let remembered = clients.stable.vpc_of(&subnet_id).filter(|_| uses_model);
+    let (eni, mut vpc) = match &remembered {
+        Some(vpc_id) => {
+            let (eni, vpc) = tokio::join!(
+                describe_eni(clients, &eni_id),
+                describe_vpc(clients, vpc_id)
+            );
+            (eni?, Some(vpc?))
+        }
+        None => (describe_eni(clients, &eni_id).await?, None),
+    };
     let vpc_id = eni
         .vpc_id
         .clone()
         .ok_or_else(|| StepError::Refused(format!("network interface {eni_id} reports no VPC")))?;
+    clients.stable.remember_subnet(&subnet_id, &vpc_id);
+    if uses_model && vpc.as_ref().is_none_or(|v| v.vpc_id != vpc_id) {
+        vpc = Some(describe_vpc(clients, &vpc_id).await?);
+    }
+    Ok(TaskRead::Found(Box::new(TaskNetwork {
+        eni_id,
+        ip,
+        ipv6: facts.ipv6,
+        subnet_id,
+        eni,
+        vpc_id,
+        vpc,
+    })))
+}
+
+/// The VPC as read before, or described now.
+async fn model_of(
+    clients: &Clients,
+    network: &TaskNetwork,
+) -> Result<crate::network::Vpc, StepError> {
+    match &network.vpc {
+        Some(vpc) => Ok(vpc.clone()),
+        None => describe_vpc(clients, &network.vpc_id).await,
+    }
+}
+
+/// Isolate an ECS task: its ENI, then each rung in order until one applies.
+pub(super) async fn isolate_task(
+    clients: &Clients,
+    log: StepLog<'_>,
+    task: &EcsTaskTarget,
+    params: &IsolateParams,
+    region: &str,
+    read: &Prefetched,
+) -> Result<IsolateOutput, StepError> {
+    let network = match &read.0 {
+        Err(error) => return Err(error.clone()),
+        Ok(TaskRead::Gone(why)) => return Ok(IsolateOutput::Gone { why: why.clone() }),
+        Ok(TaskRead::Found(network)) => network,
+    };
+    let TaskNetwork {
+        eni_id,
+        ip,
+        subnet_id,
+        eni,
+        vpc_id,
+        ..
+    } = network.as_ref();
+    let (eni_id, ip, subnet_id, vpc_id) = (
+        eni_id.clone(),
+        ip.clone(),
+        subnet_id.clone(),
+        vpc_id.clone(),
+    );
+    let ipv4: Ipv4Addr = ip
+        .parse()
+        .map_err(|_| StepError::Refused(format!("the task's address {ip:?} is not IPv4")))?;
+    let ipv6: Option<Ipv6Addr> = network.ipv6.as_deref().and_then(|v6| v6.parse().ok());
     let workload = Workload {
         ipv4,
         ipv6,
@@ -106,7 +201,7 @@ pub(super) async fn isolate_task(
     let mut record = ContainmentRecord {
         target: task.task_arn.clone(),
         ip: Some(ip.clone()),
-        ipv6: facts.ipv6.clone(),
+        ipv6: network.ipv6.clone(),
         eni_ids: vec![eni_id.clone()],
         vpc_id: Some(vpc_id.clone()),
         subnet_id: Some(subnet_id.clone()),
@@ -126,7 +221,7 @@ pub(super) async fn isolate_task(
                 } else {
                     Vec::new()
                 };
-                let vpc = describe_vpc(clients, &vpc_id).await?;
+                let vpc = model_of(clients, network).await?;
                 let target = SwapTarget {
                     eni_id: eni_id.clone(),
                     groups: eni.groups.clone(),
@@ -171,7 +266,7 @@ pub(super) async fn isolate_task(
                 })
             }
             IsolationRung::NaclQuarantine => {
-                let vpc = describe_vpc(clients, &vpc_id).await?;
+                let vpc = model_of(clients, network).await?;
                 let agent = if params.keep_guardduty_agent {
                     agent_acls(clients, &vpc, region, &subnet_id).await?
                 } else {

@@ -35,6 +35,7 @@ use crate::network::Acl;
 
 pub(crate) use describe::acl as model_acl;
 pub use describe::describe_vpc;
+pub use ladder::{prefetch, Prefetched};
 pub use sg_swap::ROLE_TAG;
 
 /// The isolate step's item in the ledger (`step#` and the action's name, as every step's).
@@ -93,15 +94,31 @@ impl Action for Isolate {
         let output = match &incident.target {
             Target::EcsTask(task) => {
                 // The indexes (how a STOPPED event and the sweep find this record) are written
-                // alongside, not before: they must not delay containment, and they are answered
-                // before the describes that precede any change are.
-                let (task_index, sweep_index, isolated) = tokio::join!(
-                    ctx.ledger.index_task(&task.task_arn, &incident.finding_id),
-                    ctx.ledger.index_isolation(&incident.finding_id),
-                    ladder::isolate_task(ctx.clients, log, task, params, &incident.region)
-                );
+                // alongside: read here, the task's reads come first and they are answered
+                // before any change; read beforehand, they go out with the first changes, as
+                // the changes' intents do (the same window, the same rule near the deadline).
+                let own;
+                let read = match ctx.prefetched {
+                    Some(read) => read,
+                    None => {
+                        own = ladder::prefetch(ctx.clients, task, params).await;
+                        &own
+                    }
+                };
+                let near_deadline = ctx
+                    .ledger
+                    .seconds_left()
+                    .is_some_and(|left| left < nacl::INTENT_FIRST_WITHIN);
+                let isolate =
+                    ladder::isolate_task(ctx.clients, log, task, params, &incident.region, read);
+                let (indexes, isolated) = if near_deadline {
+                    index(ctx.ledger, incident).await?;
+                    (Ok(()), isolate.await)
+                } else {
+                    tokio::join!(index(ctx.ledger, incident), isolate)
+                };
                 let isolated = isolated?;
-                if let Err(error) = task_index.and(sweep_index) {
+                if let Err(error) = indexes {
                     // What was changed is still recorded under the finding, for `release`.
                     return Err(Failure {
                         error,
@@ -188,6 +205,24 @@ impl Action for Isolate {
             IsolateOutput::Incomplete { why, .. } => format!("not fully isolated: {why}"),
             IsolateOutput::Gone { why } => format!("nothing to isolate: {why}"),
         }
+    }
+}
+
+/// Write the indexes through which a task's STOPPED event and the sweep find this finding's
+/// isolation record.
+pub async fn index(
+    ledger: &crate::actions::ledger::Ledger,
+    incident: &crate::incident::Incident,
+) -> Result<(), StepError> {
+    match &incident.target {
+        Target::EcsTask(task) => {
+            let (task_index, sweep_index) = tokio::join!(
+                ledger.index_task(&task.task_arn, &incident.finding_id),
+                ledger.index_isolation(&incident.finding_id)
+            );
+            task_index.and(sweep_index)
+        }
+        _ => ledger.index_isolation(&incident.finding_id).await,
     }
 }
 

@@ -1,9 +1,10 @@
-//! The `nacl-quarantine` rung. Under a per-VPC lock that concurrent invocations respect (rule
-//! numbers are a shared resource), the network model plans the entries from a fresh describe;
-//! they are created together, and rolled back if any cannot be made (a taken number is
-//! re-planned). Then the ACLs are described again and the model says what is cut: the rung
-//! succeeds only if nothing but the accepted classes stays open. Also the removal `release`
-//! uses.
+//! The `nacl-quarantine` rung. The network model plans the entries from the VPC as described
+//! just before; they are created together, and rolled back if any cannot be made. EC2 refuses a
+//! taken rule number and an entry over the quota, so a plan from a view gone stale is refused,
+//! never wrong: it is made again from fresh describes under a per-VPC lock that concurrent
+//! invocations respect (rule numbers are a shared resource). Then the ACLs are described again
+//! and the model says what is cut: the rung succeeds only if nothing but the accepted classes
+//! stays open. Also the removal `release` uses.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -24,8 +25,9 @@ use crate::network::{Acl, Vpc, Workload};
 const LOCK_LEASE: Duration = Duration::from_secs(20);
 /// How long an invocation waits for another one's allocation in the same VPC.
 const LOCK_WAIT: Duration = Duration::from_secs(15);
-/// Attempts when someone else took a planned number meanwhile.
-const ATTEMPTS: usize = 3;
+/// Attempts under the lock when a number was taken meanwhile: by responders that made their
+/// one attempt without the lock (each makes only one), or by someone outside this tool.
+const ATTEMPTS: usize = 6;
 
 /// What the rung did and found.
 pub(super) struct Quarantined {
@@ -68,16 +70,46 @@ pub(super) async fn nacl_quarantine(
         quota: params.nacl_entry_quota,
         agent_acls,
     };
-    let lock = format!("vpc#{}", vpc.vpc_id);
-    log.ledger
-        .lock(&lock, "nacl-rule-numbers", LOCK_LEASE, LOCK_WAIT)
-        .await?;
-    let allocated = allocate(clients, log, vpc, workload, &limits).await;
-    if let Err(error) = log.ledger.unlock(&lock, "nacl-rule-numbers").await {
-        // The lease runs out on its own.
-        tracing::warn!(vpc_id = %vpc.vpc_id, error = %error, "VPC rule-number lock not released");
-    }
-    let (before, plan, created) = allocated?;
+    // Entries an earlier attempt of this step wrote down before making them, then died (or
+    // failed before rolling back): those that exist exactly as written are ours, kept rather
+    // than made twice.
+    let written_down: Vec<NaclEntry> = log
+        .written_down
+        .iter()
+        .filter_map(|v| serde_json::from_value(v.clone()).ok())
+        .collect();
+    // First from the VPC as just described, without the VPC's lock: AWS refuses a taken rule
+    // number (`NetworkAclEntryAlreadyExists`) and an entry over the quota, and a refused
+    // attempt is rolled back, so a view that went stale costs another attempt, never a wrong
+    // entry. Only then, under the lock, from fresh describes: responders containing tasks of
+    // one VPC at once take turns instead of colliding again.
+    let (before, plan, created) = match attempt(
+        clients,
+        log,
+        vpc,
+        &vpc.acls,
+        workload,
+        &limits,
+        &written_down,
+        true,
+    )
+    .await
+    {
+        Attempt::Made(before, plan, created) => (before, plan, created),
+        Attempt::Failed(error) => return Err(error),
+        Attempt::Contended(_) => {
+            let lock = format!("vpc#{}", vpc.vpc_id);
+            log.ledger
+                .lock(&lock, "nacl-rule-numbers", LOCK_LEASE, LOCK_WAIT)
+                .await?;
+            let allocated = allocate(clients, log, vpc, workload, &limits, &written_down).await;
+            if let Err(error) = log.ledger.unlock(&lock, "nacl-rule-numbers").await {
+                // The lease runs out on its own.
+                tracing::warn!(vpc_id = %vpc.vpc_id, error = %error, "VPC rule-number lock not released");
+            }
+            allocated?
+        }
+    };
 
     // Verify from what AWS now holds, not from what was asked for.
     let mut after = vpc.clone();
@@ -103,89 +135,172 @@ pub(super) async fn nacl_quarantine(
     })
 }
 
-/// Plan and create under the lock. Returns the ACLs as planned from, the plan and the entries.
+/// Plan and create under the lock, from fresh describes. Returns the ACLs as planned from, the
+/// plan and the entries.
 async fn allocate(
     clients: &Clients,
     log: StepLog<'_>,
     vpc: &Vpc,
     workload: &Workload,
     limits: &Limits,
+    written_down: &[NaclEntry],
 ) -> Result<(Vec<Acl>, quarantine::Plan, Vec<NaclEntry>), RungError> {
-    // Entries an earlier attempt of this step wrote down before making them, then died (or
-    // failed before rolling back): those that exist exactly as written are ours, kept rather
-    // than made twice.
-    let written_down: Vec<NaclEntry> = log
-        .written_down
-        .iter()
-        .filter_map(|v| serde_json::from_value(v.clone()).ok())
-        .collect();
     let mut last_error = None;
     for _ in 0..ATTEMPTS {
-        let mut fresh = vpc.clone();
-        fresh.acls = describe_acls(clients, &vpc.vpc_id).await?;
-        // Plan as if our earlier entries were not there, so the plan picks the same numbers
-        // and only what is missing is made.
-        let (view, adopted) = without_entries(&fresh.acls, &written_down);
-        let mut planning = fresh.clone();
-        planning.acls = view;
-        let plan = quarantine::plan(&planning, workload, limits).map_err(|refusals| {
-            let why: Vec<String> = refusals
-                .iter()
-                .map(|r| format!("{}: {}", r.acl_id, r.why))
-                .collect();
-            RungError::Failed(StepError::Refused(format!(
-                "the network ACLs cannot hold a quarantine that would cut this task ({})",
-                why.join("; ")
-            )))
-        })?;
-        let (kept, to_make): (Vec<&PlannedEntry>, Vec<&PlannedEntry>) = plan
-            .entries
-            .iter()
-            .partition(|e| adopted.contains(&recorded(e)));
-        let stale: Vec<NaclEntry> = adopted
-            .iter()
-            .filter(|a| !plan.entries.iter().any(|e| recorded(e) == **a))
-            .cloned()
-            .collect();
-        // Written down before they exist: if this invocation dies while they are being made,
-        // `release` still finds them.
-        let intents: Vec<serde_json::Value> = to_make
-            .iter()
-            .map(|e| serde_json::to_value(recorded(e)).unwrap_or_default())
-            .collect();
-        log.intend(&intents).await?;
-        let results = futures::future::join_all(to_make.iter().map(|e| create(clients, e))).await;
-        let mut created: Vec<NaclEntry> = kept.iter().map(|e| recorded(e)).collect();
-        let mut made = Vec::new();
-        let mut error = None;
-        for (planned, result) in to_make.iter().zip(results) {
-            match result {
-                Ok(()) => made.push(recorded(planned)),
-                Err(e) => {
-                    error.get_or_insert(e);
-                }
-            }
+        let acls = describe_acls(clients, &vpc.vpc_id).await?;
+        match attempt(
+            clients,
+            log,
+            vpc,
+            &acls,
+            workload,
+            limits,
+            written_down,
+            false,
+        )
+        .await
+        {
+            Attempt::Made(before, plan, created) => return Ok((before, plan, created)),
+            Attempt::Failed(error) => return Err(error),
+            // Someone outside the lock took a number meanwhile: describe again and re-plan.
+            Attempt::Contended(error) => last_error = Some(error),
         }
-        let Some(error) = error else {
-            // Ours, but no longer what the task needs (the subnets changed meanwhile).
-            remove_entries(clients, &stale).await;
-            created.append(&mut made);
-            return Ok((fresh.acls, plan, created));
-        };
-        // Never leave a half-applied quarantine behind.
-        remove_entries(clients, &made).await;
-        let taken =
-            matches!(&error, StepError::Aws { code, .. } if code == "NetworkAclEntryAlreadyExists");
-        if !taken {
-            remove_entries(clients, &adopted).await;
-            return Err(RungError::Failed(error));
-        }
-        // Someone outside the lock took a number meanwhile: describe again and re-plan.
-        last_error = Some(error);
     }
     Err(RungError::Failed(last_error.unwrap_or_else(|| {
         StepError::Refused("rule numbers kept being taken".to_string())
     })))
+}
+
+/// How one attempt to plan and make the entries ended.
+enum Attempt {
+    /// Made: the ACLs planned from, the plan, the entries (kept and made).
+    Made(Vec<Acl>, quarantine::Plan, Vec<NaclEntry>),
+    /// Refused because the ACLs changed since they were described (a number taken, the quota
+    /// reached): nothing of this attempt is left; plan again from a fresh describe.
+    Contended(StepError),
+    /// Failed for good; nothing of this attempt is left.
+    Failed(RungError),
+}
+
+/// Seconds before the invocation's deadline under which the intents are written before the
+/// entries are made rather than alongside.
+pub(super) const INTENT_FIRST_WITHIN: i64 = 10;
+
+/// Plan from `acls` and make what is missing. `optimistic`: the view was not taken under the
+/// VPC's lock, so a refusal to plan may come from a stale view and is worth a fresh one.
+#[allow(clippy::too_many_arguments)]
+async fn attempt(
+    clients: &Clients,
+    log: StepLog<'_>,
+    vpc: &Vpc,
+    acls: &[Acl],
+    workload: &Workload,
+    limits: &Limits,
+    written_down: &[NaclEntry],
+    optimistic: bool,
+) -> Attempt {
+    // Plan as if our earlier entries were not there, so the plan picks the same numbers and
+    // only what is missing is made.
+    let (view, adopted) = without_entries(acls, written_down);
+    let mut planning = vpc.clone();
+    planning.acls = view;
+    let plan = match quarantine::plan(&planning, workload, limits) {
+        Ok(plan) => plan,
+        Err(refusals) => {
+            let why: Vec<String> = refusals
+                .iter()
+                .map(|r| format!("{}: {}", r.acl_id, r.why))
+                .collect();
+            let error = StepError::Refused(format!(
+                "the network ACLs cannot hold a quarantine that would cut this task ({})",
+                why.join("; ")
+            ));
+            return if optimistic {
+                Attempt::Contended(error)
+            } else {
+                Attempt::Failed(RungError::Failed(error))
+            };
+        }
+    };
+    let (kept, to_make): (Vec<&PlannedEntry>, Vec<&PlannedEntry>) = plan
+        .entries
+        .iter()
+        .partition(|e| adopted.contains(&recorded(e)));
+    let stale: Vec<NaclEntry> = adopted
+        .iter()
+        .filter(|a| !plan.entries.iter().any(|e| recorded(e) == **a))
+        .cloned()
+        .collect();
+    // Written down so that `release` finds them if this invocation dies while they are being
+    // made: alongside the entries (one round trip less on the containment path), or first
+    // when the invocation is close to its deadline, the one death a Lambda function sees
+    // coming. A death in between (out of memory, a crash) can leave an entry no record names:
+    // `responder sweep` reports it.
+    let intents: Vec<serde_json::Value> = to_make
+        .iter()
+        .map(|e| serde_json::to_value(recorded(e)).unwrap_or_default())
+        .collect();
+    let creates = futures::future::join_all(to_make.iter().map(|e| create(clients, e)));
+    let near_deadline = log
+        .ledger
+        .seconds_left()
+        .is_some_and(|left| left < INTENT_FIRST_WITHIN);
+    let (intended, results): (Result<(), StepError>, Vec<Result<(), StepError>>) = if near_deadline
+    {
+        match log.intend(&intents).await {
+            Err(error) => return Attempt::Failed(RungError::Failed(error)),
+            Ok(()) => (Ok(()), creates.await),
+        }
+    } else {
+        tokio::join!(log.intend(&intents), creates)
+    };
+    let mut created: Vec<NaclEntry> = kept.iter().map(|e| recorded(e)).collect();
+    let mut made = Vec::new();
+    let mut error = intended.as_ref().err().cloned();
+    for (planned, result) in to_make.iter().zip(results) {
+        match result {
+            Ok(()) => made.push(recorded(planned)),
+            Err(e) => {
+                error.get_or_insert(e);
+            }
+        }
+    }
+    let Some(error) = error else {
+        // Ours, but no longer what the task needs (the subnets changed meanwhile).
+        remove_entries(clients, &stale).await;
+        created.append(&mut made);
+        return Attempt::Made(acls.to_vec(), plan, created);
+    };
+    // Never leave a half-applied quarantine behind, nor an entry not written down.
+    let survivors: Vec<NaclEntry> = remove_entries(clients, &made)
+        .await
+        .into_iter()
+        .filter_map(|(entry, removed)| removed.is_err().then_some(entry))
+        .collect();
+    if !survivors.is_empty() {
+        // Kept on the step's record (release removes them); nothing is claimed.
+        return Attempt::Failed(RungError::Partial {
+            error,
+            entries: survivors,
+        });
+    }
+    // What was written down and not made may be another response's numbers by now.
+    if intended.is_ok() {
+        if let Err(withdraw) = log
+            .ledger
+            .withdraw_intents(log.finding_id, log.step_key, &intents)
+            .await
+        {
+            tracing::warn!(error = %withdraw, "refused entries not withdrawn from the record; release checks each against AWS before removing it");
+        }
+    }
+    let contended = matches!(&error, StepError::Aws { code, .. }
+        if code == "NetworkAclEntryAlreadyExists" || code == "NetworkAclEntryLimitExceeded");
+    if contended {
+        return Attempt::Contended(error);
+    }
+    remove_entries(clients, &adopted).await;
+    Attempt::Failed(RungError::Failed(error))
 }
 
 /// The ACLs without the entries in `ours` that exist exactly as recorded, and those entries.
