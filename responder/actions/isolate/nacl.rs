@@ -25,9 +25,10 @@ use crate::network::{Acl, Vpc, Workload};
 const LOCK_LEASE: Duration = Duration::from_secs(20);
 /// How long an invocation waits for another one's allocation in the same VPC.
 const LOCK_WAIT: Duration = Duration::from_secs(15);
-/// Attempts under the lock when a number was taken meanwhile: by responders that made their
-/// one attempt without the lock (each makes only one), or by someone outside this tool.
-const ATTEMPTS: usize = 6;
+/// Attempts under the lock at least, when a number was taken meanwhile: by responders that
+/// made their one attempt without the lock (each makes only one, so the holder's turn comes),
+/// or by someone outside this tool. After these, attempts go on while half the lease is left.
+const ATTEMPTS: usize = 3;
 
 /// What the rung did and found.
 pub(super) struct Quarantined {
@@ -146,7 +147,11 @@ async fn allocate(
     written_down: &[NaclEntry],
 ) -> Result<(Vec<Acl>, quarantine::Plan, Vec<NaclEntry>), RungError> {
     let mut last_error = None;
-    for _ in 0..ATTEMPTS {
+    let started = std::time::Instant::now();
+    let mut attempts = 0;
+    // Within the lease, with room for the verification after.
+    while attempts < ATTEMPTS || started.elapsed() < LOCK_LEASE / 2 {
+        attempts += 1;
         let acls = describe_acls(clients, &vpc.vpc_id).await?;
         match attempt(
             clients,
@@ -248,7 +253,11 @@ async fn attempt(
     let (intended, results): (Result<(), StepError>, Vec<Result<(), StepError>>) = if near_deadline
     {
         match log.intend(&intents).await {
-            Err(error) => return Attempt::Failed(RungError::Failed(error)),
+            Err(error) => {
+                // Its answer may be lost after it was written: nothing was made.
+                withdraw(log, &intents).await;
+                return Attempt::Failed(RungError::Failed(error));
+            }
             Ok(()) => (Ok(()), creates.await),
         }
     } else {
@@ -277,30 +286,51 @@ async fn attempt(
         .into_iter()
         .filter_map(|(entry, removed)| removed.is_err().then_some(entry))
         .collect();
+    // What was written down and not made (or made and removed) may be another response's
+    // numbers by now: withdrawn, whether the intents' write was answered or not. What could
+    // not be removed stays written down, and on the step's record.
+    let not_made: Vec<serde_json::Value> = intents
+        .iter()
+        .filter(|i| {
+            !survivors
+                .iter()
+                .any(|s| serde_json::to_value(s).ok().as_ref() == Some(*i))
+        })
+        .cloned()
+        .collect();
+    withdraw(log, &not_made).await;
     if !survivors.is_empty() {
-        // Kept on the step's record (release removes them); nothing is claimed.
         return Attempt::Failed(RungError::Partial {
-            error,
+            error: StepError::Refused(format!(
+                "{error}; {} could not be rolled back",
+                crate::report::count(survivors.len(), "entry", "entries")
+            )),
             entries: survivors,
         });
     }
-    // What was written down and not made may be another response's numbers by now.
-    if intended.is_ok() {
-        if let Err(withdraw) = log
-            .ledger
-            .withdraw_intents(log.finding_id, log.step_key, &intents)
-            .await
-        {
-            tracing::warn!(error = %withdraw, "refused entries not withdrawn from the record; release checks each against AWS before removing it");
-        }
-    }
+    // Without the lock, others may have filled the quota since the describe; under it, the
+    // fresh plan counted the quota, so a refusal means the configured quota is above the
+    // account's, which no retry mends.
     let contended = matches!(&error, StepError::Aws { code, .. }
-        if code == "NetworkAclEntryAlreadyExists" || code == "NetworkAclEntryLimitExceeded");
+        if code == "NetworkAclEntryAlreadyExists"
+            || (optimistic && code == "NetworkAclEntryLimitExceeded"));
     if contended {
         return Attempt::Contended(error);
     }
     remove_entries(clients, &adopted).await;
     Attempt::Failed(RungError::Failed(error))
+}
+
+/// Withdraw intents from the step's record; a failure is logged (release checks each written
+/// down entry against AWS before removing it).
+async fn withdraw(log: StepLog<'_>, intents: &[serde_json::Value]) {
+    if let Err(error) = log
+        .ledger
+        .withdraw_intents(log.finding_id, log.step_key, intents)
+        .await
+    {
+        tracing::warn!(error = %error, "refused entries not withdrawn from the record");
+    }
 }
 
 /// The ACLs without the entries in `ours` that exist exactly as recorded, and those entries.
