@@ -214,14 +214,23 @@ impl Invocation<'_> {
         // nothing.
         let (prefetched_tx, prefetched) = tokio::sync::oneshot::channel();
         let prefetch = async {
-            if let (Some(params), Target::EcsTask(task)) =
-                (enforced_isolate(plan), &self.incident.target)
-            {
-                let read = isolate::prefetch(&self.responder.clients, task, params).await;
-                // Nobody listening: the response stood back or did not get to isolate.
-                let _ = prefetched_tx.send(read);
-            } else {
-                drop(prefetched_tx);
+            let clients = &self.responder.clients;
+            let read = match (enforced_isolate(plan), &self.incident.target) {
+                (Some(params), Target::EcsTask(task)) => {
+                    Some(isolate::prefetch(clients, task, params).await)
+                }
+                (Some(params), Target::Ec2Instance(instance)) => Some(
+                    isolate::prefetch_instance(clients, instance, params, &self.incident.region)
+                        .await,
+                ),
+                _ => None,
+            };
+            // Nobody listening: the response stood back or did not get to isolate.
+            match read {
+                Some(read) => {
+                    let _ = prefetched_tx.send(read);
+                }
+                None => drop(prefetched_tx),
             }
             std::future::pending::<CarriedOut>().await
         };

@@ -61,9 +61,10 @@ async fn describe_eni(clients: &Clients, eni_id: &str) -> Result<EniFacts, StepE
 pub struct Prefetched(Result<TaskRead, StepError>);
 
 enum TaskRead {
-    /// The task has stopped or is gone: nothing to isolate.
+    /// The workload has stopped or is gone: nothing to isolate.
     Gone(String),
     Found(Box<TaskNetwork>),
+    Instance(Box<InstanceNetwork>),
 }
 
 struct TaskNetwork {
@@ -75,6 +76,170 @@ struct TaskNetwork {
     vpc_id: String,
     /// The VPC as the network model needs it, when a rung of the rule uses the model.
     vpc: Option<crate::network::Vpc>,
+}
+
+/// What isolating an instance reads before changing anything.
+struct InstanceNetwork {
+    found: aws_sdk_ec2::types::Instance,
+    vpc_id: String,
+    /// Its interfaces, each with why it is left alone, if it is.
+    enis: Vec<SwapTarget>,
+    /// The GuardDuty endpoint's addresses, when the agent is to keep reporting.
+    endpoints: Vec<super::endpoints::Endpoint>,
+    vpc: crate::network::Vpc,
+    /// The responder's own groups in the VPC, as they are now.
+    groups: Vec<aws_sdk_ec2::types::SecurityGroup>,
+}
+
+/// Read what [`isolate_instance`] needs. The finding names the instance's VPC: what depends
+/// on the VPC is read alongside DescribeInstances, and read again if EC2 says another VPC.
+pub async fn prefetch_instance(
+    clients: &Clients,
+    instance: &Ec2InstanceTarget,
+    params: &IsolateParams,
+    region: &str,
+) -> Prefetched {
+    Prefetched(read_instance(clients, instance, params, region).await)
+}
+
+async fn read_instance(
+    clients: &Clients,
+    instance: &Ec2InstanceTarget,
+    params: &IsolateParams,
+    region: &str,
+) -> Result<TaskRead, StepError> {
+    let vpc_reads = |vpc_id: String| async move {
+        let endpoints = async {
+            if params.keep_guardduty_agent {
+                guardduty_endpoints(clients, &vpc_id, region).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        tokio::try_join!(
+            endpoints,
+            describe_vpc(clients, &vpc_id),
+            super::sg_swap::responder_groups(clients, &vpc_id)
+        )
+    };
+    // The instance, then which of its interfaces EC2 lets us change; the VPC's reads alongside.
+    let instance_reads = async {
+        let output = match clients
+            .ec2
+            .describe_instances()
+            .instance_ids(&instance.instance_id)
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(error) if error.code() == Some("InvalidInstanceID.NotFound") => return Ok(None),
+            Err(error) => return Err(aws("EC2 DescribeInstances")(error)),
+        };
+        let Some(found) = output
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .next()
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        // DescribeInstances does not say which ENIs are requester-managed (ECS task ENIs
+        // attached to the instance, for one): EC2 refuses changes to those.
+        let ids: Vec<String> = found
+            .network_interfaces()
+            .iter()
+            .filter_map(|e| e.network_interface_id().map(str::to_string))
+            .collect();
+        if ids.is_empty() {
+            return Ok(Some((found, None)));
+        }
+        let described = clients
+            .ec2
+            .describe_network_interfaces()
+            .set_network_interface_ids(Some(ids))
+            .send()
+            .await
+            .map_err(aws("EC2 DescribeNetworkInterfaces"))?;
+        Ok::<_, StepError>(Some((found, Some(described))))
+    };
+    let early = async {
+        match &instance.vpc_id {
+            Some(vpc_id) => Some((vpc_id.clone(), vpc_reads(vpc_id.clone()).await)),
+            None => None,
+        }
+    };
+    let (read, early) = tokio::join!(instance_reads, early);
+    let Some((found, described)) = read? else {
+        return Ok(TaskRead::Gone(
+            "EC2 no longer knows the instance".to_string(),
+        ));
+    };
+    let state = found
+        .state()
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_string());
+    if matches!(state.as_deref(), Some("terminated" | "shutting-down")) {
+        return Ok(TaskRead::Gone(format!(
+            "the instance is {}",
+            state.unwrap_or_default()
+        )));
+    }
+    let vpc_id = found
+        .vpc_id()
+        .ok_or_else(|| StepError::Refused("the instance reports no VPC".to_string()))?
+        .to_string();
+    let mut enis: Vec<SwapTarget> = found
+        .network_interfaces()
+        .iter()
+        .filter_map(|eni| {
+            Some(SwapTarget {
+                eni_id: eni.network_interface_id()?.to_string(),
+                groups: eni
+                    .groups()
+                    .iter()
+                    .filter_map(|g| g.group_id().map(str::to_string))
+                    .collect(),
+                // ECS trunk interfaces (awsvpc trunking) and EKS branch interfaces (security
+                // groups for pods) carry groups the service manages.
+                unmodifiable: match eni.interface_type() {
+                    Some(kind @ ("trunk" | "branch")) => Some(format!(
+                        "a {kind} interface: its groups belong to ECS or EKS, not to the instance"
+                    )),
+                    _ => None,
+                },
+            })
+        })
+        .collect();
+    let Some(described) = described.filter(|_| !enis.is_empty()) else {
+        return Err(StepError::Refused(
+            "the instance has no network interface".to_string(),
+        ));
+    };
+    let (endpoints, vpc, groups) = match early {
+        Some((hinted, reads)) if hinted == vpc_id => reads?,
+        // The finding named no VPC, or another one: read the instance's.
+        _ => vpc_reads(vpc_id.clone()).await?,
+    };
+    for target in enis.iter_mut().filter(|t| t.unmodifiable.is_none()) {
+        let managed = described.network_interfaces().iter().any(|e| {
+            e.network_interface_id() == Some(target.eni_id.as_str())
+                && e.requester_managed() == Some(true)
+        });
+        if managed {
+            target.unmodifiable = Some(
+                "requester-managed (created by a service for its own use): EC2 refuses changes to its groups".to_string(),
+            );
+        }
+    }
+    Ok(TaskRead::Instance(Box::new(InstanceNetwork {
+        found,
+        vpc_id,
+        enis,
+        endpoints,
+        vpc,
+        groups,
+    })))
 }
 
 /// Read what [`isolate_task`] needs. With the subnet's VPC remembered from an earlier response
@@ -173,6 +338,11 @@ pub(super) async fn isolate_task(
         Err(error) => return Err(error.clone()),
         Ok(TaskRead::Gone(why)) => return Ok(IsolateOutput::Gone { why: why.clone() }),
         Ok(TaskRead::Found(network)) => network,
+        Ok(TaskRead::Instance(_)) => {
+            return Err(StepError::Refused(
+                "an instance's read was given for a task".to_string(),
+            ))
+        }
     };
     let TaskNetwork {
         eni_id,
@@ -227,7 +397,7 @@ pub(super) async fn isolate_task(
                     groups: eni.groups.clone(),
                     unmodifiable: None,
                 };
-                sg_swap(clients, log, &vpc_id, &[target], params, &endpoints)
+                sg_swap(clients, log, &vpc_id, &[target], params, &endpoints, None)
                     .await
                     .map(|(swaps, skipped)| {
                         record.sg_swaps = swaps;
@@ -312,11 +482,11 @@ pub(super) async fn isolate_task(
                         Ok(detail)
                     }
                     Err(RungError::Partial { error, entries }) => {
-                        // Entries exist but what they cut could not be checked: keep them on
-                        // record (release undoes them) and claim nothing.
+                        // Entries exist but the rung did not finish (not verified, or not
+                        // rolled back): keep them on record (release undoes them), claim nothing.
                         record.nacl_entries = entries;
-                        open.push(format!("not verified: {error}"));
-                        Ok("entries made; verification failed".to_string())
+                        open.push(format!("not confirmed cut: {error}"));
+                        Ok("entries made, then the rung failed; they stay on record for release".to_string())
                     }
                     Err(other) => Err(other),
                 }
@@ -409,105 +579,33 @@ pub(super) async fn isolate_instance(
     instance: &Ec2InstanceTarget,
     params: &IsolateParams,
     region: &str,
+    read: &Prefetched,
 ) -> Result<IsolateOutput, StepError> {
-    let output = clients
-        .ec2
-        .describe_instances()
-        .instance_ids(&instance.instance_id)
-        .send()
-        .await;
-    let output = match output {
-        Ok(output) => output,
-        Err(error) if error.code() == Some("InvalidInstanceID.NotFound") => {
-            return Ok(IsolateOutput::Gone {
-                why: "EC2 no longer knows the instance".to_string(),
-            })
+    let network = match &read.0 {
+        Err(error) => return Err(error.clone()),
+        Ok(TaskRead::Gone(why)) => return Ok(IsolateOutput::Gone { why: why.clone() }),
+        Ok(TaskRead::Instance(network)) => network,
+        Ok(TaskRead::Found(_)) => {
+            return Err(StepError::Refused(
+                "a task's read was given for an instance".to_string(),
+            ))
         }
-        Err(error) => return Err(aws("EC2 DescribeInstances")(error)),
     };
-    let Some(found) = output
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .next()
-    else {
-        return Ok(IsolateOutput::Gone {
-            why: "EC2 no longer knows the instance".to_string(),
-        });
-    };
-    let state = found
-        .state()
-        .and_then(|s| s.name())
-        .map(|n| n.as_str().to_string());
-    if matches!(state.as_deref(), Some("terminated" | "shutting-down")) {
-        return Ok(IsolateOutput::Gone {
-            why: format!("the instance is {}", state.unwrap_or_default()),
-        });
-    }
-    let vpc_id = found
-        .vpc_id()
-        .ok_or_else(|| StepError::Refused("the instance reports no VPC".to_string()))?
-        .to_string();
-    let enis: Vec<SwapTarget> = found
-        .network_interfaces()
-        .iter()
-        .filter_map(|eni| {
-            Some(SwapTarget {
-                eni_id: eni.network_interface_id()?.to_string(),
-                groups: eni
-                    .groups()
-                    .iter()
-                    .filter_map(|g| g.group_id().map(str::to_string))
-                    .collect(),
-                // ECS trunk interfaces (awsvpc trunking) and EKS branch interfaces (security
-                // groups for pods) carry groups the service manages.
-                unmodifiable: match eni.interface_type() {
-                    Some(kind @ ("trunk" | "branch")) => Some(format!(
-                        "a {kind} interface: its groups belong to ECS or EKS, not to the instance"
-                    )),
-                    _ => None,
-                },
-            })
-        })
-        .collect();
-    if enis.is_empty() {
-        return Err(StepError::Refused(
-            "the instance has no network interface".to_string(),
-        ));
-    }
-    // DescribeInstances does not say which ENIs are requester-managed (ECS task ENIs attached
-    // to the instance, for one): EC2 refuses changes to those.
-    let ids: Vec<String> = enis.iter().map(|t| t.eni_id.clone()).collect();
-    let described = clients
-        .ec2
-        .describe_network_interfaces()
-        .set_network_interface_ids(Some(ids))
-        .send()
-        .await
-        .map_err(aws("EC2 DescribeNetworkInterfaces"))?;
-    let mut enis = enis;
-    for target in enis.iter_mut().filter(|t| t.unmodifiable.is_none()) {
-        let managed = described.network_interfaces().iter().any(|e| {
-            e.network_interface_id() == Some(target.eni_id.as_str())
-                && e.requester_managed() == Some(true)
-        });
-        if managed {
-            target.unmodifiable = Some(
-                "requester-managed (created by a service for its own use): EC2 refuses changes to its groups".to_string(),
-            );
-        }
-    }
+    let InstanceNetwork {
+        found,
+        vpc_id,
+        enis,
+        endpoints,
+        vpc,
+        groups,
+    } = network.as_ref();
+    let vpc_id = vpc_id.clone();
     if !params.rungs.contains(&IsolationRung::SgSwap) {
         return Err(StepError::Refused(
             "this rule's isolate rungs do not include sg-swap, the only rung for an EC2 instance"
                 .to_string(),
         ));
     }
-    let endpoints = if params.keep_guardduty_agent {
-        guardduty_endpoints(clients, &vpc_id, region).await?
-    } else {
-        Vec::new()
-    };
     let workload = match (found.private_ip_address(), found.subnet_id()) {
         (Some(ip), Some(subnet)) => Some(Workload {
             ipv4: ip.parse().map_err(|_| {
@@ -524,8 +622,7 @@ pub(super) async fn isolate_instance(
         }),
         _ => None,
     };
-    let vpc = describe_vpc(clients, &vpc_id).await?;
-    let (swaps, skipped) = sg_swap(clients, log, &vpc_id, &enis, params, &endpoints)
+    let (swaps, skipped) = sg_swap(clients, log, &vpc_id, enis, params, endpoints, Some(groups))
         .await
         .map_err(|e| match e {
             RungError::NotApplicable(d) => StepError::Refused(d),
@@ -557,17 +654,17 @@ pub(super) async fn isolate_instance(
         });
     };
     record.reachability =
-        security_group_reachability(&reachability(&vpc, &workload, &BTreeSet::new()));
+        security_group_reachability(&reachability(vpc, &workload, &BTreeSet::new()));
     let mut open = open_reasons(&record.reachability, &params.accept_open);
     // Connections the swap cannot end (tracked through a NAT gateway, a transit gateway or an
     // endpoint) are cut by the stateless ACLs, when the rule allows that rung too.
     if !open.is_empty() && params.rungs.contains(&IsolationRung::NaclQuarantine) {
         let agent = if params.keep_guardduty_agent {
-            agent_acls(clients, &vpc, region, &workload.subnet_id).await?
+            agent_acls(clients, vpc, region, &workload.subnet_id).await?
         } else {
             BTreeSet::new()
         };
-        let attempt = match nacl_quarantine(clients, log, &vpc, &workload, params, agent).await {
+        let attempt = match nacl_quarantine(clients, log, vpc, &workload, params, agent).await {
             Ok(done) => {
                 let detail = format!(
                     "{} network ACL entries for the connections the swap cannot end",
@@ -586,7 +683,7 @@ pub(super) async fn isolate_instance(
             }
             Err(RungError::Partial { error, entries }) => {
                 record.nacl_entries = entries;
-                open.push(format!("not verified: {error}"));
+                open.push(format!("not confirmed cut: {error}"));
                 RungAttempt {
                     rung: IsolationRung::NaclQuarantine,
                     result: "failed".to_string(),

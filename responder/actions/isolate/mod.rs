@@ -35,7 +35,7 @@ use crate::network::Acl;
 
 pub(crate) use describe::acl as model_acl;
 pub use describe::describe_vpc;
-pub use ladder::{prefetch, Prefetched};
+pub use ladder::{prefetch, prefetch_instance, Prefetched};
 pub use sg_swap::ROLE_TAG;
 
 /// The isolate step's item in the ledger (`step#` and the action's name, as every step's).
@@ -128,9 +128,30 @@ impl Action for Isolate {
                 isolated
             }
             Target::Ec2Instance(instance) => {
+                let own;
+                let read = match ctx.prefetched {
+                    Some(read) => read,
+                    None => {
+                        own = ladder::prefetch_instance(
+                            ctx.clients,
+                            instance,
+                            params,
+                            &incident.region,
+                        )
+                        .await;
+                        &own
+                    }
+                };
                 let (sweep_index, isolated) = tokio::join!(
                     ctx.ledger.index_isolation(&incident.finding_id),
-                    ladder::isolate_instance(ctx.clients, log, instance, params, &incident.region)
+                    ladder::isolate_instance(
+                        ctx.clients,
+                        log,
+                        instance,
+                        params,
+                        &incident.region,
+                        read
+                    )
                 );
                 let isolated = isolated?;
                 if let Err(error) = sweep_index {

@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
-use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, Tag as Ec2Tag};
+use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range, SecurityGroup, Tag as Ec2Tag};
 
 use super::endpoints::Endpoint;
 use super::ladder::RungError;
@@ -118,8 +118,38 @@ struct Desired {
     egress: BTreeSet<GroupRule>,
 }
 
-/// Find a group this tool made in the VPC (by role tag), or make it once; then make its rules
-/// exactly `desired`.
+/// The groups this tool made in the VPC (both roles), as they are now: read before the swap,
+/// alongside the workload's description.
+pub(super) async fn responder_groups(
+    clients: &Clients,
+    vpc_id: &str,
+) -> Result<Vec<SecurityGroup>, StepError> {
+    let output = clients
+        .ec2
+        .describe_security_groups()
+        .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{ROLE_TAG}"))
+                .values("quarantine")
+                .values("untracking")
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(aws("EC2 DescribeSecurityGroups"))?;
+    Ok(output.security_groups().to_vec())
+}
+
+fn has_role(group: &SecurityGroup, role: &str) -> bool {
+    group
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some(ROLE_TAG) && t.value() == Some(role))
+}
+
+/// Find a group this tool made in the VPC (by role tag; among `known` when the groups were
+/// just read), or make it once; then make its rules exactly `desired`.
 async fn ensure_group(
     clients: &Clients,
     vpc_id: &str,
@@ -127,6 +157,7 @@ async fn ensure_group(
     name: &str,
     description: &str,
     desired: &Desired,
+    known: Option<&[SecurityGroup]>,
 ) -> Result<String, StepError> {
     let find = || async {
         let output = clients
@@ -144,7 +175,11 @@ async fn ensure_group(
             .map_err(aws("EC2 DescribeSecurityGroups"))?;
         Ok::<_, StepError>(output.security_groups().first().cloned())
     };
-    let group = match find().await? {
+    let found = match known.and_then(|groups| groups.iter().find(|g| has_role(g, role))) {
+        Some(group) => Some(group.clone()),
+        None => find().await?,
+    };
+    let group = match found {
         Some(group) => group,
         None => {
             let created = clients
@@ -301,6 +336,7 @@ pub(super) async fn sg_swap(
     targets: &[SwapTarget],
     params: &IsolateParams,
     endpoints: &[Endpoint],
+    known_groups: Option<&[SecurityGroup]>,
 ) -> Result<(Vec<SgSwap>, Vec<String>), RungError> {
     let skipped: Vec<String> = targets
         .iter()
@@ -336,25 +372,28 @@ pub(super) async fn sg_swap(
         ingress: [GroupRule::all("0.0.0.0/0"), GroupRule::all("::/0")].into(),
         egress: [GroupRule::all("0.0.0.0/0"), GroupRule::all("::/0")].into(),
     };
-    let quarantine = ensure_group(
-        clients,
-        vpc_id,
-        "quarantine",
-        &params.quarantine_group_name,
-        "incident-responder quarantine: no ingress; egress only to the GuardDuty endpoint",
-        &quarantine_rules,
-    )
-    .await?;
     let untracking_name = format!("{}-untracking", params.quarantine_group_name);
-    let untracking = ensure_group(
-        clients,
-        vpc_id,
-        "untracking",
-        &untracking_name,
-        "incident-responder step 1 of 2: allow-all so existing flows become untracked",
-        &untracking_rules,
-    )
-    .await?;
+    // The two groups together.
+    let (quarantine, untracking) = tokio::try_join!(
+        ensure_group(
+            clients,
+            vpc_id,
+            "quarantine",
+            &params.quarantine_group_name,
+            "incident-responder quarantine: no ingress; egress only to the GuardDuty endpoint",
+            &quarantine_rules,
+            known_groups,
+        ),
+        ensure_group(
+            clients,
+            vpc_id,
+            "untracking",
+            &untracking_name,
+            "incident-responder step 1 of 2: allow-all so existing flows become untracked",
+            &untracking_rules,
+            known_groups,
+        )
+    )?;
     let ours = [quarantine.as_str(), untracking.as_str()];
 
     // The originals are the groups before us: never the responder's own (an earlier, lost
@@ -415,21 +454,24 @@ pub(super) async fn sg_swap(
         }
     };
 
-    // Step 1: the untracking group on every ENI, then check it took.
-    for (i, (eni, _)) in originals.iter().enumerate() {
-        let result = clients
-            .ec2
-            .modify_network_interface_attribute()
-            .network_interface_id(eni)
-            .groups(&untracking)
-            .send()
-            .await;
-        if let Err(error) = result {
-            put_back(&originals[..i]).await;
-            return Err(RungError::Failed(aws(
-                "EC2 ModifyNetworkInterfaceAttribute",
-            )(error)));
-        }
+    // Step 1: the untracking group on every ENI (together), then check it took.
+    let swap_all = async |group: &str| {
+        futures::future::join_all(originals.iter().map(|(eni, _)| {
+            clients
+                .ec2
+                .modify_network_interface_attribute()
+                .network_interface_id(eni)
+                .groups(group)
+                .send()
+        }))
+        .await
+        .into_iter()
+        .find_map(Result::err)
+        .map(aws("EC2 ModifyNetworkInterfaceAttribute"))
+    };
+    if let Some(error) = swap_all(&untracking).await {
+        put_back(&originals).await;
+        return Err(RungError::Failed(error));
     }
     let now = match groups_of(clients, &eni_ids).await {
         Ok(now) => now,
@@ -448,20 +490,9 @@ pub(super) async fn sg_swap(
         ))));
     }
     // Step 2: the quarantine group.
-    for (eni, _) in &originals {
-        let result = clients
-            .ec2
-            .modify_network_interface_attribute()
-            .network_interface_id(eni)
-            .groups(&quarantine)
-            .send()
-            .await;
-        if let Err(error) = result {
-            put_back(&originals).await;
-            return Err(RungError::Failed(aws(
-                "EC2 ModifyNetworkInterfaceAttribute",
-            )(error)));
-        }
+    if let Some(error) = swap_all(&quarantine).await {
+        put_back(&originals).await;
+        return Err(RungError::Failed(error));
     }
     let swaps = originals
         .into_iter()

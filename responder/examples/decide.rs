@@ -1,0 +1,70 @@
+//! The pure core's throughput on one core: every sample event in `events/` parsed, matched
+//! against the default playbooks and planned, with its report built (what the handler does
+//! before its first AWS call), many rounds. Prints per-event time and events per second, and
+//! the parse alone. No I/O in the loop.
+//!
+//! `cargo run --release --locked --example decide -p guardduty-responder` (built beside the
+//! release `bootstrap`, so it reuses its compiled dependencies). Say which build a number is.
+
+use std::time::Instant;
+
+use responder::playbook::{Mode, PlaybookSet};
+
+const ROUNDS: usize = 20_000;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let playbooks = PlaybookSet::defaults()?;
+    let mut events = Vec::new();
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../events"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            events.push(std::fs::read(path)?);
+        }
+    }
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let count = ROUNDS * events.len();
+    let mut acted = 0usize;
+    for _ in 0..ROUNDS / 10 {
+        for event in &events {
+            std::hint::black_box(responder::decide(None, event, &playbooks, Mode::DryRun));
+        }
+    }
+    let started = Instant::now();
+    for _ in 0..ROUNDS {
+        for event in &events {
+            let (report, _) = responder::decide(None, event, &playbooks, Mode::DryRun);
+            acted += usize::from(report.decision == responder::report::DecisionKind::Act);
+        }
+    }
+    let decided = started.elapsed();
+    let started = Instant::now();
+    for _ in 0..ROUNDS {
+        for event in &events {
+            let _ = std::hint::black_box(responder::event::parse_event(event));
+        }
+    }
+    let parsed = started.elapsed();
+    let started = Instant::now();
+    for _ in 0..ROUNDS {
+        for event in &events {
+            let _ = std::hint::black_box(serde_json::from_slice::<serde_json::Value>(event));
+        }
+    }
+    let json = started.elapsed();
+    let rate = |elapsed: std::time::Duration| count as f64 / elapsed.as_secs_f64();
+    println!(
+        "decide ({profile}, {} sample events x {ROUNDS}, {} acted on): {:.2} µs/event, {:.0} events/s; parse alone {:.2} µs/event, {:.0} events/s, of which the JSON text into a value {:.2} µs",
+        events.len(),
+        acted / ROUNDS,
+        decided.as_secs_f64() * 1e6 / count as f64,
+        rate(decided),
+        parsed.as_secs_f64() * 1e6 / count as f64,
+        rate(parsed),
+        json.as_secs_f64() * 1e6 / count as f64,
+    );
+    Ok(())
+}
