@@ -272,8 +272,14 @@ pub fn parse_value(value: Value) -> Result<Inbound, EventError> {
     if !object.contains_key("detail-type") && !object.contains_key("source") {
         return Err(EventError::UnknownShape);
     }
-    let envelope: Envelope =
-        serde_json::from_value(value).map_err(|e| EventError::Envelope(clip(&e.to_string())))?;
+    let Value::Object(mut fields) = value else {
+        return Err(EventError::NotAnObject);
+    };
+    // The detail is taken out whole: deserialised through the envelope, it would be rebuilt.
+    let detail = fields.remove("detail").filter(|d| !d.is_null());
+    let mut envelope: Envelope = serde_json::from_value(Value::Object(fields))
+        .map_err(|e| EventError::Envelope(clip(&e.to_string())))?;
+    envelope.detail = detail;
     // Harmless if spoofed: a sweep releases only quarantines whose workload is gone.
     if envelope.source == RESPONDER_SOURCE && envelope.detail_type == SWEEP {
         return Ok(Inbound::Sweep);
@@ -281,11 +287,7 @@ pub fn parse_value(value: Value) -> Result<Inbound, EventError> {
     let is_task_change = envelope.source == ECS_SOURCE && envelope.detail_type == TASK_STATE_CHANGE;
     if is_task_change {
         let detail = envelope.detail.ok_or(EventError::MissingDetail)?;
-        let change: TaskStateChange =
-            serde_path_to_error::deserialize(&detail).map_err(|e| EventError::FindingShape {
-                path: clip(&e.path().to_string()),
-                message: clip(&e.inner().to_string()),
-            })?;
+        let change: TaskStateChange = typed(&detail)?;
         return Ok(Inbound::TaskStateChange(change));
     }
     let is_guardduty =
@@ -328,15 +330,22 @@ fn finding_from(
     origin: Option<Origin>,
 ) -> Result<Inbound, EventError> {
     sections_are_objects(&safe)?;
-    let finding: Finding =
-        serde_path_to_error::deserialize(&safe).map_err(|e| EventError::FindingShape {
-            path: clip(&e.path().to_string()),
-            message: clip(&e.inner().to_string()),
-        })?;
+    let finding: Finding = typed(&safe)?;
     let incident = Incident::from_finding(&finding, origin)?;
     Ok(Inbound::Finding {
         incident: Box::new(incident),
         raw: original.unwrap_or(safe),
+    })
+}
+
+/// `value` as a `T`. Tracking the path costs on every field, so it is done only to say where
+/// a value that does not fit went wrong (the same deserialisation, so the same verdict).
+fn typed<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, EventError> {
+    T::deserialize(value).or_else(|_| {
+        serde_path_to_error::deserialize(value).map_err(|e| EventError::FindingShape {
+            path: clip(&e.path().to_string()),
+            message: clip(&e.inner().to_string()),
+        })
     })
 }
 

@@ -1,6 +1,6 @@
 //! The SDK clients and what an AWS error means for a step: which failures a retry can fix.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,18 +37,42 @@ pub struct Clients {
 /// that cannot change, so nothing here needs re-checking. A subnet never moves to another VPC
 /// (its id is retired with it). ACL entries, groups, routes and endpoints can change between
 /// two findings, by an operator or an attacker: they are always described afresh.
+///
+/// Likewise a finding whose isolation has finished (done, or released): the ledger does not let
+/// that step run again once its outcome is recorded, so a republished finding need not read the
+/// network for it. (Should the record have failed, a later run reads for itself.)
 #[derive(Debug, Default)]
 pub struct StableFacts {
     subnet_vpc: Mutex<HashMap<String, String>>,
+    isolation_settled: Mutex<HashSet<String>>,
 }
 
 /// Subnets remembered at most, so a long-lived container's memory stays bounded.
 const SUBNETS_REMEMBERED: usize = 4096;
+/// Findings remembered at most.
+const FINDINGS_REMEMBERED: usize = 4096;
 
 impl StableFacts {
     /// The VPC of `subnet_id`, if a response in this container learnt it.
     pub fn vpc_of(&self, subnet_id: &str) -> Option<String> {
         self.subnet_vpc.lock().ok()?.get(subnet_id).cloned()
+    }
+
+    /// Whether a response in this container saw `finding_id`'s isolation finished.
+    pub fn isolation_settled(&self, finding_id: &str) -> bool {
+        self.isolation_settled
+            .lock()
+            .is_ok_and(|settled| settled.contains(finding_id))
+    }
+
+    /// Remember that `finding_id`'s isolation has finished (done or released).
+    pub fn settle_isolation(&self, finding_id: &str) {
+        if let Ok(mut settled) = self.isolation_settled.lock() {
+            if settled.len() >= FINDINGS_REMEMBERED {
+                settled.clear();
+            }
+            settled.insert(finding_id.to_string());
+        }
     }
 
     /// Remember that `subnet_id` is in `vpc_id`.

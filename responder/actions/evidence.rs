@@ -238,33 +238,8 @@ async fn ecs_documents(
     containment: Option<&ContainmentRecord>,
 ) -> Result<Vec<(&'static str, Value)>, StepError> {
     let mut documents = Vec::new();
-    // Described again (not reused from isolate): evidence records the state after isolation.
-    let facts = describe_task(clients, task).await?;
-    let eni_id = facts.as_ref().and_then(|f| f.eni_id.clone());
-    documents.push((
-        "describe-tasks.json",
-        match &facts {
-            Some(facts) => json!({"tasks": [facts.raw], "failures": []}),
-            None => json!({"tasks": [], "failures": [{"arn": task.task_arn, "reason": "MISSING"}]}),
-        },
-    ));
-    documents.push((
-        "tags.json",
-        json!({
-            "task": facts.as_ref().map(|f| f.raw["tags"].clone()),
-            "cluster": task.cluster_tags,
-        }),
-    ));
-
-    let definition_arn = facts
-        .as_ref()
-        .and_then(|f| f.raw["taskDefinitionArn"].as_str().map(str::to_string))
-        .or_else(|| task.task_definition_arn.clone());
-    let eni_id = eni_id.or_else(|| containment.and_then(|c| c.eni_ids.first().cloned()));
-    let known_vpc = containment.and_then(|c| c.vpc_id.clone());
-    // What the task's description names, read together.
-    let definition = async {
-        let Some(arn) = definition_arn else {
+    let read_definition = |arn: Option<String>| async move {
+        let Some(arn) = arn else {
             return Ok(None);
         };
         let output = clients
@@ -289,8 +264,8 @@ async fn ecs_documents(
             })).collect::<Vec<_>>(),
         })))
     };
-    let interfaces = async {
-        let Some(eni_id) = &eni_id else {
+    let read_interfaces = |eni_id: Option<String>| async move {
+        let Some(eni_id) = eni_id else {
             return Ok(None);
         };
         clients
@@ -302,18 +277,58 @@ async fn ecs_documents(
             .map(Some)
             .map_err(aws("EC2 DescribeNetworkInterfaces"))
     };
+    let known_vpc = containment.and_then(|c| c.vpc_id.clone());
     let known_acls = async {
         match &known_vpc {
             Some(vpc_id) => describe_acls(clients, vpc_id).await.map(Some),
             None => Ok(None),
         }
     };
-    let (definition, service, interfaces, mut acls) = tokio::try_join!(
-        definition,
+    // Everything read together: the task described again (evidence records the state after
+    // isolation), and what it names as the finding and the containment name it. Where the
+    // task's description names something else, that is what is read (one more round trip).
+    let named_definition = task.task_definition_arn.clone();
+    let named_eni = containment.and_then(|c| c.eni_ids.first().cloned());
+    // A guessed read's failure counts only if its answer is used.
+    let (facts, definition, service, interfaces, mut acls) = tokio::try_join!(
+        describe_task(clients, task),
+        async { Ok::<_, StepError>(read_definition(named_definition.clone()).await) },
         describe_service(clients, task),
-        interfaces,
+        async { Ok::<_, StepError>(read_interfaces(named_eni.clone()).await) },
         known_acls
     )?;
+    let definition_arn = facts
+        .as_ref()
+        .and_then(|f| f.raw["taskDefinitionArn"].as_str().map(str::to_string))
+        .or(named_definition.clone());
+    let definition = if definition_arn == named_definition {
+        definition?
+    } else {
+        read_definition(definition_arn).await?
+    };
+    let eni_id = facts
+        .as_ref()
+        .and_then(|f| f.eni_id.clone())
+        .or(named_eni.clone());
+    let interfaces = if eni_id == named_eni {
+        interfaces?
+    } else {
+        read_interfaces(eni_id).await?
+    };
+    documents.push((
+        "describe-tasks.json",
+        match &facts {
+            Some(facts) => json!({"tasks": [facts.raw], "failures": []}),
+            None => json!({"tasks": [], "failures": [{"arn": task.task_arn, "reason": "MISSING"}]}),
+        },
+    ));
+    documents.push((
+        "tags.json",
+        json!({
+            "task": facts.as_ref().map(|f| f.raw["tags"].clone()),
+            "cluster": task.cluster_tags,
+        }),
+    ));
     if let Some(definition) = definition {
         documents.push(("task-definition.json", definition));
     }

@@ -212,20 +212,36 @@ impl Invocation<'_> {
         // the ledger must say first, which they do not depend on: the response lock, then the
         // guard and the step's claim. Only reads, so a response that stands back changed
         // nothing.
-        let (prefetched_tx, prefetched) = tokio::sync::oneshot::channel();
+        let (mut prefetched_tx, prefetched) = tokio::sync::oneshot::channel();
         let prefetch = async {
             let clients = &self.responder.clients;
-            let read = match (enforced_isolate(plan), &self.incident.target) {
-                (Some(params), Target::EcsTask(task)) => {
-                    Some(isolate::prefetch(clients, task, params).await)
-                }
-                (Some(params), Target::Ec2Instance(instance)) => Some(
-                    isolate::prefetch_instance(clients, instance, params, &self.incident.region)
+            let settled = clients.stable.isolation_settled(&self.incident.finding_id);
+            let read = async {
+                match (
+                    enforced_isolate(plan).filter(|_| !settled),
+                    &self.incident.target,
+                ) {
+                    (Some(params), Target::EcsTask(task)) => {
+                        Some(isolate::prefetch(clients, task, params).await)
+                    }
+                    (Some(params), Target::Ec2Instance(instance)) => Some(
+                        isolate::prefetch_instance(
+                            clients,
+                            instance,
+                            params,
+                            &self.incident.region,
+                        )
                         .await,
-                ),
-                _ => None,
+                    ),
+                    _ => None,
+                }
             };
-            // Nobody listening: the response stood back or did not get to isolate.
+            // Stopped as soon as nobody is listening: the response stood back, or found the
+            // step done or held back.
+            let read = tokio::select! {
+                read = read => read,
+                () = prefetched_tx.closed() => None,
+            };
             match read {
                 Some(read) => {
                     let _ = prefetched_tx.send(read);
@@ -339,9 +355,16 @@ impl Invocation<'_> {
         for step in in_phase(Phase::Contain) {
             let run = match early_claims.remove(&step.action) {
                 Some(claim) => {
-                    // Read by now, or nearly: it started with the response.
+                    // Read by now, or nearly: it started with the response. Waited for only
+                    // when the step will run; otherwise the reads are stopped.
+                    let runs =
+                        matches!(claim, Ok(Claim::Acquired { .. })) && progress.withheld.is_none();
                     let read = match (step.action, prefetched.take()) {
-                        (ActionName::Isolate, Some(receiver)) => receiver.await.ok(),
+                        (ActionName::Isolate, Some(receiver)) if runs => receiver.await.ok(),
+                        (ActionName::Isolate, Some(receiver)) => {
+                            drop(receiver);
+                            None
+                        }
                         (_, receiver) => {
                             prefetched = receiver;
                             None
@@ -358,6 +381,17 @@ impl Invocation<'_> {
                 progress.containment_ms = Some(self.started.elapsed().as_millis() as u64);
             }
             progress.absorb(step.action, run);
+        }
+        // Not needed any more: a read still under way stops.
+        drop(prefetched);
+        if matches!(
+            progress.states.get(&ActionName::Isolate),
+            Some(StepState::Done | StepState::Released)
+        ) {
+            self.responder
+                .clients
+                .stable
+                .settle_isolation(&self.incident.finding_id);
         }
 
         // 2. Preserve, concurrently: each step's outcome is independent of the others'. What

@@ -454,9 +454,10 @@ pub(super) async fn sg_swap(
         }
     };
 
-    // Step 1: the untracking group on every ENI (together), then check it took.
+    // Step 1: the untracking group on every ENI (together), then check it took. Returns the
+    // ENIs changed and the first error.
     let swap_all = async |group: &str| {
-        futures::future::join_all(originals.iter().map(|(eni, _)| {
+        let results = futures::future::join_all(originals.iter().map(|(eni, _)| {
             clients
                 .ec2
                 .modify_network_interface_attribute()
@@ -464,13 +465,22 @@ pub(super) async fn sg_swap(
                 .groups(group)
                 .send()
         }))
-        .await
-        .into_iter()
-        .find_map(Result::err)
-        .map(aws("EC2 ModifyNetworkInterfaceAttribute"))
+        .await;
+        let mut changed = Vec::new();
+        let mut error = None;
+        for (original, result) in originals.iter().zip(results) {
+            match result {
+                Ok(_) => changed.push(original.clone()),
+                Err(e) => {
+                    error.get_or_insert(aws("EC2 ModifyNetworkInterfaceAttribute")(e));
+                }
+            }
+        }
+        (changed, error)
     };
-    if let Some(error) = swap_all(&untracking).await {
-        put_back(&originals).await;
+    if let (changed, Some(error)) = swap_all(&untracking).await {
+        // Only what this step changed goes back; the others are as they were.
+        put_back(&changed).await;
         return Err(RungError::Failed(error));
     }
     let now = match groups_of(clients, &eni_ids).await {
@@ -490,7 +500,8 @@ pub(super) async fn sg_swap(
         ))));
     }
     // Step 2: the quarantine group.
-    if let Some(error) = swap_all(&quarantine).await {
+    if let (_, Some(error)) = swap_all(&quarantine).await {
+        // Every ENI carries the untracking group or the quarantine group: all go back.
         put_back(&originals).await;
         return Err(RungError::Failed(error));
     }
