@@ -102,12 +102,26 @@ pub async fn prefetch_instance(
     Prefetched(read_instance(clients, instance, params, region).await)
 }
 
+/// The refusal for a rule that cannot isolate an instance: only sg-swap can.
+fn without_sg_swap(params: &IsolateParams) -> Option<StepError> {
+    (!params.rungs.contains(&IsolationRung::SgSwap)).then(|| {
+        StepError::Refused(
+            "this rule's isolate rungs do not include sg-swap, the only rung for an EC2 instance"
+                .to_string(),
+        )
+    })
+}
+
 async fn read_instance(
     clients: &Clients,
     instance: &Ec2InstanceTarget,
     params: &IsolateParams,
     region: &str,
 ) -> Result<TaskRead, StepError> {
+    // Nothing to read for a rule that cannot isolate an instance.
+    if let Some(refusal) = without_sg_swap(params) {
+        return Err(refusal);
+    }
     let vpc_reads = |vpc_id: String| async move {
         let endpoints = async {
             if params.keep_guardduty_agent {
@@ -600,11 +614,8 @@ pub(super) async fn isolate_instance(
         groups,
     } = network.as_ref();
     let vpc_id = vpc_id.clone();
-    if !params.rungs.contains(&IsolationRung::SgSwap) {
-        return Err(StepError::Refused(
-            "this rule's isolate rungs do not include sg-swap, the only rung for an EC2 instance"
-                .to_string(),
-        ));
+    if let Some(refusal) = without_sg_swap(params) {
+        return Err(refusal);
     }
     let workload = match (found.private_ip_address(), found.subnet_id()) {
         (Some(ip), Some(subnet)) => Some(Workload {
