@@ -203,7 +203,19 @@ async fn ensure_group(
                 Err(error) if error.code() == Some("InvalidGroup.Duplicate") => {}
                 Err(error) => return Err(aws("EC2 CreateSecurityGroup")(error)),
             }
-            find().await?.ok_or_else(|| {
+            // EC2's describes may lag behind a create, ours or another invocation's
+            // ([eventual consistency](https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html)):
+            // look again, briefly, before concluding that the name is taken by a group
+            // without our tag.
+            let mut found = None;
+            for pause in [0, 200, 400, 800] {
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                found = find().await?;
+                if found.is_some() {
+                    break;
+                }
+            }
+            found.ok_or_else(|| {
                 StepError::Refused(format!(
                     "security group {name} exists but has no {ROLE_TAG} tag: rename it or tag it"
                 ))
