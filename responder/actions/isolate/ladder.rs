@@ -58,12 +58,12 @@ async fn describe_eni(clients: &Clients, eni_id: &str) -> Result<EniFacts, StepE
 /// VPC. Read while the ledger is consulted (the response lock, the guard, the step's claim) so
 /// that those round trips and these overlap; only reads, so a response that then stands back
 /// has changed nothing.
-pub struct Prefetched(Result<TaskRead, StepError>);
+pub struct Prefetched(Result<Read, StepError>);
 
-enum TaskRead {
+enum Read {
     /// The workload has stopped or is gone: nothing to isolate.
     Gone(String),
-    Found(Box<TaskNetwork>),
+    Task(Box<TaskNetwork>),
     Instance(Box<InstanceNetwork>),
 }
 
@@ -76,6 +76,22 @@ struct TaskNetwork {
     vpc_id: String,
     /// The VPC as the network model needs it, when a rung of the rule uses the model.
     vpc: Option<crate::network::Vpc>,
+}
+
+impl Prefetched {
+    /// What was read, or the outcome it already decides: an error, or a workload gone.
+    fn settled(&self) -> Result<Result<&Read, IsolateOutput>, StepError> {
+        match &self.0 {
+            Err(error) => Err(error.clone()),
+            Ok(Read::Gone(why)) => Ok(Err(IsolateOutput::Gone { why: why.clone() })),
+            Ok(read) => Ok(Ok(read)),
+        }
+    }
+}
+
+/// A read made for another kind of workload than the finding's (a caller's mistake).
+fn mismatched() -> StepError {
+    StepError::Refused("the network read given is for another kind of workload".to_string())
 }
 
 /// What isolating an instance reads before changing anything.
@@ -117,7 +133,7 @@ async fn read_instance(
     instance: &Ec2InstanceTarget,
     params: &IsolateParams,
     region: &str,
-) -> Result<TaskRead, StepError> {
+) -> Result<Read, StepError> {
     // Nothing to read for a rule that cannot isolate an instance.
     if let Some(refusal) = without_sg_swap(params) {
         return Err(refusal);
@@ -185,16 +201,14 @@ async fn read_instance(
     };
     let (read, early) = tokio::join!(instance_reads, early);
     let Some((found, described)) = read? else {
-        return Ok(TaskRead::Gone(
-            "EC2 no longer knows the instance".to_string(),
-        ));
+        return Ok(Read::Gone("EC2 no longer knows the instance".to_string()));
     };
     let state = found
         .state()
         .and_then(|s| s.name())
         .map(|n| n.as_str().to_string());
     if matches!(state.as_deref(), Some("terminated" | "shutting-down")) {
-        return Ok(TaskRead::Gone(format!(
+        return Ok(Read::Gone(format!(
             "the instance is {}",
             state.unwrap_or_default()
         )));
@@ -246,7 +260,7 @@ async fn read_instance(
             );
         }
     }
-    Ok(TaskRead::Instance(Box::new(InstanceNetwork {
+    Ok(Read::Instance(Box::new(InstanceNetwork {
         found,
         vpc_id,
         enis,
@@ -270,9 +284,9 @@ async fn read_task(
     clients: &Clients,
     task: &EcsTaskTarget,
     params: &IsolateParams,
-) -> Result<TaskRead, StepError> {
+) -> Result<Read, StepError> {
     let Some(facts) = describe_task(clients, task).await? else {
-        return Ok(TaskRead::Gone(
+        return Ok(Read::Gone(
             "ECS no longer lists the task (MISSING): stopped tasks are listed for at least an hour after they stop".to_string(),
         ));
     };
@@ -282,7 +296,7 @@ async fn read_task(
     // task. Their STOPPED event waits for this isolation and then releases it.
     const GOING: &[&str] = &["DEPROVISIONING", "STOPPED", "DELETED"];
     if let Some(status) = facts.last_status.as_deref().filter(|s| GOING.contains(s)) {
-        return Ok(TaskRead::Gone(format!(
+        return Ok(Read::Gone(format!(
             "the task is {status}: its containers have stopped, nothing to isolate"
         )));
     }
@@ -317,7 +331,7 @@ async fn read_task(
     if uses_model && vpc.as_ref().is_none_or(|v| v.vpc_id != vpc_id) {
         vpc = Some(describe_vpc(clients, &vpc_id).await?);
     }
-    Ok(TaskRead::Found(Box::new(TaskNetwork {
+    Ok(Read::Task(Box::new(TaskNetwork {
         eni_id,
         ip,
         ipv6: facts.ipv6,
@@ -348,15 +362,10 @@ pub(super) async fn isolate_task(
     region: &str,
     read: &Prefetched,
 ) -> Result<IsolateOutput, StepError> {
-    let network = match &read.0 {
-        Err(error) => return Err(error.clone()),
-        Ok(TaskRead::Gone(why)) => return Ok(IsolateOutput::Gone { why: why.clone() }),
-        Ok(TaskRead::Found(network)) => network,
-        Ok(TaskRead::Instance(_)) => {
-            return Err(StepError::Refused(
-                "an instance's read was given for a task".to_string(),
-            ))
-        }
+    let network = match read.settled()? {
+        Err(gone) => return Ok(gone),
+        Ok(Read::Task(network)) => network,
+        Ok(_) => return Err(mismatched()),
     };
     let TaskNetwork {
         eni_id,
@@ -595,15 +604,10 @@ pub(super) async fn isolate_instance(
     region: &str,
     read: &Prefetched,
 ) -> Result<IsolateOutput, StepError> {
-    let network = match &read.0 {
-        Err(error) => return Err(error.clone()),
-        Ok(TaskRead::Gone(why)) => return Ok(IsolateOutput::Gone { why: why.clone() }),
-        Ok(TaskRead::Instance(network)) => network,
-        Ok(TaskRead::Found(_)) => {
-            return Err(StepError::Refused(
-                "a task's read was given for an instance".to_string(),
-            ))
-        }
+    let network = match read.settled()? {
+        Err(gone) => return Ok(gone),
+        Ok(Read::Instance(network)) => network,
+        Ok(_) => return Err(mismatched()),
     };
     let InstanceNetwork {
         found,

@@ -124,6 +124,15 @@ pub(super) async fn responder_groups(
     clients: &Clients,
     vpc_id: &str,
 ) -> Result<Vec<SecurityGroup>, StepError> {
+    groups_with_roles(clients, vpc_id, &["quarantine", "untracking"]).await
+}
+
+/// The groups in the VPC tagged with one of `roles`.
+async fn groups_with_roles(
+    clients: &Clients,
+    vpc_id: &str,
+    roles: &[&str],
+) -> Result<Vec<SecurityGroup>, StepError> {
     let output = clients
         .ec2
         .describe_security_groups()
@@ -131,8 +140,7 @@ pub(super) async fn responder_groups(
         .filters(
             Filter::builder()
                 .name(format!("tag:{ROLE_TAG}"))
-                .values("quarantine")
-                .values("untracking")
+                .set_values(Some(roles.iter().map(|r| r.to_string()).collect()))
                 .build(),
         )
         .send()
@@ -160,20 +168,12 @@ async fn ensure_group(
     known: Option<&[SecurityGroup]>,
 ) -> Result<String, StepError> {
     let find = || async {
-        let output = clients
-            .ec2
-            .describe_security_groups()
-            .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{ROLE_TAG}"))
-                    .values(role)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(aws("EC2 DescribeSecurityGroups"))?;
-        Ok::<_, StepError>(output.security_groups().first().cloned())
+        Ok::<_, StepError>(
+            groups_with_roles(clients, vpc_id, &[role])
+                .await?
+                .into_iter()
+                .next(),
+        )
     };
     let found = match known.and_then(|groups| groups.iter().find(|g| has_role(g, role))) {
         Some(group) => Some(group.clone()),
