@@ -43,6 +43,8 @@ pub struct Fixture {
     pub cluster_name: String,
     pub service_name: String,
     pub task_definition_arn: String,
+    /// The task role its tasks run with, tagged so `revoke-sessions` may touch it.
+    pub task_role_arn: String,
     pub tasks: Vec<TaskRef>,
     pub target_group_arn: String,
     pub bucket: String,
@@ -209,9 +211,11 @@ pub async fn seed_fargate_with(
     )?
     .to_string();
     let family = format!("{name}-checkout-api");
+    let task_role_arn = create_role(clients, &format!("{family}-task"), true).await?;
     let definition = ecs
         .register_task_definition()
         .family(&family)
+        .task_role_arn(&task_role_arn)
         .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
         .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
         .cpu("256")
@@ -398,6 +402,7 @@ pub async fn seed_fargate_with(
         cluster_name,
         service_name,
         task_definition_arn,
+        task_role_arn,
         tasks,
         target_group_arn,
         bucket,
@@ -663,15 +668,91 @@ pub async fn create_ledger_table(clients: &Clients, table: &str) -> Result<(), E
     Ok(())
 }
 
+/// The tag `revoke-sessions` needs on a role (the template grants nothing on other roles).
+pub const REVOCABLE_TAG: (&str, &str) = ("incident-responder:revocable", "true");
+
+/// An IAM role ECS tasks and EC2 instances may assume; `revocable`: tagged for revoke-sessions.
+pub async fn create_role(
+    clients: &Clients,
+    name: &str,
+    revocable: bool,
+) -> Result<String, EmulatorError> {
+    let trust = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": ["ecs-tasks.amazonaws.com", "ec2.amazonaws.com"]},
+            "Action": "sts:AssumeRole",
+        }],
+    });
+    let mut create = clients
+        .iam
+        .create_role()
+        .role_name(name)
+        .assume_role_policy_document(trust.to_string());
+    if revocable {
+        create = create.tags(
+            aws_sdk_iam::types::Tag::builder()
+                .key(REVOCABLE_TAG.0)
+                .value(REVOCABLE_TAG.1)
+                .build()
+                .map_err(seed("Tag"))?,
+        );
+    }
+    let role = create.send().await.map_err(seed("CreateRole"))?;
+    need(role.role().map(|r| r.arn().to_string()), "Role.Arn")
+}
+
+/// An instance profile holding `role_name`, for [`launch_instance_with_profile`].
+pub async fn create_instance_profile(
+    clients: &Clients,
+    name: &str,
+    role_name: &str,
+) -> Result<String, EmulatorError> {
+    let profile = clients
+        .iam
+        .create_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+        .map_err(seed("CreateInstanceProfile"))?;
+    clients
+        .iam
+        .add_role_to_instance_profile()
+        .instance_profile_name(name)
+        .role_name(role_name)
+        .send()
+        .await
+        .map_err(seed("AddRoleToInstanceProfile"))?;
+    need(
+        profile.instance_profile().map(|p| p.arn().to_string()),
+        "InstanceProfile.Arn",
+    )
+}
+
 /// An EC2 instance in the fixture's private subnet, its groups on the primary interface
 /// (moto reports launch-time groups on the ENI otherwise).
 pub async fn launch_instance(
     clients: &Clients,
     fixture: &Fixture,
 ) -> Result<(String, String), EmulatorError> {
+    launch_instance_with_profile(clients, fixture, None).await
+}
+
+/// [`launch_instance`], with an instance profile (by ARN).
+pub async fn launch_instance_with_profile(
+    clients: &Clients,
+    fixture: &Fixture,
+    profile_arn: Option<&str>,
+) -> Result<(String, String), EmulatorError> {
     let output = clients
         .ec2
         .run_instances()
+        .set_iam_instance_profile(profile_arn.map(|arn| {
+            aws_sdk_ec2::types::IamInstanceProfileSpecification::builder()
+                .arn(arn)
+                .build()
+        }))
         .image_id("ami-12c6146b")
         .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
         .min_count(1)

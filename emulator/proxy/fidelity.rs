@@ -10,6 +10,8 @@
 //! - DescribeNetworkAcls lists the default deny rule (32767) of every ACL, custom ones too;
 //! - DescribeTasks lists unknown tasks under `failures` with reason `MISSING`, and StopTask on
 //!   an unknown task is a client error;
+//! - `PutRolePolicy` and `DeleteRolePolicy` are refused (`AccessDenied`) on roles not tagged
+//!   `incident-responder:revocable=true`, as the template's grant makes AWS refuse them;
 //! - DescribeServices reports a service's tasks as running: moto says `runningCount: 0` for
 //!   every service (unless told a fixed number), AWS counts the tasks in RUNNING, which for the
 //!   fixture's steady services is their desired count.
@@ -93,8 +95,30 @@ pub(super) async fn refuse(request: &Request<'_>) -> Option<Answer> {
             }
             None
         }
+        // The template grants these only on roles tagged for revoke-sessions: AWS refuses the
+        // rest (moto evaluates no policy).
+        "PutRolePolicy" | "DeleteRolePolicy" => {
+            let role = form_value(text, "RoleName")?;
+            let form = format!("Action=ListRoleTags&Version=2010-05-08&RoleName={role}");
+            if revocable(&upstream_query(request, form).await) {
+                return None;
+            }
+            refusal(
+                "AccessDenied",
+                format!("User is not authorized to perform: iam:{} on resource: role {role} because no identity-based policy allows the iam:{} action", request.operation, request.operation),
+                "role not tagged revocable",
+            )
+        }
         _ => None,
     }
+}
+
+/// A ListRoleTags answer carries `incident-responder:revocable` = `true`.
+fn revocable(xml: &str) -> bool {
+    xml.split("<member>").any(|member| {
+        tag_value(member, "Key") == Some("incident-responder:revocable")
+            && tag_value(member, "Value") == Some("true")
+    })
 }
 
 /// After forwarding: AWS's answer where moto's differs.
@@ -164,8 +188,9 @@ fn xml(body: String) -> Response<Full<Bytes>> {
     response
 }
 
-/// Ask the emulator directly (not through the proxy) with the caller's credentials scope.
-async fn ec2_query(request: &Request<'_>, form: String) -> String {
+/// Ask the emulator directly (not through the proxy) with the caller's credentials scope (so
+/// the same service answers).
+async fn upstream_query(request: &Request<'_>, form: String) -> String {
     let state = request.state;
     let Ok(uri) = format!("{}/", state.upstream).parse::<hyper::Uri>() else {
         return String::new();
@@ -194,7 +219,7 @@ async fn ec2_query(request: &Request<'_>, form: String) -> String {
 async fn is_task_eni(request: &Request<'_>, eni: &str) -> bool {
     let form =
         format!("Action=DescribeNetworkInterfaces&Version=2016-11-15&NetworkInterfaceId.1={eni}");
-    ec2_query(request, form).await.contains(MOTO_ECS_ENI)
+    upstream_query(request, form).await.contains(MOTO_ECS_ENI)
 }
 
 /// One entry of an ACL, as far as numbering and the quota care.
@@ -207,7 +232,7 @@ struct Entry {
 
 async fn acl_entries(request: &Request<'_>, acl: &str) -> Vec<Entry> {
     let form = format!("Action=DescribeNetworkAcls&Version=2016-11-15&NetworkAclId.1={acl}");
-    parse_entries(&ec2_query(request, form).await)
+    parse_entries(&upstream_query(request, form).await)
 }
 
 fn tag_value<'a>(item: &'a str, tag: &str) -> Option<&'a str> {
@@ -372,6 +397,19 @@ mod tests {
         );
         assert!(out.ends_with(
             "<description>web</description><requesterManaged>false</requesterManaged></item>"
+        ));
+    }
+
+    #[test]
+    fn only_the_revocable_tag_with_value_true_counts() {
+        let tagged = "<ListRoleTagsResponse><ListRoleTagsResult><Tags><member><Key>team</Key><Value>true</Value></member><member>\n<Key>incident-responder:revocable</Key>\n<Value>true</Value></member></Tags></ListRoleTagsResult></ListRoleTagsResponse>";
+        assert!(revocable(tagged));
+        assert!(!revocable(&tagged.replace(
+            "<Value>true</Value></member></Tags>",
+            "<Value>no</Value></member></Tags>"
+        )));
+        assert!(!revocable(
+            "<ErrorResponse><Error><Code>NoSuchEntity</Code></Error></ErrorResponse>"
         ));
     }
 

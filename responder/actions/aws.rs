@@ -26,6 +26,8 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     /// The Elastic Load Balancing v2 client.
     pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
+    /// The IAM client (revoke-sessions).
+    pub iam: aws_sdk_iam::Client,
     /// GuardDuty (read by `responder preflight` only).
     #[cfg(feature = "preflight")]
     pub guardduty: aws_sdk_guardduty::Client,
@@ -114,6 +116,7 @@ impl Clients {
             sns: aws_sdk_sns::Client::new(config),
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             elbv2: aws_sdk_elasticloadbalancingv2::Client::new(config),
+            iam: aws_sdk_iam::Client::new(config),
             #[cfg(feature = "preflight")]
             guardduty: aws_sdk_guardduty::Client::new(config),
             stable: Arc::default(),

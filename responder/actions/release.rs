@@ -26,6 +26,9 @@ pub const PERMISSIONS: &[&str] = &[
     // scale-service: the count put back
     "ecs:DescribeServices",
     "ecs:UpdateService",
+    // revoke-sessions: the policy removed, or narrowed when the workload stops
+    "iam:PutRolePolicy",
+    "iam:DeleteRolePolicy",
 ];
 
 /// What a release undid, and what it left alone and why.

@@ -642,12 +642,12 @@ mod tests {
             "`fallback: stop` stops ECS tasks only, but this rule can match ec2_instance"
         ));
         let revoke =
-            rule("    match: {targets: [ec2_instance]}\n    actions: [revoke-sessions, notify]\n");
+            rule("    match: {targets: [eks_workload]}\n    actions: [revoke-sessions, notify]\n");
         let error = only_error(&revoke);
         assert!(
             error
                 .message
-                .contains("`revoke-sessions` is not implemented yet"),
+                .contains("`revoke-sessions` acts on ecs_task, ec2_instance only, but this rule can match eks_workload"),
             "{error}"
         );
         assert_eq!(error.location, Some((5, 15)), "{error}");

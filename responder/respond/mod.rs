@@ -21,7 +21,7 @@ use crate::plan::Decision;
 use crate::playbook::{Mode, PlaybookSet};
 use crate::report::{Execution, Outcome, Report};
 
-pub use release::{FindingRelease, ReleaseResult, ReleaseSummary};
+pub use release::{FindingRelease, ReleaseResult, ReleaseSummary, SessionsRelease, SessionsResult};
 pub use sweep::{classify, Kept, Recorded, SweepPlan, SweepReport};
 pub use watch::{HeldMatch, WatchResult};
 

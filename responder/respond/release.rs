@@ -10,6 +10,7 @@ use crate::actions::hold::{self, HoldOutput};
 use crate::actions::isolate::{ContainmentRecord, NaclEntry, SgSwap};
 use crate::actions::ledger::{Ledger, StepRecord, StepStatus};
 use crate::actions::release::{release, ReleaseOutput};
+use crate::actions::revoke_sessions::{self, Revocation, RevokeOutput};
 use crate::actions::scale::{self, ScaleOutput, ServiceScale};
 use crate::actions::tag::mark_task_state;
 use crate::actions::{StepError, ENV_TABLE};
@@ -31,6 +32,7 @@ impl ReleaseSummary {
             f.result == ReleaseResult::NothingRecorded
                 && f.service_scale.is_none()
                 && f.lifted_holds.is_empty()
+                && f.sessions.is_none()
         })
     }
 
@@ -62,6 +64,13 @@ impl ReleaseSummary {
                     finding.lifted_holds.join(", ")
                 ));
             }
+            if let Some(sessions) = &finding.sessions {
+                lines.push(format!(
+                    "finding {}: {}",
+                    finding.finding_id,
+                    sessions.summary()
+                ));
+            }
             if let Some(scale) = &finding.service_scale {
                 lines.push(format!(
                     "finding {}: {}",
@@ -88,6 +97,55 @@ pub struct FindingRelease {
     /// The image keys `hold-deployment` held, no longer watched.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lifted_holds: Vec<String>,
+    /// The role's revocation policy, removed or narrowed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<SessionsRelease>,
+}
+
+/// What became of `revoke-sessions`' policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionsRelease {
+    /// The role.
+    pub role_name: String,
+    /// The inline policy.
+    pub policy_name: String,
+    /// What was done.
+    pub result: SessionsResult,
+    /// Credentials issued before this instant were denied.
+    pub issued_before: String,
+}
+
+/// What was done with a revocation policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionsResult {
+    /// Deleted: the role's older credentials work again until they expire.
+    Removed,
+    /// Not there any more (someone removed it).
+    AlreadyGone,
+    /// The workload stopped: its addresses are no longer denied (the next workload given
+    /// one must not be), the time deny stays until `release`.
+    AddressesLifted,
+}
+
+impl SessionsRelease {
+    /// One line for people.
+    pub fn summary(&self) -> String {
+        match self.result {
+            SessionsResult::Removed => format!(
+                "revocation policy {} removed from role {}: credentials issued before {} work again until they expire",
+                self.policy_name, self.role_name, self.issued_before
+            ),
+            SessionsResult::AlreadyGone => format!(
+                "revocation policy {} was no longer on role {}",
+                self.policy_name, self.role_name
+            ),
+            SessionsResult::AddressesLifted => format!(
+                "role {} no longer denies the stopped workload's addresses; credentials issued before {} stay denied until `responder release`",
+                self.role_name, self.issued_before
+            ),
+        }
+    }
 }
 
 /// A scaled-in service's desired count, put back or left alone.
@@ -248,12 +306,77 @@ impl Responder {
                 self.lift_holds(finding_id, ledger).await?,
             )
         };
+        let sessions = self.release_sessions(finding_id, ledger, nacl_only).await?;
         Ok(FindingRelease {
             finding_id: finding_id.to_string(),
             result,
             service_scale,
             lifted_holds,
+            sessions,
         })
+    }
+
+    /// Remove `revoke-sessions`' policy; for a stopped workload (`addresses_only`), only its
+    /// address deny, which would otherwise deny the next workload given the address.
+    async fn release_sessions(
+        &self,
+        finding_id: &str,
+        ledger: &Ledger,
+        addresses_only: bool,
+    ) -> Result<Option<SessionsRelease>, StepError> {
+        let Some(step) = ledger
+            .get_step(finding_id, revoke_sessions::STEP_KEY)
+            .await?
+        else {
+            return Ok(None);
+        };
+        match step.standing() {
+            StepStatus::Released => return Ok(None),
+            StepStatus::Claimed => {
+                return Err(StepError::InProgress(format!(
+                    "finding {finding_id}'s sessions are being revoked right now (by {}); release once it has finished",
+                    step.owner
+                )))
+            }
+            StepStatus::Done | StepStatus::Failed => {}
+        }
+        // What the step did, or, when it failed or died, the last policy it said it would put.
+        let revocation = match serde_json::from_value::<RevokeOutput>(step.detail.clone()) {
+            Ok(RevokeOutput::Revoked(revocation)) => Some(revocation),
+            Ok(RevokeOutput::NoRole { .. }) => None,
+            Err(_) => step
+                .intended
+                .iter()
+                .rev()
+                .find_map(|v| serde_json::from_value::<Revocation>(v.clone()).ok()),
+        };
+        let Some(revocation) = revocation else {
+            return Ok(None);
+        };
+        let result = if addresses_only {
+            if revocation.denied_addresses.is_empty() {
+                return Ok(None);
+            }
+            revoke_sessions::put_policy(&self.clients, &revocation, &[]).await?;
+            SessionsResult::AddressesLifted
+        } else if revoke_sessions::delete_policy(&self.clients, &revocation).await? {
+            SessionsResult::Removed
+        } else {
+            SessionsResult::AlreadyGone
+        };
+        let released = SessionsRelease {
+            role_name: revocation.role_name.clone(),
+            policy_name: revocation.policy_name.clone(),
+            result,
+            issued_before: revocation.issued_before.clone(),
+        };
+        if !addresses_only {
+            let stored = serde_json::to_value(&released).unwrap_or_default();
+            ledger
+                .mark_released(finding_id, revoke_sessions::STEP_KEY, &stored)
+                .await?;
+        }
+        Ok(Some(released))
     }
 
     /// Stop watching for the images a finding held.

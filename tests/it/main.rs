@@ -15,5 +15,6 @@ mod modes;
 mod preflight;
 mod release;
 mod scheduler;
+mod sessions;
 mod support;
 mod template;
