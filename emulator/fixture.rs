@@ -72,6 +72,7 @@ impl Fixture {
                 require_envelope: true,
             },
             region: Some(self.region.clone()),
+            member_role: None,
         }
     }
 }

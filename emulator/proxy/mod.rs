@@ -37,6 +37,9 @@ pub enum Fault {
     /// Forward (the write happens), then hold the answer this long: the caller dies (Lambda's
     /// timeout) after the call took effect and before it learnt so.
     HangAfter(Duration),
+    /// A client error with this code (HTTP 403), as AWS refuses a call it will never allow:
+    /// e.g. `AccessDenied` for an AssumeRole the role's trust policy does not permit.
+    Refuse(&'static str),
 }
 
 /// Inject `fault` into calls of `operation`: an exact name (`DescribeTasks`), `*` for every
@@ -454,6 +457,18 @@ async fn respond(
             return (
                 server_error(protocol, service),
                 Some("server error".to_string()),
+            )
+        }
+        Some(Fault::Refuse(code)) => {
+            return (
+                error_response(
+                    protocol,
+                    service,
+                    403,
+                    code,
+                    &format!("{operation} refused (proxy-injected)"),
+                ),
+                Some(format!("refused: {code}")),
             )
         }
         Some(Fault::Latency(delay)) => tokio::time::sleep(delay).await,

@@ -33,6 +33,34 @@ pub struct Clients {
     pub guardduty: aws_sdk_guardduty::Client,
     /// Facts that stay true for the life of the container, learnt from earlier responses.
     pub stable: Arc<StableFacts>,
+    /// The configuration the clients were built from: member accounts' clients start from it.
+    base: aws_config::SdkConfig,
+    /// Clients acting in member accounts, by account (see [`Clients::in_account`]).
+    members: Arc<tokio::sync::Mutex<HashMap<String, Clients>>>,
+}
+
+/// A member role's provider that hands out the credentials already obtained (when the role was
+/// checked) before asking STS again: one AssumeRole per renewal, not one more at first use.
+#[derive(Debug)]
+struct Primed {
+    first: Mutex<Option<aws_sdk_ec2::config::Credentials>>,
+    provider: aws_config::sts::AssumeRoleProvider,
+}
+
+impl ProvideCredentials for Primed {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        match self.first.lock().ok().and_then(|mut first| first.take()) {
+            Some(credentials) => {
+                aws_credential_types::provider::future::ProvideCredentials::ready(Ok(credentials))
+            }
+            None => self.provider.provide_credentials(),
+        }
+    }
 }
 
 /// What a warm container remembers to save a round trip on the containment path: only facts
@@ -120,7 +148,87 @@ impl Clients {
             #[cfg(feature = "preflight")]
             guardduty: aws_sdk_guardduty::Client::new(config),
             stable: Arc::default(),
+            // The role provider of a member account needs a clock; a hand-built configuration
+            // (an emulator's) may have none.
+            base: match config.time_source() {
+                Some(_) => config.clone(),
+                None => config
+                    .to_builder()
+                    .time_source(aws_smithy_async::time::SystemTimeSource::new())
+                    .build(),
+            },
+            members: Arc::default(),
         }
+    }
+
+    /// Clients that act on workloads in member account `account` through `role` (EC2, ECS,
+    /// ELB and IAM there), and keep the evidence bucket, the ledger and the topic here. Built
+    /// once per account and container; the SDK renews the role's credentials before they
+    /// expire. The role is assumed now, so a missing or refused role is this finding's clear
+    /// failure rather than every step's.
+    pub async fn in_account(
+        &self,
+        account: &str,
+        role: &super::MemberRole,
+        partition: &str,
+    ) -> Result<Clients, StepError> {
+        let mut members = self.members.lock().await;
+        if let Some(clients) = members.get(account) {
+            return Ok(clients.clone());
+        }
+        let role_arn = role.arn(partition, account);
+        let mut builder = aws_config::sts::AssumeRoleProvider::builder(&role_arn)
+            .session_name("guardduty-responder")
+            .configure(&self.base);
+        if let Some(external_id) = &role.external_id {
+            builder = builder.external_id(external_id);
+        }
+        let provider = builder.build().await;
+        let first = match provider.provide_credentials().await {
+            Ok(credentials) => credentials,
+            Err(error) => {
+                let text = aws_sdk_ec2::error::DisplayErrorContext(&error).to_string();
+                // Throttling or a timeout passes; a refusal (no such role, a trust policy that
+                // does not name this account, a wrong external id) does not.
+                let refused = ["AccessDenied", "InvalidClientTokenId", "ValidationError"]
+                    .iter()
+                    .any(|code| text.contains(code));
+                return Err(StepError::Aws {
+                    operation: "STS AssumeRole",
+                    code: if refused {
+                        "AccessDenied"
+                    } else {
+                        "CredentialsError"
+                    }
+                    .to_string(),
+                    message: format!(
+                        "cannot act in account {account}: role {role_arn} was not assumed ({text})"
+                    ),
+                    retryable: !refused,
+                });
+            }
+        };
+        let member = self
+            .base
+            .to_builder()
+            .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(
+                Primed {
+                    first: Mutex::new(Some(first)),
+                    provider,
+                },
+            ))
+            // One cache for the four clients: the role is assumed once per renewal, not per client.
+            .identity_cache(aws_config::identity::IdentityCache::lazy().build())
+            .build();
+        let clients = Clients {
+            ec2: aws_sdk_ec2::Client::new(&member),
+            ecs: aws_sdk_ecs::Client::new(&member),
+            elbv2: aws_sdk_elasticloadbalancingv2::Client::new(&member),
+            iam: aws_sdk_iam::Client::new(&member),
+            ..self.clone()
+        };
+        members.insert(account.to_string(), clients.clone());
+        Ok(clients)
     }
 
     /// Load the standard AWS configuration (environment, profile, `AWS_ENDPOINT_URL`), with

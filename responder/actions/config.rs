@@ -26,7 +26,32 @@ pub struct Config {
     /// The region this function acts in (`AWS_REGION`, which Lambda sets): a finding about a
     /// resource in another region is preserved and reported, not acted on.
     pub region: Option<String>,
+    /// The role to act through in a member account (`RESPONDER_MEMBER_ROLE_NAME`, with
+    /// `RESPONDER_MEMBER_EXTERNAL_ID`). Unset: another account's finding is preserved and
+    /// reported, never acted on.
+    pub member_role: Option<MemberRole>,
 }
+
+/// The role a member account gives this function (deployed there by `member-role.yaml`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRole {
+    /// The role's name, the same in every member account.
+    pub name: String,
+    /// The external id its trust policy requires, if any.
+    pub external_id: Option<String>,
+}
+
+impl MemberRole {
+    /// The role's ARN in `account`.
+    pub fn arn(&self, partition: &str, account: &str) -> String {
+        format!("arn:{partition}:iam::{account}:role/{}", self.name)
+    }
+}
+
+/// Environment variable naming the role to assume in member accounts.
+pub const ENV_MEMBER_ROLE: &str = "RESPONDER_MEMBER_ROLE_NAME";
+/// Environment variable holding the external id the member role requires.
+pub const ENV_MEMBER_EXTERNAL_ID: &str = "RESPONDER_MEMBER_EXTERNAL_ID";
 
 /// Environment variable listing the accounts whose findings are handled (`*`: any).
 pub const ENV_ACCOUNTS: &str = "RESPONDER_ACCOUNTS";
@@ -122,7 +147,29 @@ impl Config {
             })?,
             require_envelope: false,
         };
+        let member_role = match read(ENV_MEMBER_ROLE) {
+            None => None,
+            Some(name) => {
+                // IAM role names: [\w+=,.@-], 1 to 64 characters (a path is not part of it).
+                let valid = name.len() <= 64
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
+                if !valid {
+                    return Err(ConfigError::Invalid {
+                        variable: ENV_MEMBER_ROLE,
+                        value: name,
+                        expected: "an IAM role name (letters, digits and +=,.@_-, at most 64)",
+                    });
+                }
+                Some(MemberRole {
+                    name,
+                    external_id: read(ENV_MEMBER_EXTERNAL_ID),
+                })
+            }
+        };
         Ok(Config {
+            member_role,
             provenance,
             region: read("AWS_REGION").or_else(|| read("AWS_DEFAULT_REGION")),
             evidence_bucket: read(ENV_BUCKET),

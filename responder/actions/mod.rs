@@ -36,8 +36,8 @@ use serde::Serialize;
 pub(crate) use aws::aws;
 pub use aws::{timeouts, Clients, StepError, ATTEMPT_TIMEOUT, OPERATION_TIMEOUT};
 pub use config::{
-    Config, ConfigError, ENV_ACCOUNT, ENV_ACCOUNTS, ENV_AUDIT_TTL, ENV_BUCKET, ENV_MODE,
-    ENV_REGIONS, ENV_TABLE, ENV_TOPIC,
+    Config, ConfigError, MemberRole, ENV_ACCOUNT, ENV_ACCOUNTS, ENV_AUDIT_TTL, ENV_BUCKET,
+    ENV_MEMBER_EXTERNAL_ID, ENV_MEMBER_ROLE, ENV_MODE, ENV_REGIONS, ENV_TABLE, ENV_TOPIC,
 };
 pub(crate) use registry::{output_from_ledger, run_action};
 pub use registry::{ActionName, ActionSpec, StepOutput};
@@ -203,6 +203,7 @@ pub const COMPONENT_PERMISSIONS: &[(&str, &[&str])] = &[
     ("exemption guardrail", workload::SERVICE_PERMISSIONS),
     ("sweep", sweep::PERMISSIONS),
     ("ECS outlook", scheduler::PERMISSIONS),
+    ("member accounts", &["sts:AssumeRole"]),
 ];
 
 /// Grants the function needs that no code of ours calls: the platform uses them on its behalf.

@@ -4,14 +4,18 @@
 //! healthy users working. And, by default, deny requests from the workload's own private
 //! addresses (`aws:VpcSourceIp`): the compromised task or instance keeps fetching fresh
 //! credentials from its credentials endpoint, which no ACL or group filters, and this is what
-//! stops those from working through VPC endpoints (including the S3 and DynamoDB gateway
-//! endpoints no network ACL can cut).
+//! stops those from working through VPC endpoints (the S3 and DynamoDB gateway endpoints too).
 //!
-//! What it does not do, and the step says so: a request that leaves through a NAT gateway or an
-//! internet gateway carries no VPC source address, so fresh credentials used that way are not
-//! denied; every user of the role whose credentials predate the revocation (other tasks of the
-//! same task definition, other instances with the profile) is denied too until it fetches new
-//! ones; and IAM applies policy changes within minutes, not at once.
+//! For an instance, it also denies the credentials EC2 issues to that instance, wherever they
+//! are used (`aws:EC2InstanceSourceVPC` and `aws:EC2InstanceSourcePrivateIPv4`, which EC2 puts
+//! in the instance's role credentials): this reaches through a NAT gateway too.
+//!
+//! What it does not do, and the step says so: a task's request that leaves through a NAT
+//! gateway or an internet gateway carries no VPC source address, so the task's fresh
+//! credentials used that way are not denied; every user of the role whose credentials predate
+//! the revocation (other tasks of the same task definition, other instances with the profile)
+//! is denied too until its credentials are next rotated, which can take hours; and IAM applies
+//! policy changes within minutes, not at once.
 //!
 //! Only roles tagged `incident-responder:revocable=true` may be touched (the template's grant
 //! says so); service-linked roles cannot be revoked (AWS refuses). `release` deletes the policy;
@@ -76,6 +80,15 @@ pub enum RevokeOutput {
     },
 }
 
+/// What EC2 writes into an instance's role credentials: its VPC and primary private IPv4.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceSource {
+    /// `aws:EC2InstanceSourceVPC`.
+    pub vpc_id: String,
+    /// `aws:EC2InstanceSourcePrivateIPv4`.
+    pub private_ipv4: String,
+}
+
 /// The inline policy put on a role: what `release` removes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revocation {
@@ -90,6 +103,9 @@ pub struct Revocation {
     /// Private addresses the role's requests are denied from (through VPC endpoints).
     #[serde(default)]
     pub denied_addresses: Vec<String>,
+    /// For an instance: the credentials EC2 issued to it are denied wherever they are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_source: Option<InstanceSource>,
     /// The workload whose role it is (a task ARN or an instance id).
     pub workload: String,
 }
@@ -127,13 +143,14 @@ impl Action for RevokeSessions {
                 .into())
             }
         };
-        let (role_arn, addresses, workload) = match found {
+        let (role_arn, addresses, workload, instance_source) = match found {
             Found::NoRole(why) => return Ok(RevokeOutput::NoRole { why }),
             Found::Role {
                 role_arn,
                 addresses,
                 workload,
-            } => (role_arn, addresses, workload),
+                instance_source,
+            } => (role_arn, addresses, workload, instance_source),
         };
         let role_name = role_name(&role_arn)
             .ok_or_else(|| StepError::Refused(format!("{role_arn} is not an IAM role ARN")))?;
@@ -160,6 +177,7 @@ impl Action for RevokeSessions {
             } else {
                 Vec::new()
             },
+            instance_source: instance_source.filter(|_| params.deny_workload_addresses),
             role_arn,
             role_name,
             workload,
@@ -195,16 +213,19 @@ impl Action for RevokeSessions {
         match output {
             RevokeOutput::NoRole { why } => format!("no sessions to revoke: {why}"),
             RevokeOutput::Revoked(r) => {
-                let addresses = if r.denied_addresses.is_empty() {
-                    "the workload's own fresh credentials are not denied".to_string()
-                } else {
-                    format!(
+                let addresses = match (&r.instance_source, r.denied_addresses.is_empty()) {
+                    (Some(source), _) => format!(
+                        "the credentials EC2 issues to the instance ({} in {}) are denied wherever used",
+                        source.private_ipv4, source.vpc_id
+                    ),
+                    (None, true) => "the workload's own fresh credentials are not denied".to_string(),
+                    (None, false) => format!(
                         "requests from {} through VPC endpoints denied too (not those leaving through a NAT or internet gateway: the workload's fresh credentials still work there)",
                         r.denied_addresses.join(", ")
-                    )
+                    ),
                 };
                 format!(
-                    "role {} denies credentials issued before {} (every user of the role until it fetches new ones; IAM applies it within minutes); {addresses}",
+                    "role {} denies credentials issued before {} (every user of the role, until its credentials are next rotated, which can take hours; IAM applies it within minutes); {addresses}",
                     r.role_name, r.issued_before
                 )
             }
@@ -226,6 +247,7 @@ enum Found {
         role_arn: String,
         addresses: Vec<String>,
         workload: String,
+        instance_source: Option<InstanceSource>,
     },
     NoRole(String),
 }
@@ -271,6 +293,7 @@ async fn task_role(clients: &Clients, task: &EcsTaskTarget) -> Result<Found, Ste
         role_arn,
         addresses,
         workload: task.task_arn.clone(),
+        instance_source: None,
     })
 }
 
@@ -350,6 +373,13 @@ async fn instance_role(
             role_arn,
             addresses: addresses.into_iter().collect(),
             workload: instance.instance_id.clone(),
+            instance_source: found
+                .vpc_id()
+                .zip(found.private_ip_address())
+                .map(|(vpc, ip)| InstanceSource {
+                    vpc_id: vpc.to_string(),
+                    private_ipv4: ip.to_string(),
+                }),
         },
     })
 }
@@ -360,7 +390,12 @@ pub async fn put_policy(
     revocation: &Revocation,
     addresses: &[String],
 ) -> Result<(), StepError> {
-    let document = revocation_policy(&revocation.issued_before, addresses).to_string();
+    let document = revocation_policy(
+        &revocation.issued_before,
+        addresses,
+        revocation.instance_source.as_ref(),
+    )
+    .to_string();
     clients
         .iam
         .put_role_policy()
@@ -401,7 +436,7 @@ where
 {
     let (key, value) = REVOCABLE_TAG;
     match error.code() {
-        Some("AccessDenied") => StepError::Refused(format!(
+        Some("AccessDenied" | "AccessDeniedException") => StepError::Refused(format!(
             "{operation} on role {role} was refused: the responder may change only roles tagged {key}={value} ({})",
             error.message().unwrap_or("access denied")
         )),
@@ -417,8 +452,13 @@ where
 }
 
 /// The policy: deny everything to credentials issued before `issued_before` (AWS's
-/// AWSRevokeOlderSessions shape), and to requests from `addresses` through VPC endpoints.
-pub fn revocation_policy(issued_before: &str, addresses: &[String]) -> Value {
+/// AWSRevokeOlderSessions shape), to requests from `addresses` through VPC endpoints, and to
+/// the credentials EC2 issued to `instance`.
+pub fn revocation_policy(
+    issued_before: &str,
+    addresses: &[String],
+    instance: Option<&InstanceSource>,
+) -> Value {
     let mut statements = vec![json!({
         "Sid": "RevokeOlderSessions",
         "Effect": "Deny",
@@ -434,6 +474,19 @@ pub fn revocation_policy(issued_before: &str, addresses: &[String]) -> Value {
             "Action": "*",
             "Resource": "*",
             "Condition": {"IpAddress": {"aws:VpcSourceIp": cidrs}},
+        }));
+    }
+    if let Some(instance) = instance {
+        // Both keys: a private address is unique only within its VPC.
+        statements.push(json!({
+            "Sid": "DenyCredentialsOfWorkloadInstance",
+            "Effect": "Deny",
+            "Action": "*",
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": {"aws:EC2InstanceSourceVPC": instance.vpc_id},
+                "IpAddress": {"aws:EC2InstanceSourcePrivateIPv4": host_cidr(&instance.private_ipv4)},
+            },
         }));
     }
     json!({"Version": "2012-10-17", "Statement": statements})
@@ -490,6 +543,7 @@ mod tests {
         let policy = revocation_policy(
             "2026-11-27T21:00:00Z",
             &["10.0.1.5".to_string(), "2600:1f18::5".to_string()],
+            None,
         );
         let statements = policy["Statement"].as_array().unwrap();
         assert_eq!(statements.len(), 2);
@@ -505,8 +559,20 @@ mod tests {
             json!(["10.0.1.5/32", "2600:1f18::5/128"])
         );
         // No addresses: the time deny alone (what a stopped task's policy is narrowed to).
-        let narrowed = revocation_policy("2026-11-27T21:00:00Z", &[]);
+        let narrowed = revocation_policy("2026-11-27T21:00:00Z", &[], None);
         assert_eq!(narrowed["Statement"].as_array().unwrap().len(), 1);
+        // An instance: its own credentials, by the VPC and the address EC2 writes into them.
+        let instance = InstanceSource {
+            vpc_id: "vpc-1".to_string(),
+            private_ipv4: "10.0.1.5".to_string(),
+        };
+        let policy = revocation_policy("2026-11-27T21:00:00Z", &[], Some(&instance));
+        let own = &policy["Statement"][1]["Condition"];
+        assert_eq!(own["StringEquals"]["aws:EC2InstanceSourceVPC"], "vpc-1");
+        assert_eq!(
+            own["IpAddress"]["aws:EC2InstanceSourcePrivateIPv4"],
+            "10.0.1.5/32"
+        );
     }
 
     #[test]

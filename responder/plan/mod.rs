@@ -318,6 +318,38 @@ pub fn for_account(decision: Decision, resource_account: &str, acting: Option<&s
     }
 }
 
+/// A member account's finding acted on through the role it gives this function: the plan
+/// stands, and says where it acts.
+pub fn through_member_role(decision: Decision, resource_account: &str, role_arn: &str) -> Decision {
+    match decision {
+        Decision::Act(mut plan) => {
+            plan.notes.push(format!(
+                "the resource is in member account {resource_account}: acted on through {role_arn}; evidence, the ledger and the notice stay in this account"
+            ));
+            Decision::Act(plan)
+        }
+        other => other,
+    }
+}
+
+/// A member account's finding whose role could not be assumed: as [`for_account`] without a
+/// role, with the refusal said.
+pub fn member_role_refused(
+    decision: Decision,
+    resource_account: &str,
+    acting: &str,
+    why: &str,
+) -> Decision {
+    preserve_only(
+        decision,
+        format!("the resource is in account {resource_account} and {why}"),
+        SkipReason::OtherAccount {
+            resource_account: resource_account.to_string(),
+            acting_account: acting.to_string(),
+        },
+    )
+}
+
 /// The same for a resource in another region than the function's (a region
 /// `RESPONDER_REGIONS` lists so its findings are preserved and reported here): the function's
 /// clients and grants are for its own region.

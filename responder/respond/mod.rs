@@ -15,8 +15,9 @@ use std::time::{Instant, SystemTime};
 use chrono::Utc;
 
 use crate::actions::ledger::Ledger;
-use crate::actions::{Clients, Config, ConfigError, ENV_TABLE};
+use crate::actions::{Clients, Config, ConfigError, StepError, ENV_TABLE};
 use crate::event::{parse_event, Inbound};
+use crate::incident::Incident;
 use crate::plan::Decision;
 use crate::playbook::{Mode, PlaybookSet};
 use crate::report::{Execution, Outcome, Report};
@@ -93,6 +94,8 @@ impl Responder {
         };
 
         let mut holds_lock = false;
+        // A member account's finding acts through that account's role.
+        let mut member_clients: Option<Clients> = None;
         let mut report = match parse_event(bytes) {
             Err(error) => Report::for_error(input, &error),
             Ok(inbound) => {
@@ -103,15 +106,19 @@ impl Responder {
                             Some(refusal) => {
                                 Decision::Skip(crate::plan::SkipReason::Untrusted(refusal))
                             }
-                            None => crate::plan::for_region(
-                                crate::plan::for_account(
+                            None => {
+                                let decision = crate::plan::for_region(
                                     decision,
-                                    &incident.account_id,
-                                    self.config.account_id.as_deref(),
-                                ),
-                                &incident.region,
-                                self.config.region.as_deref(),
-                            ),
+                                    &incident.region,
+                                    self.config.region.as_deref(),
+                                );
+                                // Boxed: it holds the role's first AssumeRole, rarely run.
+                                let (decision, clients, retry) =
+                                    Box::pin(self.across_accounts(decision, incident)).await;
+                                member_clients = clients;
+                                execution.retryable |= retry;
+                                decision
+                            }
                         };
                 }
                 let mut report = Report::for_decision(input, &inbound, &decision);
@@ -119,6 +126,7 @@ impl Responder {
                     (Inbound::Finding { incident, raw }, Decision::Act(plan)) => {
                         let invocation = steps::Invocation {
                             responder: self,
+                            clients: member_clients.as_ref().unwrap_or(&self.clients),
                             incident,
                             raw,
                             ledger: ledger.as_ref(),
@@ -254,6 +262,90 @@ impl Responder {
             "event handled"
         );
         Response { report, retryable }
+    }
+}
+
+impl Responder {
+    /// Where the finding's resource is another account's: act there through the member role
+    /// when one is configured and can be assumed (the clients for it are returned), otherwise
+    /// keep only what works from here. The flag asks for a retry (the role's account was
+    /// unreachable, not refused).
+    async fn across_accounts(
+        &self,
+        decision: Decision,
+        incident: &Incident,
+    ) -> (Decision, Option<Clients>, bool) {
+        let account = incident.account_id.as_str();
+        let acting = self.config.account_id.as_deref();
+        if acting.is_none_or(|acting| acting == account) {
+            return (decision, None, false);
+        }
+        let Some(role) = &self.config.member_role else {
+            return (
+                crate::plan::for_account(decision, account, acting),
+                None,
+                false,
+            );
+        };
+        let partition = incident
+            .finding_arn
+            .as_deref()
+            .and_then(crate::incident::ArnParts::parse)
+            .map_or("aws", |p| p.partition);
+        let role_arn = role.arn(partition, account);
+        // A dry run changes nothing and assumes nothing: the plan says where it would act.
+        let acts = matches!(&decision, Decision::Act(plan) if plan.steps.iter().any(|s| s.mode != Mode::DryRun));
+        if !acts {
+            return (
+                crate::plan::through_member_role(decision, account, &role_arn),
+                None,
+                false,
+            );
+        }
+        match self.clients.in_account(account, role, partition).await {
+            Ok(clients) => (
+                crate::plan::through_member_role(decision, account, &role_arn),
+                Some(clients),
+                false,
+            ),
+            Err(error) => (
+                crate::plan::member_role_refused(
+                    decision,
+                    account,
+                    acting.unwrap_or_default(),
+                    &error.to_string(),
+                ),
+                None,
+                error.is_retryable(),
+            ),
+        }
+    }
+
+    /// The clients for a recorded workload's account: this one's, or a member account's
+    /// through its role (release and a stopped task's event act where the containment is).
+    pub(super) async fn clients_for(&self, account: Option<&str>) -> Result<Clients, StepError> {
+        let own = self.config.account_id.as_deref();
+        match (account, own) {
+            (Some(account), Some(own)) if account != own => match &self.config.member_role {
+                Some(role) => {
+                    // The partition of this function's region (a release has no finding ARN).
+                    let region = self.config.region.as_deref().unwrap_or_default();
+                    let partition = if region.starts_with("cn-") {
+                        "aws-cn"
+                    } else if region.starts_with("us-gov-") {
+                        "aws-us-gov"
+                    } else {
+                        "aws"
+                    };
+                    self.clients.in_account(account, role, partition).await
+                }
+                None => Err(StepError::Refused(format!(
+                    "the workload is in account {account}: set {} to act there",
+                    crate::actions::ENV_MEMBER_ROLE
+                ))),
+            },
+            _ => Ok(self.clients.clone()),
+        }
     }
 }
 

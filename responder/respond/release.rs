@@ -13,7 +13,7 @@ use crate::actions::release::{release, ReleaseOutput};
 use crate::actions::revoke_sessions::{self, Revocation, RevokeOutput};
 use crate::actions::scale::{self, ScaleOutput, ServiceScale};
 use crate::actions::tag::mark_task_state;
-use crate::actions::{StepError, ENV_TABLE};
+use crate::actions::{Clients, StepError, ENV_TABLE};
 
 /// What a release did, finding by finding.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -113,6 +113,9 @@ pub struct SessionsRelease {
     pub result: SessionsResult,
     /// Credentials issued before this instant were denied.
     pub issued_before: String,
+    /// Why the policy was left as it is, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 /// What was done with a revocation policy.
@@ -126,6 +129,9 @@ pub enum SessionsResult {
     /// The workload stopped: its addresses are no longer denied (the next workload given
     /// one must not be), the time deny stays until `release`.
     AddressesLifted,
+    /// IAM refused the change (e.g. the role lost its `incident-responder:revocable` tag): a
+    /// person removes the policy, if it is there.
+    LeftAlone,
 }
 
 impl SessionsRelease {
@@ -143,6 +149,12 @@ impl SessionsRelease {
             SessionsResult::AddressesLifted => format!(
                 "role {} no longer denies the stopped workload's addresses; credentials issued before {} stay denied until `responder release`",
                 self.role_name, self.issued_before
+            ),
+            SessionsResult::LeftAlone => format!(
+                "revocation policy {} on role {} not changed: {}; remove it by hand if it is there",
+                self.policy_name,
+                self.role_name,
+                self.why.as_deref().unwrap_or("refused")
             ),
         }
     }
@@ -253,6 +265,7 @@ impl Responder {
         ledger: &Ledger,
         nacl_only: bool,
     ) -> Result<FindingRelease, StepError> {
+        let clients = &Box::pin(self.finding_clients(finding_id, ledger)).await?;
         let result = match ledger.get_step(finding_id, crate::actions::isolate::STEP_KEY).await? {
             None => ReleaseResult::NothingRecorded,
             // Isolation is still under way: what it adds must be released too, so this waits
@@ -271,7 +284,7 @@ impl Responder {
                     status: step.status.name().to_string(),
                 },
                 Some(record) => {
-                    let detail = release(&self.clients, &record, nacl_only).await?;
+                    let detail = release(clients, &record, nacl_only).await?;
                     let stored = serde_json::to_value(&detail).unwrap_or_default();
                     ledger
                         .mark_released(finding_id, crate::actions::isolate::STEP_KEY, &stored)
@@ -281,7 +294,7 @@ impl Responder {
                     }
                     if !nacl_only && record.target.starts_with("arn:aws:ecs:") {
                         // Best effort: the task may be gone.
-                        let _ = mark_task_state(&self.clients, &record.target, "released").await;
+                        let _ = mark_task_state(clients, &record.target, "released").await;
                     }
                     ReleaseResult::Released {
                         target: record.target,
@@ -302,11 +315,13 @@ impl Responder {
             (None, Vec::new())
         } else {
             (
-                self.release_scale(finding_id, ledger).await?,
+                self.release_scale(clients, finding_id, ledger).await?,
                 self.lift_holds(finding_id, ledger).await?,
             )
         };
-        let sessions = self.release_sessions(finding_id, ledger, nacl_only).await?;
+        let sessions = self
+            .release_sessions(clients, finding_id, ledger, nacl_only)
+            .await?;
         Ok(FindingRelease {
             finding_id: finding_id.to_string(),
             result,
@@ -316,10 +331,26 @@ impl Responder {
         })
     }
 
+    /// The clients for the account the finding's workload is in: this one's, or, with a
+    /// member role configured, the account its audit records name.
+    async fn finding_clients(
+        &self,
+        finding_id: &str,
+        ledger: &Ledger,
+    ) -> Result<Clients, StepError> {
+        if self.config.member_role.is_none() {
+            return Ok(self.clients.clone());
+        }
+        let audits = ledger.audits(finding_id).await?;
+        let account = audits.iter().find_map(|a| a["account_id"].as_str());
+        self.clients_for(account).await
+    }
+
     /// Remove `revoke-sessions`' policy; for a stopped workload (`addresses_only`), only its
     /// address deny, which would otherwise deny the next workload given the address.
     async fn release_sessions(
         &self,
+        clients: &Clients,
         finding_id: &str,
         ledger: &Ledger,
         addresses_only: bool,
@@ -340,42 +371,75 @@ impl Responder {
             }
             StepStatus::Done | StepStatus::Failed => {}
         }
-        // What the step did, or, when it failed or died, the last policy it said it would put.
-        let revocation = match serde_json::from_value::<RevokeOutput>(step.detail.clone()) {
-            Ok(RevokeOutput::Revoked(revocation)) => Some(revocation),
-            Ok(RevokeOutput::NoRole { .. }) => None,
-            Err(_) => step
-                .intended
-                .iter()
-                .rev()
-                .find_map(|v| serde_json::from_value::<Revocation>(v.clone()).ok()),
+        // What the step did (put for certain), or, when it failed or died, the last policy it
+        // said it would put (which may never have been put).
+        let (revocation, put) = match serde_json::from_value::<RevokeOutput>(step.detail.clone()) {
+            Ok(RevokeOutput::Revoked(revocation)) => (Some(revocation), true),
+            Ok(RevokeOutput::NoRole { .. }) => (None, false),
+            Err(_) => (
+                step.intended
+                    .iter()
+                    .rev()
+                    .find_map(|v| serde_json::from_value::<Revocation>(v.clone()).ok()),
+                false,
+            ),
         };
         let Some(revocation) = revocation else {
             return Ok(None);
         };
-        let result = if addresses_only {
-            if revocation.denied_addresses.is_empty() {
-                return Ok(None);
-            }
-            revoke_sessions::put_policy(&self.clients, &revocation, &[]).await?;
-            SessionsResult::AddressesLifted
-        } else if revoke_sessions::delete_policy(&self.clients, &revocation).await? {
-            SessionsResult::Removed
-        } else {
-            SessionsResult::AlreadyGone
-        };
-        let released = SessionsRelease {
+        let mut released = SessionsRelease {
             role_name: revocation.role_name.clone(),
             policy_name: revocation.policy_name.clone(),
-            result,
+            result: SessionsResult::Removed,
             issued_before: revocation.issued_before.clone(),
+            why: None,
         };
-        if !addresses_only {
-            let stored = serde_json::to_value(&released).unwrap_or_default();
-            ledger
-                .mark_released(finding_id, revoke_sessions::STEP_KEY, &stored)
-                .await?;
+        // A refusal is reported, not raised: the other findings of a stopped task are released
+        // all the same. What a retry may fix (throttling) is raised, so the event is retried.
+        let mut left_alone = |error: StepError| -> Result<(), StepError> {
+            if error.is_retryable() {
+                return Err(error);
+            }
+            released.result = SessionsResult::LeftAlone;
+            released.why = Some(error.to_string());
+            Ok(())
+        };
+        if addresses_only {
+            // Only a policy certainly put is narrowed: a failed attempt's intent must not
+            // become a policy now.
+            if !put || revocation.denied_addresses.is_empty() {
+                return Ok(None);
+            }
+            match revoke_sessions::put_policy(clients, &revocation, &[]).await {
+                Ok(()) => {
+                    released.result = SessionsResult::AddressesLifted;
+                    // A person's release may have deleted the policy while this put it back.
+                    let now = ledger
+                        .get_step(finding_id, revoke_sessions::STEP_KEY)
+                        .await?;
+                    if now.is_some_and(|s| s.standing() == StepStatus::Released) {
+                        revoke_sessions::delete_policy(clients, &revocation).await?;
+                        released.result = SessionsResult::Removed;
+                    }
+                }
+                Err(error) => left_alone(error)?,
+            }
+            return Ok(Some(released));
         }
+        match revoke_sessions::delete_policy(clients, &revocation).await {
+            Ok(true) => {}
+            Ok(false) => released.result = SessionsResult::AlreadyGone,
+            // Refused where nothing was certainly put: most likely nothing is there.
+            Err(error) if !put && !error.is_retryable() => {
+                released.result = SessionsResult::AlreadyGone;
+                released.why = Some(format!("the step never put it for certain ({error})"));
+            }
+            Err(error) => left_alone(error)?,
+        }
+        let stored = serde_json::to_value(&released).unwrap_or_default();
+        ledger
+            .mark_released(finding_id, revoke_sessions::STEP_KEY, &stored)
+            .await?;
         Ok(Some(released))
     }
 
@@ -411,6 +475,7 @@ impl Responder {
     /// Put a scaled-in service back to its count, unless someone changed the count since.
     async fn release_scale(
         &self,
+        clients: &Clients,
         finding_id: &str,
         ledger: &Ledger,
     ) -> Result<Option<ScaleRelease>, StepError> {
@@ -437,11 +502,11 @@ impl Responder {
         let Some(scale) = scaled else {
             return Ok(None);
         };
-        let now = scale::desired_count(&self.clients, &scale.cluster_arn, &scale.service).await?;
+        let now = scale::desired_count(clients, &scale.cluster_arn, &scale.service).await?;
         let result = match now.map(|(count, _)| count) {
             Some(count) if count == scale.desired_count => {
                 scale::set_desired_count(
-                    &self.clients,
+                    clients,
                     &scale.cluster_arn,
                     &scale.service,
                     scale.previous_desired_count,

@@ -19,8 +19,8 @@ use crate::actions::isolate::{self, IsolateFallback, IsolateOutput};
 use crate::actions::ledger::{Claim, Ledger, StepRecord, StepStatus};
 use crate::actions::stop::StopParams;
 use crate::actions::{
-    output_from_ledger, run_action, workload, ActionName, ActionSpec, Earlier, Phase, StepContext,
-    StepError, StepOutput, ENV_TABLE,
+    output_from_ledger, run_action, workload, ActionName, ActionSpec, Clients, Earlier, Phase,
+    StepContext, StepError, StepOutput, ENV_TABLE,
 };
 use crate::incident::{Incident, Target};
 use crate::plan::{ActPlan, Step};
@@ -63,6 +63,8 @@ impl StepState {
 /// One response to one finding: what every step needs to know about the invocation.
 pub(super) struct Invocation<'a> {
     pub(super) responder: &'a Responder,
+    /// The clients for the finding's account: this one's, or a member account's.
+    pub(super) clients: &'a Clients,
     pub(super) incident: &'a Incident,
     pub(super) raw: &'a Value,
     pub(super) ledger: Option<&'a Ledger>,
@@ -214,7 +216,7 @@ impl Invocation<'_> {
         // nothing.
         let (mut prefetched_tx, prefetched) = tokio::sync::oneshot::channel();
         let prefetch = async {
-            let clients = &self.responder.clients;
+            let clients = &self.clients;
             let settled = clients.stable.isolation_settled(&self.incident.finding_id);
             let read = async {
                 match (
@@ -388,8 +390,7 @@ impl Invocation<'_> {
             progress.states.get(&ActionName::Isolate),
             Some(StepState::Done | StepState::Released)
         ) {
-            self.responder
-                .clients
+            self.clients
                 .stable
                 .settle_isolation(&self.incident.finding_id);
         }
@@ -484,7 +485,7 @@ impl Invocation<'_> {
             return (None, None, None);
         };
         let tag = &self.responder.playbooks.guardrails.exempt_tag;
-        match workload::describe_service(&self.responder.clients, task).await {
+        match workload::describe_service(self.clients, task).await {
             Ok(service) => {
                 let exempt = service
                     .as_ref()
@@ -621,10 +622,7 @@ impl Invocation<'_> {
             .service
             .as_ref()
             .filter(|_| progress.exempt_on.is_none() && progress.earlier.containment.is_some())?;
-        Some(
-            crate::actions::scheduler::outlook(&self.responder.clients, task, &service.service)
-                .await,
-        )
+        Some(crate::actions::scheduler::outlook(self.clients, task, &service.service).await)
     }
 
     /// The context a step's `run` sees.
@@ -638,7 +636,7 @@ impl Invocation<'_> {
         prefetched: Option<&'a isolate::Prefetched>,
     ) -> StepContext<'a> {
         StepContext {
-            clients: &self.responder.clients,
+            clients: self.clients,
             config: &self.responder.config,
             incident: self.incident,
             raw_finding: self.raw,

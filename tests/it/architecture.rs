@@ -115,6 +115,39 @@ fn the_template_grants_exactly_what_the_actions_declare() {
     }
 }
 
+/// The member role (member-role.yaml) grants what the actions call on workloads, the same as
+/// the function's own role, and none of what stays in the administrator account (evidence,
+/// ledger, notice, key, queues, assuming roles).
+#[test]
+fn the_member_role_grants_the_workload_permissions_and_nothing_else() {
+    let text = std::fs::read_to_string(workspace_root().join("member-role.yaml")).unwrap();
+    let template: Yaml = serde_yaml_ng::from_str(&text).unwrap();
+    let policies = template["Resources"]["MemberRole"]["Properties"]["Policies"]
+        .as_sequence()
+        .unwrap();
+    let mut member = BTreeSet::new();
+    for policy in policies {
+        for statement in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
+            assert_eq!(statement["Effect"].as_str(), Some("Allow"), "{statement:?}");
+            match &statement["Action"] {
+                Yaml::String(action) => {
+                    member.insert(action.clone());
+                }
+                Yaml::Sequence(actions) => {
+                    member.extend(actions.iter().map(|a| a.as_str().unwrap().to_string()))
+                }
+                other => panic!("unexpected Action {other:?}"),
+            }
+        }
+    }
+    let home = ["dynamodb:", "s3:", "sns:", "kms:", "sqs:", "sts:"];
+    let workload: BTreeSet<String> = granted()
+        .into_iter()
+        .filter(|p| !home.iter().any(|h| p.starts_with(h)))
+        .collect();
+    assert_eq!(member, workload);
+}
+
 /// The function's role never grants a change on every resource: each statement whose
 /// `Resource` is `*` (IAM allows nothing narrower for Describe and List calls) only reads.
 #[test]

@@ -1,6 +1,7 @@
 //! The one integration-test binary (each extra binary would relink the AWS SDK). Modules by
 //! topic; each says in its first line what belongs there.
 
+mod accounts;
 mod architecture;
 mod cli;
 mod demo;
