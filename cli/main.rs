@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use responder::event::EventError;
+use responder::notice::NoticeFormat;
 use responder::playbook::{self, Mode, PlaybookSet};
 use responder::report::Report;
 use responder::respond::Responder;
@@ -116,6 +117,19 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         output: ReportFormat,
     },
+    /// Print the notice a finding would get, decided as a dry run (no AWS call): the SNS text,
+    /// the Amazon Q Developer in chat applications (AWS Chatbot) card, or a Slack message.
+    Render {
+        /// Event files, as `replay` takes them.
+        #[arg(required = true)]
+        events: Vec<PathBuf>,
+        /// text, chatbot or slack.
+        #[arg(long, default_value = "text", value_parser = parse_format)]
+        format: NoticeFormat,
+        /// Playbook directory or file (default: the playbooks built into the binary).
+        #[arg(long, env = "RESPONDER_PLAYBOOKS_PATH")]
+        playbooks: Option<PathBuf>,
+    },
     /// Check playbooks: exit 0 when valid, 1 with every problem listed otherwise.
     Validate {
         /// Playbook directory or file (default: the playbooks built into the binary).
@@ -165,6 +179,11 @@ fn main() -> ExitCode {
             contained_clusters.as_deref(),
             output,
         )),
+        Command::Render {
+            events,
+            format,
+            playbooks,
+        } => render(&events, format, playbooks.as_deref()),
         Command::Validate { path } => validate(path.as_deref()),
         Command::Schema => {
             let schema = playbook::json_schema();
@@ -244,6 +263,46 @@ async fn responder_from_env(playbooks: PlaybookSet) -> Result<Responder, ExitCod
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })
+}
+
+fn parse_format(name: &str) -> Result<NoticeFormat, String> {
+    NoticeFormat::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = NoticeFormat::ALL.iter().map(|(n, _)| *n).collect();
+        format!("expected one of {}", names.join(", "))
+    })
+}
+
+fn render(events: &[PathBuf], format: NoticeFormat, playbooks: Option<&Path>) -> ExitCode {
+    let set = match load_playbooks(playbooks) {
+        Ok(set) => set,
+        Err(code) => return code,
+    };
+    let mut out = String::new();
+    let mut failed = false;
+    for (label, event) in read_inputs(events) {
+        let report = match event {
+            Ok(bytes) => responder::decide(Some(label), &bytes, &set, Mode::DryRun).0,
+            Err(error) => Report::for_error(Some(label), &error),
+        };
+        failed |= report.error.is_some();
+        let notice = responder::notice::render(&report, format, None);
+        let notice = match format {
+            NoticeFormat::Text => notice,
+            // One readable document per event.
+            _ => serde_json::from_str::<serde_json::Value>(&notice)
+                .and_then(|v| serde_json::to_string_pretty(&v))
+                .unwrap_or(notice),
+        };
+        out.push_str(&notice);
+        out.push('\n');
+    }
+    match print_or_exit(&out) {
+        code if failed => {
+            let _ = code;
+            ExitCode::from(2)
+        }
+        code => code,
+    }
 }
 
 fn replay(events: &[PathBuf], playbooks: Option<&Path>, dry_run: bool, output: Output) -> ExitCode {

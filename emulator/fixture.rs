@@ -73,6 +73,8 @@ impl Fixture {
             },
             region: Some(self.region.clone()),
             member_role: None,
+            chat_topic_arn: None,
+            partition: "aws".to_string(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod event;
 pub mod finding;
 pub mod incident;
 pub mod network;
+pub mod notice;
 pub mod plan;
 pub mod playbook;
 pub mod preflight;

@@ -190,9 +190,15 @@ impl Clients {
                 let text = aws_sdk_ec2::error::DisplayErrorContext(&error).to_string();
                 // Throttling or a timeout passes; a refusal (no such role, a trust policy that
                 // does not name this account, a wrong external id) does not.
-                let refused = ["AccessDenied", "InvalidClientTokenId", "ValidationError"]
-                    .iter()
-                    .any(|code| text.contains(code));
+                let refused = [
+                    "AccessDenied",
+                    "InvalidClientTokenId",
+                    "ValidationError",
+                    "RegionDisabled",
+                    "MalformedPolicyDocument",
+                ]
+                .iter()
+                .any(|code| text.contains(code));
                 return Err(StepError::Aws {
                     operation: "STS AssumeRole",
                     code: if refused {

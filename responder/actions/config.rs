@@ -4,7 +4,7 @@ use super::StepError;
 use crate::playbook::Mode;
 
 /// Resource names and switches, read once from the environment.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Config {
     /// The S3 bucket for evidence (`RESPONDER_EVIDENCE_BUCKET`).
     pub evidence_bucket: Option<String>,
@@ -26,6 +26,12 @@ pub struct Config {
     /// The region this function acts in (`AWS_REGION`, which Lambda sets): a finding about a
     /// resource in another region is preserved and reported, not acted on.
     pub region: Option<String>,
+    /// The partition this function runs in (`RESPONDER_PARTITION`, which the template sets;
+    /// default `aws`): member roles' ARNs are built in it.
+    pub partition: String,
+    /// A second topic for chat channels (`RESPONDER_CHAT_TOPIC_ARN`): `notify` publishes an
+    /// Amazon Q Developer in chat applications (AWS Chatbot) custom notification there.
+    pub chat_topic_arn: Option<String>,
     /// The role to act through in a member account (`RESPONDER_MEMBER_ROLE_NAME`, with
     /// `RESPONDER_MEMBER_EXTERNAL_ID`). Unset: another account's finding is preserved and
     /// reported, never acted on.
@@ -48,6 +54,8 @@ impl MemberRole {
     }
 }
 
+/// Environment variable naming the topic chat channels subscribe to (through Chatbot).
+pub const ENV_CHAT_TOPIC: &str = "RESPONDER_CHAT_TOPIC_ARN";
 /// Environment variable naming the role to assume in member accounts.
 pub const ENV_MEMBER_ROLE: &str = "RESPONDER_MEMBER_ROLE_NAME";
 /// Environment variable holding the external id the member role requires.
@@ -169,6 +177,8 @@ impl Config {
             }
         };
         Ok(Config {
+            partition: read("RESPONDER_PARTITION").unwrap_or_else(|| "aws".to_string()),
+            chat_topic_arn: read(ENV_CHAT_TOPIC),
             member_role,
             provenance,
             region: read("AWS_REGION").or_else(|| read("AWS_DEFAULT_REGION")),

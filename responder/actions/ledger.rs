@@ -150,6 +150,9 @@ pub struct StepRecord {
     pub lease_until: i64,
     /// How many times the step has been claimed.
     pub attempts: u32,
+    /// The account of the workload the step acted on (recorded with each claim): where
+    /// `release` acts.
+    pub account: Option<String>,
     /// What the step recorded when it finished (JSON; null if nothing).
     pub detail: Value,
     /// Changes the step said it was about to make, before making them (JSON each): kept
@@ -227,6 +230,8 @@ pub struct Ledger {
     audit_ttl: Duration,
     /// The invocation's deadline (epoch seconds), when it has one: claims last until then.
     deadline: Option<i64>,
+    /// The account of the workload this response acts on, written with every claim.
+    account: Option<String>,
 }
 
 pub(super) fn s(value: impl Into<String>) -> AttributeValue {
@@ -267,7 +272,14 @@ impl Ledger {
             owner: owner.into(),
             audit_ttl: Duration::from_secs(u64::from(audit_ttl_days) * 86_400),
             deadline: None,
+            account: None,
         }
+    }
+
+    /// Claims record `account` as the workload's (a member account's, or this one's).
+    pub fn for_account(mut self, account: &str) -> Ledger {
+        self.account = Some(account.to_string());
+        self
     }
 
     /// Claims last until the invocation's deadline (plus [`LEASE_MARGIN`]) rather than
@@ -297,16 +309,20 @@ impl Ledger {
     ) -> Result<Claim, StepError> {
         let now = Utc::now();
         let lease_until = self.lease_until(now);
-        let result = self
+        let (account_set, account) = match &self.account {
+            Some(account) => (", account = :account", Some(s(account))),
+            None => ("", None),
+        };
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(finding_pk(finding_id)))
             .key("sk", s(step_key))
-            .update_expression(
+            .update_expression(format!(
                 "SET #status = :claimed, #owner = :owner, lease_until = :lease, #rule = :rule, \
-                 updated_at = :now, attempts = if_not_exists(attempts, :zero) + :one",
-            )
+                 updated_at = :now, attempts = if_not_exists(attempts, :zero) + :one{account_set}"
+            ))
             // A claim this invocation already holds is its own: the SDK retried a write whose
             // answer was lost, or Lambda retried the invocation (same request id) after it
             // died. Never a step it finished: that stays done.
@@ -327,9 +343,12 @@ impl Ledger {
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
             // The item as it was: an earlier attempt's written-down changes, in the same call.
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
-            .send()
-            .await;
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld);
+        let request = match account {
+            Some(account) => request.expression_attribute_values(":account", account),
+            None => request,
+        };
+        let result = request.send().await;
         match result {
             Ok(output) => Ok(Claim::Acquired {
                 written_down: output.attributes().map(intended_of).unwrap_or_default(),
@@ -842,6 +861,7 @@ fn step_record(finding_id: &str, item: &HashMap<String, AttributeValue>) -> Opti
         updated_at: text("updated_at").unwrap_or_default(),
         lease_until: number("lease_until").unwrap_or(0),
         attempts: number("attempts").unwrap_or(0).try_into().unwrap_or(0),
+        account: text("account"),
         detail: text("detail")
             .and_then(|d| serde_json::from_str(&d).ok())
             .unwrap_or(Value::Null),

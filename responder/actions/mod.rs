@@ -37,7 +37,8 @@ pub(crate) use aws::aws;
 pub use aws::{timeouts, Clients, StepError, ATTEMPT_TIMEOUT, OPERATION_TIMEOUT};
 pub use config::{
     Config, ConfigError, MemberRole, ENV_ACCOUNT, ENV_ACCOUNTS, ENV_AUDIT_TTL, ENV_BUCKET,
-    ENV_MEMBER_EXTERNAL_ID, ENV_MEMBER_ROLE, ENV_MODE, ENV_REGIONS, ENV_TABLE, ENV_TOPIC,
+    ENV_CHAT_TOPIC, ENV_MEMBER_EXTERNAL_ID, ENV_MEMBER_ROLE, ENV_MODE, ENV_REGIONS, ENV_TABLE,
+    ENV_TOPIC,
 };
 pub(crate) use registry::{output_from_ledger, run_action};
 pub use registry::{ActionName, ActionSpec, StepOutput};

@@ -1,7 +1,9 @@
 //! `notify`: one SNS message per response — a short subject, a body people can act on, and the
 //! full report as JSON in the `report` message attribute (plus `severity_band`, `decision` and
 //! `finding_type` attributes for subscription filter policies). Sent last, even when earlier
-//! steps failed.
+//! steps failed. With a chat topic configured (`RESPONDER_CHAT_TOPIC_ARN`), the same report goes
+//! there alongside, as an Amazon Q Developer in chat applications (AWS Chatbot) custom
+//! notification, which Slack and Teams channels mapped to that topic show as a card.
 
 use std::collections::HashMap;
 
@@ -38,6 +40,12 @@ pub struct NotifyOutput {
     pub message_id: Option<String>,
     /// Its subject.
     pub subject: String,
+    /// The chat topic's message id, when one is configured and took the card.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_message_id: Option<String>,
+    /// Why the chat card was not sent, when it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_error: Option<String>,
 }
 
 impl Action for Notify {
@@ -56,17 +64,33 @@ impl Action for Notify {
         params: &NotifyParams,
     ) -> Result<NotifyOutput, Failure<NotifyOutput>> {
         let topic = ctx.config.topic()?;
-        Ok(notify(
-            ctx.clients,
-            topic,
-            ctx.report,
-            params.subject_prefix.as_deref(),
-        )
-        .await?)
+        let prefix = params.subject_prefix.as_deref();
+        let chat = async {
+            match &ctx.config.chat_topic_arn {
+                None => Ok(None),
+                Some(chat_topic) => publish_card(ctx.clients, chat_topic, ctx.report, prefix)
+                    .await
+                    .map(Some),
+            }
+        };
+        let (sent, card) = tokio::join!(notify(ctx.clients, topic, ctx.report, prefix), chat);
+        let mut sent = sent?;
+        match card {
+            Ok(id) => sent.chat_message_id = id.flatten(),
+            // The text went out, so the step is done (a retry would send it twice); the card's
+            // failure is said in the summary, not hidden.
+            Err(error) => sent.chat_error = Some(error.to_string()),
+        }
+        Ok(sent)
     }
 
     fn summary(output: &NotifyOutput) -> String {
-        format!("sent to {}: {}", output.topic_arn, output.subject)
+        let chat = match (&output.chat_message_id, &output.chat_error) {
+            (_, Some(error)) => format!(" (the chat card was NOT sent: {error})"),
+            (Some(_), None) => " (and the chat card)".to_string(),
+            (None, None) => String::new(),
+        };
+        format!("sent to {}: {}{chat}", output.topic_arn, output.subject)
     }
 }
 
@@ -115,5 +139,26 @@ pub(crate) async fn notify(
         topic_arn: topic_arn.to_string(),
         message_id: output.message_id().map(str::to_string),
         subject,
+        chat_message_id: None,
+        chat_error: None,
     })
+}
+
+/// Publish the report's chat card to the chat topic; its message id.
+async fn publish_card(
+    clients: &Clients,
+    topic_arn: &str,
+    report: &Report,
+    subject_prefix: Option<&str>,
+) -> Result<Option<String>, StepError> {
+    let card = crate::notice::chatbot(report, subject_prefix).to_string();
+    let output = clients
+        .sns
+        .publish()
+        .topic_arn(topic_arn)
+        .message(card)
+        .send()
+        .await
+        .map_err(aws("SNS Publish (chat card)"))?;
+    Ok(output.message_id().map(str::to_string))
 }

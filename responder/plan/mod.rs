@@ -320,11 +320,21 @@ pub fn for_account(decision: Decision, resource_account: &str, acting: Option<&s
 
 /// A member account's finding acted on through the role it gives this function: the plan
 /// stands, and says where it acts.
-pub fn through_member_role(decision: Decision, resource_account: &str, role_arn: &str) -> Decision {
+pub fn through_member_role(
+    decision: Decision,
+    resource_account: &str,
+    role_arn: &str,
+    acting: bool,
+) -> Decision {
     match decision {
         Decision::Act(mut plan) => {
+            let verb = if acting {
+                "acted on"
+            } else {
+                "would be acted on"
+            };
             plan.notes.push(format!(
-                "the resource is in member account {resource_account}: acted on through {role_arn}; evidence, the ledger and the notice stay in this account"
+                "the resource is in member account {resource_account}: {verb} through {role_arn}; evidence, the ledger and the notice stay in this account"
             ));
             Decision::Act(plan)
         }

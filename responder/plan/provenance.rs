@@ -24,6 +24,13 @@ pub struct Provenance {
     pub require_envelope: bool,
 }
 
+impl Provenance {
+    /// Findings about `account`'s resources are handled here.
+    pub fn allows_account(&self, account: &str) -> bool {
+        allowed(&self.accounts, account)
+    }
+}
+
 /// Which provenance check refused a finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

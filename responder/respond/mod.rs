@@ -124,6 +124,8 @@ impl Responder {
                 let mut report = Report::for_decision(input, &inbound, &decision);
                 match (&inbound, &decision) {
                     (Inbound::Finding { incident, raw }, Decision::Act(plan)) => {
+                        // Every claim says whose workload it is: `release` acts there.
+                        let ledger = ledger.clone().map(|l| l.for_account(&incident.account_id));
                         let invocation = steps::Invocation {
                             responder: self,
                             clients: member_clients.as_ref().unwrap_or(&self.clients),
@@ -291,20 +293,20 @@ impl Responder {
             .finding_arn
             .as_deref()
             .and_then(crate::incident::ArnParts::parse)
-            .map_or("aws", |p| p.partition);
+            .map_or(self.config.partition.as_str(), |p| p.partition);
         let role_arn = role.arn(partition, account);
         // A dry run changes nothing and assumes nothing: the plan says where it would act.
         let acts = matches!(&decision, Decision::Act(plan) if plan.steps.iter().any(|s| s.mode != Mode::DryRun));
         if !acts {
             return (
-                crate::plan::through_member_role(decision, account, &role_arn),
+                crate::plan::through_member_role(decision, account, &role_arn, false),
                 None,
                 false,
             );
         }
         match self.clients.in_account(account, role, partition).await {
             Ok(clients) => (
-                crate::plan::through_member_role(decision, account, &role_arn),
+                crate::plan::through_member_role(decision, account, &role_arn, true),
                 Some(clients),
                 false,
             ),
@@ -327,17 +329,17 @@ impl Responder {
         let own = self.config.account_id.as_deref();
         match (account, own) {
             (Some(account), Some(own)) if account != own => match &self.config.member_role {
+                // Only where findings may come from, as for a response.
+                Some(_) if !self.config.provenance.allows_account(account) => {
+                    Err(StepError::Refused(format!(
+                        "the workload is in account {account}, which {} does not list",
+                        crate::actions::ENV_ACCOUNTS
+                    )))
+                }
                 Some(role) => {
-                    // The partition of this function's region (a release has no finding ARN).
-                    let region = self.config.region.as_deref().unwrap_or_default();
-                    let partition = if region.starts_with("cn-") {
-                        "aws-cn"
-                    } else if region.starts_with("us-gov-") {
-                        "aws-us-gov"
-                    } else {
-                        "aws"
-                    };
-                    self.clients.in_account(account, role, partition).await
+                    self.clients
+                        .in_account(account, role, &self.config.partition)
+                        .await
                 }
                 None => Err(StepError::Refused(format!(
                     "the workload is in account {account}: set {} to act there",

@@ -332,7 +332,7 @@ impl Responder {
     }
 
     /// The clients for the account the finding's workload is in: this one's, or, with a
-    /// member role configured, the account its audit records name.
+    /// member role configured, the account its step records name (every claim records it).
     async fn finding_clients(
         &self,
         finding_id: &str,
@@ -341,9 +341,13 @@ impl Responder {
         if self.config.member_role.is_none() {
             return Ok(self.clients.clone());
         }
-        let audits = ledger.audits(finding_id).await?;
-        let account = audits.iter().find_map(|a| a["account_id"].as_str());
-        self.clients_for(account).await
+        let steps = ledger.steps(finding_id).await?;
+        match steps.iter().find_map(|s| s.account.as_deref()) {
+            Some(account) => self.clients_for(Some(account)).await,
+            // Recorded before claims named the account, when only this account's workloads
+            // were ever acted on.
+            None => Ok(self.clients.clone()),
+        }
     }
 
     /// Remove `revoke-sessions`' policy; for a stopped workload (`addresses_only`), only its

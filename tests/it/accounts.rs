@@ -141,6 +141,17 @@ async fn a_member_accounts_task_is_contained_there_and_recorded_here() {
     world.respond(&member_event(&world, &member, 1, 2)).await;
     assert_eq!(world.count_calls("AssumeRole"), 1);
 
+    // A release acts only in accounts the deployment lists, as a response does.
+    let listed = world.responder.config.provenance.accounts.clone();
+    world.responder.config.provenance.accounts = Some(vec![fixture::ACCOUNT.to_string()]);
+    let refused = world
+        .responder
+        .release(&world.finding_id(2), "person")
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("does not list"), "{refused}");
+    world.responder.config.provenance.accounts = listed;
+
     // Release acts in the member account too.
     let summary = world
         .responder

@@ -13,6 +13,7 @@ mod isolate;
 mod lambda;
 mod layouts;
 mod modes;
+mod notices;
 mod preflight;
 mod release;
 mod scheduler;
