@@ -18,6 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 
 mod fidelity;
+mod missing;
 
 /// The moto marker on ENIs it creates for ECS tasks.
 const MOTO_ECS_ENI: &str = "<description>moto ECS</description>";
@@ -180,6 +181,8 @@ struct State {
     /// Serialises DynamoDB writes: DynamoDB evaluates a condition and writes atomically, moto's
     /// threaded server does not (two concurrent conditional claims can both succeed there).
     dynamodb_writes: tokio::sync::Mutex<()>,
+    /// Security Hub `BatchUpdateFindings` updates answered here (moto lacks the API).
+    security_hub_updates: Mutex<Vec<serde_json::Value>>,
 }
 
 /// A running proxy on 127.0.0.1. Dropping it stops accepting connections.
@@ -207,6 +210,7 @@ impl FaultProxy {
             client: Client::builder(TokioExecutor::new()).build_http(),
             acl_writes: tokio::sync::Mutex::new(()),
             dynamodb_writes: tokio::sync::Mutex::new(()),
+            security_hub_updates: Mutex::new(Vec::new()),
         });
         let task = crate::serve_loopback(listener, state.clone(), |state, request| async move {
             handle(&state, request).await
@@ -236,6 +240,15 @@ impl FaultProxy {
         if let Ok(mut calls) = self.state.calls.lock() {
             calls.clear();
         }
+    }
+
+    /// The Security Hub finding updates the proxy answered for moto, in order.
+    pub fn security_hub_updates(&self) -> Vec<serde_json::Value> {
+        self.state
+            .security_hub_updates
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default()
     }
 
     /// Mutating calls that succeeded (a refused conditional write changed nothing).
@@ -488,6 +501,10 @@ async fn respond(
             );
         }
         None => {}
+    }
+    // What moto lacks, answered as AWS would (always: without it the call cannot work at all).
+    if let Some(answer) = missing::answer(state, parts, &body, operation).await {
+        return answer;
     }
     // Conditional writes are atomic in DynamoDB; always, not only in fidelity mode, since the
     // responder's claims and locks depend on it.

@@ -28,6 +28,9 @@ pub struct Clients {
     pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
     /// The IAM client (revoke-sessions).
     pub iam: aws_sdk_iam::Client,
+    /// Security Hub (notify's `security_hub` option), always this account's: an administrator
+    /// updates its members' findings.
+    pub securityhub: aws_sdk_securityhub::Client,
     /// GuardDuty (read by `responder preflight` only).
     #[cfg(feature = "preflight")]
     pub guardduty: aws_sdk_guardduty::Client,
@@ -145,6 +148,7 @@ impl Clients {
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             elbv2: aws_sdk_elasticloadbalancingv2::Client::new(config),
             iam: aws_sdk_iam::Client::new(config),
+            securityhub: aws_sdk_securityhub::Client::new(config),
             #[cfg(feature = "preflight")]
             guardduty: aws_sdk_guardduty::Client::new(config),
             stable: Arc::default(),

@@ -20,6 +20,7 @@ pub mod release;
 pub mod revoke_sessions;
 pub mod scale;
 pub mod scheduler;
+pub mod security_hub;
 pub mod snapshot;
 pub mod stop;
 pub mod sweep;

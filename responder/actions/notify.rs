@@ -29,6 +29,10 @@ pub struct NotifyParams {
     /// Text put before the subject, e.g. `[prod]`.
     #[serde(default)]
     pub subject_prefix: Option<String>,
+    /// Also set the finding's workflow status in Security Hub and add a note naming the
+    /// incident and what was done (`security_hub: {}` for NOTIFIED).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_hub: Option<super::security_hub::SecurityHubParams>,
 }
 
 /// The message sent.
@@ -46,6 +50,12 @@ pub struct NotifyOutput {
     /// Why the chat card was not sent, when it was not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chat_error: Option<String>,
+    /// The finding as updated in Security Hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_hub: Option<super::security_hub::SecurityHubUpdate>,
+    /// Why Security Hub was not updated, when it was asked and was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_hub_error: Option<String>,
 }
 
 impl Action for Notify {
@@ -54,7 +64,8 @@ impl Action for Notify {
     const PURPOSE: &'static str = "tell people what was found and done";
     const CONTAINMENT: bool = false;
     const TARGETS: &'static [TargetKind] = TargetKind::ALL;
-    const PERMISSIONS: &'static [&'static str] = &["sns:Publish"];
+    const PERMISSIONS: &'static [&'static str] =
+        &["sns:Publish", "securityhub:BatchUpdateFindings"];
 
     type Params = NotifyParams;
     type Output = NotifyOutput;
@@ -73,13 +84,34 @@ impl Action for Notify {
                     .map(Some),
             }
         };
-        let (sent, card) = tokio::join!(notify(ctx.clients, topic, ctx.report, prefix), chat);
+        let hub = async {
+            match &params.security_hub {
+                None => None,
+                Some(hub) => Some(
+                    super::security_hub::update(
+                        ctx.clients,
+                        ctx.incident.finding_arn.as_deref(),
+                        ctx.report,
+                        hub,
+                    )
+                    .await,
+                ),
+            }
+        };
+        let (sent, card, hub) =
+            tokio::join!(notify(ctx.clients, topic, ctx.report, prefix), chat, hub);
         let mut sent = sent?;
         match card {
             Ok(id) => sent.chat_message_id = id.flatten(),
             // The text went out, so the step is done (a retry would send it twice); the card's
             // failure is said in the summary, not hidden.
             Err(error) => sent.chat_error = Some(error.to_string()),
+        }
+        match hub {
+            None => {}
+            Some(Ok(update)) => sent.security_hub = Some(update),
+            // Said, not raised, for the same reason as the card.
+            Some(Err(error)) => sent.security_hub_error = Some(error.to_string()),
         }
         Ok(sent)
     }
@@ -90,7 +122,17 @@ impl Action for Notify {
             (Some(_), None) => " (and the chat card)".to_string(),
             (None, None) => String::new(),
         };
-        format!("sent to {}: {}{chat}", output.topic_arn, output.subject)
+        let hub = match (&output.security_hub, &output.security_hub_error) {
+            (_, Some(error)) => format!(" (Security Hub NOT updated: {error})"),
+            (Some(update), None) => {
+                format!(" (Security Hub workflow set to {})", update.workflow_status)
+            }
+            (None, None) => String::new(),
+        };
+        format!(
+            "sent to {}: {}{chat}{hub}",
+            output.topic_arn, output.subject
+        )
     }
 }
 
@@ -141,6 +183,8 @@ pub(crate) async fn notify(
         subject,
         chat_message_id: None,
         chat_error: None,
+        security_hub: None,
+        security_hub_error: None,
     })
 }
 

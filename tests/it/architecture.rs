@@ -140,7 +140,15 @@ fn the_member_role_grants_the_workload_permissions_and_nothing_else() {
             }
         }
     }
-    let home = ["dynamodb:", "s3:", "sns:", "kms:", "sqs:", "sts:"];
+    let home = [
+        "dynamodb:",
+        "s3:",
+        "sns:",
+        "kms:",
+        "sqs:",
+        "sts:",
+        "securityhub:",
+    ];
     let workload: BTreeSet<String> = granted()
         .into_iter()
         .filter(|p| !home.iter().any(|h| p.starts_with(h)))

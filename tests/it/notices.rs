@@ -118,3 +118,87 @@ async fn a_contained_task_gets_a_chat_card_that_says_what_is_still_reachable_and
         .iter()
         .any(|m| m.body.contains("To release the containment")));
 }
+
+/// The GuardDuty finding as Security Hub would hold it (ASFF), imported into the emulator.
+async fn import_into_security_hub(world: &World, event: &Value) {
+    use aws_sdk_securityhub::types::{AwsSecurityFinding, Resource, Severity, SeverityLabel};
+    let detail = &event["detail"];
+    let id = detail["arn"].as_str().unwrap();
+    let task = detail["resource"]["ecsClusterDetails"]["taskDetails"]["arn"]
+        .as_str()
+        .unwrap();
+    let finding = AwsSecurityFinding::builder()
+        .schema_version("2018-10-08")
+        .id(id)
+        .product_arn("arn:aws:securityhub:us-east-1::product/aws/guardduty")
+        .generator_id(detail["type"].as_str().unwrap())
+        .aws_account_id(emulator::fixture::ACCOUNT)
+        .types("TTPs/Impact/Impact:Runtime-CryptoMinerExecuted")
+        .created_at("2026-11-27T10:00:00Z")
+        .updated_at("2026-11-27T10:00:00Z")
+        .severity(Severity::builder().label(SeverityLabel::High).build())
+        .title("A container is mining cryptocurrency")
+        .description("imported for the test")
+        .resources(Resource::builder().r#type("AwsEcsTask").id(task).build())
+        .build();
+    let imported = world
+        .clients
+        .securityhub
+        .batch_import_findings()
+        .findings(finding)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(imported.failed_count(), Some(0), "{imported:?}");
+}
+
+#[tokio::test]
+async fn security_hub_gets_the_workflow_status_and_a_note_and_a_missing_finding_is_said() {
+    let yaml = r#"
+rules:
+  - name: hub
+    match: {finding_types: ["*:Runtime/*"], targets: [ecs_task]}
+    mode: enforce
+    actions: [evidence, {notify: {security_hub: {}}}]
+"#;
+    let world = World::with_playbooks(
+        2,
+        PlaybookSet::from_sources([("test.yaml".to_string(), yaml.to_string())]).unwrap(),
+    )
+    .await;
+    let event = world.miner_event(0, 5);
+    import_into_security_hub(&world, &event).await;
+    let report = world.respond(&event).await;
+    let summary = notify_summary(&report);
+    assert!(
+        summary.contains("Security Hub workflow set to NOTIFIED"),
+        "{summary}"
+    );
+    let updates = world.proxy.security_hub_updates();
+    assert_eq!(updates.len(), 1, "{updates:?}");
+    let update = &updates[0];
+    assert_eq!(update["FindingIdentifier"]["Id"], event["detail"]["arn"]);
+    assert_eq!(
+        update["FindingIdentifier"]["ProductArn"],
+        "arn:aws:securityhub:us-east-1::product/aws/guardduty"
+    );
+    assert_eq!(update["Workflow"]["Status"], "NOTIFIED");
+    let note = update["Note"]["Text"].as_str().unwrap();
+    assert!(note.contains("evidence done"), "{note}");
+    assert!(note.chars().count() <= 512);
+    assert_eq!(update["Note"]["UpdatedBy"], "guardduty-responder");
+
+    // A finding Security Hub does not hold (integration off): the notice still goes, and says so.
+    let report = world.respond(&world.miner_event(1, 6)).await;
+    let summary = notify_summary(&report);
+    assert!(summary.contains("Security Hub NOT updated"), "{summary}");
+    assert!(summary.contains("FindingNotFound"), "{summary}");
+    assert_eq!(world.proxy.security_hub_updates().len(), 1);
+}
+
+fn notify_summary(report: &responder::report::Report) -> String {
+    match crate::support::outcome(report, "notify") {
+        responder::report::Outcome::Done { summary, .. } => summary.clone(),
+        other => panic!("{other:?}"),
+    }
+}
