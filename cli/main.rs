@@ -74,6 +74,29 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Approve the containment a rule in `approve` mode deferred for a finding, and carry it
+    /// out now (refused once the approval expired or was decided).
+    Approve {
+        /// The GuardDuty finding id.
+        finding_id: String,
+        /// Who approves (recorded in the ledger and the report).
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+        /// Playbook directory or file (default: the playbooks built into the binary).
+        #[arg(long, env = "RESPONDER_PLAYBOOKS_PATH")]
+        playbooks: Option<PathBuf>,
+        /// text (for people) or json (the report, for tools).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Reject the containment a rule in `approve` mode deferred: it will not happen.
+    Reject {
+        /// The GuardDuty finding id.
+        finding_id: String,
+        /// Who rejects (recorded in the ledger).
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+    },
     /// Find quarantine entries left behind: release those whose task or instance is gone
     /// (its address may go to another workload), report entries in the range no record
     /// explains (never touched). Exit 1 when something could not be checked or released.
@@ -162,6 +185,13 @@ fn main() -> ExitCode {
         } => replay(&events, playbooks.as_deref(), dry_run, output),
         Command::Release { target, output } => with_runtime(release(&target, output)),
         Command::Sweep { range, output } => with_runtime(sweep(range, output)),
+        Command::Approve {
+            finding_id,
+            by,
+            playbooks,
+            output,
+        } => with_runtime(approve(&finding_id, &by, playbooks.as_deref(), output)),
+        Command::Reject { finding_id, by } => with_runtime(reject(&finding_id, &by)),
         Command::Demo {
             endpoint_url,
             output,
@@ -446,6 +476,45 @@ async fn release(target: &str, output: Output) -> ExitCode {
         }
         Err(error) => {
             eprintln!("error: release of {target} failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn approve(finding_id: &str, by: &str, playbooks: Option<&Path>, output: Output) -> ExitCode {
+    let set = match load_playbooks(playbooks) {
+        Ok(set) => set,
+        Err(code) => return code,
+    };
+    let responder = match responder_from_env(set).await {
+        Ok(responder) => responder,
+        Err(code) => return code,
+    };
+    match responder.approve(finding_id, by, &invocation_id()).await {
+        Ok(response) => emit(vec![response.report], output),
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn reject(finding_id: &str, by: &str) -> ExitCode {
+    let set = match load_playbooks(None) {
+        Ok(set) => set,
+        Err(code) => return code,
+    };
+    let responder = match responder_from_env(set).await {
+        Ok(responder) => responder,
+        Err(code) => return code,
+    };
+    match responder.reject(finding_id, by, &invocation_id()).await {
+        Ok(approval) => print_or_exit(&format!(
+            "finding {finding_id}: containment rejected by {by}; not done: {}\n",
+            approval.steps.join("; ")
+        )),
+        Err(error) => {
+            eprintln!("error: {error}");
             ExitCode::FAILURE
         }
     }

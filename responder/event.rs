@@ -36,8 +36,12 @@ pub enum Inbound {
     /// An ECS "Task State Change" event: when a quarantined task stops, its network ACL
     /// entries must go (the next task given the same IP would otherwise be blocked).
     TaskStateChange(TaskStateChange),
-    /// The stack's scheduled sweep for quarantine entries left behind.
-    Sweep,
+    /// The stack's scheduled sweep for quarantine entries left behind; `approvals_only`: the
+    /// frequent schedule that only expires containment approvals nobody gave in time.
+    Sweep {
+        /// Only expire approvals (no ACL sweep).
+        approvals_only: bool,
+    },
     /// A well-formed EventBridge event that is not a GuardDuty finding.
     Foreign {
         /// The event's `source`.
@@ -95,6 +99,8 @@ pub struct ContainerState {
 pub const RESPONDER_SOURCE: &str = "incident-responder";
 /// `detail-type` of the scheduled sweep.
 pub const SWEEP: &str = "Sweep quarantine entries";
+/// `detail-type` of the schedule that expires containment approvals nobody gave in time.
+pub const EXPIRE_APPROVALS: &str = "Expire approvals";
 
 /// `source` of ECS events on EventBridge.
 pub const ECS_SOURCE: &str = "aws.ecs";
@@ -282,7 +288,15 @@ pub fn parse_value(value: Value) -> Result<Inbound, EventError> {
     envelope.detail = detail;
     // Harmless if spoofed: a sweep releases only quarantines whose workload is gone.
     if envelope.source == RESPONDER_SOURCE && envelope.detail_type == SWEEP {
-        return Ok(Inbound::Sweep);
+        return Ok(Inbound::Sweep {
+            approvals_only: false,
+        });
+    }
+    // Harmless if spoofed: only approvals already past their expiry are expired.
+    if envelope.source == RESPONDER_SOURCE && envelope.detail_type == EXPIRE_APPROVALS {
+        return Ok(Inbound::Sweep {
+            approvals_only: true,
+        });
     }
     let is_task_change = envelope.source == ECS_SOURCE && envelope.detail_type == TASK_STATE_CHANGE;
     if is_task_change {

@@ -148,8 +148,10 @@ impl Facts {
                         StepOutput::Evidence(stored) => {
                             evidence = Some((
                                 format!("s3://{}/{}", stored.bucket, stored.prefix),
+                                // The bucket is in the function's region, which the report
+                                // does not name: the console finds the bucket by name.
                                 format!(
-                                    "https://s3.console.aws.amazon.com/s3/buckets/{}?region={region}&prefix={}",
+                                    "{console}/s3/buckets/{}?prefix={}",
                                     stored.bucket, stored.prefix
                                 ),
                             ))
@@ -336,7 +338,8 @@ impl Facts {
                 "elements": context.iter().map(|c| json!({"type": "mrkdwn", "text": clip(c, 2000)})).collect::<Vec<_>>(),
             }));
         }
-        json!({"text": clip(&self.subject, 3000), "blocks": blocks})
+        // The fallback text is mrkdwn too.
+        json!({"text": clip(&escape(&self.subject), 3000), "blocks": blocks})
     }
 }
 

@@ -150,6 +150,9 @@ impl From<&Step> for StepReport {
     }
 }
 
+/// How a containment step waiting for a person is reported (and how the notice knows).
+pub const AWAITING_APPROVAL: &str = "awaiting approval";
+
 /// One line of `--output json`; one audit record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -255,6 +258,9 @@ pub struct Execution {
     /// Where the audit record was written (`pk / sk` in the ledger table).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<String>,
+    /// Approvals that expired now, nobody having decided them (finding ids); each was told.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expired_approvals: Vec<String>,
     /// A step failed in a way a retry can fix (throttling, 5xx): the Lambda returns an error
     /// so the event is retried; the ledger keeps finished steps from repeating.
     pub retryable: bool,
@@ -302,7 +308,7 @@ impl Report {
     pub fn for_decision(input: Option<String>, inbound: &Inbound, decision: &Decision) -> Report {
         let incident: Option<&Incident> = match inbound {
             Inbound::Finding { incident, .. } => Some(incident),
-            Inbound::Foreign { .. } | Inbound::TaskStateChange(_) | Inbound::Sweep => None,
+            Inbound::Foreign { .. } | Inbound::TaskStateChange(_) | Inbound::Sweep { .. } => None,
         };
         let (kind, rule, mode, steps, notes, skip_code) = match decision {
             Decision::Act(plan) => (
@@ -504,6 +510,9 @@ impl Report {
                 Some(StepOutput::Isolate(IsolateOutput::Gone { .. }))
             )
         });
+        let awaiting = self.steps.iter().any(|s| {
+            matches!(&s.outcome, Some(Outcome::Skipped { reason, .. }) if reason.starts_with(AWAITING_APPROVAL))
+        });
         let verdict = match (self.decision, contained, failed) {
             (DecisionKind::Act, true, false) => "contained",
             (DecisionKind::Act, true, true) => "contained, with failures",
@@ -519,6 +528,7 @@ impl Report {
             (DecisionKind::Act, false, _) if self.withheld.is_some() => {
                 "NOT CONTAINED (blast-radius guard)"
             }
+            (DecisionKind::Act, false, _) if awaiting => "AWAITING APPROVAL",
             // Steps that act on a gone workload fail with it; the body lists them.
             (DecisionKind::Act, false, _) if gone => "workload gone",
             (DecisionKind::Act, false, true) => "ACTION FAILED",
@@ -774,7 +784,7 @@ fn prefix(subject_prefix: Option<&str>) -> String {
 }
 
 /// A subject SNS accepts: one line of ASCII under 100 characters.
-fn subject_line(raw: &str) -> String {
+pub(crate) fn subject_line(raw: &str) -> String {
     // SNS refuses a subject with line breaks or control characters, or of 100 characters
     // or more (its Publish reference); older documentation asked for ASCII, so finding
     // text that is not is replaced, and a rejected subject can never cost the notice.

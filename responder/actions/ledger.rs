@@ -688,7 +688,7 @@ impl Ledger {
             .collect())
     }
 
-    async fn query_prefix(
+    pub(super) async fn query_prefix(
         &self,
         pk: &str,
         prefix: &str,

@@ -5,6 +5,7 @@
 //!
 //! Nothing above this boundary (parsing, playbooks, planning) does I/O.
 
+pub mod approval;
 mod aws;
 mod config;
 pub mod deregister;

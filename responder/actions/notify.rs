@@ -98,9 +98,10 @@ impl Action for Notify {
                 ),
             }
         };
-        let (sent, card, hub) =
-            tokio::join!(notify(ctx.clients, topic, ctx.report, prefix), chat, hub);
-        let mut sent = sent?;
+        // The text first: when it fails the step is retried, and a card or note already out
+        // would go twice. Then the card and Security Hub together.
+        let mut sent = notify(ctx.clients, topic, ctx.report, prefix).await?;
+        let (card, hub) = tokio::join!(chat, hub);
         match card {
             Ok(id) => sent.chat_message_id = id.flatten(),
             // The text went out, so the step is done (a retry would send it twice); the card's
@@ -186,6 +187,25 @@ pub(crate) async fn notify(
         security_hub: None,
         security_hub_error: None,
     })
+}
+
+/// Publish a plain message (a notice that is not a response's report: an approval expired).
+pub(crate) async fn publish_text(
+    clients: &Clients,
+    topic_arn: &str,
+    subject: &str,
+    body: &str,
+) -> Result<(), StepError> {
+    clients
+        .sns
+        .publish()
+        .topic_arn(topic_arn)
+        .subject(crate::report::subject_line(subject))
+        .message(body)
+        .send()
+        .await
+        .map_err(aws("SNS Publish"))?;
+    Ok(())
 }
 
 /// Publish the report's chat card to the chat topic; its message id.

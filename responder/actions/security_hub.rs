@@ -90,19 +90,35 @@ pub async fn update(
         .text(&note)
         .updated_by("guardduty-responder")
         .build();
-    let answer = clients
-        .securityhub
-        .batch_update_findings()
-        .finding_identifiers(identifier)
-        .note(note_update)
-        .workflow(
-            aws_sdk_securityhub::types::WorkflowUpdate::builder()
-                .status(aws_sdk_securityhub::types::WorkflowStatus::from(status))
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(aws("Security Hub BatchUpdateFindings"))?;
+    // Security Hub reports per finding, in a 200 answer; a concurrent update or an internal
+    // failure passes, so those are tried again briefly (the same update, idempotent).
+    let mut pause = std::time::Duration::from_millis(300);
+    let answer = loop {
+        let answer = clients
+            .securityhub
+            .batch_update_findings()
+            .finding_identifiers(identifier.clone())
+            .note(note_update.clone())
+            .workflow(
+                aws_sdk_securityhub::types::WorkflowUpdate::builder()
+                    .status(aws_sdk_securityhub::types::WorkflowStatus::from(status))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(aws("Security Hub BatchUpdateFindings"))?;
+        let passing = answer.unprocessed_findings().first().is_some_and(|u| {
+            matches!(
+                u.error_code(),
+                Some("ConcurrentUpdateError" | "InternalFailure")
+            )
+        });
+        if !passing || pause > std::time::Duration::from_secs(2) {
+            break answer;
+        }
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+    };
     if let Some(unprocessed) = answer.unprocessed_findings().first() {
         return Err(StepError::Refused(format!(
             "Security Hub did not update finding {id}: {}: {} (is Security Hub on, with GuardDuty's integration, in {}?)",

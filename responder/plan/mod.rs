@@ -45,6 +45,8 @@ pub enum Decision {
         first: i32,
         /// The highest.
         last: i32,
+        /// Only expire approvals nobody gave in time (no ACL sweep).
+        approvals_only: bool,
     },
     /// A task started while a playbook holds images: report it if it runs a held one.
     Watch {
@@ -291,8 +293,12 @@ impl Decision {
             Decision::Watch { task_arn, .. } => format!(
                 "ECS task {task_arn} is running: check its images against those held by hold-deployment"
             ),
-            Decision::Sweep { first, last } => format!(
-                "scheduled sweep: release quarantines whose workload is gone, report entries numbered {first}-{last} that no record explains"
+            Decision::Sweep {
+                approvals_only: true,
+                ..
+            } => "scheduled: expire containment approvals nobody gave in time, and say so".to_string(),
+            Decision::Sweep { first, last, .. } => format!(
+                "scheduled sweep: release quarantines whose workload is gone, report entries numbered {first}-{last} that no record explains; expire approvals nobody gave in time"
             ),
         }
     }
@@ -315,6 +321,28 @@ pub fn for_account(decision: Decision, resource_account: &str, acting: Option<&s
             },
         ),
         _ => decision,
+    }
+}
+
+/// A person approved the finding's pending containment: the steps waiting in `approve` mode
+/// run as `enforce` now.
+pub fn approved(decision: Decision, by: &str) -> Decision {
+    match decision {
+        Decision::Act(mut plan) => {
+            let mut any = false;
+            for step in plan.steps.iter_mut().filter(|s| s.mode == Mode::Approve) {
+                step.mode = Mode::Enforce;
+                any = true;
+            }
+            if plan.mode == Mode::Approve {
+                plan.mode = Mode::Enforce;
+            }
+            if any {
+                plan.notes.push(format!("containment approved by {by}"));
+            }
+            Decision::Act(plan)
+        }
+        other => other,
     }
 }
 
@@ -433,9 +461,13 @@ pub fn reserved_range(playbooks: &PlaybookSet) -> (i32, i32) {
 pub fn decide(inbound: &Inbound, playbooks: &PlaybookSet, ceiling: Mode) -> Decision {
     match inbound {
         Inbound::Finding { incident, .. } => plan(incident, playbooks).capped_at(ceiling),
-        Inbound::Sweep => {
+        Inbound::Sweep { approvals_only } => {
             let (first, last) = reserved_range(playbooks);
-            Decision::Sweep { first, last }
+            Decision::Sweep {
+                first,
+                last,
+                approvals_only: *approvals_only,
+            }
         }
         Inbound::Foreign {
             source,

@@ -71,7 +71,7 @@ fn default_playbooks_follow_the_documented_policy() {
         ),
         (
             "fargate-new-binary-medium.json",
-            Some(vec!["evidence", "notify"]),
+            Some(vec!["isolate", "evidence", "notify"]),
         ),
         ("fargate-suspicious-command-low.json", Some(vec!["notify"])),
         (
@@ -92,6 +92,11 @@ fn default_playbooks_follow_the_documented_policy() {
             Some(expected) => assert_eq!(actions(&decision), expected, "{name}"),
             None => assert!(matches!(decision, Decision::Skip(_)), "{name}"),
         }
+    }
+    // Medium: the quarantine waits for a person.
+    match plan(&incident_of(&event("fargate-new-binary-medium.json")), &set) {
+        Decision::Act(medium) => assert_eq!(medium.mode, Mode::Approve),
+        other => panic!("{other:?}"),
     }
     let critical = with(fargate_high(), "/detail/severity", json!(9.5));
     assert_eq!(
@@ -388,7 +393,7 @@ fn every_runtime_finding_type_parses_and_plans() {
         assert_eq!(incident.finding_type_parts, parts);
         let expected: &[&str] = match incident.band {
             crate::incident::SeverityBand::High => &["isolate", "evidence", "tag", "notify"],
-            crate::incident::SeverityBand::Medium => &["evidence", "notify"],
+            crate::incident::SeverityBand::Medium => &["isolate", "evidence", "notify"],
             _ => &["notify"],
         };
         assert_eq!(actions(&plan(&incident, &set)), expected, "{finding_type}");

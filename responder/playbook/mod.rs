@@ -72,6 +72,10 @@ pub struct Guardrails {
     /// Across the account: after this many containments in a window, notify only.
     #[serde(default)]
     pub breaker: Breaker,
+    /// How long a containment in `approve` mode waits for a person, in minutes (default 60);
+    /// then `responder approve` refuses it.
+    #[serde(default = "Guardrails::default_approval_minutes")]
+    pub approval_expiry_minutes: u32,
 }
 
 fn yes() -> bool {
@@ -79,6 +83,10 @@ fn yes() -> bool {
 }
 
 impl Guardrails {
+    fn default_approval_minutes() -> u32 {
+        60
+    }
+
     fn default_exempt_tag() -> TagCondition {
         TagCondition {
             key: "incident-responder:exempt".to_string(),
@@ -96,6 +104,7 @@ impl Default for Guardrails {
             min_severity: None,
             blast_radius: BlastRadius::default(),
             breaker: Breaker::default(),
+            approval_expiry_minutes: Guardrails::default_approval_minutes(),
         }
     }
 }
@@ -126,6 +135,9 @@ pub enum Mode {
     DryRun,
     /// Only send the notification.
     NotifyOnly,
+    /// Preserve evidence and notify now; containment waits for a person's
+    /// `responder approve FINDING_ID` (or `reject`) until the approval expires.
+    Approve,
     /// Carry out every step.
     Enforce,
 }
@@ -136,6 +148,7 @@ impl Mode {
         match self {
             Mode::DryRun => "dry-run",
             Mode::NotifyOnly => "notify-only",
+            Mode::Approve => "approve",
             Mode::Enforce => "enforce",
         }
     }
@@ -147,7 +160,7 @@ impl Mode {
 
     /// The mode with this name, ignoring case and surrounding spaces.
     pub fn parse(text: &str) -> Option<Mode> {
-        [Mode::DryRun, Mode::NotifyOnly, Mode::Enforce]
+        [Mode::DryRun, Mode::NotifyOnly, Mode::Approve, Mode::Enforce]
             .into_iter()
             .find(|m| m.name().eq_ignore_ascii_case(text.trim()))
     }

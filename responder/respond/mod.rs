@@ -4,6 +4,7 @@
 //! ([`release`]). Every received event leaves an audit record. [`sweep`] finds quarantines
 //! left behind.
 
+mod approval;
 mod notify;
 mod release;
 mod steps;
@@ -79,6 +80,21 @@ impl Responder {
         ceiling: Option<Mode>,
         deadline: Option<SystemTime>,
     ) -> Response {
+        self.respond_as(input, bytes, invocation_id, ceiling, deadline, None)
+            .await
+    }
+
+    /// [`Responder::respond`]; with `approved_by`, the containment a rule in `approve` mode
+    /// deferred runs now (see [`Responder::approve`]).
+    async fn respond_as(
+        &self,
+        input: Option<String>,
+        bytes: &[u8],
+        invocation_id: &str,
+        ceiling: Option<Mode>,
+        deadline: Option<SystemTime>,
+        approved_by: Option<&str>,
+    ) -> Response {
         let started = Instant::now();
         let started_at = Utc::now();
         let ceiling = [self.config.mode_ceiling, ceiling]
@@ -100,6 +116,9 @@ impl Responder {
             Err(error) => Report::for_error(input, &error),
             Ok(inbound) => {
                 let mut decision = crate::plan::decide(&inbound, &self.playbooks, ceiling);
+                if let Some(by) = approved_by {
+                    decision = crate::plan::approved(decision, by);
+                }
                 if let Inbound::Finding { incident, .. } = &inbound {
                     decision =
                         match crate::plan::provenance::check(incident, &self.config.provenance) {
@@ -131,6 +150,7 @@ impl Responder {
                             clients: member_clients.as_ref().unwrap_or(&self.clients),
                             incident,
                             raw,
+                            event: bytes,
                             ledger: ledger.as_ref(),
                             started,
                         };
@@ -146,11 +166,29 @@ impl Responder {
                             report.notes.push("another invocation holds part of this response: this one asks to be retried, so the work is finished and told even if that invocation dies".to_string());
                         }
                     }
-                    (_, Decision::Sweep { first, last }) => {
+                    (
+                        _,
+                        Decision::Sweep {
+                            first,
+                            last,
+                            approvals_only,
+                        },
+                    ) => {
                         if ceiling == Mode::DryRun {
                             report.notes.push("dry-run: nothing swept".to_string());
                         } else {
-                            match self.sweep(*first, *last, invocation_id).await {
+                            match Box::pin(self.expire_approvals(ledger.as_ref())).await {
+                                Ok(expired) => execution.expired_approvals = expired,
+                                Err(error) => {
+                                    execution.retryable |= error.is_retryable();
+                                    report.notes.push(format!("approvals not expired: {error}"));
+                                }
+                            }
+                        }
+                        if ceiling != Mode::DryRun && !*approvals_only {
+                            // Boxed, like every branch's work: only one runs, and their
+                            // futures side by side would make this one's state large.
+                            match Box::pin(self.sweep(*first, *last, invocation_id)).await {
                                 Ok(swept) => {
                                     // Something left unchecked or unreleased: try again.
                                     execution.retryable |= !swept.errors.is_empty();
@@ -174,16 +212,15 @@ impl Responder {
                         None => report
                             .notes
                             .push(format!("held images not checked: {ENV_TABLE} is not set")),
-                        Some(ledger) => match self
-                            .watch(
-                                task_arn,
-                                group.as_deref(),
-                                containers,
-                                ledger,
-                                ceiling,
-                                &report,
-                            )
-                            .await
+                        Some(ledger) => match Box::pin(self.watch(
+                            task_arn,
+                            group.as_deref(),
+                            containers,
+                            ledger,
+                            ceiling,
+                            &report,
+                        ))
+                        .await
                         {
                             Ok(watched) => execution.watch = Some(watched),
                             Err(error) => {
@@ -196,7 +233,8 @@ impl Responder {
                         if ceiling == Mode::DryRun {
                             report.notes.push("dry-run: nothing released".to_string());
                         } else {
-                            match self.release_task(task_arn, ledger.as_ref(), true).await {
+                            match Box::pin(self.release_task(task_arn, ledger.as_ref(), true)).await
+                            {
                                 Ok(summary) => execution.release = Some(summary),
                                 Err(error) => {
                                     execution.retryable |= error.is_retryable();

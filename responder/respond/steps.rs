@@ -67,6 +67,8 @@ pub(super) struct Invocation<'a> {
     pub(super) clients: &'a Clients,
     pub(super) incident: &'a Incident,
     pub(super) raw: &'a Value,
+    /// The event as received, kept with a containment that waits for approval.
+    pub(super) event: &'a [u8],
     pub(super) ledger: Option<&'a Ledger>,
     pub(super) started: Instant,
 }
@@ -469,6 +471,10 @@ impl Invocation<'_> {
             }
         }
 
+        // Containment in `approve` mode waits for a person: written down (once per finding)
+        // before the notice, which says what approval will do and until when.
+        self.ask_for_approval(plan, report).await;
+
         // 4. Notify, last, with everything above in the message.
         if let Some(notify_step) = in_phase(Phase::Notify).next() {
             progress.write(report, &steps);
@@ -649,6 +655,53 @@ impl Invocation<'_> {
         }
     }
 
+    /// Record the approval a plan's deferred containment waits for, and say so in the report.
+    async fn ask_for_approval(&self, plan: &ActPlan, report: &mut Report) {
+        let waiting: Vec<&Step> = plan
+            .steps
+            .iter()
+            .filter(|s| s.mode == Mode::Approve && s.action.is_containment())
+            .collect();
+        let Some(first) = waiting.first() else {
+            return;
+        };
+        let Some(ledger) = self.ledger else {
+            report.notes.push(format!(
+                "containment waits for approval, but {ENV_TABLE} is not set: it cannot be recorded, and will not happen"
+            ));
+            return;
+        };
+        let steps = waiting
+            .iter()
+            .map(|s| format!("{}: {}", s.action.name(), s.reason))
+            .collect();
+        let id = &self.incident.finding_id;
+        let asked = crate::actions::approval::request(
+            ledger,
+            id,
+            &first.rule,
+            steps,
+            self.responder.playbooks.guardrails.approval_expiry_minutes,
+            self.event,
+        )
+        .await;
+        report.notes.insert(0, match asked {
+            Ok(approval) if approval.status == crate::actions::approval::ApprovalStatus::Pending => format!(
+                "APPROVAL NEEDED until {}: `responder approve {id}` will {}; `responder reject {id}` discards it",
+                approval.expires_at,
+                approval.steps.join("; ")
+            ),
+            Ok(approval) => format!(
+                "containment was {:?} by {} at {}",
+                approval.status,
+                approval.decided_by.as_deref().unwrap_or("?"),
+                approval.decided_at.as_deref().unwrap_or("?")
+            )
+            .to_lowercase(),
+            Err(error) => format!("containment waits for approval, but the request was not recorded ({error}): it will not happen unless this event is delivered again"),
+        });
+    }
+
     /// Claim, run and record one step (every phase but notify).
     async fn run_step(&self, step: &Step, progress: &Progress, report: &Report) -> StepRun {
         let started = Instant::now();
@@ -657,7 +710,14 @@ impl Invocation<'_> {
             Mode::NotifyOnly => {
                 return StepRun::skipped("notify-only mode: not carried out".to_string())
             }
-            Mode::Enforce => {}
+            Mode::Approve if step.action.is_containment() => {
+                return StepRun::skipped(format!(
+                    "{}: `responder approve {}` carries it out",
+                    crate::report::AWAITING_APPROVAL,
+                    self.incident.finding_id
+                ))
+            }
+            Mode::Approve | Mode::Enforce => {}
         }
         if step.action.is_containment() {
             if let Some(exempt) = &progress.exempt_on {

@@ -152,3 +152,153 @@ async fn an_exempt_service_is_not_contained_but_still_reported() {
     assert!(is_done(&report, "evidence") && is_done(&report, "notify"));
     assert_eq!(world.count_calls("CreateNetworkAclEntry"), 0);
 }
+
+fn approve_playbooks(expiry_minutes: u32) -> responder::playbook::PlaybookSet {
+    let yaml = format!(
+        r#"
+guardrails: {{approval_expiry_minutes: {expiry_minutes}}}
+rules:
+  - name: ask-first
+    match: {{finding_types: ["*:Runtime/*"], targets: [ecs_task]}}
+    mode: approve
+    actions: [isolate, evidence, notify]
+"#
+    );
+    responder::playbook::PlaybookSet::from_sources([("test.yaml".to_string(), yaml)]).unwrap()
+}
+
+#[tokio::test]
+async fn approve_mode_preserves_and_tells_now_and_contains_only_once_a_person_approves() {
+    let world = World::with_playbooks(2, approve_playbooks(60)).await;
+    let id = world.finding_id(21);
+    let report = world.respond(&world.miner_event(0, 21)).await;
+    assert!(
+        skipped_reason(&report, "isolate").starts_with("awaiting approval"),
+        "{}",
+        report.to_json_line()
+    );
+    assert!(is_done(&report, "evidence"));
+    assert!(is_done(&report, "notify"));
+    assert_eq!(
+        world.count_calls("CreateNetworkAclEntry"),
+        0,
+        "nothing contained yet"
+    );
+    let notice = world.notifications().await;
+    let last = notice.last().unwrap();
+    assert!(
+        last.subject.contains("AWAITING APPROVAL"),
+        "{}",
+        last.subject
+    );
+    assert!(
+        last.body
+            .contains(&format!("`responder approve {id}` will isolate:")),
+        "{}",
+        last.body
+    );
+    assert!(last.body.contains(&format!("`responder reject {id}`")));
+
+    // Republished while waiting: still waiting, the expiry not renewed, nothing contained.
+    world.respond(&world.miner_event(0, 21)).await;
+    assert_eq!(world.count_calls("CreateNetworkAclEntry"), 0);
+
+    let approved = world
+        .responder
+        .approve(&id, "alice", "approval")
+        .await
+        .unwrap();
+    let report = approved.report;
+    assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
+    assert!(report
+        .notes
+        .iter()
+        .any(|n| n == "containment approved by alice"));
+    assert!(world.count_calls("CreateNetworkAclEntry") > 0);
+    // Evidence was taken before; the approval run does not take it again.
+    assert!(matches!(
+        outcome(&report, "evidence"),
+        Outcome::Skipped { .. }
+    ));
+
+    // Decided once.
+    let again = world
+        .responder
+        .approve(&id, "bob", "approval-2")
+        .await
+        .unwrap_err();
+    assert!(
+        again.to_string().contains("already approved by alice"),
+        "{again}"
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_or_expired_approval_contains_nothing() {
+    let world = World::with_playbooks(2, approve_playbooks(60)).await;
+    world.respond(&world.miner_event(0, 22)).await;
+    let rejected = world
+        .responder
+        .reject(&world.finding_id(22), "carol", "reject")
+        .await
+        .unwrap();
+    assert!(rejected.steps[0].starts_with("isolate:"), "{rejected:?}");
+    let refused = world
+        .responder
+        .approve(&world.finding_id(22), "dave", "approve")
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("already rejected by carol"),
+        "{refused}"
+    );
+
+    let world = World::with_playbooks(2, approve_playbooks(0)).await;
+    world.respond(&world.miner_event(1, 23)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // The schedule expires it and says so, once.
+    let expire = serde_json::json!({
+        "version": "0", "id": "x", "source": "incident-responder", "detail-type": "Expire approvals",
+        "account": emulator::fixture::ACCOUNT, "region": "us-east-1", "time": "2026-11-27T12:00:00Z",
+        "resources": [], "detail": {}
+    });
+    let report = world.respond(&expire).await;
+    let execution = report.execution.as_ref().unwrap();
+    assert_eq!(
+        execution.expired_approvals,
+        vec![world.finding_id(23)],
+        "{}",
+        report.to_json_line()
+    );
+    let told = world.notifications().await;
+    assert!(
+        told.iter().any(|n| n.subject.contains("[Approval expired]")
+            && n.subject.contains(&world.finding_id(23))),
+        "{told:?}"
+    );
+    let again = world.respond(&expire).await;
+    assert!(again
+        .execution
+        .as_ref()
+        .unwrap()
+        .expired_approvals
+        .is_empty());
+    let expired = world
+        .responder
+        .approve(&world.finding_id(23), "erin", "late")
+        .await
+        .unwrap_err();
+    assert!(expired.to_string().contains("expired"), "{expired}");
+    assert_eq!(world.count_calls("CreateNetworkAclEntry"), 0);
+
+    // Nothing awaits approval for a finding never deferred.
+    let none = world
+        .responder
+        .approve("no-such-finding", "frank", "x")
+        .await
+        .unwrap_err();
+    assert!(
+        none.to_string().contains("nothing awaits approval"),
+        "{none}"
+    );
+}

@@ -72,7 +72,26 @@ fn the_scheduled_sweep_is_off_by_default_and_its_input_is_a_sweep() {
     let input = sweep["Properties"]["Input"].as_str().unwrap();
     let inbound = responder::event::parse_event(input.as_bytes()).unwrap();
     assert!(
-        matches!(inbound, responder::event::Inbound::Sweep),
+        matches!(
+            inbound,
+            responder::event::Inbound::Sweep {
+                approvals_only: false
+            }
+        ),
+        "{inbound:?}"
+    );
+    // The frequent schedule only expires approvals.
+    let expire =
+        &template["Resources"]["ReleaseFunction"]["Properties"]["Events"]["ExpireApprovals"];
+    let input = expire["Properties"]["Input"].as_str().unwrap();
+    let inbound = responder::event::parse_event(input.as_bytes()).unwrap();
+    assert!(
+        matches!(
+            inbound,
+            responder::event::Inbound::Sweep {
+                approvals_only: true
+            }
+        ),
         "{inbound:?}"
     );
 }
@@ -203,7 +222,10 @@ fn findings_and_task_events_go_to_separate_functions() {
             .collect()
     };
     assert_eq!(events_of("ResponderFunction"), ["GuardDutyFinding"]);
-    assert_eq!(events_of("ReleaseFunction"), ["TaskStateChange", "Sweep"]);
+    assert_eq!(
+        events_of("ReleaseFunction"),
+        ["TaskStateChange", "ExpireApprovals", "Sweep"]
+    );
     for function in ["ResponderFunction", "ReleaseFunction"] {
         assert!(
             template["Resources"][function]["Properties"]["ReservedConcurrentExecutions"]
