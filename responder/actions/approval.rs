@@ -30,7 +30,8 @@ pub enum ApprovalStatus {
 }
 
 impl ApprovalStatus {
-    fn name(self) -> &'static str {
+    /// The status as one word.
+    pub fn name(self) -> &'static str {
         match self {
             ApprovalStatus::Pending => "pending",
             ApprovalStatus::Approved => "approved",
@@ -97,17 +98,25 @@ pub async fn request(
         event: String::from_utf8_lossy(event).into_owned(),
     };
     // The index first (the expiry schedule finds pending approvals there): an approval it
-    // does not list would expire unseen.
-    ledger
+    // does not list would expire unseen. Only once: a republished finding must not move it.
+    let indexed = ledger
         .client
         .put_item()
         .table_name(&ledger.table)
         .item("pk", s(INDEX_PK))
         .item("sk", s(format!("{INDEX_PREFIX}{finding_id}")))
         .item("expires", n(expires.timestamp()))
+        .condition_expression("attribute_not_exists(pk)")
         .send()
-        .await
-        .map_err(aws("DynamoDB PutItem (approval index)"))?;
+        .await;
+    if let Err(error) = indexed {
+        if !error
+            .as_service_error()
+            .is_some_and(|e| e.is_conditional_check_failed_exception())
+        {
+            return Err(aws("DynamoDB PutItem (approval index)")(error));
+        }
+    }
     let written = ledger
         .client
         .put_item()
@@ -249,11 +258,12 @@ pub async fn decide(
     }
 }
 
-/// Expire every pending approval past its expiry; the ones expired by this call (each once,
-/// whoever else runs the schedule). Decided approvals leave the index.
+/// Expire every pending approval past its expiry, and list those expired but not yet told
+/// (each stays listed until [`told`] is called for it, so a notice that failed is sent by the
+/// next run). Decided approvals leave the index.
 pub async fn expire_due(ledger: &Ledger) -> Result<Vec<Approval>, StepError> {
     let now = Utc::now();
-    let mut expired = Vec::new();
+    let mut to_tell = Vec::new();
     for item in ledger.query_prefix(INDEX_PK, INDEX_PREFIX).await? {
         let Some(AttributeValue::S(key)) = item.get("sk") else {
             continue;
@@ -261,59 +271,63 @@ pub async fn expire_due(ledger: &Ledger) -> Result<Vec<Approval>, StepError> {
         let Some(finding_id) = key.strip_prefix(INDEX_PREFIX) else {
             continue;
         };
-        let due = match item.get("expires") {
-            Some(AttributeValue::N(at)) => at.parse::<i64>().is_ok_and(|at| at < now.timestamp()),
-            _ => true,
-        };
-        let approval = get(ledger, finding_id).await?;
-        let pending = approval
-            .as_ref()
-            .is_some_and(|a| a.status == ApprovalStatus::Pending);
-        if pending && !due {
+        let Some(mut approval) = get(ledger, finding_id).await? else {
+            told(ledger, finding_id).await?;
             continue;
-        }
-        if let Some(mut approval) = approval.filter(|_| pending) {
-            let updated = ledger
-                .client
-                .update_item()
-                .table_name(&ledger.table)
-                .key("pk", s(finding_pk(finding_id)))
-                .key("sk", s(SORT_KEY))
-                .update_expression("SET #status = :expired, decided_by = :by, decided_at = :at")
-                .condition_expression("#status = :pending AND expires < :now")
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":expired", s(ApprovalStatus::Expired.name()))
-                .expression_attribute_values(":by", s("expiry"))
-                .expression_attribute_values(
-                    ":at",
-                    s(now.to_rfc3339_opts(SecondsFormat::Secs, true)),
-                )
-                .expression_attribute_values(":pending", s(ApprovalStatus::Pending.name()))
-                .expression_attribute_values(":now", n(now.timestamp()))
-                .send()
-                .await;
-            match updated {
-                Ok(_) => {
-                    approval.status = ApprovalStatus::Expired;
-                    expired.push(approval);
+        };
+        match approval.status {
+            ApprovalStatus::Pending if approval.expired(now) => {
+                let updated = ledger
+                    .client
+                    .update_item()
+                    .table_name(&ledger.table)
+                    .key("pk", s(finding_pk(finding_id)))
+                    .key("sk", s(SORT_KEY))
+                    .update_expression("SET #status = :expired, decided_by = :by, decided_at = :at")
+                    .condition_expression("#status = :pending AND expires < :now")
+                    .expression_attribute_names("#status", "status")
+                    .expression_attribute_values(":expired", s(ApprovalStatus::Expired.name()))
+                    .expression_attribute_values(":by", s("expiry"))
+                    .expression_attribute_values(
+                        ":at",
+                        s(now.to_rfc3339_opts(SecondsFormat::Secs, true)),
+                    )
+                    .expression_attribute_values(":pending", s(ApprovalStatus::Pending.name()))
+                    .expression_attribute_values(":now", n(now.timestamp()))
+                    .send()
+                    .await;
+                match updated {
+                    Ok(_) => {
+                        approval.status = ApprovalStatus::Expired;
+                        to_tell.push(approval);
+                    }
+                    // Decided in between: the next run sees how.
+                    Err(error)
+                        if error
+                            .as_service_error()
+                            .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                    Err(error) => return Err(aws("DynamoDB UpdateItem (approval expiry)")(error)),
                 }
-                // Decided, or expired by another run, in between: nothing to tell here.
-                Err(error)
-                    if error
-                        .as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
-                Err(error) => return Err(aws("DynamoDB UpdateItem (approval expiry)")(error)),
             }
+            ApprovalStatus::Pending => {}
+            // Expired by an earlier run whose notice did not go out.
+            ApprovalStatus::Expired => to_tell.push(approval),
+            ApprovalStatus::Approved | ApprovalStatus::Rejected => told(ledger, finding_id).await?,
         }
-        ledger
-            .client
-            .delete_item()
-            .table_name(&ledger.table)
-            .key("pk", s(INDEX_PK))
-            .key("sk", s(key))
-            .send()
-            .await
-            .map_err(aws("DynamoDB DeleteItem (approval index)"))?;
     }
-    Ok(expired)
+    Ok(to_tell)
+}
+
+/// The approval's outcome was told (or needs no telling): it leaves the index.
+pub async fn told(ledger: &Ledger, finding_id: &str) -> Result<(), StepError> {
+    ledger
+        .client
+        .delete_item()
+        .table_name(&ledger.table)
+        .key("pk", s(INDEX_PK))
+        .key("sk", s(format!("{INDEX_PREFIX}{finding_id}")))
+        .send()
+        .await
+        .map_err(aws("DynamoDB DeleteItem (approval index)"))?;
+    Ok(())
 }

@@ -28,6 +28,8 @@ pub struct Clients {
     pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
     /// The IAM client (revoke-sessions).
     pub iam: aws_sdk_iam::Client,
+    /// Auto Scaling (protect-instance's standby).
+    pub autoscaling: aws_sdk_autoscaling::Client,
     /// Security Hub (notify's `security_hub` option), always this account's: an administrator
     /// updates its members' findings.
     pub securityhub: aws_sdk_securityhub::Client,
@@ -149,6 +151,7 @@ impl Clients {
             elbv2: aws_sdk_elasticloadbalancingv2::Client::new(config),
             iam: aws_sdk_iam::Client::new(config),
             securityhub: aws_sdk_securityhub::Client::new(config),
+            autoscaling: aws_sdk_autoscaling::Client::new(config),
             #[cfg(feature = "preflight")]
             guardduty: aws_sdk_guardduty::Client::new(config),
             stable: Arc::default(),
@@ -235,6 +238,7 @@ impl Clients {
             ecs: aws_sdk_ecs::Client::new(&member),
             elbv2: aws_sdk_elasticloadbalancingv2::Client::new(&member),
             iam: aws_sdk_iam::Client::new(&member),
+            autoscaling: aws_sdk_autoscaling::Client::new(&member),
             ..self.clone()
         };
         members.insert(account.to_string(), clients.clone());

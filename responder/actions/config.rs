@@ -111,7 +111,7 @@ impl Config {
             Some(value) => Some(Mode::parse(&value).ok_or(ConfigError::Invalid {
                 variable: ENV_MODE,
                 value,
-                expected: "one of enforce, notify-only, dry-run",
+                expected: "one of enforce, approve, notify-only, dry-run",
             })?),
         };
         let audit_ttl_days = match read(ENV_AUDIT_TTL) {

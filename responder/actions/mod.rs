@@ -16,6 +16,7 @@ pub mod inventory;
 pub mod isolate;
 pub mod ledger;
 pub mod notify;
+pub mod protect;
 mod registry;
 pub mod release;
 pub mod revoke_sessions;

@@ -183,6 +183,7 @@ registry! {
     RevokeSessions => super::revoke_sessions::RevokeSessions,
     Evidence => super::evidence::Evidence,
     SnapshotVolumes => super::snapshot::SnapshotVolumes,
+    ProtectInstance => super::protect::ProtectInstance,
     Tag => super::tag::Tag,
     Deregister => super::deregister::Deregister,
     HoldDeployment => super::hold::HoldDeployment,

@@ -26,6 +26,9 @@ pub const PERMISSIONS: &[&str] = &[
     // scale-service: the count put back
     "ecs:DescribeServices",
     "ecs:UpdateService",
+    // protect-instance: termination protection and shutdown behaviour put back
+    "ec2:DescribeInstanceAttribute",
+    "ec2:ModifyInstanceAttribute",
     // revoke-sessions: the policy removed, or narrowed when the workload stops
     "iam:PutRolePolicy",
     "iam:DeleteRolePolicy",

@@ -76,7 +76,13 @@ fn default_playbooks_follow_the_documented_policy() {
         ("fargate-suspicious-command-low.json", Some(vec!["notify"])),
         (
             "ec2-instance-process-injection.json",
-            Some(vec!["isolate", "snapshot-volumes", "evidence", "notify"]),
+            Some(vec![
+                "isolate",
+                "protect-instance",
+                "snapshot-volumes",
+                "evidence",
+                "notify",
+            ]),
         ),
         (
             "eks-runc-container-escape.json",

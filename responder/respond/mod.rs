@@ -140,6 +140,28 @@ impl Responder {
                             }
                         };
                 }
+                // Containment waiting for a person: where its approval stands. Approved (the
+                // run after `responder approve` died, or a later delivery): carried out now;
+                // the step claims keep it from running twice.
+                let mut approval = None;
+                if let (Inbound::Finding { incident, .. }, Some(ledger), None) =
+                    (&inbound, &ledger, approved_by)
+                {
+                    let waits = matches!(&decision, Decision::Act(plan) if plan.steps.iter().any(|s| s.mode == Mode::Approve && s.action.is_containment()));
+                    if waits {
+                        match crate::actions::approval::get(ledger, &incident.finding_id).await {
+                            Ok(found) => approval = found,
+                            Err(error) => execution.retryable |= error.is_retryable(),
+                        }
+                    }
+                }
+                if let Some(found) = approval
+                    .as_ref()
+                    .filter(|a| a.status == crate::actions::approval::ApprovalStatus::Approved)
+                {
+                    decision =
+                        crate::plan::approved(decision, found.decided_by.as_deref().unwrap_or("?"));
+                }
                 let mut report = Report::for_decision(input, &inbound, &decision);
                 match (&inbound, &decision) {
                     (Inbound::Finding { incident, raw }, Decision::Act(plan)) => {
@@ -151,6 +173,7 @@ impl Responder {
                             incident,
                             raw,
                             event: bytes,
+                            approval,
                             ledger: ledger.as_ref(),
                             started,
                         };

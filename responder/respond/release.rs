@@ -9,6 +9,7 @@ use super::Responder;
 use crate::actions::hold::{self, HoldOutput};
 use crate::actions::isolate::{ContainmentRecord, NaclEntry, SgSwap};
 use crate::actions::ledger::{Ledger, StepRecord, StepStatus};
+use crate::actions::protect::{self, Protection};
 use crate::actions::release::{release, ReleaseOutput};
 use crate::actions::revoke_sessions::{self, Revocation, RevokeOutput};
 use crate::actions::scale::{self, ScaleOutput, ServiceScale};
@@ -33,6 +34,7 @@ impl ReleaseSummary {
                 && f.service_scale.is_none()
                 && f.lifted_holds.is_empty()
                 && f.sessions.is_none()
+                && f.protection.is_none()
         })
     }
 
@@ -62,6 +64,13 @@ impl ReleaseSummary {
                     "finding {}: no longer watching {}",
                     finding.finding_id,
                     finding.lifted_holds.join(", ")
+                ));
+            }
+            if let Some(protection) = &finding.protection {
+                lines.push(format!(
+                    "finding {}: {}",
+                    finding.finding_id,
+                    protection.summary()
                 ));
             }
             if let Some(sessions) = &finding.sessions {
@@ -100,6 +109,34 @@ pub struct FindingRelease {
     /// The role's revocation policy, removed or narrowed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sessions: Option<SessionsRelease>,
+    /// The instance's protection from termination, put back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protection: Option<ProtectionRelease>,
+}
+
+/// What became of `protect-instance`'s settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProtectionRelease {
+    /// The instance.
+    pub instance_id: String,
+    /// Settings put back as they were.
+    pub restored: Vec<String>,
+    /// Settings left as they are, and why.
+    pub left_alone: Vec<String>,
+}
+
+impl ProtectionRelease {
+    /// One line for people.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.restored.is_empty() {
+            parts.push(format!("put back: {}", self.restored.join(", ")));
+        }
+        if !self.left_alone.is_empty() {
+            parts.push(format!("left: {}", self.left_alone.join("; ")));
+        }
+        format!("instance {}: {}", self.instance_id, parts.join("; "))
+    }
 }
 
 /// What became of `revoke-sessions`' policy.
@@ -229,7 +266,7 @@ impl Responder {
             ENV_TABLE,
             "the ledger table holding the containment records",
         ))?;
-        let finding = self.release_finding(target, &ledger, false).await?;
+        let finding = Box::pin(self.release_finding(target, &ledger, false)).await?;
         Ok(ReleaseSummary {
             task_arn: None,
             findings: vec![finding],
@@ -249,7 +286,7 @@ impl Responder {
         ))?;
         let mut findings = Vec::new();
         for finding_id in ledger.findings_for_task(task_arn).await? {
-            findings.push(self.release_finding(&finding_id, ledger, nacl_only).await?);
+            findings.push(Box::pin(self.release_finding(&finding_id, ledger, nacl_only)).await?);
         }
         // Its slot in the service's blast-radius count: the service may contain another.
         ledger.leave_service(task_arn).await?;
@@ -322,12 +359,18 @@ impl Responder {
         let sessions = self
             .release_sessions(clients, finding_id, ledger, nacl_only)
             .await?;
+        let protection = if nacl_only {
+            None
+        } else {
+            Box::pin(self.release_protection(clients, finding_id, ledger)).await?
+        };
         Ok(FindingRelease {
             finding_id: finding_id.to_string(),
             result,
             service_scale,
             lifted_holds,
             sessions,
+            protection,
         })
     }
 
@@ -443,6 +486,96 @@ impl Responder {
         let stored = serde_json::to_value(&released).unwrap_or_default();
         ledger
             .mark_released(finding_id, revoke_sessions::STEP_KEY, &stored)
+            .await?;
+        Ok(Some(released))
+    }
+
+    /// Put back the instance's termination protection and shutdown behaviour where they are
+    /// still as `protect-instance` left them; the instance stays in Standby (a person's call).
+    async fn release_protection(
+        &self,
+        clients: &Clients,
+        finding_id: &str,
+        ledger: &Ledger,
+    ) -> Result<Option<ProtectionRelease>, StepError> {
+        let Some(step) = ledger.get_step(finding_id, protect::STEP_KEY).await? else {
+            return Ok(None);
+        };
+        match step.standing() {
+            StepStatus::Released => return Ok(None),
+            StepStatus::Claimed => {
+                return Err(StepError::InProgress(format!(
+                    "finding {finding_id}'s instance is being protected right now (by {}); release once it has finished",
+                    step.owner
+                )))
+            }
+            StepStatus::Done | StepStatus::Failed => {}
+        }
+        let protection = serde_json::from_value::<Protection>(step.detail.clone())
+            .ok()
+            .or_else(|| {
+                step.intended
+                    .iter()
+                    .rev()
+                    .find_map(|v| serde_json::from_value::<Protection>(v.clone()).ok())
+            });
+        let Some(protection) = protection else {
+            return Ok(None);
+        };
+        let id = protection.instance_id.as_str();
+        let mut released = ProtectionRelease {
+            instance_id: id.to_string(),
+            restored: Vec::new(),
+            left_alone: Vec::new(),
+        };
+        match protect::instance_settings(clients, id).await {
+            Err(StepError::Aws { code, .. }) if code.starts_with("InvalidInstanceID") => {
+                released
+                    .left_alone
+                    .push("the instance no longer exists".to_string());
+            }
+            Err(error) => return Err(error),
+            Ok((termination, shutdown)) => {
+                if protection.termination_protection_set {
+                    if termination {
+                        protect::set_termination_protection(clients, id, false).await?;
+                        released
+                            .restored
+                            .push("termination protection off".to_string());
+                    } else {
+                        released.left_alone.push(
+                            "termination protection: already off (someone changed it)".to_string(),
+                        );
+                    }
+                }
+                if protection.shutdown_stop_set {
+                    if shutdown == "stop" {
+                        protect::set_shutdown_behavior(
+                            clients,
+                            id,
+                            &protection.shutdown_behavior_before,
+                        )
+                        .await?;
+                        released.restored.push(format!(
+                            "shutdown behaviour {}",
+                            protection.shutdown_behavior_before
+                        ));
+                    } else {
+                        released.left_alone.push(format!(
+                            "shutdown behaviour: {shutdown} now (someone changed it)"
+                        ));
+                    }
+                }
+            }
+        }
+        if let (Some(group), true) = (&protection.auto_scaling_group, protection.entered_standby) {
+            released.left_alone.push(format!(
+                "in Standby in Auto Scaling group {group}: put it back in service (aws autoscaling exit-standby; the group's desired capacity grows by one) or terminate it"
+            ));
+        }
+        let stored = serde_json::to_value(&released).unwrap_or_default();
+        ledger
+            .mark_released(finding_id, protect::STEP_KEY, &stored)
             .await?;
         Ok(Some(released))
     }

@@ -69,6 +69,9 @@ pub(super) struct Invocation<'a> {
     pub(super) raw: &'a Value,
     /// The event as received, kept with a containment that waits for approval.
     pub(super) event: &'a [u8],
+    /// The finding's approval, when the plan has containment in `approve` mode and one was
+    /// asked for before (decided or not).
+    pub(super) approval: Option<crate::actions::approval::Approval>,
     pub(super) ledger: Option<&'a Ledger>,
     pub(super) started: Instant,
 }
@@ -258,10 +261,11 @@ impl Invocation<'_> {
             // One invocation responds to a finding at a time; a concurrent delivery stands
             // back. The service (exemption tag, guard numbers) is read alongside the lock.
             let finding_id = &self.incident.finding_id;
-            let contains = plan
-                .steps
-                .iter()
-                .any(|s| s.action.is_containment() && s.mode == Mode::Enforce);
+            // Containment waiting for approval reads the exemption too: an exempt service's
+            // containment is never put to a person.
+            let contains = plan.steps.iter().any(|s| {
+                s.action.is_containment() && matches!(s.mode, Mode::Enforce | Mode::Approve)
+            });
             let (lock, service) = tokio::join!(
                 async {
                     match ledger {
@@ -334,7 +338,11 @@ impl Invocation<'_> {
         if let Some(service) = service {
             let unknown;
             (progress.exempt_on, progress.service, unknown) = service;
-            if progress.exempt_on.is_none() {
+            let enforces = plan
+                .steps
+                .iter()
+                .any(|s| s.action.is_containment() && s.mode == Mode::Enforce);
+            if progress.exempt_on.is_none() && enforces {
                 let claims = futures::future::join_all(
                     in_phase(Phase::Contain)
                         .filter(|s| s.mode == Mode::Enforce)
@@ -473,7 +481,7 @@ impl Invocation<'_> {
 
         // Containment in `approve` mode waits for a person: written down (once per finding)
         // before the notice, which says what approval will do and until when.
-        self.ask_for_approval(plan, report).await;
+        self.ask_for_approval(plan, progress, report).await;
 
         // 4. Notify, last, with everything above in the message.
         if let Some(notify_step) = in_phase(Phase::Notify).next() {
@@ -656,7 +664,8 @@ impl Invocation<'_> {
     }
 
     /// Record the approval a plan's deferred containment waits for, and say so in the report.
-    async fn ask_for_approval(&self, plan: &ActPlan, report: &mut Report) {
+    async fn ask_for_approval(&self, plan: &ActPlan, progress: &Progress, report: &mut Report) {
+        use crate::actions::approval::ApprovalStatus;
         let waiting: Vec<&Step> = plan
             .steps
             .iter()
@@ -665,6 +674,34 @@ impl Invocation<'_> {
         let Some(first) = waiting.first() else {
             return;
         };
+        // Exempt: nothing to approve (the exemption is in the report already).
+        if progress.exempt_on.is_some() {
+            return;
+        }
+        let now = chrono::Utc::now();
+        let id = &self.incident.finding_id;
+        // Asked before: say where it stands, do not ask again.
+        if let Some(approval) = &self.approval {
+            let note = match approval.status {
+                ApprovalStatus::Pending if approval.expired(now) => format!(
+                    "the approval expired at {}: containment not done",
+                    approval.expires_at
+                ),
+                ApprovalStatus::Pending => format!(
+                    "APPROVAL NEEDED until {}: `responder approve {id}` will {}; `responder reject {id}` discards it",
+                    approval.expires_at,
+                    approval.steps.join("; ")
+                ),
+                status => format!(
+                    "containment {} by {} at {}",
+                    status.name(),
+                    approval.decided_by.as_deref().unwrap_or("?"),
+                    approval.decided_at.as_deref().unwrap_or("?")
+                ),
+            };
+            report.notes.insert(0, note);
+            return;
+        }
         let Some(ledger) = self.ledger else {
             report.notes.push(format!(
                 "containment waits for approval, but {ENV_TABLE} is not set: it cannot be recorded, and will not happen"
@@ -675,7 +712,6 @@ impl Invocation<'_> {
             .iter()
             .map(|s| format!("{}: {}", s.action.name(), s.reason))
             .collect();
-        let id = &self.incident.finding_id;
         let asked = crate::actions::approval::request(
             ledger,
             id,
@@ -686,18 +722,17 @@ impl Invocation<'_> {
         )
         .await;
         report.notes.insert(0, match asked {
-            Ok(approval) if approval.status == crate::actions::approval::ApprovalStatus::Pending => format!(
+            Ok(approval) if approval.status == ApprovalStatus::Pending => format!(
                 "APPROVAL NEEDED until {}: `responder approve {id}` will {}; `responder reject {id}` discards it",
                 approval.expires_at,
                 approval.steps.join("; ")
             ),
             Ok(approval) => format!(
-                "containment was {:?} by {} at {}",
-                approval.status,
+                "containment {} by {} at {}",
+                approval.status.name(),
                 approval.decided_by.as_deref().unwrap_or("?"),
                 approval.decided_at.as_deref().unwrap_or("?")
-            )
-            .to_lowercase(),
+            ),
             Err(error) => format!("containment waits for approval, but the request was not recorded ({error}): it will not happen unless this event is delivered again"),
         });
     }
@@ -711,11 +746,30 @@ impl Invocation<'_> {
                 return StepRun::skipped("notify-only mode: not carried out".to_string())
             }
             Mode::Approve if step.action.is_containment() => {
-                return StepRun::skipped(format!(
-                    "{}: `responder approve {}` carries it out",
-                    crate::report::AWAITING_APPROVAL,
-                    self.incident.finding_id
-                ))
+                use crate::actions::approval::ApprovalStatus;
+                if let Some(exempt) = &progress.exempt_on {
+                    return StepRun::skipped(exempt.clone());
+                }
+                let closed = self.approval.as_ref().and_then(|a| match a.status {
+                    ApprovalStatus::Pending if a.expired(chrono::Utc::now()) => Some(format!(
+                        "the approval expired at {}: not done",
+                        a.expires_at
+                    )),
+                    ApprovalStatus::Pending | ApprovalStatus::Approved => None,
+                    status => Some(format!(
+                        "containment {} by {} at {}: not done",
+                        status.name(),
+                        a.decided_by.as_deref().unwrap_or("?"),
+                        a.decided_at.as_deref().unwrap_or("?")
+                    )),
+                });
+                return StepRun::skipped(closed.unwrap_or_else(|| {
+                    format!(
+                        "{}: `responder approve {}` carries it out",
+                        crate::report::AWAITING_APPROVAL,
+                        self.incident.finding_id
+                    )
+                }));
             }
             Mode::Approve | Mode::Enforce => {}
         }

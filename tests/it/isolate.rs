@@ -775,3 +775,150 @@ async fn findings_at_once_in_one_vpc_never_share_a_rule_number_and_release_only_
         "every entry made was removed"
     );
 }
+
+/// An Auto Scaling group of one instance in the fixture's private subnet: (group, instance, ENI).
+async fn auto_scaling_instance(world: &World) -> (String, String, String) {
+    let group = format!("{}-asg", world.name);
+    world
+        .clients
+        .autoscaling
+        .create_launch_configuration()
+        .launch_configuration_name(&group)
+        .image_id("ami-12c6146b")
+        .instance_type("t3.micro")
+        .security_groups(&world.fixture.app_security_group)
+        .send()
+        .await
+        .unwrap();
+    world
+        .clients
+        .autoscaling
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(&group)
+        .launch_configuration_name(&group)
+        .min_size(1)
+        .max_size(3)
+        .desired_capacity(1)
+        .vpc_zone_identifier(&world.fixture.private_subnets[0])
+        .send()
+        .await
+        .unwrap();
+    let described = world
+        .clients
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(&group)
+        .send()
+        .await
+        .unwrap();
+    let instance_id = described.auto_scaling_groups()[0].instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string();
+    let instances = world
+        .clients
+        .ec2
+        .describe_instances()
+        .instance_ids(&instance_id)
+        .send()
+        .await
+        .unwrap();
+    let eni = instances.reservations()[0].instances()[0].network_interfaces()[0]
+        .network_interface_id()
+        .unwrap()
+        .to_string();
+    (group, instance_id, eni)
+}
+
+#[tokio::test]
+async fn an_instance_is_kept_from_termination_and_replacement_and_release_puts_its_settings_back() {
+    use aws_sdk_ec2::types::InstanceAttributeName;
+    let world = World::new(1).await;
+    let (group, instance_id, eni_id) = auto_scaling_instance(&world).await;
+    // moto keeps no InstanceInitiatedShutdownBehavior (it always says `stop`), so only
+    // termination protection and Standby are exercised here.
+    let settings = || async {
+        let termination = world
+            .clients
+            .ec2
+            .describe_instance_attribute()
+            .instance_id(&instance_id)
+            .attribute(InstanceAttributeName::DisableApiTermination)
+            .send()
+            .await
+            .unwrap();
+        let shutdown = world
+            .clients
+            .ec2
+            .describe_instance_attribute()
+            .instance_id(&instance_id)
+            .attribute(InstanceAttributeName::InstanceInitiatedShutdownBehavior)
+            .send()
+            .await
+            .unwrap();
+        (
+            termination
+                .disable_api_termination()
+                .and_then(|v| v.value()),
+            shutdown
+                .instance_initiated_shutdown_behavior()
+                .and_then(|v| v.value())
+                .map(str::to_string),
+        )
+    };
+    let state = || async {
+        let described = world
+            .clients
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(&group)
+            .send()
+            .await
+            .unwrap();
+        let group = &described.auto_scaling_groups()[0];
+        let lifecycle = group
+            .instances()
+            .iter()
+            .find(|i| i.instance_id() == Some(instance_id.as_str()))
+            .and_then(|i| i.lifecycle_state().map(|l| l.as_str().to_string()));
+        (lifecycle, group.desired_capacity())
+    };
+
+    let report = world
+        .respond(&world.instance_event(&instance_id, &eni_id, 31))
+        .await;
+    assert!(
+        is_done(&report, "protect-instance"),
+        "{}",
+        report.to_json_line()
+    );
+    assert_eq!(settings().await, (Some(true), Some("stop".to_string())));
+    let (lifecycle, desired) = state().await;
+    assert_eq!(lifecycle.as_deref(), Some("Standby"));
+    assert_eq!(
+        desired,
+        Some(1),
+        "the group keeps its capacity (it launches a replacement)"
+    );
+
+    let summary = world
+        .responder
+        .release(&world.finding_id(31), "person")
+        .await
+        .unwrap();
+    let protection = summary.findings[0].protection.as_ref().unwrap();
+    assert_eq!(settings().await, (Some(false), Some("stop".to_string())));
+    assert_eq!(
+        protection.restored,
+        vec!["termination protection off".to_string()]
+    );
+    assert!(
+        protection.left_alone.iter().any(|l| l.contains("Standby")),
+        "{protection:?}"
+    );
+    assert_eq!(
+        state().await.0.as_deref(),
+        Some("Standby"),
+        "left to a person"
+    );
+}

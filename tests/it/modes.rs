@@ -221,16 +221,30 @@ async fn approve_mode_preserves_and_tells_now_and_contains_only_once_a_person_ap
         Outcome::Skipped { .. }
     ));
 
-    // Decided once.
+    // Decided once: approving again (or a republished finding) finishes what is not done,
+    // and repeats nothing; the approver stays alice.
+    let entries = world.count_calls("CreateNetworkAclEntry");
     let again = world
         .responder
         .approve(&id, "bob", "approval-2")
         .await
-        .unwrap_err();
+        .unwrap()
+        .report;
     assert!(
-        again.to_string().contains("already approved by alice"),
-        "{again}"
+        again
+            .notes
+            .iter()
+            .any(|n| n == "containment approved by alice"),
+        "{:?}",
+        again.notes
     );
+    let republished = world.respond(&world.miner_event(0, 21)).await;
+    assert!(
+        !skipped_reason(&republished, "isolate").starts_with("awaiting approval"),
+        "{}",
+        republished.to_json_line()
+    );
+    assert_eq!(world.count_calls("CreateNetworkAclEntry"), entries);
 }
 
 #[tokio::test]
