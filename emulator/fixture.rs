@@ -75,6 +75,7 @@ impl Fixture {
             member_role: None,
             chat_topic_arn: None,
             partition: "aws".to_string(),
+            slack_webhook_secret: None,
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct Clients {
     pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
     /// The IAM client (revoke-sessions).
     pub iam: aws_sdk_iam::Client,
+    /// Secrets Manager (the Slack webhook's URL), this account's.
+    pub secretsmanager: aws_sdk_secretsmanager::Client,
     /// Auto Scaling (protect-instance's standby).
     pub autoscaling: aws_sdk_autoscaling::Client,
     /// Security Hub (notify's `security_hub` option), always this account's: an administrator
@@ -80,6 +82,8 @@ impl ProvideCredentials for Primed {
 pub struct StableFacts {
     subnet_vpc: Mutex<HashMap<String, String>>,
     isolation_settled: Mutex<HashSet<String>>,
+    /// The Slack webhook's URL, once read from its secret.
+    pub(crate) webhook_url: tokio::sync::OnceCell<String>,
 }
 
 /// Subnets remembered at most, so a long-lived container's memory stays bounded.
@@ -152,6 +156,7 @@ impl Clients {
             iam: aws_sdk_iam::Client::new(config),
             securityhub: aws_sdk_securityhub::Client::new(config),
             autoscaling: aws_sdk_autoscaling::Client::new(config),
+            secretsmanager: aws_sdk_secretsmanager::Client::new(config),
             #[cfg(feature = "preflight")]
             guardduty: aws_sdk_guardduty::Client::new(config),
             stable: Arc::default(),

@@ -26,6 +26,9 @@ pub struct Config {
     /// The region this function acts in (`AWS_REGION`, which Lambda sets): a finding about a
     /// resource in another region is preserved and reported, not acted on.
     pub region: Option<String>,
+    /// A Secrets Manager secret holding a Slack incoming webhook's URL
+    /// (`RESPONDER_SLACK_WEBHOOK_SECRET`): `notify` posts the Slack rendering there too.
+    pub slack_webhook_secret: Option<String>,
     /// The partition this function runs in (`RESPONDER_PARTITION`, which the template sets;
     /// default `aws`): member roles' ARNs are built in it.
     pub partition: String,
@@ -179,6 +182,7 @@ impl Config {
         Ok(Config {
             partition: read("RESPONDER_PARTITION").unwrap_or_else(|| "aws".to_string()),
             chat_topic_arn: read(ENV_CHAT_TOPIC),
+            slack_webhook_secret: read("RESPONDER_SLACK_WEBHOOK_SECRET"),
             member_role,
             provenance,
             region: read("AWS_REGION").or_else(|| read("AWS_DEFAULT_REGION")),

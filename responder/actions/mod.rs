@@ -27,6 +27,7 @@ pub mod snapshot;
 pub mod stop;
 pub mod sweep;
 pub mod tag;
+pub mod webhook;
 pub mod workload;
 
 use std::fmt;

@@ -56,6 +56,12 @@ pub struct NotifyOutput {
     /// Why Security Hub was not updated, when it was asked and was not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_hub_error: Option<String>,
+    /// The Slack message went to the webhook.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub slack_posted: bool,
+    /// Why the Slack message did not go, when a webhook is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack_error: Option<String>,
 }
 
 impl Action for Notify {
@@ -64,8 +70,11 @@ impl Action for Notify {
     const PURPOSE: &'static str = "tell people what was found and done";
     const CONTAINMENT: bool = false;
     const TARGETS: &'static [TargetKind] = TargetKind::ALL;
-    const PERMISSIONS: &'static [&'static str] =
-        &["sns:Publish", "securityhub:BatchUpdateFindings"];
+    const PERMISSIONS: &'static [&'static str] = &[
+        "sns:Publish",
+        "securityhub:BatchUpdateFindings",
+        "secretsmanager:GetSecretValue",
+    ];
 
     type Params = NotifyParams;
     type Output = NotifyOutput;
@@ -101,7 +110,20 @@ impl Action for Notify {
         // The text first: when it fails the step is retried, and a card or note already out
         // would go twice. Then the card and Security Hub together.
         let mut sent = notify(ctx.clients, topic, ctx.report, prefix).await?;
-        let (card, hub) = tokio::join!(chat, hub);
+        let slack = async {
+            match &ctx.config.slack_webhook_secret {
+                None => None,
+                Some(secret) => {
+                    Some(super::webhook::post_slack(ctx.clients, secret, ctx.report, prefix).await)
+                }
+            }
+        };
+        let (card, hub, slack) = tokio::join!(chat, hub, slack);
+        match slack {
+            None => {}
+            Some(Ok(())) => sent.slack_posted = true,
+            Some(Err(error)) => sent.slack_error = Some(error.to_string()),
+        }
         match card {
             Ok(id) => sent.chat_message_id = id.flatten(),
             // The text went out, so the step is done (a retry would send it twice); the card's
@@ -130,8 +152,13 @@ impl Action for Notify {
             }
             (None, None) => String::new(),
         };
+        let slack = match (output.slack_posted, &output.slack_error) {
+            (_, Some(error)) => format!(" (the Slack message was NOT posted: {error})"),
+            (true, None) => " (and to Slack)".to_string(),
+            (false, None) => String::new(),
+        };
         format!(
-            "sent to {}: {}{chat}{hub}",
+            "sent to {}: {}{chat}{hub}{slack}",
             output.topic_arn, output.subject
         )
     }
@@ -186,6 +213,8 @@ pub(crate) async fn notify(
         chat_error: None,
         security_hub: None,
         security_hub_error: None,
+        slack_posted: false,
+        slack_error: None,
     })
 }
 

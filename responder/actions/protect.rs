@@ -58,6 +58,9 @@ pub struct Protection {
     /// The instance was moved to Standby by this step.
     #[serde(default)]
     pub entered_standby: bool,
+    /// A Spot instance: EC2 allows no termination protection for it.
+    #[serde(default)]
+    pub spot: bool,
 }
 
 impl Action for ProtectInstance {
@@ -69,6 +72,7 @@ impl Action for ProtectInstance {
     const CONTAINMENT: bool = false;
     const TARGETS: &'static [TargetKind] = &[TargetKind::Ec2Instance];
     const PERMISSIONS: &'static [&'static str] = &[
+        "ec2:DescribeInstances",
         "ec2:DescribeInstanceAttribute",
         "ec2:ModifyInstanceAttribute",
         "autoscaling:DescribeAutoScalingInstances",
@@ -95,22 +99,28 @@ impl Action for ProtectInstance {
             .written_down
             .iter()
             .find_map(|v| serde_json::from_value::<Protection>(v.clone()).ok());
-        let ((termination, shutdown), group) =
-            tokio::try_join!(instance_settings(ctx.clients, id), async {
+        let ((termination, shutdown), group, spot) = tokio::try_join!(
+            instance_settings(ctx.clients, id),
+            async {
                 if params.standby {
                     auto_scaling_group(ctx.clients, id).await
                 } else {
                     Ok(None)
                 }
-            })?;
+            },
+            is_spot(ctx.clients, id)
+        )?;
         let mut protection = earlier.unwrap_or_else(|| Protection {
             instance_id: id.to_string(),
             termination_protection_before: termination,
             shutdown_behavior_before: shutdown.clone(),
             ..Protection::default()
         });
-        protection.termination_protection_set |= !termination;
-        protection.shutdown_stop_set |= shutdown != "stop";
+        protection.spot = spot;
+        let protect = !termination && !spot;
+        let stop = shutdown != "stop";
+        protection.termination_protection_set |= protect;
+        protection.shutdown_stop_set |= stop;
         let standby = match &group {
             Some((name, state)) if state == "InService" => {
                 protection.auto_scaling_group = Some(name.clone());
@@ -131,29 +141,45 @@ impl Action for ProtectInstance {
                 &[serde_json::to_value(&protection).unwrap_or_default()],
             )
             .await?;
-        let changes = tokio::try_join!(
+        // Each change on its own: one refused must not cancel the others. What did not
+        // happen is not reported (nor released) as done.
+        let group = protection.auto_scaling_group.clone();
+        let (protected, stopped, in_standby) = tokio::join!(
             async {
-                if !termination {
-                    set_termination_protection(ctx.clients, id, true).await?;
+                match protect {
+                    true => set_termination_protection(ctx.clients, id, true).await,
+                    false => Ok(()),
                 }
-                Ok::<_, StepError>(())
             },
             async {
-                if shutdown != "stop" {
-                    set_shutdown_behavior(ctx.clients, id, "stop").await?;
+                match stop {
+                    true => set_shutdown_behavior(ctx.clients, id, "stop").await,
+                    false => Ok(()),
                 }
-                Ok(())
             },
             async {
-                match (&protection.auto_scaling_group, standby) {
+                match (&group, standby) {
                     (Some(group), true) => enter_standby(ctx.clients, group, id).await,
                     _ => Ok(()),
                 }
             }
         );
-        match changes {
-            Ok(_) => Ok(protection),
-            Err(error) => Err(Failure {
+        let mut first_error = None;
+        if let Err(error) = protected {
+            protection.termination_protection_set = false;
+            first_error.get_or_insert(error);
+        }
+        if let Err(error) = stopped {
+            protection.shutdown_stop_set = false;
+            first_error.get_or_insert(error);
+        }
+        if let Err(error) = in_standby {
+            protection.entered_standby = false;
+            first_error.get_or_insert(error);
+        }
+        match first_error {
+            None => Ok(protection),
+            Some(error) => Err(Failure {
                 error,
                 partial: Some(protection),
             }),
@@ -176,6 +202,12 @@ impl Action for ProtectInstance {
                 "in Auto Scaling group {group}, not in service: left as it was"
             )),
             (None, _) => {}
+        }
+        if output.spot {
+            done.push(
+                "a Spot instance: EC2 allows no termination protection, and may reclaim it"
+                    .to_string(),
+            );
         }
         if done.is_empty() {
             "already protected: nothing changed".to_string()
@@ -221,6 +253,22 @@ pub async fn instance_settings(clients: &Clients, id: &str) -> Result<(bool, Str
             .unwrap_or("stop")
             .to_string(),
     ))
+}
+
+/// Whether the instance is a Spot instance (EC2 refuses termination protection for those).
+async fn is_spot(clients: &Clients, id: &str) -> Result<bool, StepError> {
+    let described = clients
+        .ec2
+        .describe_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .map_err(aws("EC2 DescribeInstances"))?;
+    Ok(described
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .any(|i| i.instance_lifecycle().map(|l| l.as_str()) == Some("spot")))
 }
 
 /// Termination protection on or off.

@@ -29,6 +29,7 @@ pub const PERMISSIONS: &[&str] = &[
     // protect-instance: termination protection and shutdown behaviour put back
     "ec2:DescribeInstanceAttribute",
     "ec2:ModifyInstanceAttribute",
+    "autoscaling:DescribeAutoScalingInstances",
     // revoke-sessions: the policy removed, or narrowed when the workload stops
     "iam:PutRolePolicy",
     "iam:DeleteRolePolicy",

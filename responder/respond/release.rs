@@ -529,7 +529,9 @@ impl Responder {
             left_alone: Vec::new(),
         };
         match protect::instance_settings(clients, id).await {
-            Err(StepError::Aws { code, .. }) if code.starts_with("InvalidInstanceID") => {
+            Err(StepError::Aws { code, .. })
+                if code.starts_with("InvalidInstanceID") || code == "IncorrectInstanceState" =>
+            {
                 released
                     .left_alone
                     .push("the instance no longer exists".to_string());
@@ -568,10 +570,15 @@ impl Responder {
                 }
             }
         }
-        if let (Some(group), true) = (&protection.auto_scaling_group, protection.entered_standby) {
-            released.left_alone.push(format!(
-                "in Standby in Auto Scaling group {group}: put it back in service (aws autoscaling exit-standby; the group's desired capacity grows by one) or terminate it"
-            ));
+        if protection.entered_standby {
+            // Said only when it is in Standby now (the step may have failed to put it there).
+            if let Some((group, state)) = protect::auto_scaling_group(clients, id).await? {
+                if state == "Standby" {
+                    released.left_alone.push(format!(
+                        "in Standby in Auto Scaling group {group}: put it back in service (aws autoscaling exit-standby; the group's desired capacity grows by one, and its termination policy then removes an instance) or terminate it"
+                    ));
+                }
+            }
         }
         let stored = serde_json::to_value(&released).unwrap_or_default();
         ledger

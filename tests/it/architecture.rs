@@ -148,6 +148,7 @@ fn the_member_role_grants_the_workload_permissions_and_nothing_else() {
         "sqs:",
         "sts:",
         "securityhub:",
+        "secretsmanager:",
     ];
     let workload: BTreeSet<String> = granted()
         .into_iter()

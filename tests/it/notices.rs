@@ -202,3 +202,45 @@ fn notify_summary(report: &responder::report::Report) -> String {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn the_slack_message_goes_to_the_webhook_the_secret_names() {
+    use std::sync::{Arc, Mutex};
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let _server =
+        emulator::serve_loopback(listener, received.clone(), |received, request| async move {
+            use http_body_util::BodyExt;
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            if let Ok(value) = serde_json::from_slice::<Value>(&body) {
+                received.lock().unwrap().push(value);
+            }
+            hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"ok")))
+        });
+    let mut world = World::new(2).await;
+    let secret = format!("incident-responder/slack-{}", world.name);
+    world
+        .clients
+        .secretsmanager
+        .create_secret()
+        .name(&secret)
+        .secret_string(serde_json::json!({ "url": url }).to_string())
+        .send()
+        .await
+        .unwrap();
+    world.responder.config.slack_webhook_secret = Some(secret);
+    let report = world.respond(&world.miner_event(0, 9)).await;
+    assert!(is_done(&report, "notify"), "{}", report.to_json_line());
+    let summary = notify_summary(&report);
+    assert!(summary.contains("(and to Slack)"), "{summary}");
+    let posted = received.lock().unwrap().clone();
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    let header = posted[0]["blocks"][0]["text"]["text"].as_str().unwrap();
+    assert!(header.contains("contained"), "{header}");
+    assert!(
+        posted[0].to_string().contains("responder release"),
+        "{}",
+        posted[0]
+    );
+}
