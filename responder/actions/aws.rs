@@ -84,6 +84,8 @@ pub struct StableFacts {
     isolation_settled: Mutex<HashSet<String>>,
     /// The Slack webhook's URL, once read from its secret.
     pub(crate) webhook_url: tokio::sync::OnceCell<String>,
+    /// The HTTPS client that posts to it.
+    pub(crate) webhook_client: tokio::sync::OnceCell<super::webhook::Client>,
 }
 
 /// Subnets remembered at most, so a long-lived container's memory stays bounded.

@@ -29,7 +29,20 @@ pub async fn post_slack(
         .get_or_try_init(|| webhook_url(clients, secret_id))
         .await?;
     let body = render(report, NoticeFormat::Slack, subject_prefix);
-    post(url, body).await
+    let client = clients
+        .stable
+        .webhook_client
+        .get_or_try_init(|| async { client() })
+        .await?;
+    // The whole exchange, answer included, within the limit.
+    tokio::time::timeout(POST_TIMEOUT, post(client, url, body))
+        .await
+        .map_err(|_| StepError::Aws {
+            operation: "Slack webhook POST",
+            code: "Timeout".to_string(),
+            message: "no answer in time".to_string(),
+            retryable: true,
+        })?
 }
 
 /// The secret holds the URL itself, or JSON with a `url` (or `webhook_url`) field.
@@ -54,9 +67,7 @@ async fn webhook_url(clients: &Clients, secret_id: &str) -> Result<String, StepE
             .to_string(),
         Err(_) => text,
     };
-    // HTTPS only; plain HTTP to this machine alone, for a local receiver.
-    let local = url.starts_with("http://127.0.0.1:") || url.starts_with("http://localhost:");
-    if !url.starts_with("https://") && !local {
+    if !allowed(&url) {
         return Err(StepError::Refused(format!(
             "secret {secret_id} does not hold an https:// webhook URL (nor JSON with a `url`)"
         )));
@@ -64,29 +75,63 @@ async fn webhook_url(clients: &Clients, secret_id: &str) -> Result<String, StepE
     Ok(url)
 }
 
-async fn post(url: &str, body: String) -> Result<(), StepError> {
+/// HTTPS anywhere; plain HTTP only to this machine (a local receiver). Parsed, not prefixed:
+/// `http://127.0.0.1:1@elsewhere/` is elsewhere.
+fn allowed(url: &str) -> bool {
+    let Ok(uri) = url.parse::<hyper::Uri>() else {
+        return false;
+    };
+    let Some(authority) = uri.authority() else {
+        return false;
+    };
+    match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => {
+            !authority.as_str().contains('@')
+                && matches!(authority.host(), "127.0.0.1" | "localhost")
+        }
+        _ => false,
+    }
+}
+
+/// The HTTPS client, built once per container (loading the system's roots is slow).
+pub(crate) type Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
+
+fn client() -> Result<Client, StepError> {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| StepError::Aws {
+            operation: "Slack webhook POST",
+            code: "TLS".to_string(),
+            message: e.to_string(),
+            retryable: false,
+        })?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector),
+    )
+}
+
+async fn post(client: &Client, url: &str, body: String) -> Result<(), StepError> {
     let failed = |code: String, message: String, retryable: bool| StepError::Aws {
         operation: "Slack webhook POST",
         code,
         message,
         retryable,
     };
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| failed("TLS".to_string(), e.to_string(), false))?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(connector);
     let request = hyper::Request::post(url)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| failed("BadRequest".to_string(), e.to_string(), false))?;
-    let response = tokio::time::timeout(POST_TIMEOUT, client.request(request))
+    let response = client
+        .request(request)
         .await
-        .map_err(|_| failed("Timeout".to_string(), "no answer".to_string(), true))?
         .map_err(|e| failed("NoResponse".to_string(), e.to_string(), true))?;
     let status = response.status();
     if status.is_success() {
@@ -108,4 +153,20 @@ async fn post(url: &str, body: String) -> Result<(), StepError> {
         text,
         status.is_server_error() || status.as_u16() == 429,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_https_or_this_machine_is_allowed() {
+        assert!(allowed("https://hooks.slack.com/services/T/B/x"));
+        assert!(allowed("http://127.0.0.1:9000/hook"));
+        assert!(allowed("http://localhost:9000/hook"));
+        assert!(!allowed("http://hooks.slack.com/services/T/B/x"));
+        assert!(!allowed("http://127.0.0.1:1@evil.example/"));
+        assert!(!allowed("ftp://127.0.0.1/"));
+        assert!(!allowed("not a url"));
+    }
 }
