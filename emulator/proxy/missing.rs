@@ -4,6 +4,8 @@
 //!   Hub holds (imported with `BatchImportFindings`) is processed and the update recorded for
 //!   tests to read; any other comes back in `UnprocessedFindings` with `FindingNotFound`, in a
 //!   200 answer, as AWS answers.
+//! - EC2 `InstanceInitiatedShutdownBehavior`: moto neither keeps a change of it nor reports it
+//!   (always `stop`); it is kept here per instance and reported by `DescribeInstanceAttribute`.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -21,10 +23,54 @@ pub(super) async fn answer(
     body: &Bytes,
     operation: &str,
 ) -> Option<Answer> {
+    let text = std::str::from_utf8(body).unwrap_or_default();
     match operation {
         "PATCH /findings/batchupdate" => Some(batch_update_findings(state, parts, body).await),
+        "ModifyInstanceAttribute" => {
+            let behavior = super::form_value(text, "InstanceInitiatedShutdownBehavior.Value")?;
+            let instance = super::form_value(text, "InstanceId")?;
+            if let Ok(mut kept) = state.shutdown_behaviors.lock() {
+                kept.insert(instance, behavior);
+            }
+            Some((
+                ec2_xml("ModifyInstanceAttributeResponse", "<return>true</return>"),
+                Some("shutdown behaviour kept for moto".to_string()),
+            ))
+        }
+        "DescribeInstanceAttribute"
+            if super::form_value(text, "Attribute").as_deref()
+                == Some("instanceInitiatedShutdownBehavior") =>
+        {
+            let instance = super::form_value(text, "InstanceId")?;
+            let behavior = state
+                .shutdown_behaviors
+                .lock()
+                .ok()
+                .and_then(|kept| kept.get(&instance).cloned())
+                .unwrap_or_else(|| "stop".to_string());
+            Some((
+                ec2_xml(
+                    "DescribeInstanceAttributeResponse",
+                    &format!("<instanceId>{instance}</instanceId><instanceInitiatedShutdownBehavior><value>{behavior}</value></instanceInitiatedShutdownBehavior>"),
+                ),
+                Some("shutdown behaviour answered for moto".to_string()),
+            ))
+        }
         _ => None,
     }
+}
+
+/// An EC2 query answer with `inner` after the request id.
+fn ec2_xml(element: &str, inner: &str) -> Response<Full<Bytes>> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{element} xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>proxy</requestId>{inner}</{element}>"
+    );
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("text/xml"),
+    );
+    response
 }
 
 async fn batch_update_findings(

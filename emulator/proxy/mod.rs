@@ -183,6 +183,8 @@ struct State {
     dynamodb_writes: tokio::sync::Mutex<()>,
     /// Security Hub `BatchUpdateFindings` updates answered here (moto lacks the API).
     security_hub_updates: Mutex<Vec<serde_json::Value>>,
+    /// Instances' shutdown behaviour, which moto does not keep.
+    shutdown_behaviors: Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// A running proxy on 127.0.0.1. Dropping it stops accepting connections.
@@ -211,6 +213,7 @@ impl FaultProxy {
             acl_writes: tokio::sync::Mutex::new(()),
             dynamodb_writes: tokio::sync::Mutex::new(()),
             security_hub_updates: Mutex::new(Vec::new()),
+            shutdown_behaviors: Mutex::default(),
         });
         let task = crate::serve_loopback(listener, state.clone(), |state, request| async move {
             handle(&state, request).await

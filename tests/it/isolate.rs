@@ -835,8 +835,20 @@ async fn an_instance_is_kept_from_termination_and_replacement_and_release_puts_i
     use aws_sdk_ec2::types::InstanceAttributeName;
     let world = World::new(1).await;
     let (group, instance_id, eni_id) = auto_scaling_instance(&world).await;
-    // moto keeps no InstanceInitiatedShutdownBehavior (it always says `stop`), so only
-    // termination protection and Standby are exercised here.
+    // Its owner made a shutdown from inside terminate it (kept by the proxy: moto does not).
+    world
+        .clients
+        .ec2
+        .modify_instance_attribute()
+        .instance_id(&instance_id)
+        .instance_initiated_shutdown_behavior(
+            aws_sdk_ec2::types::AttributeValue::builder()
+                .value("terminate")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
     let settings = || async {
         let termination = world
             .clients
@@ -907,10 +919,16 @@ async fn an_instance_is_kept_from_termination_and_replacement_and_release_puts_i
         .await
         .unwrap();
     let protection = summary.findings[0].protection.as_ref().unwrap();
-    assert_eq!(settings().await, (Some(false), Some("stop".to_string())));
+    assert_eq!(
+        settings().await,
+        (Some(false), Some("terminate".to_string()))
+    );
     assert_eq!(
         protection.restored,
-        vec!["termination protection off".to_string()]
+        vec![
+            "termination protection off".to_string(),
+            "shutdown behaviour terminate".to_string()
+        ]
     );
     assert!(
         protection.left_alone.iter().any(|l| l.contains("Standby")),
