@@ -218,6 +218,20 @@ impl Facts {
         }
     }
 
+    /// The titled lists every format shows, in order, the empty ones left out.
+    fn sections(&self) -> impl Iterator<Item = (&'static str, &Vec<String>)> {
+        [
+            ("Done", &self.done),
+            ("Failed", &self.failed),
+            ("Not done", &self.not_done),
+            ("Planned, not carried out", &self.planned),
+            ("Still reachable", &self.open),
+            ("Notes", &self.notes),
+        ]
+        .into_iter()
+        .filter(|(_, lines)| !lines.is_empty())
+    }
+
     fn chatbot(&self) -> Value {
         let mut description = vec![
             format!("*{}*, severity {}", self.finding_type, self.severity),
@@ -229,19 +243,10 @@ impl Facts {
                 None => format!("*{label}:* {value}"),
             });
         }
-        for (title, lines) in [
-            ("Done", &self.done),
-            ("Failed", &self.failed),
-            ("Not done", &self.not_done),
-            ("Planned, not carried out", &self.planned),
-            ("Still reachable", &self.open),
-            ("Notes", &self.notes),
-        ] {
-            if !lines.is_empty() {
-                description.push(String::new());
-                description.push(format!("*{title}*"));
-                description.extend(lines.iter().map(|l| format!("• {l}")));
-            }
+        for (title, lines) in self.sections() {
+            description.push(String::new());
+            description.push(format!("*{title}*"));
+            description.extend(lines.iter().map(|l| format!("• {l}")));
         }
         let mut next_steps = Vec::new();
         if let Some(release) = &self.release {
@@ -305,25 +310,16 @@ impl Facts {
         for chunk in fields.chunks(10) {
             blocks.push(json!({"type": "section", "fields": chunk}));
         }
-        for (title, lines) in [
-            ("Done", &self.done),
-            ("Failed", &self.failed),
-            ("Not done", &self.not_done),
-            ("Planned, not carried out", &self.planned),
-            ("Still reachable", &self.open),
-            ("Notes", &self.notes),
-        ] {
-            if !lines.is_empty() {
-                let text = lines
-                    .iter()
-                    .map(|l| format!("• {}", escape(l)))
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                blocks.push(json!({
-                    "type": "section",
-                    "text": {"type": "mrkdwn", "text": clip(&format!("*{title}*\n{text}"), 3000)},
-                }));
-            }
+        for (title, lines) in self.sections() {
+            let text = lines
+                .iter()
+                .map(|l| format!("• {}", escape(l)))
+                .collect::<Vec<_>>()
+                .join("\n");
+            blocks.push(json!({
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": clip(&format!("*{title}*\n{text}"), 3000)},
+            }));
         }
         let mut context = Vec::new();
         if let Some(release) = &self.release {

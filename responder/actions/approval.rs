@@ -221,7 +221,32 @@ pub async fn decide(
     if let Some(refusal) = refusal {
         return Err(StepError::Refused(refusal));
     }
-    let at = now.to_rfc3339_opts(SecondsFormat::Secs, true);
+    if !settle(ledger, finding_id, to, by, now).await? {
+        return Err(StepError::Refused(format!(
+            "finding {finding_id}'s approval was decided (or expired) just now by someone else"
+        )));
+    }
+    approval.status = to;
+    approval.decided_by = Some(by.to_string());
+    approval.decided_at = Some(now.to_rfc3339_opts(SecondsFormat::Secs, true));
+    Ok(approval)
+}
+
+/// Move a pending approval to `to`, recording who and when: before its expiry for a person's
+/// decision, after it for [`ApprovalStatus::Expired`]. One conditional write, so a person and
+/// the clock cannot both win; `Ok(false)` when the condition did not hold.
+async fn settle(
+    ledger: &Ledger,
+    finding_id: &str,
+    to: ApprovalStatus,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StepError> {
+    let in_time = if to == ApprovalStatus::Expired {
+        "expires < :now"
+    } else {
+        "expires >= :now"
+    };
     let updated = ledger
         .client
         .update_item()
@@ -229,30 +254,23 @@ pub async fn decide(
         .key("pk", s(finding_pk(finding_id)))
         .key("sk", s(SORT_KEY))
         .update_expression("SET #status = :to, decided_by = :by, decided_at = :at")
-        .condition_expression("#status = :pending AND expires >= :now")
+        .condition_expression(format!("#status = :pending AND {in_time}"))
         .expression_attribute_names("#status", "status")
         .expression_attribute_values(":to", s(to.name()))
         .expression_attribute_values(":by", s(by))
-        .expression_attribute_values(":at", s(&at))
+        .expression_attribute_values(":at", s(now.to_rfc3339_opts(SecondsFormat::Secs, true)))
         .expression_attribute_values(":pending", s(ApprovalStatus::Pending.name()))
         .expression_attribute_values(":now", n(now.timestamp()))
         .send()
         .await;
     match updated {
-        Ok(_) => {
-            approval.status = to;
-            approval.decided_by = Some(by.to_string());
-            approval.decided_at = Some(at);
-            Ok(approval)
-        }
+        Ok(_) => Ok(true),
         Err(error)
             if error
                 .as_service_error()
                 .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
         {
-            Err(StepError::Refused(format!(
-                "finding {finding_id}'s approval was decided (or expired) just now by someone else"
-            )))
+            Ok(false)
         }
         Err(error) => Err(aws("DynamoDB UpdateItem (approval)")(error)),
     }
@@ -277,36 +295,10 @@ pub async fn expire_due(ledger: &Ledger) -> Result<Vec<Approval>, StepError> {
         };
         match approval.status {
             ApprovalStatus::Pending if approval.expired(now) => {
-                let updated = ledger
-                    .client
-                    .update_item()
-                    .table_name(&ledger.table)
-                    .key("pk", s(finding_pk(finding_id)))
-                    .key("sk", s(SORT_KEY))
-                    .update_expression("SET #status = :expired, decided_by = :by, decided_at = :at")
-                    .condition_expression("#status = :pending AND expires < :now")
-                    .expression_attribute_names("#status", "status")
-                    .expression_attribute_values(":expired", s(ApprovalStatus::Expired.name()))
-                    .expression_attribute_values(":by", s("expiry"))
-                    .expression_attribute_values(
-                        ":at",
-                        s(now.to_rfc3339_opts(SecondsFormat::Secs, true)),
-                    )
-                    .expression_attribute_values(":pending", s(ApprovalStatus::Pending.name()))
-                    .expression_attribute_values(":now", n(now.timestamp()))
-                    .send()
-                    .await;
-                match updated {
-                    Ok(_) => {
-                        approval.status = ApprovalStatus::Expired;
-                        to_tell.push(approval);
-                    }
-                    // Decided in between: the next run sees how.
-                    Err(error)
-                        if error
-                            .as_service_error()
-                            .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
-                    Err(error) => return Err(aws("DynamoDB UpdateItem (approval expiry)")(error)),
+                // Decided in between: the next run sees how.
+                if settle(ledger, finding_id, ApprovalStatus::Expired, "expiry", now).await? {
+                    approval.status = ApprovalStatus::Expired;
+                    to_tell.push(approval);
                 }
             }
             ApprovalStatus::Pending => {}
