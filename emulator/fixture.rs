@@ -784,6 +784,161 @@ pub async fn launch_instance_with_profile(
     Ok((instance_id, eni))
 }
 
+/// An ECS cluster backed by one EC2 container instance (in the fixture's private subnet, with
+/// the fixture's app group), for tasks in `bridge` network mode: they share the instance's.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Ec2Cluster {
+    pub cluster_arn: String,
+    pub cluster_name: String,
+    pub instance_id: String,
+    pub eni_id: String,
+    pub container_instance_arn: String,
+    pub task_definition_arn: String,
+}
+
+/// Create an [`Ec2Cluster`] next to the fixture's Fargate service.
+pub async fn seed_ec2_cluster(
+    clients: &Clients,
+    fixture: &Fixture,
+) -> Result<Ec2Cluster, EmulatorError> {
+    let (instance_id, eni_id) = launch_instance(clients, fixture).await?;
+    let ecs = &clients.ecs;
+    let cluster_name = format!("{}-ec2", fixture.cluster_name);
+    let cluster = ecs
+        .create_cluster()
+        .cluster_name(&cluster_name)
+        .send()
+        .await
+        .map_err(seed("CreateCluster"))?;
+    let cluster_arn = need(
+        cluster.cluster().and_then(|c| c.cluster_arn()),
+        "clusterArn",
+    )?
+    .to_string();
+    // What the ECS agent sends when the instance joins the cluster.
+    let document = serde_json::json!({
+        "instanceId": instance_id,
+        "region": fixture.region,
+        "accountId": ACCOUNT,
+        "availabilityZone": format!("{}a", fixture.region),
+    });
+    let registered = ecs
+        .register_container_instance()
+        .cluster(&cluster_arn)
+        .instance_identity_document(document.to_string())
+        .send()
+        .await
+        .map_err(seed("RegisterContainerInstance"))?;
+    let container_instance_arn = need(
+        registered
+            .container_instance()
+            .and_then(|c| c.container_instance_arn()),
+        "containerInstanceArn",
+    )?
+    .to_string();
+    let definition = ecs
+        .register_task_definition()
+        .family(format!("{}-report-builder", fixture.cluster_name))
+        .network_mode(aws_sdk_ecs::types::NetworkMode::Bridge)
+        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Ec2)
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("builder")
+                .image(format!(
+                    "{ACCOUNT}.dkr.ecr.{}.amazonaws.com/report-builder:5.0.2",
+                    fixture.region
+                ))
+                .memory(128)
+                .essential(true)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(seed("RegisterTaskDefinition"))?;
+    let task_definition_arn = need(
+        definition
+            .task_definition()
+            .and_then(|d| d.task_definition_arn()),
+        "taskDefinitionArn",
+    )?
+    .to_string();
+    Ok(Ec2Cluster {
+        cluster_arn,
+        cluster_name,
+        instance_id,
+        eni_id,
+        container_instance_arn,
+        task_definition_arn,
+    })
+}
+
+/// A service of the EC2 cluster with `desired` tasks wanted (moto starts none: see
+/// [`run_bridge_task`]).
+pub async fn add_ec2_service(
+    clients: &Clients,
+    cluster: &Ec2Cluster,
+    service: &str,
+    desired: i32,
+) -> Result<(), EmulatorError> {
+    clients
+        .ecs
+        .create_service()
+        .cluster(&cluster.cluster_arn)
+        .service_name(service)
+        .task_definition(&cluster.task_definition_arn)
+        .desired_count(desired)
+        .launch_type(aws_sdk_ecs::types::LaunchType::Ec2)
+        .send()
+        .await
+        .map_err(seed("CreateService"))?;
+    Ok(())
+}
+
+/// One bridge-mode task on the cluster's container instance, of `service` or of none.
+pub async fn run_bridge_task(
+    clients: &Clients,
+    cluster: &Ec2Cluster,
+    service: Option<&str>,
+) -> Result<String, EmulatorError> {
+    let run = clients
+        .ecs
+        .run_task()
+        .cluster(&cluster.cluster_arn)
+        .task_definition(&cluster.task_definition_arn)
+        .launch_type(aws_sdk_ecs::types::LaunchType::Ec2)
+        .set_group(service.map(|s| format!("service:{s}")))
+        .set_started_by(service.map(|_| "ecs-svc/5150".to_string()))
+        .send()
+        .await
+        .map_err(seed("RunTask"))?;
+    Ok(need(run.tasks().first().and_then(|t| t.task_arn()), "taskArn")?.to_string())
+}
+
+/// The crypto-mining sample pointed at a bridge-mode task of the EC2 cluster.
+pub fn bridge_finding_for(
+    fixture: &Fixture,
+    cluster: &Ec2Cluster,
+    task_arn: &str,
+    service: &str,
+    finding_id: &str,
+) -> Value {
+    let mut on_ec2 = fixture.clone();
+    on_ec2.cluster_arn = cluster.cluster_arn.clone();
+    on_ec2.cluster_name = cluster.cluster_name.clone();
+    on_ec2.task_definition_arn = cluster.task_definition_arn.clone();
+    on_ec2.service_name = service.to_string();
+    let task = TaskRef {
+        arn: task_arn.to_string(),
+        eni_id: String::new(),
+        ip: String::new(),
+        subnet_id: String::new(),
+    };
+    let mut event = miner_finding_for(&on_ec2, &task, finding_id);
+    let details = &mut event["detail"]["resource"]["ecsClusterDetails"]["taskDetails"];
+    details["launchType"] = "EC2".into();
+    event
+}
+
 /// The sample crypto-mining finding rewritten to point at one of the fixture's tasks.
 pub fn miner_finding_for(fixture: &Fixture, task: &TaskRef, finding_id: &str) -> Value {
     let mut event: Value = serde_json::from_str(MINER_EVENT).unwrap_or(Value::Null);

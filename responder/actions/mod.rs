@@ -9,6 +9,7 @@ pub mod approval;
 mod aws;
 mod config;
 pub mod deregister;
+pub mod drain;
 pub mod evidence;
 pub mod guard;
 pub mod hold;
@@ -199,6 +200,8 @@ pub struct StepContext<'a> {
     pub prefetched: Option<&'a isolate::Prefetched>,
     /// The report as it stands (outcomes so far): what `notify` sends.
     pub report: &'a Report,
+    /// What weighs containment that reaches beyond the workload (a shared container instance).
+    pub bounds: drain::Bounds<'a>,
 }
 
 /// IAM actions used outside any playbook action, by component.

@@ -180,6 +180,7 @@ macro_rules! registry {
 
 registry! {
     Isolate => super::isolate::Isolate,
+    DrainInstance => super::drain::DrainInstance,
     RevokeSessions => super::revoke_sessions::RevokeSessions,
     Evidence => super::evidence::Evidence,
     SnapshotVolumes => super::snapshot::SnapshotVolumes,

@@ -24,6 +24,8 @@ pub struct TaskFacts {
     pub ipv4: Option<String>,
     /// The task's private IPv6 address.
     pub ipv6: Option<String>,
+    /// The container instance it runs on (EC2 launch type).
+    pub container_instance_arn: Option<String>,
     /// The task as JSON, for evidence.
     pub raw: Value,
 }
@@ -47,6 +49,7 @@ pub async fn describe_task(
     };
     let mut facts = TaskFacts {
         last_status: found.last_status().map(str::to_string),
+        container_instance_arn: found.container_instance_arn().map(str::to_string),
         raw: ecs_task_json(found),
         ..TaskFacts::default()
     };
@@ -90,6 +93,7 @@ pub fn ecs_task_json(task: &aws_sdk_ecs::types::Task) -> Value {
         "lastStatus": task.last_status(),
         "desiredStatus": task.desired_status(),
         "launchType": task.launch_type().map(|l| l.as_str()),
+        "containerInstanceArn": task.container_instance_arn(),
         "group": task.group(),
         "startedBy": task.started_by(),
         "availabilityZone": task.availability_zone(),

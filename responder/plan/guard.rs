@@ -1,6 +1,8 @@
 //! What the blast-radius guard and the breaker allow, from the numbers. Pure: the counts come
 //! from ECS, the holders from the ledger ([`crate::actions::guard`]).
 
+use std::collections::BTreeMap;
+
 use crate::playbook::{BlastRadius, Breaker};
 
 /// How many of a service's tasks may be in containment at once, and why that many: never more
@@ -23,6 +25,107 @@ pub fn breaker_window(breaker: &Breaker, now_epoch: i64) -> (i64, i64) {
     let length = i64::from(breaker.window_minutes.max(1)) * 60;
     let window = now_epoch.div_euclid(length);
     (window, (window + 1) * length)
+}
+
+/// A task on a container instance, as the guard weighs cutting the instance off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    /// The task.
+    pub task_arn: String,
+    /// Its service, when its group is `service:NAME`.
+    pub service: Option<String>,
+    /// It has a network interface of its own (`awsvpc`): cutting the instance's leaves it be.
+    pub own_interface: bool,
+    /// It, or its service, carries the exemption tag.
+    pub exempt: bool,
+}
+
+/// What ECS says of a service with tasks on the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceCount {
+    /// Its desired count.
+    pub desired: u32,
+    /// Its running count.
+    pub running: u32,
+}
+
+/// May the container instance be cut off the network, given the tasks that share its
+/// network? The blast-radius rules apply to every service with tasks there, as if each of
+/// those tasks were contained (they are: one network), and a task of no service counts as a
+/// one-task service. `Ok` says what is cut; `Err` says why not.
+pub fn instance_cut(
+    radius: &BlastRadius,
+    instance: &str,
+    compromised_task: &str,
+    tenants: &[Tenant],
+    services: &BTreeMap<String, ServiceCount>,
+) -> Result<String, String> {
+    let sharing: Vec<&Tenant> = tenants.iter().filter(|t| !t.own_interface).collect();
+    let others: Vec<&Tenant> = sharing
+        .iter()
+        .copied()
+        .filter(|t| t.task_arn != compromised_task)
+        .collect();
+    // Every reason, not the first: the person reading it decides what to move.
+    let mut held = Vec::new();
+    for exempt in others.iter().filter(|t| t.exempt) {
+        held.push(format!(
+            "task {} on instance {instance} is exempt (or its service is), and shares the instance's network",
+            exempt.task_arn
+        ));
+    }
+    let mut per_service: BTreeMap<&str, u32> = BTreeMap::new();
+    for tenant in &sharing {
+        match (&tenant.service, tenant.task_arn == compromised_task) {
+            (Some(service), _) => *per_service.entry(service.as_str()).or_default() += 1,
+            (None, true) => {}
+            (None, false) => {
+                let (cap, why) = service_cap(radius, 1, 1);
+                if cap == 0 {
+                    held.push(format!(
+                        "task {} on instance {instance} belongs to no service and shares the instance's network: cutting the instance stops its work and nothing replaces it (as a one-task service: {why})",
+                        tenant.task_arn
+                    ));
+                }
+            }
+        }
+    }
+    for (service, on_instance) in &per_service {
+        let Some(count) = services.get(*service) else {
+            held.push(format!(
+                "service {service} has {on_instance} task(s) sharing instance {instance}'s network, and ECS did not describe the service: its other tasks cannot be counted"
+            ));
+            continue;
+        };
+        let (cap, why) = service_cap(radius, count.desired, count.running);
+        if *on_instance > cap {
+            held.push(format!(
+                "service {service} has {on_instance} task(s) sharing instance {instance}'s network; {why}"
+            ));
+        }
+    }
+    if !held.is_empty() {
+        return Err(held.join("; "));
+    }
+    let mut cut = format!(
+        "instance {instance} cut off: {} sharing its network",
+        crate::report::count(sharing.len(), "task", "tasks")
+    );
+    if !per_service.is_empty() {
+        let services: Vec<String> = per_service
+            .iter()
+            .map(|(s, n)| format!("{n} of service {s}"))
+            .collect();
+        cut.push_str(&format!(" ({})", services.join(", ")));
+    }
+    let own = tenants.len() - sharing.len();
+    if own > 0 {
+        cut.push_str(&format!(
+            "; {} with network interfaces of their own keep them",
+            crate::report::count(own, "task", "tasks")
+        ));
+    }
+    Ok(cut)
 }
 
 #[cfg(test)]
@@ -54,6 +157,79 @@ mod tests {
         assert_eq!(service_cap(&radius(MinHealthy::Percent(100), 9), 3, 5).0, 2);
         let (_, why) = service_cap(&default, 4, 3);
         assert!(why.contains("3 running, 4 desired"), "{why}");
+    }
+
+    fn tenant(task: &str, service: Option<&str>) -> Tenant {
+        Tenant {
+            task_arn: task.to_string(),
+            service: service.map(str::to_string),
+            own_interface: false,
+            exempt: false,
+        }
+    }
+
+    fn counts(entries: &[(&str, u32, u32)]) -> BTreeMap<String, ServiceCount> {
+        entries
+            .iter()
+            .map(|(s, desired, running)| {
+                (
+                    s.to_string(),
+                    ServiceCount {
+                        desired: *desired,
+                        running: *running,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_instance_is_cut_only_within_every_services_blast_radius() {
+        let default = BlastRadius::default();
+        let web = counts(&[("web", 4, 4)]);
+        // Alone on the instance: its own service decides (4 running, 2 may go).
+        let alone = [tenant("t1", Some("web"))];
+        let cut = instance_cut(&default, "i-1", "t1", &alone, &web);
+        assert!(cut.as_ref().is_ok_and(|c| c.contains("1 task")), "{cut:?}");
+        // Two of web's tasks there: still within 2 of 4.
+        let two = [tenant("t1", Some("web")), tenant("t2", Some("web"))];
+        assert!(instance_cut(&default, "i-1", "t1", &two, &web).is_ok());
+        // Three of web's four: more than the radius allows.
+        let three = [
+            tenant("t1", Some("web")),
+            tenant("t2", Some("web")),
+            tenant("t3", Some("web")),
+        ];
+        let held = instance_cut(&default, "i-1", "t1", &three, &web);
+        assert!(
+            held.as_ref()
+                .is_err_and(|e| e.contains("service web has 3")),
+            "{held:?}"
+        );
+        // A co-tenant service with one task keeps it (min_healthy 50% of 1 is 1).
+        let api = counts(&[("web", 4, 4), ("api", 1, 1)]);
+        let shared = [tenant("t1", Some("web")), tenant("a1", Some("api"))];
+        assert!(instance_cut(&default, "i-1", "t1", &shared, &api).is_err());
+        // ...unless that task has an interface of its own (awsvpc): the instance's cut leaves it.
+        let mut own = shared.clone();
+        own[1].own_interface = true;
+        let cut = instance_cut(&default, "i-1", "t1", &own, &api);
+        assert!(
+            cut.as_ref().is_ok_and(|c| c.contains("keep them")),
+            "{cut:?}"
+        );
+        // A task of no service there is a one-task service: kept unless min_healthy is 0.
+        let job = [tenant("t1", Some("web")), tenant("j1", None)];
+        assert!(instance_cut(&default, "i-1", "t1", &job, &web).is_err());
+        let none_kept = radius(MinHealthy::Count(0), 2);
+        assert!(instance_cut(&none_kept, "i-1", "t1", &job, &web).is_ok());
+        // An exempt co-tenant is never cut, whatever the numbers.
+        let mut exempt = two.clone();
+        exempt[1].exempt = true;
+        assert!(instance_cut(&none_kept, "i-1", "t1", &exempt, &web).is_err());
+        // A service ECS did not describe cannot be counted.
+        let unknown = [tenant("t1", Some("web")), tenant("x1", Some("gone"))];
+        assert!(instance_cut(&none_kept, "i-1", "t1", &unknown, &web).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ pub mod provenance;
 
 use serde::Serialize;
 
-use crate::actions::isolate::IsolationRung;
+use crate::actions::isolate::{IsolationRung, SharedNetwork};
 use crate::actions::{ActionName, ActionSpec};
 use crate::event::Inbound;
 use crate::incident::{Incident, Target};
@@ -642,6 +642,21 @@ pub fn plan(incident: &Incident, playbooks: &PlaybookSet) -> Decision {
                 "{ECS_NOTE} this task belongs to service {service}; if the quarantine cuts its load balancer's health checks, ECS counts it unhealthy, starts a replacement from the same task definition ({}) — same image, possibly compromised the same way — when maximum percent allows (otherwise after stopping it), and stops this task once the replacement is healthy, often within minutes, with its in-memory state (a stop by StopTask also deletes the task's tags); container health checks run inside the task and fail only if they need the network; evidence is taken right after containment, but short checks with no grace period can replace the task within seconds",
                 task.task_definition_arn.as_deref().unwrap_or("unknown")
             ));
+        }
+    }
+
+    // On EC2 a task in bridge or host network mode has no interface of its own (the finding
+    // does not say which mode): its container instance is then the unit of containment.
+    if let (true, Target::EcsTask(task)) = (isolates, &incident.target) {
+        let shared = steps.iter().find_map(|s| match &s.spec {
+            ActionSpec::Isolate(p) => Some(p.shared_network),
+            _ => None,
+        });
+        if task.launch_type == Some(crate::incident::LaunchType::Ec2) {
+            notes.push(match shared {
+                Some(SharedNetwork::Refuse) => "on EC2: if the task uses bridge or host networking it shares its container instance's network, and this rule leaves it open (shared_network: refuse)".to_string(),
+                _ => "on EC2: if the task uses bridge or host networking it shares its container instance's network, so the instance is the unit of containment: isolate cuts it off (every task sharing it with it) only when the blast radius of each of their services allows and none is exempt".to_string(),
+            });
         }
     }
 

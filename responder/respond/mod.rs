@@ -176,6 +176,7 @@ impl Responder {
                             approval,
                             ledger: ledger.as_ref(),
                             started,
+                            guard: plan.guard,
                         };
                         // Boxed: its nested futures are too deep a type to lay out inline in callers'.
                         let carried = Box::pin(invocation.carry_out(plan, &mut report)).await;

@@ -35,6 +35,7 @@ impl ReleaseSummary {
                 && f.lifted_holds.is_empty()
                 && f.sessions.is_none()
                 && f.protection.is_none()
+                && f.drain.is_none()
         })
     }
 
@@ -72,6 +73,9 @@ impl ReleaseSummary {
                     finding.finding_id,
                     protection.summary()
                 ));
+            }
+            if let Some(drain) = &finding.drain {
+                lines.push(format!("finding {}: {drain}", finding.finding_id));
             }
             if let Some(sessions) = &finding.sessions {
                 lines.push(format!(
@@ -112,6 +116,9 @@ pub struct FindingRelease {
     /// The instance's protection from termination, put back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protection: Option<ProtectionRelease>,
+    /// The container instance `drain-instance` drained: ACTIVE again, or why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain: Option<String>,
 }
 
 /// What became of `protect-instance`'s settings.
@@ -326,8 +333,11 @@ impl Responder {
                     ledger
                         .mark_released(finding_id, crate::actions::isolate::STEP_KEY, &stored)
                         .await?;
-                    if record.target.contains(":ecs:") {
-                        ledger.leave_service(&record.target).await?;
+                    let task = Some(&record.target)
+                        .filter(|t| t.contains(":ecs:"))
+                        .or(record.shared_by_task.as_ref());
+                    if let Some(task) = task {
+                        ledger.leave_service(task).await?;
                     }
                     if !nacl_only && record.target.starts_with("arn:aws:ecs:") {
                         // Best effort: the task may be gone.
@@ -359,10 +369,13 @@ impl Responder {
         let sessions = self
             .release_sessions(clients, finding_id, ledger, nacl_only)
             .await?;
-        let protection = if nacl_only {
-            None
+        let (protection, drain) = if nacl_only {
+            (None, None)
         } else {
-            Box::pin(self.release_protection(clients, finding_id, ledger)).await?
+            (
+                Box::pin(self.release_protection(clients, finding_id, ledger)).await?,
+                Box::pin(release_drain(clients, finding_id, ledger)).await?,
+            )
         };
         Ok(FindingRelease {
             finding_id: finding_id.to_string(),
@@ -371,6 +384,7 @@ impl Responder {
             lifted_holds,
             sessions,
             protection,
+            drain,
         })
     }
 
@@ -728,4 +742,72 @@ pub(super) fn with_intended(
 /// The containment changes in an isolate step item, done or partly applied.
 pub(crate) fn containment_of(step: &StepRecord) -> Option<ContainmentRecord> {
     recorded_isolation(&step.detail)?.record().cloned()
+}
+
+/// Set the container instance `drain-instance` drained ACTIVE again, when it is still
+/// DRAINING: new tasks may be placed there again (ECS does not move the replaced ones back).
+async fn release_drain(
+    clients: &Clients,
+    finding_id: &str,
+    ledger: &Ledger,
+) -> Result<Option<String>, StepError> {
+    use crate::actions::drain::{self, Drain};
+    let Some(step) = ledger.get_step(finding_id, drain::STEP_KEY).await? else {
+        return Ok(None);
+    };
+    match step.standing() {
+        StepStatus::Released => return Ok(None),
+        StepStatus::Claimed => {
+            return Err(StepError::InProgress(format!(
+                "finding {finding_id}'s container instance is being drained right now (by {}); release once it has finished",
+                step.owner
+            )))
+        }
+        StepStatus::Done | StepStatus::Failed => {}
+    }
+    let recorded = serde_json::from_value::<Drain>(step.detail.clone())
+        .ok()
+        .filter(|d| d.drained)
+        .or_else(|| {
+            step.intended
+                .iter()
+                .rev()
+                .filter_map(|v| serde_json::from_value::<Drain>(v.clone()).ok())
+                .find(|d| d.drained)
+        });
+    let Some(recorded) = recorded else {
+        return Ok(None);
+    };
+    let arn = &recorded.container_instance_arn;
+    let said = match drain::describe_container_instance(clients, &recorded.cluster_arn, arn).await {
+        Err(StepError::Aws { code, .. }) if code == "ClusterNotFoundException" => {
+            format!("container instance {arn}: the cluster no longer exists")
+        }
+        Err(error) => return Err(error),
+        Ok(None) => format!("container instance {arn}: no longer registered"),
+        Ok(Some(found)) if found.status == "DRAINING" => {
+            drain::set_status(
+                clients,
+                &recorded.cluster_arn,
+                arn,
+                aws_sdk_ecs::types::ContainerInstanceStatus::Active,
+            )
+            .await?;
+            format!(
+                "container instance {arn} ACTIVE again: tasks may be placed there (the ones ECS moved away stay where they are)"
+            )
+        }
+        Ok(Some(found)) => format!(
+            "container instance {arn} left {} (someone changed it)",
+            found.status
+        ),
+    };
+    ledger
+        .mark_released(
+            finding_id,
+            drain::STEP_KEY,
+            &serde_json::Value::from(said.clone()),
+        )
+        .await?;
+    Ok(Some(said))
 }

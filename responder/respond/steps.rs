@@ -74,6 +74,8 @@ pub(super) struct Invocation<'a> {
     pub(super) approval: Option<crate::actions::approval::Approval>,
     pub(super) ledger: Option<&'a Ledger>,
     pub(super) started: Instant,
+    /// The plan's limits on containment.
+    pub(super) guard: crate::plan::Guard,
 }
 
 /// How one step went in this invocation.
@@ -229,7 +231,14 @@ impl Invocation<'_> {
                     &self.incident.target,
                 ) {
                     (Some(params), Target::EcsTask(task)) => {
-                        Some(isolate::prefetch(clients, task, params).await)
+                        let bounds = crate::actions::drain::Bounds {
+                            blast_radius: &self.guard.blast_radius,
+                            exempt_tag: &self.responder.playbooks.guardrails.exempt_tag,
+                        };
+                        Some(
+                            isolate::prefetch(clients, task, params, &self.incident.region, bounds)
+                                .await,
+                        )
                     }
                     (Some(params), Target::Ec2Instance(instance)) => Some(
                         isolate::prefetch_instance(
@@ -635,7 +644,16 @@ impl Invocation<'_> {
         let service = progress
             .service
             .as_ref()
-            .filter(|_| progress.exempt_on.is_none() && progress.earlier.containment.is_some())?;
+            .filter(|_| progress.exempt_on.is_none())
+            // A task contained through its shared container instance: the ECS agent there is
+            // cut off too, and what the scheduler does next is not this outlook's.
+            .filter(|_| {
+                progress
+                    .earlier
+                    .containment
+                    .as_ref()
+                    .is_some_and(|c| c.shared_by_task.is_none())
+            })?;
         Some(crate::actions::scheduler::outlook(self.clients, task, &service.service).await)
     }
 
@@ -660,6 +678,10 @@ impl Invocation<'_> {
             earlier,
             report,
             prefetched,
+            bounds: crate::actions::drain::Bounds {
+                blast_radius: &self.guard.blast_radius,
+                exempt_tag: &self.responder.playbooks.guardrails.exempt_tag,
+            },
         }
     }
 

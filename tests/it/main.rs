@@ -18,5 +18,6 @@ mod preflight;
 mod release;
 mod scheduler;
 mod sessions;
+mod shared_network;
 mod support;
 mod template;

@@ -13,13 +13,16 @@ use super::nacl::nacl_quarantine;
 use super::sg_swap::{sg_swap, SwapTarget};
 use super::{
     ContainmentRecord, IsolateOutput, IsolateParams, IsolationRung, NaclEntry, RungAttempt,
+    SharedNetwork,
 };
+use crate::actions::drain::{describe_container_instance, tenants, Bounds};
 use crate::actions::ledger::StepLog;
 use crate::actions::workload::describe_task;
 use crate::actions::{aws, Clients, StepError};
 use crate::incident::{Ec2InstanceTarget, EcsTaskTarget};
 use crate::network::reach::{reachability, DestinationClass, Reachability, Verdict};
 use crate::network::Workload;
+use crate::plan::guard::instance_cut;
 
 struct EniFacts {
     vpc_id: Option<String>,
@@ -65,6 +68,19 @@ enum Read {
     Gone(String),
     Task(Box<TaskNetwork>),
     Instance(Box<InstanceNetwork>),
+    /// A task that shares its container instance's network (`bridge` or `host`).
+    Shared(Box<SharedInstance>),
+}
+
+/// A task with no network interface of its own: its container instance is the unit of
+/// containment, cut off only within the blast radius of every service sharing it.
+struct SharedInstance {
+    /// The instance, as the instance ladder takes it.
+    instance: Ec2InstanceTarget,
+    /// What isolating the instance reads.
+    network: Prefetched,
+    /// What cutting the instance cuts, or why it must not be cut.
+    verdict: Result<String, String>,
 }
 
 struct TaskNetwork {
@@ -79,6 +95,11 @@ struct TaskNetwork {
 }
 
 impl Prefetched {
+    /// The task shares its container instance's network: isolating it means the instance.
+    pub fn shares_instance(&self) -> bool {
+        matches!(self.0, Ok(Read::Shared(_)))
+    }
+
     /// What was read, or the outcome it already decides: an error, or a workload gone.
     fn settled(&self) -> Result<Result<&Read, IsolateOutput>, StepError> {
         match &self.0 {
@@ -276,14 +297,18 @@ pub async fn prefetch(
     clients: &Clients,
     task: &EcsTaskTarget,
     params: &IsolateParams,
+    region: &str,
+    bounds: Bounds<'_>,
 ) -> Prefetched {
-    Prefetched(read_task(clients, task, params).await)
+    Prefetched(read_task(clients, task, params, region, bounds).await)
 }
 
 async fn read_task(
     clients: &Clients,
     task: &EcsTaskTarget,
     params: &IsolateParams,
+    region: &str,
+    bounds: Bounds<'_>,
 ) -> Result<Read, StepError> {
     let Some(facts) = describe_task(clients, task).await? else {
         return Ok(Read::Gone(
@@ -302,11 +327,12 @@ async fn read_task(
     }
     let (Some(eni_id), Some(ip), Some(subnet_id)) = (facts.eni_id, facts.ipv4, facts.subnet_id)
     else {
-        return Err(StepError::Refused(
-            "the task has no network interface of its own (bridge or host network mode): \
-             isolating its container instance would cut every task on it"
-                .to_string(),
-        ));
+        let Some(container_instance) = facts.container_instance_arn else {
+            return Err(StepError::Refused(
+                "the task has no network interface of its own and ECS names no container instance for it".to_string(),
+            ));
+        };
+        return read_shared(clients, task, &container_instance, params, region, bounds).await;
     };
     let uses_model = params
         .rungs
@@ -342,6 +368,126 @@ async fn read_task(
     })))
 }
 
+/// Read what cutting a shared container instance needs: the instance, the tasks that share
+/// it and their services, and whether the blast radius allows the cut.
+async fn read_shared(
+    clients: &Clients,
+    task: &EcsTaskTarget,
+    container_instance_arn: &str,
+    params: &IsolateParams,
+    region: &str,
+    bounds: Bounds<'_>,
+) -> Result<Read, StepError> {
+    if params.shared_network == SharedNetwork::Refuse {
+        return Err(StepError::Refused(
+            "the task has no network interface of its own (bridge or host network mode), and this rule does not cut its container instance (shared_network: refuse)".to_string(),
+        ));
+    }
+    let Some(found) =
+        describe_container_instance(clients, &task.cluster_arn, container_instance_arn).await?
+    else {
+        return Err(StepError::Refused(format!(
+            "the task shares the network of container instance {container_instance_arn}, which ECS does not describe"
+        )));
+    };
+    let Some(instance_id) = found.ec2_instance_id else {
+        return Err(StepError::Refused(format!(
+            "container instance {container_instance_arn} names no EC2 instance (an external instance?): nothing here can cut it off"
+        )));
+    };
+    let instance = Ec2InstanceTarget {
+        instance_id: instance_id.clone(),
+        network_interfaces: Vec::new(),
+        vpc_id: None,
+        subnet_id: None,
+        instance_profile_arn: None,
+        tags: Default::default(),
+    };
+    let (tenants, network) = tokio::join!(
+        tenants(
+            clients,
+            &task.cluster_arn,
+            container_instance_arn,
+            bounds.exempt_tag
+        ),
+        read_instance(clients, &instance, params, region)
+    );
+    let (tenants, services) = tenants?;
+    let network = network?;
+    let instance_exempt = match &network {
+        Read::Instance(read) => read.found.tags().iter().any(|t| {
+            t.key() == Some(bounds.exempt_tag.key.as_str())
+                && t.value()
+                    .is_some_and(|v| v.eq_ignore_ascii_case(&bounds.exempt_tag.value))
+        }),
+        _ => false,
+    };
+    let verdict = if instance_exempt {
+        Err(format!(
+            "instance {instance_id} carries the exemption tag {}",
+            bounds.exempt_tag
+        ))
+    } else {
+        instance_cut(
+            bounds.blast_radius,
+            &instance_id,
+            &task.task_arn,
+            &tenants,
+            &services,
+        )
+    };
+    Ok(Read::Shared(Box::new(SharedInstance {
+        instance,
+        network: Prefetched(Ok(network)),
+        verdict,
+    })))
+}
+
+/// Isolate a task that shares its container instance's network: the instance, when the
+/// blast radius of every service on it allows.
+async fn isolate_shared(
+    clients: &Clients,
+    log: StepLog<'_>,
+    task: &EcsTaskTarget,
+    params: &IsolateParams,
+    region: &str,
+    shared: &SharedInstance,
+) -> Result<IsolateOutput, StepError> {
+    let instance_id = &shared.instance.instance_id;
+    let cut = match &shared.verdict {
+        Ok(cut) => cut.clone(),
+        Err(why) => {
+            return Err(StepError::Refused(format!(
+                "the task shares the network of its container instance ({instance_id}; bridge or host network mode), so only cutting the instance would contain it, and that is held back: {why}. `drain-instance` has ECS move the service tasks off the instance; a later delivery of this finding counts again"
+            )))
+        }
+    };
+    let mut output = Box::pin(isolate_instance(
+        clients,
+        log,
+        &shared.instance,
+        params,
+        region,
+        &shared.network,
+    ))
+    .await?;
+    if let IsolateOutput::Contained { record } | IsolateOutput::Incomplete { record, .. } =
+        &mut output
+    {
+        record.shared_by_task = Some(task.task_arn.clone());
+        record.notes.insert(
+            0,
+            format!(
+                "the task has no network interface of its own (bridge or host network mode): its container instance is the unit of containment; {cut}"
+            ),
+        );
+        record.notes.push(
+            "the ECS agent on the instance is cut off too: ECS neither starts nor stops tasks there until release, and the task's STOPPED event does not release the instance (a person does, with `responder release`)".to_string(),
+        );
+    }
+    Ok(output)
+}
+
 /// The VPC as read before, or described now.
 async fn model_of(
     clients: &Clients,
@@ -365,6 +511,9 @@ pub(super) async fn isolate_task(
     let network = match read.settled()? {
         Err(gone) => return Ok(gone),
         Ok(Read::Task(network)) => network,
+        Ok(Read::Shared(shared)) => {
+            return isolate_shared(clients, log, task, params, region, shared).await
+        }
         Ok(_) => return Err(mismatched()),
     };
     let TaskNetwork {

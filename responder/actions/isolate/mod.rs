@@ -101,7 +101,14 @@ impl Action for Isolate {
                 let read = match ctx.prefetched {
                     Some(read) => read,
                     None => {
-                        own = ladder::prefetch(ctx.clients, task, params).await;
+                        own = ladder::prefetch(
+                            ctx.clients,
+                            task,
+                            params,
+                            &incident.region,
+                            ctx.bounds,
+                        )
+                        .await;
                         &own
                     }
                 };
@@ -111,11 +118,20 @@ impl Action for Isolate {
                     .is_some_and(|left| left < nacl::INTENT_FIRST_WITHIN);
                 let isolate =
                     ladder::isolate_task(ctx.clients, log, task, params, &incident.region, read);
+                // A shared instance is not released by the task's STOPPED event: only the
+                // sweep's index is written.
+                let indexes = async {
+                    if read.shares_instance() {
+                        ctx.ledger.index_isolation(&incident.finding_id).await
+                    } else {
+                        index(ctx.ledger, incident).await
+                    }
+                };
                 let (indexes, isolated) = if near_deadline {
-                    index(ctx.ledger, incident).await?;
+                    indexes.await?;
                     (Ok(()), isolate.await)
                 } else {
-                    tokio::join!(index(ctx.ledger, incident), isolate)
+                    tokio::join!(indexes, isolate)
                 };
                 let isolated = isolated?;
                 if let Err(error) = indexes {
@@ -367,6 +383,23 @@ pub struct IsolateParams {
     /// What to do when no rung succeeded.
     #[serde(default)]
     pub fallback: IsolateFallback,
+    /// A task with no network interface of its own (`bridge` or `host` network mode on EC2)
+    /// shares its container instance's network: `cut-instance` (default) isolates the instance,
+    /// with every task sharing it, only when the blast radius of each of their services allows
+    /// and none is exempt; `refuse` leaves it open and says so.
+    #[serde(default)]
+    pub shared_network: SharedNetwork,
+}
+
+/// What `isolate` does for a task that shares its container instance's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SharedNetwork {
+    /// Isolate the container instance, within every sharing service's blast radius.
+    #[default]
+    CutInstance,
+    /// Do not isolate the task (report it open).
+    Refuse,
 }
 
 fn yes() -> bool {
@@ -405,6 +438,7 @@ impl Default for IsolateParams {
             accept_open: IsolateParams::default_accept_open(),
             nacl_entry_quota: IsolateParams::default_quota(),
             fallback: IsolateFallback::None,
+            shared_network: SharedNetwork::CutInstance,
         }
     }
 }
@@ -486,6 +520,10 @@ pub struct RungAttempt {
 pub struct ContainmentRecord {
     /// The task ARN or instance id.
     pub target: String,
+    /// The ECS task whose finding had its container instance (`target`) isolated: the task
+    /// shares the instance's network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_by_task: Option<String>,
     /// The rung that applied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rung: Option<IsolationRung>,

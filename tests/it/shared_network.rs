@@ -1,0 +1,163 @@
+//! ECS tasks on EC2 in `bridge` network mode: the container instance is the unit of
+//! containment (isolated within every sharing service's blast radius), and `drain-instance`.
+
+use responder::playbook::PlaybookSet;
+use responder::report::Outcome;
+use serde_json::Value;
+
+use crate::support::{is_done, isolation, outcome, output, World};
+use emulator::fixture::{self, Ec2Cluster};
+
+fn playbooks(yaml: &str) -> PlaybookSet {
+    PlaybookSet::from_sources([("test.yaml".to_string(), yaml.to_string())]).unwrap()
+}
+
+async fn container_instance_status(world: &World, cluster: &Ec2Cluster) -> String {
+    let described = world
+        .clients
+        .ecs
+        .describe_container_instances()
+        .cluster(&cluster.cluster_arn)
+        .container_instances(&cluster.container_instance_arn)
+        .send()
+        .await
+        .unwrap();
+    described.container_instances()[0]
+        .status()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn stopped(cluster: &Ec2Cluster, task_arn: &str, service: &str) -> Value {
+    serde_json::json!({
+        "version": "0", "id": "e-stop-bridge", "detail-type": "ECS Task State Change",
+        "source": "aws.ecs", "account": fixture::ACCOUNT, "time": "2026-11-28T01:00:00Z",
+        "region": "us-east-1", "resources": [task_arn],
+        "detail": {
+            "clusterArn": cluster.cluster_arn, "taskArn": task_arn,
+            "group": format!("service:{service}"),
+            "lastStatus": "STOPPED", "desiredStatus": "STOPPED",
+            "stopCode": "EssentialContainerExited", "stoppedReason": "Essential container in task exited",
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_bridge_task_is_contained_by_cutting_its_container_instance_when_the_blast_radius_allows()
+{
+    let world = World::new(1).await;
+    let cluster = fixture::seed_ec2_cluster(&world.clients, &world.fixture)
+        .await
+        .unwrap();
+    fixture::add_ec2_service(&world.clients, &cluster, "reports", 4)
+        .await
+        .unwrap();
+    let task = fixture::run_bridge_task(&world.clients, &cluster, Some("reports"))
+        .await
+        .unwrap();
+    let id = world.finding_id(1);
+    let event = fixture::bridge_finding_for(&world.fixture, &cluster, &task, "reports", &id);
+    let report = world.respond(&event).await;
+    assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
+    let record = isolation(&report);
+    assert_eq!(record.target, cluster.instance_id);
+    assert_eq!(record.shared_by_task.as_deref(), Some(task.as_str()));
+    assert!(
+        record.notes[0].contains("unit of containment") && record.notes[0].contains("1 task"),
+        "{:?}",
+        record.notes
+    );
+    // The instance's interface carries the task's traffic: it now has the quarantine group.
+    let quarantine = record.sg_swaps[0].quarantine_group.clone();
+    assert_eq!(
+        world.eni_groups(&cluster.eni_id).await,
+        [quarantine.as_str()]
+    );
+
+    // The task stopping does not release the instance (its host may be what is compromised).
+    world.respond(&stopped(&cluster, &task, "reports")).await;
+    assert_eq!(
+        world.eni_groups(&cluster.eni_id).await,
+        [quarantine.as_str()]
+    );
+
+    // A person's release does.
+    world.responder.release(&id, "release-test").await.unwrap();
+    assert_eq!(
+        world.eni_groups(&cluster.eni_id).await,
+        [world.fixture.app_security_group.as_str()]
+    );
+}
+
+#[tokio::test]
+async fn a_shared_instance_is_not_cut_while_another_services_only_task_is_on_it_and_drain_moves_them(
+) {
+    let yaml = "rules:\n  - name: ecs-on-ec2\n    mode: enforce\n    match: {targets: [ecs_task]}\n    actions:\n      - isolate\n      - drain-instance\n      - evidence\n      - notify\n";
+    let world = World::with_playbooks(1, playbooks(yaml)).await;
+    let cluster = fixture::seed_ec2_cluster(&world.clients, &world.fixture)
+        .await
+        .unwrap();
+    fixture::add_ec2_service(&world.clients, &cluster, "reports", 4)
+        .await
+        .unwrap();
+    fixture::add_ec2_service(&world.clients, &cluster, "ledger-api", 1)
+        .await
+        .unwrap();
+    let task = fixture::run_bridge_task(&world.clients, &cluster, Some("reports"))
+        .await
+        .unwrap();
+    fixture::run_bridge_task(&world.clients, &cluster, Some("ledger-api"))
+        .await
+        .unwrap();
+    fixture::run_bridge_task(&world.clients, &cluster, None)
+        .await
+        .unwrap();
+    let id = world.finding_id(2);
+    let event = fixture::bridge_finding_for(&world.fixture, &cluster, &task, "reports", &id);
+    let report = world.respond(&event).await;
+
+    // Cutting the instance would take ledger-api's only task (and a task of no service) with
+    // it: held back, said, and the instance's groups untouched.
+    match outcome(&report, "isolate") {
+        Outcome::Failed { error, .. } => assert!(
+            error.contains("held back") && error.contains("ledger-api"),
+            "{error}"
+        ),
+        other => panic!("isolate should be held back: {other:?}"),
+    }
+    assert_eq!(
+        world.eni_groups(&cluster.eni_id).await,
+        [world.fixture.app_security_group.as_str()]
+    );
+    assert_eq!(world.count_calls("ModifyNetworkInterfaceAttribute"), 0);
+
+    // Drained instead: ECS moves the service tasks off by their deployment settings.
+    assert!(
+        is_done(&report, "drain-instance"),
+        "{}",
+        report.to_json_line()
+    );
+    let summary = output(&report, "drain-instance").summary();
+    assert!(
+        summary.contains("DRAINING")
+            && summary.contains("2 service tasks")
+            && summary.contains("this task included")
+            && summary.contains("1 task of no service"),
+        "{summary}"
+    );
+    assert_eq!(
+        container_instance_status(&world, &cluster).await,
+        "DRAINING"
+    );
+
+    // Release sets it ACTIVE again.
+    let released = world.responder.release(&id, "release-test").await.unwrap();
+    assert!(
+        released.findings[0]
+            .drain
+            .as_deref()
+            .is_some_and(|d| d.contains("ACTIVE again")),
+        "{released:?}"
+    );
+    assert_eq!(container_instance_status(&world, &cluster).await, "ACTIVE");
+}
