@@ -83,18 +83,25 @@ pub async fn tenants(
     container_instance_arn: &str,
     exempt_tag: &TagCondition,
 ) -> Result<(Vec<Tenant>, BTreeMap<String, ServiceCount>), StepError> {
-    let arns = clients
-        .ecs
-        .list_tasks()
-        .cluster(cluster_arn)
-        .container_instance(container_instance_arn)
-        .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
-        .into_paginator()
-        .items()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(aws("ECS ListTasks"))?;
+    // Tasks ECS was told to stop may still run (draining, stopTimeout): both lists.
+    let list = |desired: aws_sdk_ecs::types::DesiredStatus| {
+        clients
+            .ecs
+            .list_tasks()
+            .cluster(cluster_arn)
+            .container_instance(container_instance_arn)
+            .desired_status(desired)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let (running, stopping) = tokio::join!(
+        list(aws_sdk_ecs::types::DesiredStatus::Running),
+        list(aws_sdk_ecs::types::DesiredStatus::Stopped)
+    );
+    let mut arns = running.map_err(aws("ECS ListTasks"))?;
+    arns.extend(stopping.map_err(aws("ECS ListTasks"))?);
     let mut tenants = Vec::new();
     for chunk in arns.chunks(100) {
         let described = clients
@@ -108,7 +115,10 @@ pub async fn tenants(
             .map_err(aws("ECS DescribeTasks"))?;
         for task in described.tasks() {
             // ListTasks filters by container instance; a stale answer is not trusted for it.
-            if task.container_instance_arn() != Some(container_instance_arn) {
+            // A task whose containers have stopped shares nothing any more.
+            if task.container_instance_arn() != Some(container_instance_arn)
+                || matches!(task.last_status(), Some("STOPPED" | "DELETED"))
+            {
                 continue;
             }
             tenants.push(Tenant {
@@ -117,6 +127,8 @@ pub async fn tenants(
                     .group()
                     .and_then(|g| g.strip_prefix("service:"))
                     .map(str::to_string),
+                // A task of network mode `none` counts as sharing: it costs a needless
+                // hold-back at worst, never a cut that was not allowed.
                 own_interface: task
                     .attachments()
                     .iter()
@@ -276,6 +288,19 @@ impl Action for DrainInstance {
             cluster_arn: task.cluster_arn.clone(),
             ..Drain::default()
         };
+        // isolate cut the instance off: its agent cannot act on a drain now, and would stop
+        // the tasks there (this one too) the moment release reconnects it.
+        if ctx
+            .earlier
+            .containment
+            .as_ref()
+            .is_some_and(|c| c.shared_by_task.is_some())
+        {
+            drain.not_needed = Some(
+                "isolate cut the container instance off: its ECS agent cannot drain it now, and would stop its tasks when release reconnects it".to_string(),
+            );
+            return Ok(drain);
+        }
         let Some(facts) = describe_task(ctx.clients, task).await? else {
             drain.not_needed = Some("ECS no longer lists the task".to_string());
             return Ok(drain);

@@ -25,6 +25,9 @@ pub const PERMISSIONS: &[&str] = &[
     "ecs:TagResource",
     // scale-service: the count put back
     "ecs:DescribeServices",
+    // drain-instance: the container instance set ACTIVE again
+    "ecs:DescribeContainerInstances",
+    "ecs:UpdateContainerInstancesState",
     "ecs:UpdateService",
     // protect-instance: termination protection and shutdown behaviour put back
     "ec2:DescribeInstanceAttribute",

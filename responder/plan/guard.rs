@@ -49,17 +49,39 @@ pub struct ServiceCount {
     pub running: u32,
 }
 
+/// A slot of a service's blast radius that cutting the instance takes for a task sharing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    /// The task cut with the instance.
+    pub task_arn: String,
+    /// Its service.
+    pub service: String,
+    /// How many of the service's tasks may be contained at once.
+    pub cap: u32,
+}
+
+/// What cutting a container instance off cuts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceCut {
+    /// In words, for the record.
+    pub summary: String,
+    /// The slots to take (in the ledger, each conditional) before the cut, beside the
+    /// compromised task's own.
+    pub slots: Vec<Slot>,
+}
+
 /// May the container instance be cut off the network, given the tasks that share its
 /// network? The blast-radius rules apply to every service with tasks there, as if each of
 /// those tasks were contained (they are: one network), and a task of no service counts as a
-/// one-task service. `Ok` says what is cut; `Err` says why not.
+/// one-task service. `Ok` says what is cut and which slots that takes (tasks contained by
+/// other findings are counted when those slots are taken); `Err` says why not.
 pub fn instance_cut(
     radius: &BlastRadius,
     instance: &str,
     compromised_task: &str,
     tenants: &[Tenant],
     services: &BTreeMap<String, ServiceCount>,
-) -> Result<String, String> {
+) -> Result<InstanceCut, String> {
     let sharing: Vec<&Tenant> = tenants.iter().filter(|t| !t.own_interface).collect();
     let others: Vec<&Tenant> = sharing
         .iter()
@@ -90,6 +112,7 @@ pub fn instance_cut(
             }
         }
     }
+    let mut caps: BTreeMap<&str, u32> = BTreeMap::new();
     for (service, on_instance) in &per_service {
         let Some(count) = services.get(*service) else {
             held.push(format!(
@@ -98,6 +121,7 @@ pub fn instance_cut(
             continue;
         };
         let (cap, why) = service_cap(radius, count.desired, count.running);
+        caps.insert(service, cap);
         if *on_instance > cap {
             held.push(format!(
                 "service {service} has {on_instance} task(s) sharing instance {instance}'s network; {why}"
@@ -121,11 +145,25 @@ pub fn instance_cut(
     let own = tenants.len() - sharing.len();
     if own > 0 {
         cut.push_str(&format!(
-            "; {} with network interfaces of their own keep them",
+            "; {} with network interfaces of their own keep them, but not the ECS agent",
             crate::report::count(own, "task", "tasks")
         ));
     }
-    Ok(cut)
+    let slots = others
+        .iter()
+        .filter_map(|t| {
+            let service = t.service.as_ref()?;
+            Some(Slot {
+                task_arn: t.task_arn.clone(),
+                service: service.clone(),
+                cap: caps.get(service.as_str()).copied().unwrap_or(0),
+            })
+        })
+        .collect();
+    Ok(InstanceCut {
+        summary: cut,
+        slots,
+    })
 }
 
 #[cfg(test)]
@@ -190,10 +228,23 @@ mod tests {
         // Alone on the instance: its own service decides (4 running, 2 may go).
         let alone = [tenant("t1", Some("web"))];
         let cut = instance_cut(&default, "i-1", "t1", &alone, &web);
-        assert!(cut.as_ref().is_ok_and(|c| c.contains("1 task")), "{cut:?}");
+        assert!(
+            cut.as_ref()
+                .is_ok_and(|c| c.summary.contains("1 task") && c.slots.is_empty()),
+            "{cut:?}"
+        );
         // Two of web's tasks there: still within 2 of 4.
         let two = [tenant("t1", Some("web")), tenant("t2", Some("web"))];
-        assert!(instance_cut(&default, "i-1", "t1", &two, &web).is_ok());
+        // The other one takes a slot of web's, counted with any taken by other findings.
+        let cut = instance_cut(&default, "i-1", "t1", &two, &web).unwrap();
+        assert_eq!(
+            cut.slots,
+            [Slot {
+                task_arn: "t2".to_string(),
+                service: "web".to_string(),
+                cap: 2
+            }]
+        );
         // Three of web's four: more than the radius allows.
         let three = [
             tenant("t1", Some("web")),
@@ -215,7 +266,7 @@ mod tests {
         own[1].own_interface = true;
         let cut = instance_cut(&default, "i-1", "t1", &own, &api);
         assert!(
-            cut.as_ref().is_ok_and(|c| c.contains("keep them")),
+            cut.as_ref().is_ok_and(|c| c.summary.contains("keep them")),
             "{cut:?}"
         );
         // A task of no service there is a one-task service: kept unless min_healthy is 0.

@@ -652,10 +652,11 @@ pub fn plan(incident: &Incident, playbooks: &PlaybookSet) -> Decision {
             ActionSpec::Isolate(p) => Some(p.shared_network),
             _ => None,
         });
-        if task.launch_type == Some(crate::incident::LaunchType::Ec2) {
+        // The launch type is optional in findings: unknown may be EC2.
+        if task.launch_type != Some(crate::incident::LaunchType::Fargate) {
             notes.push(match shared {
-                Some(SharedNetwork::Refuse) => "on EC2: if the task uses bridge or host networking it shares its container instance's network, and this rule leaves it open (shared_network: refuse)".to_string(),
-                _ => "on EC2: if the task uses bridge or host networking it shares its container instance's network, so the instance is the unit of containment: isolate cuts it off (every task sharing it with it) only when the blast radius of each of their services allows and none is exempt".to_string(),
+                Some(SharedNetwork::Refuse) => "if the task runs on EC2 and uses bridge or host networking it shares its container instance's network, and this rule leaves it open (shared_network: refuse)".to_string(),
+                _ => "if the task runs on EC2 and uses bridge or host networking it shares its container instance's network, so the instance is the unit of containment: isolate cuts it off (every task sharing it with it) only when the blast radius of each of their services allows and none is exempt".to_string(),
             });
         }
     }

@@ -58,6 +58,7 @@ impl ReleaseSummary {
                 ReleaseResult::NoChanges { status } => {
                     format!("isolate step is {status} with no containment changes")
                 }
+                ReleaseResult::Kept { target, why } => format!("kept {target}: {why}"),
             };
             lines.push(format!("finding {}: {what}", finding.finding_id));
             if !finding.lifted_holds.is_empty() {
@@ -255,6 +256,13 @@ pub enum ReleaseResult {
         /// The step's status.
         status: String,
     },
+    /// Left in place on purpose.
+    Kept {
+        /// The instance.
+        target: String,
+        /// Why.
+        why: String,
+    },
 }
 
 impl Responder {
@@ -327,6 +335,14 @@ impl Responder {
                 None => ReleaseResult::NoChanges {
                     status: step.status.name().to_string(),
                 },
+                // A container instance cut off for a task sharing its network stays cut when
+                // the task stops (its host may be what is compromised): a person releases it.
+                Some(record) if nacl_only && record.shared_by_task.is_some() => {
+                    ReleaseResult::Kept {
+                        target: record.target,
+                        why: "a container instance cut off for a task that shares its network; released by a person (`responder release`), not by the task stopping".to_string(),
+                    }
+                }
                 Some(record) => {
                     let detail = release(clients, &record, nacl_only).await?;
                     let stored = serde_json::to_value(&detail).unwrap_or_default();
@@ -337,6 +353,9 @@ impl Responder {
                         .filter(|t| t.contains(":ecs:"))
                         .or(record.shared_by_task.as_ref());
                     if let Some(task) = task {
+                        ledger.leave_service(task).await?;
+                    }
+                    for task in &record.shared_with {
                         ledger.leave_service(task).await?;
                     }
                     if !nacl_only && record.target.starts_with("arn:aws:ecs:") {
@@ -351,7 +370,10 @@ impl Responder {
             },
         };
         // Nothing of this isolation is left to sweep for.
-        if result != ReleaseResult::NothingRecorded {
+        if !matches!(
+            result,
+            ReleaseResult::NothingRecorded | ReleaseResult::Kept { .. }
+        ) {
             if let Err(error) = ledger.unindex_isolation(finding_id).await {
                 tracing::warn!(finding_id, error = %error, "isolation index not updated; the sweep will look again");
             }
@@ -765,17 +787,17 @@ async fn release_drain(
         }
         StepStatus::Done | StepStatus::Failed => {}
     }
-    let recorded = serde_json::from_value::<Drain>(step.detail.clone())
-        .ok()
-        .filter(|d| d.drained)
-        .or_else(|| {
-            step.intended
-                .iter()
-                .rev()
-                .filter_map(|v| serde_json::from_value::<Drain>(v.clone()).ok())
-                .find(|d| d.drained)
-        });
-    let Some(recorded) = recorded else {
+    // What the step recorded decides (a DRAINING call that failed says `drained: false`);
+    // the intent only when it recorded nothing (it died after writing the intent).
+    let recorded = match serde_json::from_value::<Drain>(step.detail.clone()) {
+        Ok(recorded) => Some(recorded),
+        Err(_) => step
+            .intended
+            .iter()
+            .rev()
+            .find_map(|v| serde_json::from_value::<Drain>(v.clone()).ok()),
+    };
+    let Some(recorded) = recorded.filter(|d| d.drained) else {
         return Ok(None);
     };
     let arn = &recorded.container_instance_arn;

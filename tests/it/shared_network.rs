@@ -55,6 +55,10 @@ async fn a_bridge_task_is_contained_by_cutting_its_container_instance_when_the_b
     let task = fixture::run_bridge_task(&world.clients, &cluster, Some("reports"))
         .await
         .unwrap();
+    // Another of the service's tasks on the same instance: cut with it, within 2 of 4.
+    let neighbour = fixture::run_bridge_task(&world.clients, &cluster, Some("reports"))
+        .await
+        .unwrap();
     let id = world.finding_id(1);
     let event = fixture::bridge_finding_for(&world.fixture, &cluster, &task, "reports", &id);
     let report = world.respond(&event).await;
@@ -63,10 +67,13 @@ async fn a_bridge_task_is_contained_by_cutting_its_container_instance_when_the_b
     assert_eq!(record.target, cluster.instance_id);
     assert_eq!(record.shared_by_task.as_deref(), Some(task.as_str()));
     assert!(
-        record.notes[0].contains("unit of containment") && record.notes[0].contains("1 task"),
+        record.notes[0].contains("unit of containment")
+            && record.notes[0].contains("2 tasks sharing its network (2 of service reports)"),
         "{:?}",
         record.notes
     );
+    // The neighbour holds a slot of the service's blast radius until release.
+    assert_eq!(record.shared_with, std::slice::from_ref(&neighbour));
     // The instance's interface carries the task's traffic: it now has the quarantine group.
     let quarantine = record.sg_swaps[0].quarantine_group.clone();
     assert_eq!(
@@ -81,8 +88,13 @@ async fn a_bridge_task_is_contained_by_cutting_its_container_instance_when_the_b
         [quarantine.as_str()]
     );
 
-    // A person's release does.
-    world.responder.release(&id, "release-test").await.unwrap();
+    // A person's release does (by the task, as by the finding).
+    let released = world
+        .responder
+        .release(&task, "release-test")
+        .await
+        .unwrap();
+    assert_eq!(released.findings.len(), 1, "{released:?}");
     assert_eq!(
         world.eni_groups(&cluster.eni_id).await,
         [world.fixture.app_security_group.as_str()]

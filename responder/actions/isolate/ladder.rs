@@ -22,7 +22,7 @@ use crate::actions::{aws, Clients, StepError};
 use crate::incident::{Ec2InstanceTarget, EcsTaskTarget};
 use crate::network::reach::{reachability, DestinationClass, Reachability, Verdict};
 use crate::network::Workload;
-use crate::plan::guard::instance_cut;
+use crate::plan::guard::{instance_cut, InstanceCut};
 
 struct EniFacts {
     vpc_id: Option<String>,
@@ -80,7 +80,7 @@ struct SharedInstance {
     /// What isolating the instance reads.
     network: Prefetched,
     /// What cutting the instance cuts, or why it must not be cut.
-    verdict: Result<String, String>,
+    verdict: Result<InstanceCut, String>,
 }
 
 struct TaskNetwork {
@@ -95,11 +95,6 @@ struct TaskNetwork {
 }
 
 impl Prefetched {
-    /// The task shares its container instance's network: isolating it means the instance.
-    pub fn shares_instance(&self) -> bool {
-        matches!(self.0, Ok(Read::Shared(_)))
-    }
-
     /// What was read, or the outcome it already decides: an error, or a workload gone.
     fn settled(&self) -> Result<Result<&Read, IsolateOutput>, StepError> {
         match &self.0 {
@@ -332,7 +327,17 @@ async fn read_task(
                 "the task has no network interface of its own and ECS names no container instance for it".to_string(),
             ));
         };
-        return read_shared(clients, task, &container_instance, params, region, bounds).await;
+        let definition = facts.raw["taskDefinitionArn"].as_str().map(str::to_string);
+        return read_shared(
+            clients,
+            task,
+            &container_instance,
+            definition.as_deref(),
+            params,
+            region,
+            bounds,
+        )
+        .await;
     };
     let uses_model = params
         .rungs
@@ -370,10 +375,12 @@ async fn read_task(
 
 /// Read what cutting a shared container instance needs: the instance, the tasks that share
 /// it and their services, and whether the blast radius allows the cut.
+#[allow(clippy::too_many_arguments)]
 async fn read_shared(
     clients: &Clients,
     task: &EcsTaskTarget,
     container_instance_arn: &str,
+    task_definition_arn: Option<&str>,
     params: &IsolateParams,
     region: &str,
     bounds: Bounds<'_>,
@@ -383,9 +390,36 @@ async fn read_shared(
             "the task has no network interface of its own (bridge or host network mode), and this rule does not cut its container instance (shared_network: refuse)".to_string(),
         ));
     }
-    let Some(found) =
-        describe_container_instance(clients, &task.cluster_arn, container_instance_arn).await?
-    else {
+    // No interface of its own: bridge or host, or `none` (no network at all). The definition
+    // says which, read alongside the container instance.
+    let mode = async {
+        let Some(arn) = task_definition_arn else {
+            return Ok(None);
+        };
+        let described = clients
+            .ecs
+            .describe_task_definition()
+            .task_definition(arn)
+            .send()
+            .await
+            .map_err(aws("ECS DescribeTaskDefinition"))?;
+        Ok::<_, StepError>(
+            described
+                .task_definition()
+                .and_then(|d| d.network_mode())
+                .map(|m| m.as_str().to_string()),
+        )
+    };
+    let (mode, found) = tokio::join!(
+        mode,
+        describe_container_instance(clients, &task.cluster_arn, container_instance_arn)
+    );
+    if mode?.as_deref() == Some("none") {
+        return Ok(Read::Gone(
+            "the task's network mode is none: it has no network to cut, and its container instance is left as it is".to_string(),
+        ));
+    }
+    let Some(found) = found? else {
         return Err(StepError::Refused(format!(
             "the task shares the network of container instance {container_instance_arn}, which ECS does not describe"
         )));
@@ -454,15 +488,59 @@ async fn isolate_shared(
     shared: &SharedInstance,
 ) -> Result<IsolateOutput, StepError> {
     let instance_id = &shared.instance.instance_id;
+    let held_back = |why: &str| {
+        StepError::Refused(format!(
+            "the task shares the network of its container instance ({instance_id}; bridge or host network mode), so only cutting the instance would contain it, and that is held back: {why}. `drain-instance` has ECS move the service tasks off the instance; a later delivery of this finding counts again"
+        ))
+    };
     let cut = match &shared.verdict {
-        Ok(cut) => cut.clone(),
-        Err(why) => {
-            return Err(StepError::Refused(format!(
-                "the task shares the network of its container instance ({instance_id}; bridge or host network mode), so only cutting the instance would contain it, and that is held back: {why}. `drain-instance` has ECS move the service tasks off the instance; a later delivery of this finding counts again"
-            )))
+        Ok(cut) => cut,
+        Err(why) => return Err(held_back(why)),
+    };
+    // The other tasks cut with the instance take their services' slots first, each a
+    // conditional write, so tasks contained by other findings count and racing findings
+    // cannot both pass.
+    let admissions = futures::future::join_all(cut.slots.iter().map(|slot| {
+        log.ledger
+            .admit_to_service(&slot.task_arn, &slot.service, slot.cap)
+    }))
+    .await;
+    let mut taken = Vec::new();
+    let mut refused = Vec::new();
+    let mut failed = None;
+    for (slot, admission) in cut.slots.iter().zip(admissions) {
+        match admission {
+            Ok(crate::actions::guard::Admission::Admitted { .. }) => {
+                taken.push(slot.task_arn.clone())
+            }
+            Ok(crate::actions::guard::Admission::Full { holders }) => refused.push(format!(
+                "service {} has {} contained already ({}), at most {} at once",
+                slot.service,
+                holders.len(),
+                holders.join(", "),
+                slot.cap
+            )),
+            Err(error) => {
+                failed.get_or_insert(error);
+            }
+        }
+    }
+    let give_back = async |taken: &[String]| {
+        for task in taken {
+            if let Err(error) = log.ledger.leave_service(task).await {
+                tracing::warn!(error = %error, "blast-radius slot not given back");
+            }
         }
     };
-    let mut output = Box::pin(isolate_instance(
+    if let Some(error) = failed {
+        give_back(&taken).await;
+        return Err(error);
+    }
+    if !refused.is_empty() {
+        give_back(&taken).await;
+        return Err(held_back(&refused.join("; ")));
+    }
+    let output = Box::pin(isolate_instance(
         clients,
         log,
         &shared.instance,
@@ -470,11 +548,23 @@ async fn isolate_shared(
         region,
         &shared.network,
     ))
-    .await?;
+    .await;
+    let mut output = match output {
+        Ok(output) => output,
+        Err(error) => {
+            give_back(&taken).await;
+            return Err(error);
+        }
+    };
+    if let IsolateOutput::Gone { .. } = output {
+        give_back(&taken).await;
+    }
+    let cut = cut.summary.clone();
     if let IsolateOutput::Contained { record } | IsolateOutput::Incomplete { record, .. } =
         &mut output
     {
         record.shared_by_task = Some(task.task_arn.clone());
+        record.shared_with = taken;
         record.notes.insert(
             0,
             format!(
@@ -482,7 +572,7 @@ async fn isolate_shared(
             ),
         );
         record.notes.push(
-            "the ECS agent on the instance is cut off too: ECS neither starts nor stops tasks there until release, and the task's STOPPED event does not release the instance (a person does, with `responder release`)".to_string(),
+            "the ECS agent on the instance is cut off too: ECS neither starts nor stops tasks there until release and keeps counting them as running (a load balancer's failed health checks still get them replaced); stops asked for meanwhile happen when release reconnects it. The task's STOPPED event does not release the instance (a person does, with `responder release`)".to_string(),
         );
     }
     Ok(output)

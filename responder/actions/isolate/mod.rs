@@ -52,6 +52,10 @@ impl Action for Isolate {
     const TARGETS: &'static [TargetKind] = &[TargetKind::EcsTask, TargetKind::Ec2Instance];
     const PERMISSIONS: &'static [&'static str] = &[
         "ecs:DescribeTasks",
+        // a task sharing its container instance's network
+        "ecs:DescribeTaskDefinition",
+        "ecs:DescribeContainerInstances",
+        "ecs:DescribeServices",
         "ec2:DescribeInstances",
         "ec2:DescribeNetworkInterfaces",
         "ec2:DescribeVpcEndpoints",
@@ -118,15 +122,9 @@ impl Action for Isolate {
                     .is_some_and(|left| left < nacl::INTENT_FIRST_WITHIN);
                 let isolate =
                     ladder::isolate_task(ctx.clients, log, task, params, &incident.region, read);
-                // A shared instance is not released by the task's STOPPED event: only the
-                // sweep's index is written.
-                let indexes = async {
-                    if read.shares_instance() {
-                        ctx.ledger.index_isolation(&incident.finding_id).await
-                    } else {
-                        index(ctx.ledger, incident).await
-                    }
-                };
+                // Indexed by task too, so `responder release TASK_ARN` finds a shared
+                // instance's isolation; the task's STOPPED event leaves that one be.
+                let indexes = index(ctx.ledger, incident);
                 let (indexes, isolated) = if near_deadline {
                     indexes.await?;
                     (Ok(()), isolate.await)
@@ -524,6 +522,10 @@ pub struct ContainmentRecord {
     /// shares the instance's network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_by_task: Option<String>,
+    /// The other service tasks cut off with that instance: each holds a slot of its service's
+    /// blast radius until release.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_with: Vec<String>,
     /// The rung that applied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rung: Option<IsolationRung>,
