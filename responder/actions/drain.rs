@@ -290,12 +290,7 @@ impl Action for DrainInstance {
         };
         // isolate cut the instance off: its agent cannot act on a drain now, and would stop
         // the tasks there (this one too) the moment release reconnects it.
-        if ctx
-            .earlier
-            .containment
-            .as_ref()
-            .is_some_and(|c| c.shared_by_task.is_some())
-        {
+        if ctx.earlier.instance_cut {
             drain.not_needed = Some(
                 "isolate cut the container instance off: its ECS agent cannot drain it now, and would stop its tasks when release reconnects it".to_string(),
             );
@@ -386,7 +381,9 @@ impl Action for DrainInstance {
         )
         .await
         {
-            drain.drained = false;
+            // ECS's refusal is certain; a lost answer may have drained it (release checks
+            // for DRAINING before it sets ACTIVE).
+            drain.drained = !matches!(error, StepError::Refused(_));
             return Err(Failure {
                 error,
                 partial: Some(drain),

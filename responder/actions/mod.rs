@@ -173,6 +173,8 @@ pub struct Earlier {
     pub containment: Option<ContainmentRecord>,
     /// Isolation was attempted and did not succeed.
     pub isolate_failed: bool,
+    /// Isolation cut off the container instance the task shares (done, or partly).
+    pub instance_cut: bool,
     /// Evidence is preserved (now or before).
     pub evidence_done: bool,
 }

@@ -596,7 +596,13 @@ pub fn plan(incident: &Incident, playbooks: &PlaybookSet) -> Decision {
     };
 
     // Rules are each in phase order; steps merged from several rules are put back in it.
-    steps.sort_by_key(|step| step.action.phase());
+    // drain-instance last in its phase: it reads what isolate did.
+    steps.sort_by_key(|step| {
+        (
+            step.action.phase(),
+            step.action == ActionName::DrainInstance,
+        )
+    });
 
     if let Some((on, _)) = exemption(incident, &guardrails.exempt_tag) {
         let (kept, dropped): (Vec<Step>, Vec<Step>) = steps

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::steps::recorded_isolation;
 use super::Responder;
 use crate::actions::hold::{self, HoldOutput};
-use crate::actions::isolate::{ContainmentRecord, NaclEntry, SgSwap};
+use crate::actions::isolate::{ContainmentRecord, NaclEntry, SgSwap, SharedIntent};
 use crate::actions::ledger::{Ledger, StepRecord, StepStatus};
 use crate::actions::protect::{self, Protection};
 use crate::actions::release::{release, ReleaseOutput};
@@ -281,7 +281,7 @@ impl Responder {
             ENV_TABLE,
             "the ledger table holding the containment records",
         ))?;
-        let finding = Box::pin(self.release_finding(target, &ledger, false)).await?;
+        let finding = Box::pin(self.release_finding(target, &ledger, false, false)).await?;
         Ok(ReleaseSummary {
             task_arn: None,
             findings: vec![finding],
@@ -301,7 +301,9 @@ impl Responder {
         ))?;
         let mut findings = Vec::new();
         for finding_id in ledger.findings_for_task(task_arn).await? {
-            findings.push(Box::pin(self.release_finding(&finding_id, ledger, nacl_only)).await?);
+            findings.push(
+                Box::pin(self.release_finding(&finding_id, ledger, nacl_only, nacl_only)).await?,
+            );
         }
         // Its slot in the service's blast-radius count: the service may contain another.
         ledger.leave_service(task_arn).await?;
@@ -311,11 +313,14 @@ impl Responder {
         })
     }
 
+    /// `nacl_only`: the workload is gone, only its ACL entries matter. `task_stopped`: the
+    /// task's STOPPED event asks, which leaves a shared container instance cut.
     pub(super) async fn release_finding(
         &self,
         finding_id: &str,
         ledger: &Ledger,
         nacl_only: bool,
+        task_stopped: bool,
     ) -> Result<FindingRelease, StepError> {
         let clients = &Box::pin(self.finding_clients(finding_id, ledger)).await?;
         let result = match ledger.get_step(finding_id, crate::actions::isolate::STEP_KEY).await? {
@@ -337,7 +342,10 @@ impl Responder {
                 },
                 // A container instance cut off for a task sharing its network stays cut when
                 // the task stops (its host may be what is compromised): a person releases it.
-                Some(record) if nacl_only && record.shared_by_task.is_some() => {
+                Some(record)
+                    if task_stopped
+                        && (record.shared_by_task.is_some() || !record.sg_swaps.is_empty()) =>
+                {
                     ReleaseResult::Kept {
                         target: record.target,
                         why: "a container instance cut off for a task that shares its network; released by a person (`responder release`), not by the task stopping".to_string(),
@@ -739,10 +747,23 @@ pub(super) fn with_intended(
         .iter()
         .filter_map(|value| serde_json::from_value(value.clone()).ok())
         .collect();
-    if intended.is_empty() && swaps.is_empty() {
+    let shared: Vec<SharedIntent> = step
+        .intended
+        .iter()
+        .filter_map(|value| serde_json::from_value(value.clone()).ok())
+        .collect();
+    if intended.is_empty() && swaps.is_empty() && shared.is_empty() {
         return record;
     }
     let mut record = record.unwrap_or_default();
+    for intent in shared {
+        record.shared_by_task.get_or_insert(intent.shared_by_task);
+        for task in intent.shared_with {
+            if !record.shared_with.contains(&task) {
+                record.shared_with.push(task);
+            }
+        }
+    }
     for swap in swaps {
         if !record.sg_swaps.iter().any(|s| s.eni_id == swap.eni_id) {
             record.sg_swaps.push(swap);
@@ -789,7 +810,9 @@ async fn release_drain(
     }
     // What the step recorded decides (a DRAINING call that failed says `drained: false`);
     // the intent only when it recorded nothing (it died after writing the intent).
-    let recorded = match serde_json::from_value::<Drain>(step.detail.clone()) {
+    // A failed step keeps its output under `partial`.
+    let detail = step.detail.get("partial").unwrap_or(&step.detail);
+    let recorded = match serde_json::from_value::<Drain>(detail.clone()) {
         Ok(recorded) => Some(recorded),
         Err(_) => step
             .intended

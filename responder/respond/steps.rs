@@ -134,12 +134,19 @@ impl Progress {
         } = run;
         match action {
             ActionName::Isolate => match (&outcome, previous) {
-                (Outcome::Done { detail, .. }, _) => self.earlier.containment = containment(detail),
+                (Outcome::Done { detail, .. }, _) => {
+                    self.earlier.instance_cut = cuts_instance(Some(detail));
+                    self.earlier.containment = containment(detail)
+                }
                 // Done by an earlier invocation: later steps still need what it changed.
                 (Outcome::Skipped { .. }, Some(previous)) => {
+                    self.earlier.instance_cut = cuts_instance(Some(&previous));
                     self.earlier.containment = containment(&previous)
                 }
-                (Outcome::Failed { .. }, _) => self.earlier.isolate_failed = true,
+                (Outcome::Failed { partial, .. }, _) => {
+                    self.earlier.instance_cut = cuts_instance(partial.as_ref());
+                    self.earlier.isolate_failed = true
+                }
                 (Outcome::Skipped { .. }, None) => {}
             },
             // Done now, or done before (a replay): either way the evidence exists.
@@ -572,7 +579,9 @@ impl Invocation<'_> {
             let running = u32::try_from(facts.service.running_count().max(0)).unwrap_or(0);
             let (cap, why) = crate::plan::guard::service_cap(&guard.blast_radius, desired, running);
             Some(match ledger.admit_to_service(&task.task_arn, service, cap).await {
-                Ok(Admission::Admitted { .. }) => Ok(()),
+                // Taken now, or held already (a redelivery, or another finding's cut of a
+                // shared instance): only a slot taken now is this response's to give back.
+                Ok(Admission::Admitted { newly, .. }) => Ok(newly),
                 Ok(Admission::Full { holders }) => Err((Withheld {
                     by: WithheldBy::BlastRadius,
                     reason: format!(
@@ -605,7 +614,7 @@ impl Invocation<'_> {
                 reason: format!("the breaker could not be consulted ({error}); containment is held back and the event retried"),
             }, true)),
         };
-        progress.took_service_slot = matches!(service, Some(Ok(())));
+        progress.took_service_slot = matches!(service, Some(Ok(true)));
         let withheld = breaker.or_else(|| service.and_then(Result::err));
         if let Some((withheld, retry)) = withheld {
             // What was taken for a containment that will not happen is given back: the
@@ -1026,4 +1035,9 @@ pub(super) fn recorded_isolation(detail: &Value) -> Option<IsolateOutput> {
     serde_json::from_value(detail.clone())
         .ok()
         .or_else(|| serde_json::from_value(detail.get("partial")?.clone()).ok())
+}
+
+/// Whether an isolate output cut off a shared container instance (done, or partly).
+fn cuts_instance(output: Option<&StepOutput>) -> bool {
+    matches!(output, Some(StepOutput::Isolate(o)) if o.record().is_some_and(|r| r.shared_by_task.is_some()))
 }

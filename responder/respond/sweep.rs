@@ -212,7 +212,7 @@ impl Responder {
         report.unrecognised = plan.unrecognised;
         for finding_id in plan.release {
             // The workload is gone: only its ACL entries matter (its interface went with it).
-            match Box::pin(self.release_finding(&finding_id, &ledger, true)).await {
+            match Box::pin(self.release_finding(&finding_id, &ledger, true, false)).await {
                 Ok(released) => report.released.push(released),
                 Err(error) => report.errors.push(format!("finding {finding_id}: {error}")),
             }

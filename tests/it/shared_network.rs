@@ -28,6 +28,33 @@ async fn container_instance_status(world: &World, cluster: &Ec2Cluster) -> Strin
         .to_string()
 }
 
+/// The tasks holding slots of `service`'s blast radius in the ledger.
+async fn slot_holders(world: &World, task_arn: &str, service: &str) -> Vec<String> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let item = world
+        .clients
+        .dynamodb
+        .get_item()
+        .table_name(&world.fixture.table)
+        .key(
+            "pk",
+            AttributeValue::S(responder::actions::guard::guard_pk(task_arn)),
+        )
+        .key("sk", AttributeValue::S("services".to_string()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let mut holders = item
+        .item()
+        .and_then(|i| i.get(&format!("svc:{service}")))
+        .and_then(|v| v.as_ss().ok())
+        .cloned()
+        .unwrap_or_default();
+    holders.sort();
+    holders
+}
+
 fn stopped(cluster: &Ec2Cluster, task_arn: &str, service: &str) -> Value {
     serde_json::json!({
         "version": "0", "id": "e-stop-bridge", "detail-type": "ECS Task State Change",
@@ -74,12 +101,27 @@ async fn a_bridge_task_is_contained_by_cutting_its_container_instance_when_the_b
     );
     // The neighbour holds a slot of the service's blast radius until release.
     assert_eq!(record.shared_with, std::slice::from_ref(&neighbour));
+    let mut both = vec![task.clone(), neighbour.clone()];
+    both.sort();
+    assert_eq!(slot_holders(&world, &task, "reports").await, both);
     // The instance's interface carries the task's traffic: it now has the quarantine group.
     let quarantine = record.sg_swaps[0].quarantine_group.clone();
     assert_eq!(
         world.eni_groups(&cluster.eni_id).await,
         [quarantine.as_str()]
     );
+
+    // A second finding about the neighbour finds the instance cut already: it changes
+    // nothing and gives back nobody's slot.
+    let second = world.finding_id(3);
+    let event =
+        fixture::bridge_finding_for(&world.fixture, &cluster, &neighbour, "reports", &second);
+    world.respond(&event).await;
+    assert_eq!(
+        world.eni_groups(&cluster.eni_id).await,
+        [quarantine.as_str()]
+    );
+    assert_eq!(slot_holders(&world, &task, "reports").await, both);
 
     // The task stopping does not release the instance (its host may be what is compromised).
     world.respond(&stopped(&cluster, &task, "reports")).await;
@@ -95,6 +137,8 @@ async fn a_bridge_task_is_contained_by_cutting_its_container_instance_when_the_b
         .await
         .unwrap();
     assert_eq!(released.findings.len(), 1, "{released:?}");
+    // The neighbour's slot went with the release; the task's with its STOPPED event.
+    assert!(slot_holders(&world, &task, "reports").await.is_empty());
     assert_eq!(
         world.eni_groups(&cluster.eni_id).await,
         [world.fixture.app_security_group.as_str()]

@@ -13,7 +13,7 @@ use super::nacl::nacl_quarantine;
 use super::sg_swap::{sg_swap, SwapTarget};
 use super::{
     ContainmentRecord, IsolateOutput, IsolateParams, IsolationRung, NaclEntry, RungAttempt,
-    SharedNetwork,
+    SharedIntent, SharedNetwork,
 };
 use crate::actions::drain::{describe_container_instance, tenants, Bounds};
 use crate::actions::ledger::StepLog;
@@ -415,8 +415,8 @@ async fn read_shared(
         describe_container_instance(clients, &task.cluster_arn, container_instance_arn)
     );
     if mode?.as_deref() == Some("none") {
-        return Ok(Read::Gone(
-            "the task's network mode is none: it has no network to cut, and its container instance is left as it is".to_string(),
+        return Err(StepError::Refused(
+            "the task's network mode is none: it has no network of its own to cut, and its container instance is not cut for it".to_string(),
         ));
     }
     let Some(found) = found? else {
@@ -497,6 +497,14 @@ async fn isolate_shared(
         Ok(cut) => cut,
         Err(why) => return Err(held_back(why)),
     };
+    // Slots an earlier attempt of this step took (it wrote them down first) are this
+    // finding's; a slot held otherwise belongs to another finding's cut.
+    let mine: BTreeSet<String> = log
+        .written_down
+        .iter()
+        .filter_map(|v| serde_json::from_value::<SharedIntent>(v.clone()).ok())
+        .flat_map(|i| i.shared_with)
+        .collect();
     // The other tasks cut with the instance take their services' slots first, each a
     // conditional write, so tasks contained by other findings count and racing findings
     // cannot both pass.
@@ -510,9 +518,12 @@ async fn isolate_shared(
     let mut failed = None;
     for (slot, admission) in cut.slots.iter().zip(admissions) {
         match admission {
-            Ok(crate::actions::guard::Admission::Admitted { .. }) => {
+            Ok(crate::actions::guard::Admission::Admitted { newly, .. })
+                if newly || mine.contains(&slot.task_arn) =>
+            {
                 taken.push(slot.task_arn.clone())
             }
+            Ok(crate::actions::guard::Admission::Admitted { .. }) => {}
             Ok(crate::actions::guard::Admission::Full { holders }) => refused.push(format!(
                 "service {} has {} contained already ({}), at most {} at once",
                 slot.service,
@@ -540,6 +551,19 @@ async fn isolate_shared(
         give_back(&taken).await;
         return Err(held_back(&refused.join("; ")));
     }
+    // Written down before any change: a failure or a death after the swap leaves a record
+    // that still says a shared instance was cut and which slots go with it.
+    let intent = SharedIntent {
+        shared_by_task: task.task_arn.clone(),
+        shared_with: taken.clone(),
+    };
+    if let Err(error) = log
+        .intend(&[serde_json::to_value(&intent).unwrap_or_default()])
+        .await
+    {
+        give_back(&taken).await;
+        return Err(error);
+    }
     let output = Box::pin(isolate_instance(
         clients,
         log,
@@ -549,13 +573,9 @@ async fn isolate_shared(
         &shared.network,
     ))
     .await;
-    let mut output = match output {
-        Ok(output) => output,
-        Err(error) => {
-            give_back(&taken).await;
-            return Err(error);
-        }
-    };
+    // On an error the instance may be cut already (a partial rung, a retryable failure): the
+    // slots stay with the written-down intent, and release gives them back.
+    let mut output = output?;
     if let IsolateOutput::Gone { .. } = output {
         give_back(&taken).await;
     }

@@ -502,6 +502,18 @@ pub struct SgSwap {
     pub untracking_group: String,
 }
 
+/// Written down before a shared container instance is cut: whose finding it is for and the
+/// other tasks whose blast-radius slots this finding took, so a release after a failure or a
+/// dead invocation knows both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedIntent {
+    /// The task whose finding cut its container instance.
+    pub shared_by_task: String,
+    /// The other tasks cut with it whose slots this finding took.
+    pub shared_with: Vec<String>,
+}
+
 /// One rung tried.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RungAttempt {
