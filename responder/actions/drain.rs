@@ -213,6 +213,31 @@ pub async fn set_status(
     Ok(())
 }
 
+/// Whether the finding's isolate step has cut (or is cutting) a shared container instance, as
+/// the ledger says: an earlier attempt's cut that failed after the swap, or another invocation
+/// cutting it now (then this one waits: `InProgress`).
+async fn shared_cut_recorded(ctx: &StepContext<'_>) -> Result<bool, StepError> {
+    let Some(step) = ctx
+        .ledger
+        .get_step(&ctx.incident.finding_id, super::isolate::STEP_KEY)
+        .await?
+    else {
+        return Ok(false);
+    };
+    if step.held() {
+        return Err(StepError::InProgress(
+            "the finding is being isolated by another invocation; drain-instance waits for it"
+                .to_string(),
+        ));
+    }
+    let released = step.status == super::ledger::StepStatus::Released;
+    let shared = step
+        .intended
+        .iter()
+        .any(|v| serde_json::from_value::<super::isolate::SharedIntent>(v.clone()).is_ok());
+    Ok(shared && !released)
+}
+
 /// The `drain-instance` action.
 pub struct DrainInstance;
 
@@ -290,7 +315,7 @@ impl Action for DrainInstance {
         };
         // isolate cut the instance off: its agent cannot act on a drain now, and would stop
         // the tasks there (this one too) the moment release reconnects it.
-        if ctx.earlier.instance_cut {
+        if ctx.earlier.instance_cut || shared_cut_recorded(ctx).await? {
             drain.not_needed = Some(
                 "isolate cut the container instance off: its ECS agent cannot drain it now, and would stop its tasks when release reconnects it".to_string(),
             );

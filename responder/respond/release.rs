@@ -344,7 +344,8 @@ impl Responder {
                 // the task stops (its host may be what is compromised): a person releases it.
                 Some(record)
                     if task_stopped
-                        && (record.shared_by_task.is_some() || !record.sg_swaps.is_empty()) =>
+                        && (record.shared_by_task.is_some()
+                            || (!record.sg_swaps.is_empty() && !record.target.contains(":ecs:"))) =>
                 {
                     ReleaseResult::Kept {
                         target: record.target,

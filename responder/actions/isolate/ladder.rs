@@ -497,6 +497,10 @@ async fn isolate_shared(
         Ok(cut) => cut,
         Err(why) => return Err(held_back(why)),
     };
+    // An instance already gone takes no slot.
+    if let Err(gone) = shared.network.settled()? {
+        return Ok(gone);
+    }
     // Slots an earlier attempt of this step took (it wrote them down first) are this
     // finding's; a slot held otherwise belongs to another finding's cut.
     let mine: BTreeSet<String> = log
@@ -513,7 +517,10 @@ async fn isolate_shared(
             .admit_to_service(&slot.task_arn, &slot.service, slot.cap)
     }))
     .await;
+    // `taken`: every slot this finding holds (recorded); `newly`: those taken by this attempt,
+    // the only ones a failure here gives back (an earlier attempt's cut may still stand).
     let mut taken = Vec::new();
+    let mut newly_taken = Vec::new();
     let mut refused = Vec::new();
     let mut failed = None;
     for (slot, admission) in cut.slots.iter().zip(admissions) {
@@ -521,6 +528,9 @@ async fn isolate_shared(
             Ok(crate::actions::guard::Admission::Admitted { newly, .. })
                 if newly || mine.contains(&slot.task_arn) =>
             {
+                if newly {
+                    newly_taken.push(slot.task_arn.clone());
+                }
                 taken.push(slot.task_arn.clone())
             }
             Ok(crate::actions::guard::Admission::Admitted { .. }) => {}
@@ -544,11 +554,11 @@ async fn isolate_shared(
         }
     };
     if let Some(error) = failed {
-        give_back(&taken).await;
+        give_back(&newly_taken).await;
         return Err(error);
     }
     if !refused.is_empty() {
-        give_back(&taken).await;
+        give_back(&newly_taken).await;
         return Err(held_back(&refused.join("; ")));
     }
     // Written down before any change: a failure or a death after the swap leaves a record
@@ -561,7 +571,7 @@ async fn isolate_shared(
         .intend(&[serde_json::to_value(&intent).unwrap_or_default()])
         .await
     {
-        give_back(&taken).await;
+        give_back(&newly_taken).await;
         return Err(error);
     }
     let output = Box::pin(isolate_instance(
@@ -576,9 +586,6 @@ async fn isolate_shared(
     // On an error the instance may be cut already (a partial rung, a retryable failure): the
     // slots stay with the written-down intent, and release gives them back.
     let mut output = output?;
-    if let IsolateOutput::Gone { .. } = output {
-        give_back(&taken).await;
-    }
     let cut = cut.summary.clone();
     if let IsolateOutput::Contained { record } | IsolateOutput::Incomplete { record, .. } =
         &mut output
