@@ -162,10 +162,10 @@ async fn a_shared_instance_is_not_cut_while_another_services_only_task_is_on_it_
     let task = fixture::run_bridge_task(&world.clients, &cluster, Some("reports"))
         .await
         .unwrap();
-    fixture::run_bridge_task(&world.clients, &cluster, Some("ledger-api"))
+    let ledger_api = fixture::run_bridge_task(&world.clients, &cluster, Some("ledger-api"))
         .await
         .unwrap();
-    fixture::run_bridge_task(&world.clients, &cluster, None)
+    let job = fixture::run_bridge_task(&world.clients, &cluster, None)
         .await
         .unwrap();
     let id = world.finding_id(2);
@@ -206,7 +206,30 @@ async fn a_shared_instance_is_not_cut_while_another_services_only_task_is_on_it_
         "DRAINING"
     );
 
-    // Release sets it ACTIVE again.
+    // ECS moves ledger-api's task away and the job ends (as the emulator does not, by hand);
+    // GuardDuty republishes the finding: counted again, the instance is cut now.
+    for gone in [&ledger_api, &job] {
+        world
+            .clients
+            .ecs
+            .stop_task()
+            .cluster(&cluster.cluster_arn)
+            .task(gone.as_str())
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut republished = event.clone();
+    republished["detail"]["service"]["count"] = 7.into();
+    let report = world.respond(&republished).await;
+    assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
+    assert_eq!(isolation(&report).target, cluster.instance_id);
+    assert_ne!(
+        world.eni_groups(&cluster.eni_id).await,
+        [world.fixture.app_security_group.as_str()]
+    );
+
+    // Release sets it ACTIVE again, and puts the instance's groups back.
     let released = world.responder.release(&id, "release-test").await.unwrap();
     assert!(
         released.findings[0]
@@ -216,4 +239,8 @@ async fn a_shared_instance_is_not_cut_while_another_services_only_task_is_on_it_
         "{released:?}"
     );
     assert_eq!(container_instance_status(&world, &cluster).await, "ACTIVE");
+    assert_eq!(
+        world.eni_groups(&cluster.eni_id).await,
+        [world.fixture.app_security_group.as_str()]
+    );
 }
