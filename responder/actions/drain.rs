@@ -68,11 +68,7 @@ pub async fn describe_container_instance(
 }
 
 fn exempt(tags: &[aws_sdk_ecs::types::Tag], tag: &TagCondition) -> bool {
-    tags.iter().any(|t| {
-        t.key() == Some(tag.key.as_str())
-            && t.value()
-                .is_some_and(|v| v.eq_ignore_ascii_case(&tag.value))
-    })
+    tags.iter().any(|t| tag.matches(t.key(), t.value()))
 }
 
 /// The tasks running on a container instance, and the services they belong to as ECS counts

@@ -740,7 +740,7 @@ fn exemption<'a>(incident: &'a Incident, tag: &TagCondition) -> Option<(&'static
         .into_iter()
         .find_map(|(source, tags)| {
             tags.get(&tag.key)
-                .filter(|value| value.eq_ignore_ascii_case(&tag.value))
+                .filter(|value| tag.matches(Some(&tag.key), Some(value)))
                 .map(|value| (source, value.as_str()))
         })
 }

@@ -119,6 +119,13 @@ pub struct TagCondition {
     pub value: String,
 }
 
+impl TagCondition {
+    /// Whether a tag is this one: the key exactly, the value in any case.
+    pub fn matches(&self, key: Option<&str>, value: Option<&str>) -> bool {
+        key == Some(self.key.as_str()) && value.is_some_and(|v| v.eq_ignore_ascii_case(&self.value))
+    }
+}
+
 impl fmt::Display for TagCondition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}={}", self.key, self.value)

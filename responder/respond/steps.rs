@@ -519,11 +519,7 @@ impl Invocation<'_> {
             Ok(service) => {
                 let exempt = service
                     .as_ref()
-                    .filter(|s| {
-                        s.tags
-                            .iter()
-                            .any(|(k, v)| *k == tag.key && v.eq_ignore_ascii_case(&tag.value))
-                    })
+                    .filter(|s| s.tags.iter().any(|(k, v)| tag.matches(Some(k), Some(v))))
                     .map(|_| {
                         format!(
                             "exempt: tag {tag} on service {}; containment skipped",

@@ -449,11 +449,11 @@ async fn read_shared(
     let (tenants, services) = tenants?;
     let network = network?;
     let instance_exempt = match &network {
-        Read::Instance(read) => read.found.tags().iter().any(|t| {
-            t.key() == Some(bounds.exempt_tag.key.as_str())
-                && t.value()
-                    .is_some_and(|v| v.eq_ignore_ascii_case(&bounds.exempt_tag.value))
-        }),
+        Read::Instance(read) => read
+            .found
+            .tags()
+            .iter()
+            .any(|t| bounds.exempt_tag.matches(t.key(), t.value())),
         _ => false,
     };
     let verdict = if instance_exempt {
