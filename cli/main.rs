@@ -288,6 +288,11 @@ fn invocation_id() -> String {
     )
 }
 
+/// The responder the environment describes, with the playbooks given (or the defaults).
+async fn responder_with(playbooks: Option<&Path>) -> Result<Responder, ExitCode> {
+    responder_from_env(load_playbooks(playbooks)?).await
+}
+
 async fn responder_from_env(playbooks: PlaybookSet) -> Result<Responder, ExitCode> {
     Responder::from_env(playbooks).await.map_err(|e| {
         eprintln!("error: {e}");
@@ -449,11 +454,7 @@ fn emit(reports: Vec<Report>, output: Output) -> ExitCode {
 }
 
 async fn release(target: &str, output: Output) -> ExitCode {
-    let set = match load_playbooks(None) {
-        Ok(set) => set,
-        Err(code) => return code,
-    };
-    let responder = match responder_from_env(set).await {
+    let responder = match responder_with(None).await {
         Ok(responder) => responder,
         Err(code) => return code,
     };
@@ -482,11 +483,7 @@ async fn release(target: &str, output: Output) -> ExitCode {
 }
 
 async fn approve(finding_id: &str, by: &str, playbooks: Option<&Path>, output: Output) -> ExitCode {
-    let set = match load_playbooks(playbooks) {
-        Ok(set) => set,
-        Err(code) => return code,
-    };
-    let responder = match responder_from_env(set).await {
+    let responder = match responder_with(playbooks).await {
         Ok(responder) => responder,
         Err(code) => return code,
     };
@@ -500,11 +497,7 @@ async fn approve(finding_id: &str, by: &str, playbooks: Option<&Path>, output: O
 }
 
 async fn reject(finding_id: &str, by: &str) -> ExitCode {
-    let set = match load_playbooks(None) {
-        Ok(set) => set,
-        Err(code) => return code,
-    };
-    let responder = match responder_from_env(set).await {
+    let responder = match responder_with(None).await {
         Ok(responder) => responder,
         Err(code) => return code,
     };
@@ -537,11 +530,7 @@ fn parse_range(text: &str) -> Result<(i32, i32), String> {
 }
 
 async fn sweep(range: (i32, i32), output: Output) -> ExitCode {
-    let set = match load_playbooks(None) {
-        Ok(set) => set,
-        Err(code) => return code,
-    };
-    let responder = match responder_from_env(set).await {
+    let responder = match responder_with(None).await {
         Ok(responder) => responder,
         Err(code) => return code,
     };

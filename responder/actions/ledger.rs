@@ -162,6 +162,21 @@ pub struct StepRecord {
 }
 
 impl StepRecord {
+    /// The output the step recorded: a finished step's detail, or the partial output a failed
+    /// one kept (`{"error", "partial"}`).
+    pub fn output<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        let recorded = self.detail.get("partial").unwrap_or(&self.detail);
+        serde_json::from_value(recorded.clone()).ok()
+    }
+
+    /// The last intent of this shape the step wrote down.
+    pub fn last_intent<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        self.intended
+            .iter()
+            .rev()
+            .find_map(|v| serde_json::from_value(v.clone()).ok())
+    }
+
     /// Claimed by an invocation whose lease still runs. A claim whose lease ran out belongs to
     /// an attempt that died (and whose retries may all have failed): what it made is released
     /// like a failed step's, never kept "in progress" for ever.
@@ -919,6 +934,44 @@ mod tests {
             entry(1),
         ]);
         assert_eq!(intended_of(&again), vec![entry(1)]);
+    }
+
+    #[test]
+    fn a_steps_output_is_its_detail_or_what_a_failure_kept_and_intents_are_read_latest_first() {
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        struct Out {
+            done: bool,
+        }
+        let record = |detail: Value, intended: Vec<Value>| StepRecord {
+            finding_id: "f".to_string(),
+            key: "step#x".to_string(),
+            status: StepStatus::Failed,
+            owner: "o".to_string(),
+            rule: None,
+            updated_at: String::new(),
+            lease_until: 0,
+            attempts: 1,
+            account: None,
+            detail,
+            intended,
+        };
+        let finished = record(serde_json::json!({"done": true}), Vec::new());
+        assert_eq!(finished.output::<Out>(), Some(Out { done: true }));
+        let failed = record(
+            serde_json::json!({"error": "refused", "partial": {"done": false}}),
+            vec![
+                serde_json::json!({"done": true}),
+                serde_json::json!({"other": 1}),
+            ],
+        );
+        assert_eq!(failed.output::<Out>(), Some(Out { done: false }));
+        assert_eq!(failed.last_intent::<Out>(), Some(Out { done: true }));
+        let nothing_kept = record(
+            serde_json::json!({"error": "refused", "partial": null}),
+            Vec::new(),
+        );
+        assert_eq!(nothing_kept.output::<Out>(), None);
+        assert_eq!(nothing_kept.last_intent::<Out>(), None);
     }
 
     #[test]

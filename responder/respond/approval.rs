@@ -5,7 +5,7 @@
 
 use super::{Responder, Response};
 use crate::actions::approval::{self, Approval, ApprovalStatus};
-use crate::actions::{StepError, ENV_TABLE};
+use crate::actions::StepError;
 use crate::playbook::Mode;
 
 impl Responder {
@@ -17,12 +17,7 @@ impl Responder {
         by: &str,
         invocation_id: &str,
     ) -> Result<Response, StepError> {
-        let ledger = self
-            .ledger(invocation_id, None)
-            .ok_or(StepError::MissingConfig(
-                ENV_TABLE,
-                "the ledger table holding approvals",
-            ))?;
+        let ledger = self.required_ledger(invocation_id, "the ledger table holding approvals")?;
         let (approval, approver) =
             match approval::decide(&ledger, finding_id, ApprovalStatus::Approved, by).await {
                 Ok(approval) => (approval, by.to_string()),
@@ -77,12 +72,7 @@ impl Responder {
         by: &str,
         invocation_id: &str,
     ) -> Result<Approval, StepError> {
-        let ledger = self
-            .ledger(invocation_id, None)
-            .ok_or(StepError::MissingConfig(
-                ENV_TABLE,
-                "the ledger table holding approvals",
-            ))?;
+        let ledger = self.required_ledger(invocation_id, "the ledger table holding approvals")?;
         approval::decide(&ledger, finding_id, ApprovalStatus::Rejected, by).await
     }
 }

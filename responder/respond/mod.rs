@@ -58,6 +58,16 @@ impl Responder {
         })
     }
 
+    /// The ledger, for a command that cannot work without it (`holding`: what it needs there).
+    fn required_ledger(
+        &self,
+        invocation_id: &str,
+        holding: &'static str,
+    ) -> Result<Ledger, StepError> {
+        self.ledger(invocation_id, None)
+            .ok_or(StepError::MissingConfig(ENV_TABLE, holding))
+    }
+
     fn ledger(&self, invocation_id: &str, deadline: Option<SystemTime>) -> Option<Ledger> {
         self.config.ledger_table.as_ref().map(|table| {
             Ledger::new(

@@ -273,14 +273,14 @@ impl Responder {
         target: &str,
         invocation_id: &str,
     ) -> Result<ReleaseSummary, StepError> {
-        let ledger = self.ledger(invocation_id, None);
         if target.starts_with("arn:") {
+            let ledger = self.ledger(invocation_id, None);
             return self.release_task(target, ledger.as_ref(), false).await;
         }
-        let ledger = ledger.ok_or(StepError::MissingConfig(
-            ENV_TABLE,
+        let ledger = self.required_ledger(
+            invocation_id,
             "the ledger table holding the containment records",
-        ))?;
+        )?;
         let finding = Box::pin(self.release_finding(target, &ledger, false, false)).await?;
         Ok(ReleaseSummary {
             task_arn: None,
@@ -447,34 +447,22 @@ impl Responder {
         ledger: &Ledger,
         addresses_only: bool,
     ) -> Result<Option<SessionsRelease>, StepError> {
-        let Some(step) = ledger
-            .get_step(finding_id, revoke_sessions::STEP_KEY)
-            .await?
+        let Some(step) = to_release(
+            ledger,
+            finding_id,
+            revoke_sessions::STEP_KEY,
+            "sessions are being revoked",
+        )
+        .await?
         else {
             return Ok(None);
         };
-        match step.standing() {
-            StepStatus::Released => return Ok(None),
-            StepStatus::Claimed => {
-                return Err(StepError::InProgress(format!(
-                    "finding {finding_id}'s sessions are being revoked right now (by {}); release once it has finished",
-                    step.owner
-                )))
-            }
-            StepStatus::Done | StepStatus::Failed => {}
-        }
         // What the step did (put for certain), or, when it failed or died, the last policy it
         // said it would put (which may never have been put).
-        let (revocation, put) = match serde_json::from_value::<RevokeOutput>(step.detail.clone()) {
-            Ok(RevokeOutput::Revoked(revocation)) => (Some(revocation), true),
-            Ok(RevokeOutput::NoRole { .. }) => (None, false),
-            Err(_) => (
-                step.intended
-                    .iter()
-                    .rev()
-                    .find_map(|v| serde_json::from_value::<Revocation>(v.clone()).ok()),
-                false,
-            ),
+        let (revocation, put) = match step.output::<RevokeOutput>() {
+            Some(RevokeOutput::Revoked(revocation)) => (Some(revocation), true),
+            Some(RevokeOutput::NoRole { .. }) => (None, false),
+            None => (step.last_intent::<Revocation>(), false),
         };
         let Some(revocation) = revocation else {
             return Ok(None);
@@ -543,27 +531,21 @@ impl Responder {
         finding_id: &str,
         ledger: &Ledger,
     ) -> Result<Option<ProtectionRelease>, StepError> {
-        let Some(step) = ledger.get_step(finding_id, protect::STEP_KEY).await? else {
+        let Some(step) = to_release(
+            ledger,
+            finding_id,
+            protect::STEP_KEY,
+            "instance is being protected",
+        )
+        .await?
+        else {
             return Ok(None);
         };
-        match step.standing() {
-            StepStatus::Released => return Ok(None),
-            StepStatus::Claimed => {
-                return Err(StepError::InProgress(format!(
-                    "finding {finding_id}'s instance is being protected right now (by {}); release once it has finished",
-                    step.owner
-                )))
-            }
-            StepStatus::Done | StepStatus::Failed => {}
-        }
-        let protection = serde_json::from_value::<Protection>(step.detail.clone())
-            .ok()
-            .or_else(|| {
-                step.intended
-                    .iter()
-                    .rev()
-                    .find_map(|v| serde_json::from_value::<Protection>(v.clone()).ok())
-            });
+        // What the step recorded (a failure keeps only the changes that happened), else what
+        // it wrote down before dying.
+        let protection = step
+            .output::<Protection>()
+            .or_else(|| step.last_intent::<Protection>());
         let Some(protection) = protection else {
             return Ok(None);
         };
@@ -644,8 +626,8 @@ impl Responder {
         if matches!(step.standing(), StepStatus::Released | StepStatus::Claimed) {
             return Ok(Vec::new());
         }
-        let recorded = step.detail.get("partial").unwrap_or(&step.detail);
-        let keys: Vec<String> = serde_json::from_value::<HoldOutput>(recorded.clone())
+        let keys: Vec<String> = step
+            .output::<HoldOutput>()
             .map(|o| o.held.into_iter().flat_map(|h| h.keys).collect())
             .unwrap_or_default();
         for key in &keys {
@@ -668,21 +650,19 @@ impl Responder {
         finding_id: &str,
         ledger: &Ledger,
     ) -> Result<Option<ScaleRelease>, StepError> {
-        let Some(step) = ledger.get_step(finding_id, scale::STEP_KEY).await? else {
+        let Some(step) = to_release(
+            ledger,
+            finding_id,
+            scale::STEP_KEY,
+            "service is being scaled",
+        )
+        .await?
+        else {
             return Ok(None);
         };
-        match step.standing() {
-            StepStatus::Released => return Ok(None),
-            StepStatus::Claimed => {
-                return Err(StepError::InProgress(format!(
-                    "finding {finding_id}'s service is being scaled right now (by {}); release once it has finished",
-                    step.owner
-                )))
-            }
-            StepStatus::Done | StepStatus::Failed => {}
-        }
-        let scaled = match serde_json::from_value::<ScaleOutput>(step.detail.clone()) {
-            Ok(ScaleOutput::Scaled(scale)) => Some(scale),
+        let scaled = match step.output::<ScaleOutput>() {
+            Some(ScaleOutput::Scaled(scale)) => Some(scale),
+            // The first intent: the count before any attempt lowered it.
             _ => step
                 .intended
                 .iter()
@@ -796,31 +776,21 @@ async fn release_drain(
     ledger: &Ledger,
 ) -> Result<Option<String>, StepError> {
     use crate::actions::drain::{self, Drain};
-    let Some(step) = ledger.get_step(finding_id, drain::STEP_KEY).await? else {
+    let Some(step) = to_release(
+        ledger,
+        finding_id,
+        drain::STEP_KEY,
+        "container instance is being drained",
+    )
+    .await?
+    else {
         return Ok(None);
     };
-    match step.standing() {
-        StepStatus::Released => return Ok(None),
-        StepStatus::Claimed => {
-            return Err(StepError::InProgress(format!(
-                "finding {finding_id}'s container instance is being drained right now (by {}); release once it has finished",
-                step.owner
-            )))
-        }
-        StepStatus::Done | StepStatus::Failed => {}
-    }
-    // What the step recorded decides (a DRAINING call that failed says `drained: false`);
-    // the intent only when it recorded nothing (it died after writing the intent).
-    // A failed step keeps its output under `partial`.
-    let detail = step.detail.get("partial").unwrap_or(&step.detail);
-    let recorded = match serde_json::from_value::<Drain>(detail.clone()) {
-        Ok(recorded) => Some(recorded),
-        Err(_) => step
-            .intended
-            .iter()
-            .rev()
-            .find_map(|v| serde_json::from_value::<Drain>(v.clone()).ok()),
-    };
+    // What the step recorded decides (a DRAINING call ECS refused says `drained: false`); the
+    // intent only when it recorded nothing (it died after writing the intent).
+    let recorded = step
+        .output::<Drain>()
+        .or_else(|| step.last_intent::<Drain>());
     let Some(recorded) = recorded.filter(|d| d.drained) else {
         return Ok(None);
     };
@@ -856,4 +826,25 @@ async fn release_drain(
         )
         .await?;
     Ok(Some(said))
+}
+
+/// A step's item to release: `None` when there is none or it is released already; an error
+/// (a retry will do) while another invocation is still at it (`doing`, for the message).
+async fn to_release(
+    ledger: &Ledger,
+    finding_id: &str,
+    step_key: &str,
+    doing: &str,
+) -> Result<Option<StepRecord>, StepError> {
+    let Some(step) = ledger.get_step(finding_id, step_key).await? else {
+        return Ok(None);
+    };
+    match step.standing() {
+        StepStatus::Released => Ok(None),
+        StepStatus::Claimed => Err(StepError::InProgress(format!(
+            "finding {finding_id}'s {doing} right now (by {}); release once it has finished",
+            step.owner
+        ))),
+        StepStatus::Done | StepStatus::Failed => Ok(Some(step)),
+    }
 }

@@ -12,7 +12,7 @@ use super::release::{containment_of, with_intended, FindingRelease};
 use super::Responder;
 use crate::actions::ledger::{StepRecord, StepStatus};
 use crate::actions::sweep::{liveness, reserved_entries, FoundEntry, Liveness};
-use crate::actions::{StepError, ENV_TABLE};
+use crate::actions::StepError;
 use crate::network::parse_cidr;
 
 /// A quarantine the sweep leaves in place, and why.
@@ -176,12 +176,10 @@ impl Responder {
         last: i32,
         invocation_id: &str,
     ) -> Result<SweepReport, StepError> {
-        let ledger = self
-            .ledger(invocation_id, None)
-            .ok_or(StepError::MissingConfig(
-                ENV_TABLE,
-                "the ledger table holding the containment records",
-            ))?;
+        let ledger = self.required_ledger(
+            invocation_id,
+            "the ledger table holding the containment records",
+        )?;
         let (found, steps) = tokio::try_join!(
             reserved_entries(&self.clients, first, last),
             ledger.isolate_records()
