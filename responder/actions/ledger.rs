@@ -208,10 +208,17 @@ pub struct StepLog<'a> {
 }
 
 impl StepLog<'_> {
-    /// Write down changes before making them (see [`Ledger::record_intent`]).
+    /// Write down changes before making them (see [`Ledger::record_intent`]). Those already
+    /// written down (with the claim, or by an earlier attempt, and not withdrawn) are not
+    /// written again: nothing new, no call.
     pub async fn intend(&self, intents: &[Value]) -> Result<(), StepError> {
+        let new: Vec<Value> = intents
+            .iter()
+            .filter(|intent| !self.written_down.contains(intent))
+            .cloned()
+            .collect();
         self.ledger
-            .record_intent(self.finding_id, self.step_key, intents)
+            .record_intent(self.finding_id, self.step_key, &new)
             .await
     }
 }
@@ -322,11 +329,29 @@ impl Ledger {
         step_key: &str,
         rule: &str,
     ) -> Result<Claim, StepError> {
+        self.claim_with(finding_id, step_key, rule, &[]).await
+    }
+
+    /// [`Ledger::claim`], writing down in the same call changes the step is about to make
+    /// (see [`Ledger::record_intent`]): known from reads made before the claim, they cost no
+    /// round trip of their own. Returned among the claim's `written_down`.
+    pub async fn claim_with(
+        &self,
+        finding_id: &str,
+        step_key: &str,
+        rule: &str,
+        intents: &[Value],
+    ) -> Result<Claim, StepError> {
         let now = Utc::now();
         let lease_until = self.lease_until(now);
         let (account_set, account) = match &self.account {
             Some(account) => (", account = :account", Some(s(account))),
             None => ("", None),
+        };
+        let intended_set = if intents.is_empty() {
+            ""
+        } else {
+            ", intended = list_append(if_not_exists(intended, :none), :new)"
         };
         let request = self
             .client
@@ -336,7 +361,7 @@ impl Ledger {
             .key("sk", s(step_key))
             .update_expression(format!(
                 "SET #status = :claimed, #owner = :owner, lease_until = :lease, #rule = :rule, \
-                 updated_at = :now, attempts = if_not_exists(attempts, :zero) + :one{account_set}"
+                 updated_at = :now, attempts = if_not_exists(attempts, :zero) + :one{account_set}{intended_set}"
             ))
             // A claim this invocation already holds is its own: the SDK retried a write whose
             // answer was lost, or Lambda retried the invocation (same request id) after it
@@ -363,12 +388,24 @@ impl Ledger {
             Some(account) => request.expression_attribute_values(":account", account),
             None => request,
         };
+        let request = if intents.is_empty() {
+            request
+        } else {
+            let items: Vec<AttributeValue> = intents.iter().map(|i| s(i.to_string())).collect();
+            request
+                .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
+                .expression_attribute_values(":new", AttributeValue::L(items))
+        };
         let result = request.send().await;
         match result {
-            Ok(output) => Ok(Claim::Acquired {
-                written_down: output.attributes().map(intended_of).unwrap_or_default(),
-                previous: Previous(output.attributes().filter(|a| !a.is_empty()).cloned()),
-            }),
+            Ok(output) => {
+                let mut written_down = output.attributes().map(intended_of).unwrap_or_default();
+                written_down.extend(intents.iter().cloned());
+                Ok(Claim::Acquired {
+                    written_down,
+                    previous: Previous(output.attributes().filter(|a| !a.is_empty()).cloned()),
+                })
+            }
             Err(error) => {
                 let conditional = error
                     .as_service_error()

@@ -229,15 +229,19 @@ impl Invocation<'_> {
         // guard and the step's claim. Only reads, so a response that stands back changed
         // nothing.
         let (mut prefetched_tx, prefetched) = tokio::sync::oneshot::channel();
+        // An instance's swaps, known from its first reads, ride on isolate's claim.
+        let (intents_tx, intents_before_claim) = tokio::sync::oneshot::channel();
         let prefetch = async {
             let clients = &self.clients;
             let settled = clients.stable.isolation_settled(&self.incident.finding_id);
             let read = async {
+                let tell = intents_tx;
                 match (
                     enforced_isolate(plan).filter(|_| !settled),
                     &self.incident.target,
                 ) {
                     (Some(params), Target::EcsTask(task)) => {
+                        drop(tell);
                         let bounds = crate::actions::drain::Bounds {
                             blast_radius: &self.guard.blast_radius,
                             exempt_tag: &self.responder.playbooks.guardrails.exempt_tag,
@@ -253,6 +257,7 @@ impl Invocation<'_> {
                             instance,
                             params,
                             &self.incident.region,
+                            Some(tell),
                         )
                         .await,
                     ),
@@ -317,8 +322,15 @@ impl Invocation<'_> {
                     return CarriedOut::default();
                 }
             }
-            self.phases(plan, report, &mut progress, service, prefetched)
-                .await;
+            self.phases(
+                plan,
+                report,
+                &mut progress,
+                service,
+                prefetched,
+                intents_before_claim,
+            )
+            .await;
             CarriedOut {
                 // Released by the caller, alongside the audit record.
                 holds_lock: ledger.is_some(),
@@ -343,6 +355,7 @@ impl Invocation<'_> {
         progress: &mut Progress,
         service: Option<ServiceRead>,
         prefetched: tokio::sync::oneshot::Receiver<isolate::Prefetched>,
+        intents_before_claim: tokio::sync::oneshot::Receiver<Vec<Value>>,
     ) {
         let in_phase = |phase: Phase| plan.steps.iter().filter(move |s| s.action.phase() == phase);
 
@@ -359,16 +372,31 @@ impl Invocation<'_> {
                 .iter()
                 .any(|s| s.action.is_containment() && s.mode == Mode::Enforce);
             if progress.exempt_on.is_none() && enforces {
+                let mut intents_before_claim = Some(intents_before_claim);
                 let claims = futures::future::join_all(
                     in_phase(Phase::Contain)
                         .filter(|s| s.mode == Mode::Enforce)
                         .filter_map(|step| Some((step, self.ledger?)))
-                        .map(|(step, ledger)| async move {
-                            let key = format!("step#{}", step.action.name());
-                            let claim = ledger
-                                .claim(&self.incident.finding_id, &key, &step.rule)
-                                .await;
-                            (step.action, claim)
+                        .map(|(step, ledger)| {
+                            let intents = intents_before_claim
+                                .take_if(|_| step.action == ActionName::Isolate);
+                            async move {
+                                // Sent after the first round trip's reads, or dropped.
+                                let intents = match intents {
+                                    Some(intents) => intents.await.unwrap_or_default(),
+                                    None => Vec::new(),
+                                };
+                                let key = format!("step#{}", step.action.name());
+                                let claim = ledger
+                                    .claim_with(
+                                        &self.incident.finding_id,
+                                        &key,
+                                        &step.rule,
+                                        &intents,
+                                    )
+                                    .await;
+                                (step.action, claim)
+                            }
                         }),
                 );
                 let ((), claims) = tokio::join!(self.guard(plan, progress, unknown), claims);

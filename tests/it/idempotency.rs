@@ -338,6 +338,62 @@ async fn a_claim_whose_answer_was_lost_is_still_ours() {
     assert!(matches!(again, Ok(Claim::Taken(_))), "{again:?}");
 }
 
+/// A claim can carry the changes its step is about to make (known from reads made before
+/// it): they are written down in the claim's own call, returned as written down, not written
+/// again by the step, and gone with the claim when it is given back.
+#[tokio::test]
+async fn a_claim_carries_what_its_step_will_change_and_it_is_not_written_twice() {
+    use responder::actions::ledger::StepLog;
+    let world = World::new(2).await;
+    let ledger = Ledger::new(
+        world.clients.dynamodb.clone(),
+        world.fixture.table.clone(),
+        "one-invocation",
+        400,
+    );
+    let swap = json!({"eni_id": "eni-1", "original_groups": ["sg-app"], "quarantine_group": "sg-q", "untracking_group": "sg-u"});
+    let other = json!({"eni_id": "eni-2", "original_groups": ["sg-app"], "quarantine_group": "sg-q", "untracking_group": "sg-u"});
+    let claim = ledger
+        .claim_with("carried", "step#isolate", "r", std::slice::from_ref(&swap))
+        .await
+        .unwrap();
+    let (written_down, previous) = match claim {
+        Claim::Acquired {
+            written_down,
+            previous,
+        } => (written_down, previous),
+        taken => panic!("{taken:?}"),
+    };
+    assert_eq!(written_down, std::slice::from_ref(&swap));
+    let stored = ledger.get_step("carried", "step#isolate").await.unwrap();
+    assert_eq!(stored.unwrap().intended, std::slice::from_ref(&swap));
+
+    let log = StepLog {
+        ledger: &ledger,
+        written_down: &written_down,
+        finding_id: "carried",
+        step_key: "step#isolate",
+    };
+    world.proxy.clear_calls();
+    log.intend(std::slice::from_ref(&swap)).await.unwrap();
+    assert_eq!(world.count_calls("UpdateItem"), 0, "written down already");
+    log.intend(&[swap.clone(), other.clone()]).await.unwrap();
+    assert_eq!(world.count_calls("UpdateItem"), 1);
+    let stored = ledger.get_step("carried", "step#isolate").await.unwrap();
+    assert_eq!(stored.unwrap().intended, [swap, other]);
+
+    // Given back as it was (no item): nothing is left written down.
+    ledger
+        .give_back("carried", "step#isolate", previous)
+        .await
+        .unwrap();
+    assert!(ledger
+        .get_step("carried", "step#isolate")
+        .await
+        .unwrap()
+        .is_none());
+}
+
 /// Where Lambda kills an invocation: at a call, before it reaches AWS or after it took effect.
 #[derive(Debug, Clone, Copy)]
 enum Kill {

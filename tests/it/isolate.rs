@@ -143,6 +143,88 @@ async fn an_instance_eni_gets_the_two_step_security_group_swap_and_release_resto
     assert_eq!(groups, [world.fixture.app_security_group.as_str()]);
 }
 
+/// With the responder's groups in place in the VPC, an instance's swap is written down with
+/// the isolate step's claim (the instance and the groups are read in the same round trip as
+/// the response lock): no ledger write of its own before the first swap. The record is whole
+/// all the same: a swap EC2 refuses is put back, and the retry's swap is released.
+#[tokio::test]
+async fn with_the_groups_in_place_an_instance_swap_is_written_down_with_the_claim() {
+    use responder::actions::isolate::SgSwap;
+    use responder::actions::ledger::Ledger;
+    let world = World::new(2).await;
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(
+            emulator::fixture::launch_instance(&world.clients, &world.fixture)
+                .await
+                .unwrap(),
+        );
+    }
+    let app = world.fixture.app_security_group.clone();
+    let mut ledger_writes = Vec::new();
+    for (n, (instance, eni)) in instances[..2].iter().enumerate() {
+        world.proxy.clear_calls();
+        let report = world.respond(&world.instance_event(instance, eni, n)).await;
+        assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
+        ledger_writes.push(world.count_calls("UpdateItem"));
+    }
+    assert_eq!(
+        ledger_writes[1],
+        ledger_writes[0] - 1,
+        "the first response made the groups and wrote its swap down apart; the second wrote it with the claim"
+    );
+
+    // The third instance's first swap is refused: put back, the step fails retryably.
+    let (instance, eni) = &instances[2];
+    world.proxy.configure(|c| {
+        c.rules.push(FaultRule::new(
+            "ModifyNetworkInterfaceAttribute",
+            Fault::Throttle,
+            Some(1_000),
+        ))
+    });
+    let event = world.instance_event(instance, eni, 2);
+    let report = world.respond(&event).await;
+    assert!(!is_done(&report, "isolate"), "{}", report.to_json_line());
+    world.proxy.configure(|c| c.rules.clear());
+    assert_eq!(world.eni_groups(eni).await, [app.as_str()]);
+    let ledger = Ledger::new(
+        world.clients.dynamodb.clone(),
+        world.fixture.table.clone(),
+        "reader",
+        60,
+    );
+    let step = ledger
+        .get_step(&world.finding_id(2), "step#isolate")
+        .await
+        .unwrap()
+        .unwrap();
+    let written: Vec<SgSwap> = step
+        .intended
+        .iter()
+        .filter_map(|v| serde_json::from_value(v.clone()).ok())
+        .collect();
+    assert_eq!(written.len(), 1, "{:?}", step.intended);
+    assert_eq!(&written[0].eni_id, eni);
+    assert_eq!(written[0].original_groups, std::slice::from_ref(&app));
+
+    // Lambda's retry contains it; release puts the groups back.
+    let report = world.respond(&event).await;
+    assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
+    let swap = &isolation(&report).sg_swaps[0];
+    assert_eq!(
+        world.eni_groups(eni).await,
+        [swap.quarantine_group.as_str()]
+    );
+    let summary = world
+        .responder
+        .release(&world.finding_id(2), "release-test")
+        .await
+        .unwrap();
+    assert_eq!(released(&summary).restored_security_groups.len(), 1);
+    assert_eq!(world.eni_groups(eni).await, [app.as_str()]);
+}
+
 #[tokio::test]
 async fn a_full_acl_fails_the_rung_cleanly_and_the_fallback_stops_the_task_after_evidence() {
     let yaml = "rules:\n  - name: contain-or-stop\n    mode: enforce\n    match: {targets: [ecs_task]}\n    actions:\n      - isolate: {fallback: stop}\n      - evidence\n      - notify\n";

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::types::Filter;
 
 use super::describe::describe_vpc;
 use super::endpoints::{agent_acls, guardduty_endpoints};
@@ -125,14 +126,22 @@ struct InstanceNetwork {
 
 /// Read what [`isolate_instance`] needs. The finding names the instance's VPC: what depends
 /// on the VPC is read alongside DescribeInstances, and read again if EC2 says another VPC.
+///
+/// `tell`, when given, is sent the swaps the step will write down as soon as the instance and
+/// the responder's groups are read (the first round trip), so the step's claim can carry them
+/// (see [`super::sg_swap::intents_before_claim`]); dropped unsent when they are not known yet.
 pub async fn prefetch_instance(
     clients: &Clients,
     instance: &Ec2InstanceTarget,
     params: &IsolateParams,
     region: &str,
+    tell: Option<IntentsBeforeClaim>,
 ) -> Prefetched {
-    Prefetched(read_instance(clients, instance, params, region).await)
+    Prefetched(read_instance(clients, instance, params, region, tell).await)
 }
+
+/// Where the intents a step's claim may carry are sent.
+pub type IntentsBeforeClaim = tokio::sync::oneshot::Sender<Vec<serde_json::Value>>;
 
 /// The refusal for a rule that cannot isolate an instance: only sg-swap can.
 fn without_sg_swap(params: &IsolateParams) -> Option<StepError> {
@@ -149,34 +158,48 @@ async fn read_instance(
     instance: &Ec2InstanceTarget,
     params: &IsolateParams,
     region: &str,
+    tell: Option<IntentsBeforeClaim>,
 ) -> Result<Read, StepError> {
     // Nothing to read for a rule that cannot isolate an instance.
     if let Some(refusal) = without_sg_swap(params) {
         return Err(refusal);
     }
+    let endpoints_of = |vpc_id: String| async move {
+        if params.keep_guardduty_agent {
+            guardduty_endpoints(clients, &vpc_id, region).await
+        } else {
+            Ok(Vec::new())
+        }
+    };
     let vpc_reads = |vpc_id: String| async move {
-        let endpoints = async {
-            if params.keep_guardduty_agent {
-                guardduty_endpoints(clients, &vpc_id, region).await
-            } else {
-                Ok(Vec::new())
-            }
-        };
         tokio::try_join!(
-            endpoints,
+            endpoints_of(vpc_id.clone()),
             describe_vpc(clients, &vpc_id),
             super::sg_swap::responder_groups(clients, &vpc_id)
         )
     };
-    // The instance, then which of its interfaces EC2 lets us change; the VPC's reads alongside.
+    // The instance and its attached interfaces together: DescribeInstances does not say which
+    // ENIs are requester-managed (ECS task ENIs attached to the instance, for one), and EC2
+    // refuses changes to those.
     let instance_reads = async {
-        let output = match clients
-            .ec2
-            .describe_instances()
-            .instance_ids(&instance.instance_id)
-            .send()
-            .await
-        {
+        let (described, attached) = tokio::join!(
+            clients
+                .ec2
+                .describe_instances()
+                .instance_ids(&instance.instance_id)
+                .send(),
+            clients
+                .ec2
+                .describe_network_interfaces()
+                .filters(
+                    Filter::builder()
+                        .name("attachment.instance-id")
+                        .values(&instance.instance_id)
+                        .build(),
+                )
+                .send()
+        );
+        let output = match described {
             Ok(output) => output,
             Err(error) if error.code() == Some("InvalidInstanceID.NotFound") => return Ok(None),
             Err(error) => return Err(aws("EC2 DescribeInstances")(error)),
@@ -190,40 +213,53 @@ async fn read_instance(
         else {
             return Ok(None);
         };
-        // DescribeInstances does not say which ENIs are requester-managed (ECS task ENIs
-        // attached to the instance, for one): EC2 refuses changes to those.
-        let ids: Vec<String> = found
-            .network_interfaces()
-            .iter()
-            .filter_map(|e| e.network_interface_id().map(str::to_string))
-            .collect();
-        if ids.is_empty() {
-            return Ok(Some((found, None)));
-        }
-        let described = clients
-            .ec2
-            .describe_network_interfaces()
-            .set_network_interface_ids(Some(ids))
-            .send()
-            .await
-            .map_err(aws("EC2 DescribeNetworkInterfaces"))?;
-        Ok::<_, StepError>(Some((found, Some(described))))
+        let attached = attached.map_err(aws("EC2 DescribeNetworkInterfaces"))?;
+        let enis = swap_targets(&found, attached.network_interfaces());
+        Ok::<_, StepError>(Some((found, enis)))
     };
-    let early = async {
-        match &instance.vpc_id {
-            Some(vpc_id) => Some((vpc_id.clone(), vpc_reads(vpc_id.clone()).await)),
+    let hinted = instance.vpc_id.as_deref();
+    // The finding names the VPC: what depends on it is read alongside, and read again if EC2
+    // says another VPC. The responder's groups come back in the first round trip, with the
+    // instance: enough to say what the swap will write down.
+    let first = async {
+        let groups = async {
+            match hinted {
+                Some(vpc_id) => Some(super::sg_swap::responder_groups(clients, vpc_id).await),
+                None => None,
+            }
+        };
+        let (read, groups) = tokio::join!(instance_reads, groups);
+        if let Some(tell) = tell {
+            let intents = match (&read, &groups) {
+                (Ok(Some((found, enis))), Some(Ok(groups)))
+                    if found.vpc_id() == hinted && !is_going(found) =>
+                {
+                    super::sg_swap::intents_before_claim(enis, groups)
+                }
+                _ => Vec::new(),
+            };
+            let _ = tell.send(intents);
+        }
+        (read, groups)
+    };
+    let rest = async {
+        match hinted {
+            Some(vpc_id) => Some(tokio::try_join!(
+                endpoints_of(vpc_id.to_string()),
+                describe_vpc(clients, vpc_id)
+            )),
             None => None,
         }
     };
-    let (read, early) = tokio::join!(instance_reads, early);
-    let Some((found, described)) = read? else {
+    let ((read, early_groups), early_rest) = tokio::join!(first, rest);
+    let Some((found, enis)) = read? else {
         return Ok(Read::Gone("EC2 no longer knows the instance".to_string()));
     };
-    let state = found
-        .state()
-        .and_then(|s| s.name())
-        .map(|n| n.as_str().to_string());
-    if matches!(state.as_deref(), Some("terminated" | "shutting-down")) {
+    if is_going(&found) {
+        let state = found
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string());
         return Ok(Read::Gone(format!(
             "the instance is {}",
             state.unwrap_or_default()
@@ -233,49 +269,19 @@ async fn read_instance(
         .vpc_id()
         .ok_or_else(|| StepError::Refused("the instance reports no VPC".to_string()))?
         .to_string();
-    let mut enis: Vec<SwapTarget> = found
-        .network_interfaces()
-        .iter()
-        .filter_map(|eni| {
-            Some(SwapTarget {
-                eni_id: eni.network_interface_id()?.to_string(),
-                groups: eni
-                    .groups()
-                    .iter()
-                    .filter_map(|g| g.group_id().map(str::to_string))
-                    .collect(),
-                // ECS trunk interfaces (awsvpc trunking) and EKS branch interfaces (security
-                // groups for pods) carry groups the service manages.
-                unmodifiable: match eni.interface_type() {
-                    Some(kind @ ("trunk" | "branch")) => Some(format!(
-                        "a {kind} interface: its groups belong to ECS or EKS, not to the instance"
-                    )),
-                    _ => None,
-                },
-            })
-        })
-        .collect();
-    let Some(described) = described.filter(|_| !enis.is_empty()) else {
+    if enis.is_empty() {
         return Err(StepError::Refused(
             "the instance has no network interface".to_string(),
         ));
-    };
-    let (endpoints, vpc, groups) = match early {
-        Some((hinted, reads)) if hinted == vpc_id => reads?,
+    }
+    let (endpoints, vpc, groups) = match (early_groups, early_rest) {
+        (Some(groups), Some(rest)) if hinted == Some(vpc_id.as_str()) => {
+            let (endpoints, vpc) = rest?;
+            (endpoints, vpc, groups?)
+        }
         // The finding named no VPC, or another one: read the instance's.
         _ => vpc_reads(vpc_id.clone()).await?,
     };
-    for target in enis.iter_mut().filter(|t| t.unmodifiable.is_none()) {
-        let managed = described.network_interfaces().iter().any(|e| {
-            e.network_interface_id() == Some(target.eni_id.as_str())
-                && e.requester_managed() == Some(true)
-        });
-        if managed {
-            target.unmodifiable = Some(
-                "requester-managed (created by a service for its own use): EC2 refuses changes to its groups".to_string(),
-            );
-        }
-    }
     Ok(Read::Instance(Box::new(InstanceNetwork {
         found,
         vpc_id,
@@ -284,6 +290,52 @@ async fn read_instance(
         vpc,
         groups,
     })))
+}
+
+/// Terminated or on its way: nothing to isolate.
+fn is_going(found: &aws_sdk_ec2::types::Instance) -> bool {
+    matches!(
+        found.state().and_then(|s| s.name()).map(|n| n.as_str()),
+        Some("terminated" | "shutting-down")
+    )
+}
+
+/// The instance's interfaces, each with why it is left alone, if it is: ECS trunk interfaces
+/// (awsvpc trunking) and EKS branch interfaces (security groups for pods) carry groups the
+/// service manages; a requester-managed one (`attached` says which) EC2 will not change.
+fn swap_targets(
+    found: &aws_sdk_ec2::types::Instance,
+    attached: &[aws_sdk_ec2::types::NetworkInterface],
+) -> Vec<SwapTarget> {
+    found
+        .network_interfaces()
+        .iter()
+        .filter_map(|eni| {
+            let eni_id = eni.network_interface_id()?.to_string();
+            let managed = attached.iter().any(|e| {
+                e.network_interface_id() == Some(eni_id.as_str())
+                    && e.requester_managed() == Some(true)
+            });
+            let unmodifiable = match eni.interface_type() {
+                Some(kind @ ("trunk" | "branch")) => Some(format!(
+                    "a {kind} interface: its groups belong to ECS or EKS, not to the instance"
+                )),
+                _ if managed => Some(
+                    "requester-managed (created by a service for its own use): EC2 refuses changes to its groups".to_string(),
+                ),
+                _ => None,
+            };
+            Some(SwapTarget {
+                eni_id,
+                groups: eni
+                    .groups()
+                    .iter()
+                    .filter_map(|g| g.group_id().map(str::to_string))
+                    .collect(),
+                unmodifiable,
+            })
+        })
+        .collect()
 }
 
 /// Read what [`isolate_task`] needs. With the subnet's VPC remembered from an earlier response
@@ -444,7 +496,7 @@ async fn read_shared(
             container_instance_arn,
             bounds.exempt_tag
         ),
-        read_instance(clients, &instance, params, region)
+        read_instance(clients, &instance, params, region, None)
     );
     let (tenants, services) = tenants?;
     let network = network?;

@@ -35,7 +35,7 @@ use crate::network::Acl;
 
 pub(crate) use describe::acl as model_acl;
 pub use describe::describe_vpc;
-pub use ladder::{prefetch, prefetch_instance, Prefetched};
+pub use ladder::{prefetch, prefetch_instance, IntentsBeforeClaim, Prefetched};
 pub use sg_swap::ROLE_TAG;
 
 /// The isolate step's item in the ledger (`step#` and the action's name, as every step's).
@@ -151,6 +151,7 @@ impl Action for Isolate {
                             instance,
                             params,
                             &incident.region,
+                            None,
                         )
                         .await;
                         &own

@@ -340,6 +340,57 @@ async fn groups_of(
         .collect())
 }
 
+/// What the step writes down for one interface before swapping its groups.
+fn swap_intent(
+    eni_id: &str,
+    original_groups: Vec<String>,
+    quarantine: &str,
+    untracking: &str,
+) -> serde_json::Value {
+    serde_json::to_value(SgSwap {
+        eni_id: eni_id.to_string(),
+        original_groups,
+        quarantine_group: quarantine.to_string(),
+        untracking_group: untracking.to_string(),
+    })
+    .unwrap_or_default()
+}
+
+/// The swaps [`sg_swap`] will write down, from what was read before the step's claim (the
+/// instance's interfaces and the responder's groups in the VPC), so the claim carries them and
+/// the swap itself need not wait for another write. The same values `sg_swap` computes: an
+/// interface it reads the same way is not written down twice. Nothing when a responder group
+/// is still to be made, nor for an interface that carries only the responder's groups (an
+/// earlier attempt's record, read with the claim, says what its groups were).
+pub(super) fn intents_before_claim(
+    targets: &[SwapTarget],
+    known: &[SecurityGroup],
+) -> Vec<serde_json::Value> {
+    let id_of = |role: &str| {
+        known
+            .iter()
+            .find(|g| has_role(g, role))
+            .and_then(|g| g.group_id())
+    };
+    let (Some(quarantine), Some(untracking)) = (id_of("quarantine"), id_of("untracking")) else {
+        return Vec::new();
+    };
+    targets
+        .iter()
+        .filter(|t| t.unmodifiable.is_none())
+        .filter_map(|target| {
+            let original: Vec<String> = target
+                .groups
+                .iter()
+                .filter(|g| g.as_str() != quarantine && g.as_str() != untracking)
+                .cloned()
+                .collect();
+            (!original.is_empty())
+                .then(|| swap_intent(&target.eni_id, original, quarantine, untracking))
+        })
+        .collect()
+}
+
 /// Swap the groups of every modifiable ENI. Returns the swaps and, per ENI left alone, why.
 pub(super) async fn sg_swap(
     clients: &Clients,
@@ -439,17 +490,12 @@ pub(super) async fn sg_swap(
         }
         originals.push((target.eni_id.clone(), original));
     }
-    // Written down before the first change, so release restores them even if this dies.
+    // Written down before the first change, so release restores them even if this dies (with
+    // the step's claim already, when its reads said what they are: then nothing is written).
     let intents: Vec<serde_json::Value> = originals
         .iter()
         .map(|(eni_id, original_groups)| {
-            serde_json::to_value(SgSwap {
-                eni_id: eni_id.clone(),
-                original_groups: original_groups.clone(),
-                quarantine_group: quarantine.clone(),
-                untracking_group: untracking.clone(),
-            })
-            .unwrap_or_default()
+            swap_intent(eni_id, original_groups.clone(), &quarantine, &untracking)
         })
         .collect();
     log.intend(&intents).await.map_err(RungError::Failed)?;
