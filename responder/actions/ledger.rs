@@ -400,7 +400,11 @@ impl Ledger {
         match result {
             Ok(output) => {
                 let mut written_down = output.attributes().map(intended_of).unwrap_or_default();
-                written_down.extend(intents.iter().cloned());
+                for intent in intents {
+                    if !written_down.contains(intent) {
+                        written_down.push(intent.clone());
+                    }
+                }
                 Ok(Claim::Acquired {
                     written_down,
                     previous: Previous(output.attributes().filter(|a| !a.is_empty()).cloned()),
@@ -937,6 +941,8 @@ fn intended_of(item: &HashMap<String, AttributeValue>) -> Vec<Value> {
     }) {
         match value.get(WITHDRAWN).and_then(Value::as_array) {
             Some(withdrawn) => intended.retain(|i| !withdrawn.contains(i)),
+            // A retried claim carries its intents again: one of each is what they say.
+            None if intended.contains(&value) => {}
             None => intended.push(value),
         }
     }

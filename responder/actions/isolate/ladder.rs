@@ -62,7 +62,21 @@ async fn describe_eni(clients: &Clients, eni_id: &str) -> Result<EniFacts, StepE
 /// VPC. Read while the ledger is consulted (the response lock, the guard, the step's claim) so
 /// that those round trips and these overlap; only reads, so a response that then stands back
 /// has changed nothing.
-pub struct Prefetched(Result<Read, StepError>);
+pub struct Prefetched {
+    read: Result<Read, StepError>,
+    /// The changes the reads told the step's claim to write down (see [`prefetch_instance`]):
+    /// taken back if the step fails before making them.
+    told: Vec<serde_json::Value>,
+}
+
+impl From<Result<Read, StepError>> for Prefetched {
+    fn from(read: Result<Read, StepError>) -> Prefetched {
+        Prefetched {
+            read,
+            told: Vec::new(),
+        }
+    }
+}
 
 enum Read {
     /// The workload has stopped or is gone: nothing to isolate.
@@ -98,7 +112,7 @@ struct TaskNetwork {
 impl Prefetched {
     /// What was read, or the outcome it already decides: an error, or a workload gone.
     fn settled(&self) -> Result<Result<&Read, IsolateOutput>, StepError> {
-        match &self.0 {
+        match &self.read {
             Err(error) => Err(error.clone()),
             Ok(Read::Gone(why)) => Ok(Err(IsolateOutput::Gone { why: why.clone() })),
             Ok(read) => Ok(Ok(read)),
@@ -137,7 +151,7 @@ pub async fn prefetch_instance(
     region: &str,
     tell: Option<IntentsBeforeClaim>,
 ) -> Prefetched {
-    Prefetched(read_instance(clients, instance, params, region, tell).await)
+    read_instance(clients, instance, params, region, tell).await
 }
 
 /// Where the intents a step's claim may carry are sent.
@@ -159,10 +173,10 @@ async fn read_instance(
     params: &IsolateParams,
     region: &str,
     tell: Option<IntentsBeforeClaim>,
-) -> Result<Read, StepError> {
+) -> Prefetched {
     // Nothing to read for a rule that cannot isolate an instance.
     if let Some(refusal) = without_sg_swap(params) {
-        return Err(refusal);
+        return Prefetched::from(Err(refusal));
     }
     let endpoints_of = |vpc_id: String| async move {
         if params.keep_guardduty_agent {
@@ -180,15 +194,13 @@ async fn read_instance(
     };
     // The instance and its attached interfaces together: DescribeInstances does not say which
     // ENIs are requester-managed (ECS task ENIs attached to the instance, for one), and EC2
-    // refuses changes to those.
-    let instance_reads = async {
-        let (described, attached) = tokio::join!(
-            clients
-                .ec2
-                .describe_instances()
-                .instance_ids(&instance.instance_id)
-                .send(),
-            clients
+    // refuses changes to those. Paginated: EC2 refuses an unpaginated describe of interfaces
+    // in an account with many, unless filtered by VPC, subnet, group or address.
+    let attached_to = async {
+        let mut attached = Vec::new();
+        let mut token = None;
+        loop {
+            let page = clients
                 .ec2
                 .describe_network_interfaces()
                 .filters(
@@ -197,30 +209,48 @@ async fn read_instance(
                         .values(&instance.instance_id)
                         .build(),
                 )
+                .max_results(1000)
+                .set_next_token(token)
                 .send()
+                .await
+                .map_err(aws("EC2 DescribeNetworkInterfaces"))?;
+            attached.extend(page.network_interfaces().iter().cloned());
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                return Ok::<_, StepError>(attached);
+            }
+        }
+    };
+    let instance_reads = async {
+        let (described, attached) = tokio::join!(
+            clients
+                .ec2
+                .describe_instances()
+                .instance_ids(&instance.instance_id)
+                .send(),
+            attached_to
         );
         let output = match described {
             Ok(output) => output,
             Err(error) if error.code() == Some("InvalidInstanceID.NotFound") => return Ok(None),
             Err(error) => return Err(aws("EC2 DescribeInstances")(error)),
         };
-        let Some(found) = output
+        let found = output
             .reservations()
             .iter()
             .flat_map(|r| r.instances())
             .next()
-            .cloned()
-        else {
-            return Ok(None);
-        };
-        let attached = attached.map_err(aws("EC2 DescribeNetworkInterfaces"))?;
-        let enis = swap_targets(&found, attached.network_interfaces());
-        Ok::<_, StepError>(Some((found, enis)))
+            .cloned();
+        Ok::<_, StepError>(found.map(|found| (found, attached)))
     };
     let hinted = instance.vpc_id.as_deref();
     // The finding names the VPC: what depends on it is read alongside, and read again if EC2
     // says another VPC. The responder's groups come back in the first round trip, with the
     // instance: enough to say what the swap will write down.
+    let mut told = Vec::new();
     let first = async {
         let groups = async {
             match hinted {
@@ -231,13 +261,16 @@ async fn read_instance(
         let (read, groups) = tokio::join!(instance_reads, groups);
         if let Some(tell) = tell {
             let intents = match (&read, &groups) {
-                (Ok(Some((found, enis))), Some(Ok(groups)))
-                    if found.vpc_id() == hinted && !is_going(found) =>
+                (Ok(Some((found, Ok(attached)))), Some(Ok(groups)))
+                    if found.vpc_id() == hinted
+                        && !is_going(found)
+                        && unattached(found, attached).is_empty() =>
                 {
-                    super::sg_swap::intents_before_claim(enis, groups)
+                    super::sg_swap::intents_before_claim(&swap_targets(found, attached), groups)
                 }
                 _ => Vec::new(),
             };
+            told = intents.clone();
             let _ = tell.send(intents);
         }
         (read, groups)
@@ -252,44 +285,86 @@ async fn read_instance(
         }
     };
     let ((read, early_groups), early_rest) = tokio::join!(first, rest);
-    let Some((found, enis)) = read? else {
-        return Ok(Read::Gone("EC2 no longer knows the instance".to_string()));
-    };
-    if is_going(&found) {
-        let state = found
-            .state()
-            .and_then(|s| s.name())
-            .map(|n| n.as_str().to_string());
-        return Ok(Read::Gone(format!(
-            "the instance is {}",
-            state.unwrap_or_default()
-        )));
-    }
-    let vpc_id = found
-        .vpc_id()
-        .ok_or_else(|| StepError::Refused("the instance reports no VPC".to_string()))?
-        .to_string();
-    if enis.is_empty() {
-        return Err(StepError::Refused(
-            "the instance has no network interface".to_string(),
-        ));
-    }
-    let (endpoints, vpc, groups) = match (early_groups, early_rest) {
-        (Some(groups), Some(rest)) if hinted == Some(vpc_id.as_str()) => {
-            let (endpoints, vpc) = rest?;
-            (endpoints, vpc, groups?)
+    let read = async {
+        let Some((found, attached)) = read? else {
+            return Ok(Read::Gone("EC2 no longer knows the instance".to_string()));
+        };
+        if is_going(&found) {
+            let state = found
+                .state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_string());
+            return Ok(Read::Gone(format!(
+                "the instance is {}",
+                state.unwrap_or_default()
+            )));
         }
-        // The finding named no VPC, or another one: read the instance's.
-        _ => vpc_reads(vpc_id.clone()).await?,
+        let vpc_id = found
+            .vpc_id()
+            .ok_or_else(|| StepError::Refused("the instance reports no VPC".to_string()))?
+            .to_string();
+        // An interface the filtered describe did not return (EC2's describes may lag behind an
+        // attachment; the describe failed) is described by id: never taken as modifiable unread.
+        let mut attached = attached.unwrap_or_else(|error| {
+            tracing::warn!(error = %error, "attached interfaces not read by instance; reading them by id");
+            Vec::new()
+        });
+        let missing = unattached(&found, &attached);
+        if !missing.is_empty() {
+            let described = clients
+                .ec2
+                .describe_network_interfaces()
+                .set_network_interface_ids(Some(missing))
+                .send()
+                .await
+                .map_err(aws("EC2 DescribeNetworkInterfaces"))?;
+            attached.extend(described.network_interfaces().iter().cloned());
+        }
+        let enis = swap_targets(&found, &attached);
+        if enis.is_empty() {
+            return Err(StepError::Refused(
+                "the instance has no network interface".to_string(),
+            ));
+        }
+        let (endpoints, vpc, groups) = match (early_groups, early_rest) {
+            (Some(groups), Some(rest)) if hinted == Some(vpc_id.as_str()) => {
+                let (endpoints, vpc) = rest?;
+                (endpoints, vpc, groups?)
+            }
+            // The finding named no VPC, or another one: read the instance's.
+            _ => vpc_reads(vpc_id.clone()).await?,
+        };
+        Ok(Read::Instance(Box::new(InstanceNetwork {
+            found,
+            vpc_id,
+            enis,
+            endpoints,
+            vpc,
+            groups,
+        })))
     };
-    Ok(Read::Instance(Box::new(InstanceNetwork {
-        found,
-        vpc_id,
-        enis,
-        endpoints,
-        vpc,
-        groups,
-    })))
+    Prefetched {
+        read: read.await,
+        told,
+    }
+}
+
+/// The instance's interfaces `attached` does not describe.
+fn unattached(
+    found: &aws_sdk_ec2::types::Instance,
+    attached: &[aws_sdk_ec2::types::NetworkInterface],
+) -> Vec<String> {
+    found
+        .network_interfaces()
+        .iter()
+        .filter_map(|eni| eni.network_interface_id())
+        .filter(|id| {
+            !attached
+                .iter()
+                .any(|e| e.network_interface_id() == Some(*id))
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 /// Terminated or on its way: nothing to isolate.
@@ -347,7 +422,7 @@ pub async fn prefetch(
     region: &str,
     bounds: Bounds<'_>,
 ) -> Prefetched {
-    Prefetched(read_task(clients, task, params, region, bounds).await)
+    Prefetched::from(read_task(clients, task, params, region, bounds).await)
 }
 
 async fn read_task(
@@ -499,7 +574,7 @@ async fn read_shared(
         read_instance(clients, &instance, params, region, None)
     );
     let (tenants, services) = tenants?;
-    let network = network?;
+    let network = network.read?;
     let instance_exempt = match &network {
         Read::Instance(read) => read
             .found
@@ -524,7 +599,7 @@ async fn read_shared(
     };
     Ok(Read::Shared(Box::new(SharedInstance {
         instance,
-        network: Prefetched(Ok(network)),
+        network: Prefetched::from(Ok(network)),
         verdict,
     })))
 }
@@ -922,10 +997,32 @@ pub(super) async fn isolate_instance(
     region: &str,
     read: &Prefetched,
 ) -> Result<IsolateOutput, StepError> {
-    let network = match read.settled()? {
-        Err(gone) => return Ok(gone),
-        Ok(Read::Instance(network)) => network,
-        Ok(_) => return Err(mismatched()),
+    // What the reads told the claim to write down, taken back when no swap will be made.
+    let take_back = async || {
+        let told: Vec<serde_json::Value> = read
+            .told
+            .iter()
+            .filter(|intent| log.written_down.contains(intent))
+            .cloned()
+            .collect();
+        if let Err(error) = log
+            .ledger
+            .withdraw_intents(log.finding_id, log.step_key, &told)
+            .await
+        {
+            tracing::warn!(error = %error, "swaps not made were not taken back from the record");
+        }
+    };
+    let network = match read.settled() {
+        Ok(Ok(Read::Instance(network))) => network,
+        settled => {
+            take_back().await;
+            return match settled {
+                Ok(Err(gone)) => Ok(gone),
+                Ok(Ok(_)) => Err(mismatched()),
+                Err(error) => Err(error),
+            };
+        }
     };
     let InstanceNetwork {
         found,
@@ -941,9 +1038,15 @@ pub(super) async fn isolate_instance(
     }
     let workload = match (found.private_ip_address(), found.subnet_id()) {
         (Some(ip), Some(subnet)) => Some(Workload {
-            ipv4: ip.parse().map_err(|_| {
-                StepError::Refused(format!("the instance's address {ip:?} is not IPv4"))
-            })?,
+            ipv4: match ip.parse() {
+                Ok(ipv4) => ipv4,
+                Err(_) => {
+                    take_back().await;
+                    return Err(StepError::Refused(format!(
+                        "the instance's address {ip:?} is not IPv4"
+                    )));
+                }
+            },
             ipv6: found
                 .network_interfaces()
                 .first()

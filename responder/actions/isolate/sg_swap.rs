@@ -149,6 +149,11 @@ async fn groups_with_roles(
     Ok(output.security_groups().to_vec())
 }
 
+/// One of the responder's groups (either role).
+fn is_responders(group: &SecurityGroup) -> bool {
+    has_role(group, "quarantine") || has_role(group, "untracking")
+}
+
 fn has_role(group: &SecurityGroup, role: &str) -> bool {
     group
         .tags()
@@ -436,8 +441,36 @@ pub(super) async fn sg_swap(
         egress: [GroupRule::all("0.0.0.0/0"), GroupRule::all("::/0")].into(),
     };
     let untracking_name = format!("{}-untracking", params.quarantine_group_name);
+    // What is written down for an interface that carries its own groups now (never swapped,
+    // or put back) is taken back: a record left naming it would have a later release "restore"
+    // its groups over another finding's quarantine. `settled`: those interfaces.
+    let take_back = async |settled: &[&str], written_now: &[serde_json::Value]| {
+        let mut stale: Vec<serde_json::Value> = Vec::new();
+        for intent in log.written_down.iter().chain(written_now) {
+            let settled_eni = serde_json::from_value::<SgSwap>(intent.clone())
+                .is_ok_and(|swap| settled.contains(&swap.eni_id.as_str()));
+            if settled_eni && !stale.contains(intent) {
+                stale.push(intent.clone());
+            }
+        }
+        if let Err(error) = log
+            .ledger
+            .withdraw_intents(log.finding_id, log.step_key, &stale)
+            .await
+        {
+            tracing::warn!(error = %error, "swaps not made were not taken back from the record");
+        }
+    };
+    // Interfaces with groups of their own, as read (not only `ours`).
+    let with_own_groups = |ours: &[&str]| -> Vec<&str> {
+        modifiable
+            .iter()
+            .filter(|t| t.groups.iter().any(|g| !ours.contains(&g.as_str())))
+            .map(|t| t.eni_id.as_str())
+            .collect()
+    };
     // The two groups together.
-    let (quarantine, untracking) = tokio::try_join!(
+    let groups = tokio::try_join!(
         ensure_group(
             clients,
             vpc_id,
@@ -456,8 +489,24 @@ pub(super) async fn sg_swap(
             &untracking_rules,
             known_groups,
         )
-    )?;
+    );
+    let (quarantine, untracking) = match groups {
+        Ok(groups) => groups,
+        Err(error) => {
+            // Only the groups read before the claim can have told it anything.
+            if let Some(known) = known_groups {
+                let ours: Vec<&str> = known
+                    .iter()
+                    .filter(|g| is_responders(g))
+                    .filter_map(|g| g.group_id())
+                    .collect();
+                take_back(&with_own_groups(&ours), &[]).await;
+            }
+            return Err(error.into());
+        }
+    };
     let ours = [quarantine.as_str(), untracking.as_str()];
+    let own_groups = with_own_groups(&ours);
 
     // The originals are the groups before us: never the responder's own (an earlier, lost
     // record would otherwise be "restored" to quarantine). An ENI that carries only ours was
@@ -483,6 +532,7 @@ pub(super) async fn sg_swap(
                 .unwrap_or_default();
         }
         if original.is_empty() {
+            take_back(&own_groups, &[]).await;
             return Err(RungError::Failed(StepError::Refused(format!(
                 "{} already carries only the responder's groups: its original groups are not known here; release the finding that quarantined it",
                 target.eni_id
@@ -498,18 +548,28 @@ pub(super) async fn sg_swap(
             swap_intent(eni_id, original_groups.clone(), &quarantine, &untracking)
         })
         .collect();
-    log.intend(&intents).await.map_err(RungError::Failed)?;
+    if let Err(error) = log.intend(&intents).await {
+        take_back(&own_groups, &[]).await;
+        return Err(RungError::Failed(error));
+    }
     let eni_ids: Vec<String> = originals.iter().map(|(id, _)| id.clone()).collect();
-    let put_back = async |done: &[(String, Vec<String>)]| {
+    // Puts the groups back and takes back what is written down for each interface that has
+    // them again (and for those never changed, `untouched`).
+    let put_back = async |done: &[(String, Vec<String>)], untouched: &[&str]| {
+        let mut settled: Vec<&str> = untouched.to_vec();
         for (eni, groups) in done {
-            let _ = clients
+            let restored = clients
                 .ec2
                 .modify_network_interface_attribute()
                 .network_interface_id(eni)
                 .set_groups(Some(groups.clone()))
                 .send()
                 .await;
+            if restored.is_ok() {
+                settled.push(eni);
+            }
         }
+        take_back(&settled, &intents).await;
     };
 
     // Step 1: the untracking group on every ENI (together), then check it took. Returns the
@@ -537,14 +597,20 @@ pub(super) async fn sg_swap(
         (changed, error)
     };
     if let (changed, Some(error)) = swap_all(&untracking).await {
-        // Only what this step changed goes back; the others are as they were.
-        put_back(&changed).await;
+        // Only what this step changed goes back; the others are as they were (those with
+        // groups of their own: one carrying only ours was swapped by an earlier attempt).
+        let untouched: Vec<&str> = own_groups
+            .iter()
+            .copied()
+            .filter(|eni| !changed.iter().any(|(id, _)| id == eni))
+            .collect();
+        put_back(&changed, &untouched).await;
         return Err(RungError::Failed(error));
     }
     let now = match groups_of(clients, &eni_ids).await {
         Ok(now) => now,
         Err(error) => {
-            put_back(&originals).await;
+            put_back(&originals, &[]).await;
             return Err(RungError::Failed(error));
         }
     };
@@ -552,7 +618,7 @@ pub(super) async fn sg_swap(
         .iter()
         .find(|(_, groups)| groups.as_slice() != std::slice::from_ref(&untracking))
     {
-        put_back(&originals).await;
+        put_back(&originals, &[]).await;
         return Err(RungError::Failed(StepError::Refused(format!(
             "{eni} has groups {groups:?} after the untracking step, not {untracking}: someone else is changing it; put back"
         ))));
@@ -560,7 +626,7 @@ pub(super) async fn sg_swap(
     // Step 2: the quarantine group.
     if let (_, Some(error)) = swap_all(&quarantine).await {
         // Every ENI carries the untracking group or the quarantine group: all go back.
-        put_back(&originals).await;
+        put_back(&originals, &[]).await;
         return Err(RungError::Failed(error));
     }
     let swaps = originals
