@@ -31,7 +31,7 @@ pub enum Inbound {
         /// The finding, normalised.
         incident: Box<Incident>,
         /// The finding JSON as received.
-        raw: Value,
+        raw: RawFinding,
     },
     /// An ECS "Task State Change" event: when a quarantined task stops, its network ACL
     /// entries must go (the next task given the same IP would otherwise be blocked).
@@ -49,6 +49,30 @@ pub enum Inbound {
         /// The event's `detail-type`.
         detail_type: Option<String>,
     },
+}
+
+/// The finding as received, kept as evidence.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawFinding {
+    /// Read into a JSON value already.
+    Value(Value),
+    /// The `detail` of this EventBridge event, which is the finding as sent: read into a value
+    /// only when evidence is written, so deciding never pays for it.
+    EventDetail(Box<[u8]>),
+}
+
+impl RawFinding {
+    /// The finding as a JSON value.
+    pub fn to_value(&self) -> Value {
+        match self {
+            RawFinding::Value(value) => value.clone(),
+            // Read once already, as an event with a `detail` object: cannot fail.
+            RawFinding::EventDetail(event) => serde_json::from_slice::<Value>(event)
+                .ok()
+                .and_then(|mut event| event.get_mut("detail").map(Value::take))
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// The fields of an ECS Task State Change event this responder uses.
@@ -166,12 +190,72 @@ pub fn parse_event(bytes: &[u8]) -> Result<Inbound, EventError> {
     if bytes.len() > MAX_EVENT_BYTES {
         return Err(EventError::TooLarge(bytes.len()));
     }
+    if let Some(finding) = guardduty_event_in_one_pass(bytes) {
+        return Ok(finding);
+    }
     let value: Value = serde_json::from_slice(bytes).map_err(|e| EventError::Json {
         line: e.line(),
         column: e.column(),
         message: clip(&e.to_string()),
     })?;
     parse_value(value)
+}
+
+/// A GuardDuty finding's EventBridge event, as nearly all of them arrive, read straight into
+/// its types: no JSON value built, no second pass. Only an event the general path
+/// ([`parse_value`]) would read the same way: no escape and no byte that may begin an unsafe
+/// character (so nothing to make safe, and the text is the finding as sent), no member that
+/// makes it `get-findings` output, the envelope as the general path types it, the finding's
+/// sections objects, every member named once. Anything else, an error included, is left to
+/// the general path, which says what is wrong.
+fn guardduty_event_in_one_pass(bytes: &[u8]) -> Option<Inbound> {
+    /// The detail of a GuardDuty event: a finding, given as an object.
+    struct Detail(Finding);
+    impl<'de> serde::Deserialize<'de> for Detail {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            crate::finding::object_or_null(deserializer)?
+                .map(Detail)
+                .ok_or_else(|| serde::de::Error::custom("no finding"))
+        }
+    }
+    impl serde::Serialize for Detail {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            self.0.serialize(serializer)
+        }
+    }
+    // The bytes that may begin an unsafe character (see `has_unsafe`), and an escape that may
+    // make one: any but `\"`, `\\` and `\/` (the second backslash of `\\` is looked at too, so
+    // `\\n` is taken for an escape: the general path reads it, no harm).
+    let escapes_or_unsafe = memchr::memchr3(0x7F, 0xC2, 0xE2, bytes).is_some()
+        || memchr::memchr(0xEF, bytes).is_some()
+        || memchr::memchr_iter(b'\\', bytes)
+            .any(|at| !matches!(bytes.get(at + 1), Some(b'"' | b'\\' | b'/')));
+    // `get-findings` output's member names (PascalCase) in any object: the general path may
+    // read it as such; GuardDuty's events name nothing so.
+    let cli_names = memchr::memmem::find(bytes, b"\"SchemaVersion\"").is_some();
+    // An array would be read as the envelope's fields in order; the general path wants an
+    // object.
+    let an_object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    // The general path refuses JSON nested deeper than 128 (serde_json's recursion limit);
+    // members skipped here are not held to it. Fewer than 128 brackets in all cannot nest
+    // deeper (GuardDuty's findings have 20 to 30).
+    let shallow = memchr::memchr2_iter(b'{', b'[', bytes).count() < 128;
+    if escapes_or_unsafe || cli_names || !an_object || !shallow {
+        return None;
+    }
+    let event: EventBridgeEvent<Detail> = serde_json::from_slice(bytes).ok()?;
+    if event.source != GUARDDUTY_SOURCE || event.detail_type != GUARDDUTY_DETAIL_TYPE {
+        return None;
+    }
+    let origin = Origin {
+        account: event.account,
+        region: event.region,
+    };
+    let incident = Incident::from_finding(&event.detail.0, Some(origin)).ok()?;
+    Some(Inbound::Finding {
+        incident: Box::new(incident),
+        raw: RawFinding::EventDetail(bytes.into()),
+    })
 }
 
 /// The events in one input, as people have them: one EventBridge event or GuardDuty finding,
@@ -348,7 +432,7 @@ fn finding_from(
     let incident = Incident::from_finding(&finding, origin)?;
     Ok(Inbound::Finding {
         incident: Box::new(incident),
-        raw: original.unwrap_or(safe),
+        raw: RawFinding::Value(original.unwrap_or(safe)),
     })
 }
 
@@ -690,6 +774,155 @@ mod display_tests {
             incident.title.as_deref(),
             Some("miner\\u{1b}]0;owned\\u{7}\\u{1b}[2J")
         );
-        assert_eq!(raw, value["detail"], "evidence keeps the finding as sent");
+        assert_eq!(
+            raw.to_value(),
+            value["detail"],
+            "evidence keeps the finding as sent"
+        );
+    }
+
+    /// What `parse_event` makes of `bytes` and what the general path alone makes of them, in
+    /// a comparable form: the incident and the finding kept as evidence, or the error's text.
+    fn both_ways(bytes: &[u8]) -> (String, String) {
+        let shown = |parsed: Result<Inbound, EventError>| match parsed {
+            Ok(Inbound::Finding { incident, raw }) => {
+                format!("{incident:?} {}", raw.to_value())
+            }
+            Ok(other) => format!("{other:?}"),
+            Err(error) => error.to_string(),
+        };
+        let general = match serde_json::from_slice::<Value>(bytes) {
+            Ok(value) => shown(parse_value(value)),
+            // Not JSON: the one-pass read cannot have taken it.
+            Err(_) => shown(parse_event(bytes)),
+        };
+        (shown(parse_event(bytes)), general)
+    }
+
+    /// Every way to spoil one member of a sample finding's event: removed, or given each kind
+    /// of JSON value; an array for the envelope; a member named twice; an escape; the CLI's
+    /// names. The one-pass read of a GuardDuty event agrees with the general path on each:
+    /// the same incident and evidence, or the same error.
+    #[test]
+    fn the_one_pass_read_agrees_with_the_general_path() {
+        fn members(value: &Value, path: &mut Vec<String>, found: &mut Vec<Vec<String>>) {
+            if let Value::Object(map) = value {
+                for (key, inner) in map {
+                    path.push(key.clone());
+                    found.push(path.clone());
+                    members(inner, path, found);
+                    path.pop();
+                }
+            }
+        }
+        fn at<'a>(value: &'a mut Value, path: &[String]) -> &'a mut serde_json::Map<String, Value> {
+            let mut here = value;
+            for key in path {
+                here = &mut here[key.as_str()];
+            }
+            here.as_object_mut().unwrap()
+        }
+        let replacements = [
+            Value::Null,
+            serde_json::json!([]),
+            serde_json::json!([1]),
+            serde_json::json!({}),
+            serde_json::json!("x"),
+            serde_json::json!(1.5),
+            serde_json::json!(true),
+        ];
+        let (mut compared, mut taken) = (0, 0);
+        for sample in [
+            "fargate-crypto-miner-high.json",
+            "ec2-instance-process-injection.json",
+            "eks-runc-container-escape.json",
+        ] {
+            let path = format!("{}/../events/{sample}", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(path).unwrap();
+            let event: Value = serde_json::from_str(&text).unwrap();
+            let mut variants = vec![
+                text.clone().into_bytes(),
+                format!("[{text}]").into_bytes(),
+                text.replacen("\"detail\"", "\"id\": \"twice\", \"detail\"", 1)
+                    .into_bytes(),
+                text.replacen("\"resource\"", "\"title\": \"twice\", \"resource\"", 1)
+                    .into_bytes(),
+                text.replacen(
+                    "\"resource\"",
+                    "\"SchemaVersion\": \"2.0\", \"Type\": \"t\", \"resource\"",
+                    1,
+                )
+                .into_bytes(),
+                text.replacen(
+                    "\"resource\"",
+                    "\"title\": \"a\\u001b[2J\", \"resource\"",
+                    1,
+                )
+                .into_bytes(),
+                text.replacen("\"resource\"", "\"note\": \"a\\ttab\", \"resource\"", 1)
+                    .into_bytes(),
+                text.replacen(
+                    "\"resource\"",
+                    "\"note\": \"a\\\\\\\"q\\/\", \"resource\"",
+                    1,
+                )
+                .into_bytes(),
+                text.replacen(
+                    "\"partition\": \"aws\"",
+                    "\"partition\": \"a\\\\\\\"ws\\/\"",
+                    1,
+                )
+                .into_bytes(),
+                text.replacen(
+                    "\"resource\"",
+                    &format!(
+                        "\"deep\": {}1{}, \"resource\"",
+                        "{\"a\":".repeat(200),
+                        "}".repeat(200)
+                    ),
+                    1,
+                )
+                .into_bytes(),
+            ];
+            let mut paths = Vec::new();
+            members(&event, &mut Vec::new(), &mut paths);
+            for path in &paths {
+                let (parent, key) = path.split_at(path.len() - 1);
+                let mut removed = event.clone();
+                at(&mut removed, parent).remove(&key[0]);
+                variants.push(serde_json::to_vec(&removed).unwrap());
+                for replacement in &replacements {
+                    let mut changed = event.clone();
+                    at(&mut changed, parent).insert(key[0].clone(), replacement.clone());
+                    variants.push(serde_json::to_vec(&changed).unwrap());
+                }
+            }
+            assert!(
+                guardduty_event_in_one_pass(&variants[0]).is_some(),
+                "{sample}"
+            );
+            for refused in &variants[1..7] {
+                assert!(guardduty_event_in_one_pass(refused).is_none());
+            }
+            // `\\`, `\"` and `\/` make no unsafe character: read in one pass (a member the
+            // model ignores, so no member is named twice).
+            assert!(guardduty_event_in_one_pass(&variants[7]).is_some());
+            assert!(guardduty_event_in_one_pass(&variants[8]).is_some());
+            // Deeper than the general path reads: left to it (which refuses it).
+            assert!(guardduty_event_in_one_pass(&variants[9]).is_none());
+            assert!(parse_event(&variants[9]).is_err());
+            for variant in &variants {
+                let (one_pass, general) = both_ways(variant);
+                assert_eq!(one_pass, general, "{}", String::from_utf8_lossy(variant));
+                compared += 1;
+                taken += usize::from(guardduty_event_in_one_pass(variant).is_some());
+            }
+        }
+        assert!(compared > 1_000, "{compared}");
+        // Both ways were taken, many times each (about 600 of 1,600 in one pass).
+        assert!(
+            taken > compared / 5 && taken < compared - compared / 5,
+            "{taken} of {compared}"
+        );
     }
 }

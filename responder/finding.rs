@@ -59,11 +59,41 @@ pub struct Finding {
     #[serde(default)]
     pub description: Option<String>,
     /// The AWS resource the activity concerned.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub resource: Option<Resource>,
     /// Additional information about the finding: what was seen, how often, by which feature.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub service: Option<Service>,
+}
+
+/// A section of the finding: an object, or null (absent). serde reads a struct from a JSON
+/// array too (its fields in order, so `[]` is every field absent): a section given as anything
+/// but an object is an error, not an empty section that hides, say, the sample flag.
+pub(crate) fn object_or_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Section<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Section<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<S: Deserializer<'de>>(self, inner: S) -> Result<Self::Value, S::Error> {
+            inner.deserialize_map(self)
+        }
+        fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    deserializer.deserialize_option(Section(std::marker::PhantomData))
 }
 
 /// GuardDuty timestamps are ISO-8601 strings in findings, but some nested ECS fields have been
@@ -80,20 +110,46 @@ pub enum Timestamp {
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Received {
-            Text(String),
-            Epoch(f64),
-        }
         const YEAR_3000: f64 = 32_503_680_000.0;
-        match Received::deserialize(deserializer)? {
-            Received::Text(text) => Ok(Timestamp::Text(text)),
-            Received::Epoch(secs) if (0.0..YEAR_3000).contains(&secs) => Ok(Timestamp::Epoch(secs)),
-            Received::Epoch(secs) => Err(serde::de::Error::custom(format!(
+        match deserializer.deserialize_any(TextOrNumber("an ISO 8601 time or epoch seconds"))? {
+            TextOrNumberValue::Text(text) => Ok(Timestamp::Text(text)),
+            TextOrNumberValue::Number(secs) if (0.0..YEAR_3000).contains(&secs) => {
+                Ok(Timestamp::Epoch(secs))
+            }
+            TextOrNumberValue::Number(secs) => Err(serde::de::Error::custom(format!(
                 "timestamp {secs} is not a time between 1970 and 3000"
             ))),
         }
+    }
+}
+
+/// A string or a number, read as it comes (an untagged enum would buffer the value first).
+struct TextOrNumber(&'static str);
+
+enum TextOrNumberValue {
+    Text(String),
+    Number(f64),
+}
+
+impl serde::de::Visitor<'_> for TextOrNumber {
+    type Value = TextOrNumberValue;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(TextOrNumberValue::Text(text.to_string()))
+    }
+    fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Self::Value, E> {
+        Ok(TextOrNumberValue::Text(text))
+    }
+    fn visit_f64<E: serde::de::Error>(self, number: f64) -> Result<Self::Value, E> {
+        Ok(TextOrNumberValue::Number(number))
+    }
+    fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<Self::Value, E> {
+        Ok(TextOrNumberValue::Number(number as f64))
+    }
+    fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<Self::Value, E> {
+        Ok(TextOrNumberValue::Number(number as f64))
     }
 }
 
@@ -109,15 +165,9 @@ impl fmt::Display for Timestamp {
 /// Severity is a double in the API model; accept a numeric string too rather than dropping
 /// the finding.
 fn severity_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum NumberOrText {
-        Number(f64),
-        Text(String),
-    }
-    let value = match NumberOrText::deserialize(deserializer)? {
-        NumberOrText::Number(n) => n,
-        NumberOrText::Text(text) => text
+    let value = match deserializer.deserialize_any(TextOrNumber("a number from 0 to 10"))? {
+        TextOrNumberValue::Number(n) => n,
+        TextOrNumberValue::Text(text) => text
             .trim()
             .parse::<f64>()
             .map_err(|_| serde::de::Error::custom(format!("severity {text:?} is not a number")))?,
@@ -138,16 +188,16 @@ pub struct Resource {
     #[serde(default)]
     pub resource_type: Option<String>,
     /// The EC2 instance, when the resource is an instance.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub instance_details: Option<InstanceDetails>,
     /// The ECS cluster (and task), when the resource is an ECS cluster.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub ecs_cluster_details: Option<EcsClusterDetails>,
     /// The EKS cluster, when the resource is an EKS cluster.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub eks_cluster_details: Option<EksClusterDetails>,
     /// The Kubernetes workload, for EKS findings.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub kubernetes_details: Option<KubernetesDetails>,
     /// The container, when the finding names one directly.
     #[serde(default)]
@@ -263,7 +313,7 @@ pub struct EcsClusterDetails {
     #[serde(default)]
     pub tags: Vec<Tag>,
     /// The ECS task involved in the activity.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub task_details: Option<EcsTaskDetails>,
 }
 
@@ -366,7 +416,7 @@ pub struct EksClusterDetails {
 #[serde(rename_all = "camelCase")]
 pub struct KubernetesDetails {
     /// The Kubernetes workload involved.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub kubernetes_workload_details: Option<KubernetesWorkloadDetails>,
 }
 
@@ -426,14 +476,12 @@ pub struct Service {
     #[serde(default)]
     pub resource_role: Option<String>,
     /// What Runtime Monitoring observed: the process and its context.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub runtime_details: Option<RuntimeDetails>,
     /// Extra information, including the sample flag.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub additional_info: Option<AdditionalInfo>,
-    /// The action that prompted the finding, kept as raw JSON.
-    #[serde(default)]
-    pub action: Option<Value>,
+    // `action` (what prompted the finding) is not read: the evidence keeps the finding whole.
 }
 
 /// What GuardDuty Runtime Monitoring observed.
@@ -441,11 +489,21 @@ pub struct Service {
 #[serde(rename_all = "camelCase")]
 pub struct RuntimeDetails {
     /// The process involved.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub process: Option<ProcessDetails>,
-    /// The context of the activity, kept as raw JSON.
+    /// The context of the activity.
+    #[serde(default, deserialize_with = "object_or_null")]
+    pub context: Option<RuntimeContext>,
+}
+
+/// `service.runtimeDetails.context`: what the responder reads of it (the evidence keeps it
+/// whole).
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeContext {
+    /// An example of the command line observed, as GuardDuty gives it (a string, normally).
     #[serde(default)]
-    pub context: Option<Value>,
+    pub command_line_example: Option<Value>,
 }
 
 /// A process observed by GuardDuty Runtime Monitoring.
@@ -476,9 +534,7 @@ pub struct ProcessDetails {
     /// When the process started.
     #[serde(default)]
     pub start_time: Option<Timestamp>,
-    /// The process's ancestors, kept as raw JSON.
-    #[serde(default)]
-    pub lineage: Vec<Value>,
+    // `lineage` (the process's ancestors) is not read: the evidence keeps the finding whole.
 }
 
 /// `service.additionalInfo`: the documented shape is `{"value": "<json text>", "type": "default"}`,

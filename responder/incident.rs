@@ -606,7 +606,8 @@ impl Incident {
         let delivered_via_account = envelope_account
             .filter(|via| *via != account_id)
             .map(str::to_string);
-        let service = finding.service.clone().unwrap_or_default();
+        let no_service = crate::finding::Service::default();
+        let service = finding.service.as_ref().unwrap_or(&no_service);
         let resource = finding
             .resource
             .as_ref()
@@ -617,7 +618,7 @@ impl Incident {
         // reports, the ledger and notifications; the evidence keeps the finding as received.
         let command_line = runtime
             .and_then(|r| r.context.as_ref())
-            .and_then(|c| c.get("commandLineExample"))
+            .and_then(|c| c.command_line_example.as_ref())
             .and_then(serde_json::Value::as_str)
             .map(crate::redact::redact);
         let process = match (runtime.and_then(|r| r.process.as_ref()), command_line) {

@@ -135,14 +135,14 @@ async fn preserve(
     clients: &Clients,
     bucket: &str,
     incident: &Incident,
-    raw_finding: &Value,
+    raw_finding: &crate::event::RawFinding,
     containment: Option<&ContainmentRecord>,
     legal_hold: bool,
     describable: bool,
 ) -> Result<EvidenceOutput, StepError> {
     // Whether the bucket locks objects is read alongside the documents.
     let collect = async {
-        let mut documents: Vec<(&str, Value)> = vec![("finding.json", raw_finding.clone())];
+        let mut documents: Vec<(&str, Value)> = vec![("finding.json", raw_finding.to_value())];
         match &incident.target {
             _ if !describable => {}
             Target::EcsTask(task) => {

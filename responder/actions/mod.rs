@@ -188,7 +188,7 @@ pub struct StepContext<'a> {
     /// The finding, normalised.
     pub incident: &'a Incident,
     /// The finding as received (kept as evidence).
-    pub raw_finding: &'a serde_json::Value,
+    pub raw_finding: &'a crate::event::RawFinding,
     /// The rule that asked for the step.
     pub rule: &'a str,
     /// The ledger of this response.

@@ -66,7 +66,7 @@ pub(super) struct Invocation<'a> {
     /// The clients for the finding's account: this one's, or a member account's.
     pub(super) clients: &'a Clients,
     pub(super) incident: &'a Incident,
-    pub(super) raw: &'a Value,
+    pub(super) raw: &'a crate::event::RawFinding,
     /// The event as received, kept with a containment that waits for approval.
     pub(super) event: &'a [u8],
     /// The finding's approval, when the plan has containment in `approve` mode and one was
