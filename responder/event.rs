@@ -66,7 +66,8 @@ impl RawFinding {
     pub fn to_value(&self) -> Value {
         match self {
             RawFinding::Value(value) => value.clone(),
-            // Read once already, as an event with a `detail` object: cannot fail.
+            // Read once already as JSON a value holds, an event with a `detail` object: cannot
+            // fail.
             RawFinding::EventDetail(event) => serde_json::from_slice::<Value>(event)
                 .ok()
                 .and_then(|mut event| event.get_mut("detail").map(Value::take))
@@ -193,6 +194,11 @@ pub fn parse_event(bytes: &[u8]) -> Result<Inbound, EventError> {
     if let Some(finding) = guardduty_event_in_one_pass(bytes) {
         return Ok(finding);
     }
+    parse_through_value(bytes)
+}
+
+/// [`parse_event`] without the one-pass read (no size check).
+fn parse_through_value(bytes: &[u8]) -> Result<Inbound, EventError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| EventError::Json {
         line: e.line(),
         column: e.column(),
@@ -201,13 +207,64 @@ pub fn parse_event(bytes: &[u8]) -> Result<Inbound, EventError> {
     parse_value(value)
 }
 
+/// Any JSON, read as a [`Value`] would be (every string's text, every number's range, the
+/// nesting limit) but kept nowhere: the typed pass checks only the syntax of the members it
+/// skips. (A scan for the same things by hand — UTF-8, brackets, exponents outside strings —
+/// was no faster.)
+struct Checked;
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Checked)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Checked {
+    type Value = Checked;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_none<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, inner: D) -> Result<Checked, D::Error> {
+        <Checked as serde::Deserialize>::deserialize(inner)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+}
+
 /// A GuardDuty finding's EventBridge event, as nearly all of them arrive, read straight into
 /// its types: no JSON value built, no second pass. Only an event the general path
 /// ([`parse_value`]) would read the same way: no escape and no byte that may begin an unsafe
 /// character (so nothing to make safe, and the text is the finding as sent), no member that
-/// makes it `get-findings` output, the envelope as the general path types it, the finding's
-/// sections objects, every member named once. Anything else, an error included, is left to
-/// the general path, which says what is wrong.
+/// makes it `get-findings` output, JSON a value would hold, the envelope as the general path
+/// types it, the finding's sections objects, every member named once. Anything else, an error
+/// included, is left to the general path, which says what is wrong.
 fn guardduty_event_in_one_pass(bytes: &[u8]) -> Option<Inbound> {
     /// The detail of a GuardDuty event: a finding, given as an object.
     struct Detail(Finding);
@@ -236,13 +293,11 @@ fn guardduty_event_in_one_pass(bytes: &[u8]) -> Option<Inbound> {
     // An array would be read as the envelope's fields in order; the general path wants an
     // object.
     let an_object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    // The general path refuses JSON nested deeper than 128 (serde_json's recursion limit);
-    // members skipped here are not held to it. Fewer than 128 brackets in all cannot nest
-    // deeper (GuardDuty's findings have 20 to 30).
-    let shallow = memchr::memchr2_iter(b'{', b'[', bytes).count() < 128;
-    if escapes_or_unsafe || cli_names || !an_object || !shallow {
+    if escapes_or_unsafe || cli_names || !an_object {
         return None;
     }
+    // What a JSON value would refuse.
+    serde_json::from_slice::<Checked>(bytes).ok()?;
     let event: EventBridgeEvent<Detail> = serde_json::from_slice(bytes).ok()?;
     if event.source != GUARDDUTY_SOURCE || event.detail_type != GUARDDUTY_DETAIL_TYPE {
         return None;
@@ -791,12 +846,7 @@ mod display_tests {
             Ok(other) => format!("{other:?}"),
             Err(error) => error.to_string(),
         };
-        let general = match serde_json::from_slice::<Value>(bytes) {
-            Ok(value) => shown(parse_value(value)),
-            // Not JSON: the one-pass read cannot have taken it.
-            Err(_) => shown(parse_event(bytes)),
-        };
-        (shown(parse_event(bytes)), general)
+        (shown(parse_event(bytes)), shown(parse_through_value(bytes)))
     }
 
     /// Every way to spoil one member of a sample finding's event: removed, or given each kind
@@ -884,6 +934,56 @@ mod display_tests {
                 )
                 .into_bytes(),
             ];
+            // What a JSON value refuses, in members nothing reads, in the detail and outside.
+            for member in ["\"detail\": {", "\"resource\": {"] {
+                let long = format!("\"x\": {}, ", "9".repeat(400));
+                let cases: [&[u8]; 8] = [
+                    b"\"x\": 1e400, ",
+                    b"\"x\": -1e400, ",
+                    b"\"x\": 1234567890123456789012345678901234567890e300, ",
+                    b"\"x\": 1e-400, ",
+                    b"\"x\": \"\xE3\x28\", ",
+                    b"\"x\": \"\xFF\", ",
+                    long.as_bytes(),
+                    &[
+                        b"\"x\": ".as_slice(),
+                        [b'['; 130].as_slice(),
+                        [b']'; 130].as_slice(),
+                        b", ".as_slice(),
+                    ]
+                    .concat(),
+                ];
+                for case in cases {
+                    let at = text.find(member).unwrap() + member.len();
+                    variants.push([&text.as_bytes()[..at], case, &text.as_bytes()[at..]].concat());
+                }
+            }
+            // Severity as JSON may write it; text around the event.
+            for severity in [
+                "1e1",
+                "-0",
+                "\"5\"",
+                "18446744073709551616",
+                "5.000000000000000001",
+            ] {
+                let mut changed = event.clone();
+                changed["detail"]["severity"] = serde_json::from_str(severity).unwrap();
+                variants.push(serde_json::to_vec(&changed).unwrap());
+                variants.push(
+                    serde_json::to_string(&event)
+                        .unwrap()
+                        .replacen(
+                            &format!("\"severity\":{}", event["detail"]["severity"]),
+                            &format!("\"severity\":{severity}"),
+                            1,
+                        )
+                        .into_bytes(),
+                );
+            }
+            variants.push([b"\x0C".as_slice(), text.as_bytes()].concat());
+            variants.push([b"\xEF\xBB\xBF".as_slice(), text.as_bytes()].concat());
+            variants.push([text.as_bytes(), b" x"].concat());
+            variants.push([text.as_bytes(), b" {}"].concat());
             let mut paths = Vec::new();
             members(&event, &mut Vec::new(), &mut paths);
             for path in &paths {
