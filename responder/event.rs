@@ -197,8 +197,9 @@ pub fn parse_event(bytes: &[u8]) -> Result<Inbound, EventError> {
     parse_through_value(bytes)
 }
 
-/// [`parse_event`] without the one-pass read (no size check).
-fn parse_through_value(bytes: &[u8]) -> Result<Inbound, EventError> {
+/// [`parse_event`] without the one-pass read (no size check): the general path alone, which
+/// the one-pass read must agree with (the agreement test and the `event` fuzz target).
+pub fn parse_through_value(bytes: &[u8]) -> Result<Inbound, EventError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| EventError::Json {
         line: e.line(),
         column: e.column(),
@@ -259,7 +260,7 @@ impl<'de> serde::de::Visitor<'de> for Checked {
 }
 
 /// A GuardDuty finding's EventBridge event, as nearly all of them arrive, read straight into
-/// its types: no JSON value built, no second pass. Only an event the general path
+/// its types after a check that builds nothing: no JSON value built. Only an event the general path
 /// ([`parse_value`]) would read the same way: no escape and no byte that may begin an unsafe
 /// character (so nothing to make safe, and the text is the finding as sent), no member that
 /// makes it `get-findings` output, JSON a value would hold, the envelope as the general path
@@ -290,10 +291,15 @@ fn guardduty_event_in_one_pass(bytes: &[u8]) -> Option<Inbound> {
     // `get-findings` output's member names (PascalCase) in any object: the general path may
     // read it as such; GuardDuty's events name nothing so.
     let cli_names = memchr::memmem::find(bytes, b"\"SchemaVersion\"").is_some();
+    // serde_json's private member that makes a value of a string (with its `raw_value`
+    // feature): a JSON value reads it so, the typed pass ignores it.
+    let value_marker = memchr::memmem::find(bytes, b"$serde_json::private::").is_some();
+    // Nothing else is a GuardDuty event (ECS task changes come in bursts).
+    let guardduty = memchr::memmem::find(bytes, GUARDDUTY_SOURCE.as_bytes()).is_some();
     // An array would be read as the envelope's fields in order; the general path wants an
     // object.
     let an_object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    if escapes_or_unsafe || cli_names || !an_object {
+    if escapes_or_unsafe || cli_names || value_marker || !guardduty || !an_object {
         return None;
     }
     // What a JSON value would refuse.
@@ -957,6 +963,14 @@ mod display_tests {
                     let at = text.find(member).unwrap() + member.len();
                     variants.push([&text.as_bytes()[..at], case, &text.as_bytes()[at..]].concat());
                 }
+            }
+            // serde_json's private member that makes a value of a string.
+            for marker in [
+                r#""x": {"$serde_json::private::RawValue": 0}, "#,
+                r#""x": {"$serde_json::private::RawValue": "{\"sample\":true}"}, "#,
+            ] {
+                let at = text.find("\"detail\": {").unwrap() + "\"detail\": {".len();
+                variants.push(format!("{}{marker}{}", &text[..at], &text[at..]).into_bytes());
             }
             // Severity as JSON may write it; text around the event.
             for severity in [

@@ -208,17 +208,10 @@ pub struct StepLog<'a> {
 }
 
 impl StepLog<'_> {
-    /// Write down changes before making them (see [`Ledger::record_intent`]). Those already
-    /// written down (with the claim, or by an earlier attempt, and not withdrawn) are not
-    /// written again: nothing new, no call.
+    /// Write down changes before making them (see [`Ledger::record_intent`]).
     pub async fn intend(&self, intents: &[Value]) -> Result<(), StepError> {
-        let new: Vec<Value> = intents
-            .iter()
-            .filter(|intent| !self.written_down.contains(intent))
-            .cloned()
-            .collect();
         self.ledger
-            .record_intent(self.finding_id, self.step_key, &new)
+            .record_intent(self.finding_id, self.step_key, intents)
             .await
     }
 }
@@ -941,9 +934,11 @@ fn intended_of(item: &HashMap<String, AttributeValue>) -> Vec<Value> {
     }) {
         match value.get(WITHDRAWN).and_then(Value::as_array) {
             Some(withdrawn) => intended.retain(|i| !withdrawn.contains(i)),
-            // A retried claim carries its intents again: one of each is what they say.
-            None if intended.contains(&value) => {}
-            None => intended.push(value),
+            // A retried claim carries its intents again: one of each, in its latest place.
+            None => {
+                intended.retain(|i| *i != value);
+                intended.push(value);
+            }
         }
     }
     intended

@@ -339,8 +339,8 @@ async fn a_claim_whose_answer_was_lost_is_still_ours() {
 }
 
 /// A claim can carry the changes its step is about to make (known from reads made before
-/// it): they are written down in the claim's own call, returned as written down, not written
-/// again by the step, and gone with the claim when it is given back.
+/// it): they are written down in the claim's own call, returned as written down, read once
+/// when written again, and gone with the claim when it is given back.
 #[tokio::test]
 async fn a_claim_carries_what_its_step_will_change_and_it_is_not_written_twice() {
     use responder::actions::ledger::StepLog;
@@ -374,13 +374,10 @@ async fn a_claim_carries_what_its_step_will_change_and_it_is_not_written_twice()
         finding_id: "carried",
         step_key: "step#isolate",
     };
-    world.proxy.clear_calls();
-    log.intend(std::slice::from_ref(&swap)).await.unwrap();
-    assert_eq!(world.count_calls("UpdateItem"), 0, "written down already");
-    log.intend(&[swap.clone(), other.clone()]).await.unwrap();
-    assert_eq!(world.count_calls("UpdateItem"), 1);
+    // Written again (a retried claim carries them again): read once, in its latest place.
+    log.intend(&[other.clone(), swap.clone()]).await.unwrap();
     let stored = ledger.get_step("carried", "step#isolate").await.unwrap();
-    assert_eq!(stored.unwrap().intended, [swap, other]);
+    assert_eq!(stored.unwrap().intended, [other, swap]);
 
     // Given back as it was (no item): nothing is left written down.
     ledger

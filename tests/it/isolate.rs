@@ -174,14 +174,14 @@ async fn with_the_groups_in_place_an_instance_swap_is_written_down_with_the_clai
         "the first response made the groups and wrote its swap down apart; the second wrote it with the claim"
     );
 
-    // The third instance's swaps are refused: the step fails retryably, and the swap its
-    // claim wrote down is taken back (never made).
+    // The third instance's first swap is refused: the step fails, the groups are put back,
+    // and the swap its claim wrote down is taken back (never made).
     let (instance, eni) = &instances[2];
     world.proxy.configure(|c| {
         c.rules.push(FaultRule::new(
             "ModifyNetworkInterfaceAttribute",
-            Fault::Throttle,
-            Some(1_000),
+            Fault::Refuse("UnauthorizedOperation"),
+            Some(1),
         ))
     });
     let report = world.respond(&world.instance_event(instance, eni, 2)).await;
@@ -225,6 +225,31 @@ async fn with_the_groups_in_place_an_instance_swap_is_written_down_with_the_clai
         .unwrap();
     assert_eq!(released(&summary).restored_security_groups.len(), 1);
     assert_eq!(world.eni_groups(eni).await, [app.as_str()]);
+
+    // A swap whose every answer is lost (made, then reported failed) and whose put-back is
+    // too: the written-down swap stays (it may stand), and release can undo it.
+    world.proxy.configure(|c| {
+        c.rules.push(FaultRule::new(
+            "ModifyNetworkInterfaceAttribute",
+            Fault::LostAnswer,
+            Some(1_000),
+        ))
+    });
+    let report = world.respond(&world.instance_event(instance, eni, 4)).await;
+    assert!(!is_done(&report, "isolate"), "{}", report.to_json_line());
+    world.proxy.configure(|c| c.rules.clear());
+    let step = ledger
+        .get_step(&world.finding_id(4), "step#isolate")
+        .await
+        .unwrap()
+        .unwrap();
+    let written: Vec<SgSwap> = step
+        .intended
+        .iter()
+        .filter_map(|v| serde_json::from_value(v.clone()).ok())
+        .collect();
+    assert_eq!(written.len(), 1, "{:?}", step.intended);
+    assert_eq!(&written[0].eni_id, eni);
 }
 
 /// An instance's interfaces EC2 will not describe by instance (a refused or failing call;

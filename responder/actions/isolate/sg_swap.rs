@@ -444,11 +444,21 @@ pub(super) async fn sg_swap(
     // What is written down for an interface that carries its own groups now (never swapped,
     // or put back) is taken back: a record left naming it would have a later release "restore"
     // its groups over another finding's quarantine. `settled`: those interfaces.
+    // Never one whose interface, as read, carried a group the intent names: an earlier
+    // attempt's swap may stand there (a stale record is the lesser harm).
     let take_back = async |settled: &[&str], written_now: &[serde_json::Value]| {
         let mut stale: Vec<serde_json::Value> = Vec::new();
         for intent in log.written_down.iter().chain(written_now) {
-            let settled_eni = serde_json::from_value::<SgSwap>(intent.clone())
-                .is_ok_and(|swap| settled.contains(&swap.eni_id.as_str()));
+            let settled_eni = serde_json::from_value::<SgSwap>(intent.clone()).is_ok_and(|swap| {
+                settled.contains(&swap.eni_id.as_str())
+                    && targets.iter().any(|t| {
+                        t.eni_id == swap.eni_id
+                            && !t
+                                .groups
+                                .iter()
+                                .any(|g| *g == swap.quarantine_group || *g == swap.untracking_group)
+                    })
+            });
             if settled_eni && !stale.contains(intent) {
                 stale.push(intent.clone());
             }
@@ -461,11 +471,23 @@ pub(super) async fn sg_swap(
             tracing::warn!(error = %error, "swaps not made were not taken back from the record");
         }
     };
+    // The responder's groups an earlier attempt wrote down (a describe by tag may lag behind
+    // their creation).
+    let written_groups: Vec<String> = log
+        .written_down
+        .iter()
+        .filter_map(|v| serde_json::from_value::<SgSwap>(v.clone()).ok())
+        .flat_map(|s| [s.quarantine_group, s.untracking_group])
+        .collect();
     // Interfaces with groups of their own, as read (not only `ours`).
     let with_own_groups = |ours: &[&str]| -> Vec<&str> {
         modifiable
             .iter()
-            .filter(|t| t.groups.iter().any(|g| !ours.contains(&g.as_str())))
+            .filter(|t| {
+                t.groups
+                    .iter()
+                    .any(|g| !ours.contains(&g.as_str()) && !written_groups.contains(g))
+            })
             .map(|t| t.eni_id.as_str())
             .collect()
     };
@@ -548,15 +570,21 @@ pub(super) async fn sg_swap(
             swap_intent(eni_id, original_groups.clone(), &quarantine, &untracking)
         })
         .collect();
-    if let Err(error) = log.intend(&intents).await {
+    // Those the claim carried (or an earlier attempt wrote) are written down already.
+    let unwritten: Vec<serde_json::Value> = intents
+        .iter()
+        .filter(|intent| !log.written_down.contains(intent))
+        .cloned()
+        .collect();
+    if let Err(error) = log.intend(&unwritten).await {
         take_back(&own_groups, &[]).await;
         return Err(RungError::Failed(error));
     }
     let eni_ids: Vec<String> = originals.iter().map(|(id, _)| id.clone()).collect();
     // Puts the groups back and takes back what is written down for each interface that has
-    // them again (and for those never changed, `untouched`).
-    let put_back = async |done: &[(String, Vec<String>)], untouched: &[&str]| {
-        let mut settled: Vec<&str> = untouched.to_vec();
+    // them again.
+    let put_back = async |done: &[(String, Vec<String>)]| {
+        let mut settled: Vec<&str> = Vec::new();
         for (eni, groups) in done {
             let restored = clients
                 .ec2
@@ -596,21 +624,17 @@ pub(super) async fn sg_swap(
         }
         (changed, error)
     };
-    if let (changed, Some(error)) = swap_all(&untracking).await {
-        // Only what this step changed goes back; the others are as they were (those with
-        // groups of their own: one carrying only ours was swapped by an earlier attempt).
-        let untouched: Vec<&str> = own_groups
-            .iter()
-            .copied()
-            .filter(|eni| !changed.iter().any(|(id, _)| id == eni))
-            .collect();
-        put_back(&changed, &untouched).await;
+    if let (_, Some(error)) = swap_all(&untracking).await {
+        // Every interface goes back, not only those whose call answered: a call that failed
+        // may have been made (its answer lost, then throttled retries). Setting the original
+        // groups again changes nothing where they are.
+        put_back(&originals).await;
         return Err(RungError::Failed(error));
     }
     let now = match groups_of(clients, &eni_ids).await {
         Ok(now) => now,
         Err(error) => {
-            put_back(&originals, &[]).await;
+            put_back(&originals).await;
             return Err(RungError::Failed(error));
         }
     };
@@ -618,7 +642,7 @@ pub(super) async fn sg_swap(
         .iter()
         .find(|(_, groups)| groups.as_slice() != std::slice::from_ref(&untracking))
     {
-        put_back(&originals, &[]).await;
+        put_back(&originals).await;
         return Err(RungError::Failed(StepError::Refused(format!(
             "{eni} has groups {groups:?} after the untracking step, not {untracking}: someone else is changing it; put back"
         ))));
@@ -626,7 +650,7 @@ pub(super) async fn sg_swap(
     // Step 2: the quarantine group.
     if let (_, Some(error)) = swap_all(&quarantine).await {
         // Every ENI carries the untracking group or the quarantine group: all go back.
-        put_back(&originals, &[]).await;
+        put_back(&originals).await;
         return Err(RungError::Failed(error));
     }
     let swaps = originals
