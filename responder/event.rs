@@ -260,8 +260,8 @@ impl<'de> serde::de::Visitor<'de> for Checked {
 }
 
 /// A GuardDuty finding's EventBridge event, as nearly all of them arrive, read straight into
-/// its types after a check that builds nothing: no JSON value built. Only an event the general path
-/// ([`parse_value`]) would read the same way: no escape and no byte that may begin an unsafe
+/// its types after a check that builds nothing: no JSON value built. Only an event the general
+/// path ([`parse_value`]) would read the same way: no escape and no byte that may begin an unsafe
 /// character (so nothing to make safe, and the text is the finding as sent), no member that
 /// makes it `get-findings` output, JSON a value would hold, the envelope as the general path
 /// types it, the finding's sections objects, every member named once. Anything else, an error

@@ -143,14 +143,31 @@ async fn an_instance_eni_gets_the_two_step_security_group_swap_and_release_resto
     assert_eq!(groups, [world.fixture.app_security_group.as_str()]);
 }
 
+/// The group swaps finding `n`'s isolate step has written down (and not taken back).
+async fn written_swaps(world: &World, n: usize) -> Vec<responder::actions::isolate::SgSwap> {
+    let ledger = responder::actions::ledger::Ledger::new(
+        world.clients.dynamodb.clone(),
+        world.fixture.table.clone(),
+        "reader",
+        60,
+    );
+    let step = ledger
+        .get_step(&world.finding_id(n), "step#isolate")
+        .await
+        .unwrap()
+        .unwrap();
+    step.intended
+        .iter()
+        .filter_map(|v| serde_json::from_value(v.clone()).ok())
+        .collect()
+}
+
 /// With the responder's groups in place in the VPC, an instance's swap is written down with
 /// the isolate step's claim (the instance and the groups are read in the same round trip as
 /// the response lock): no ledger write of its own before the first swap. The record is whole
 /// all the same: a swap EC2 refuses is put back, and the retry's swap is released.
 #[tokio::test]
 async fn with_the_groups_in_place_an_instance_swap_is_written_down_with_the_claim() {
-    use responder::actions::isolate::SgSwap;
-    use responder::actions::ledger::Ledger;
     let world = World::new(2).await;
     let mut instances = Vec::new();
     for _ in 0..3 {
@@ -188,23 +205,7 @@ async fn with_the_groups_in_place_an_instance_swap_is_written_down_with_the_clai
     assert!(!is_done(&report, "isolate"), "{}", report.to_json_line());
     world.proxy.configure(|c| c.rules.clear());
     assert_eq!(world.eni_groups(eni).await, [app.as_str()]);
-    let ledger = Ledger::new(
-        world.clients.dynamodb.clone(),
-        world.fixture.table.clone(),
-        "reader",
-        60,
-    );
-    let step = ledger
-        .get_step(&world.finding_id(2), "step#isolate")
-        .await
-        .unwrap()
-        .unwrap();
-    let written: Vec<SgSwap> = step
-        .intended
-        .iter()
-        .filter_map(|v| serde_json::from_value(v.clone()).ok())
-        .collect();
-    assert!(written.is_empty(), "{:?}", step.intended);
+    assert!(written_swaps(&world, 2).await.is_empty());
 
     // Another finding about the instance quarantines it; releasing the failed one leaves that
     // quarantine alone; releasing the other puts the groups back.
@@ -238,17 +239,8 @@ async fn with_the_groups_in_place_an_instance_swap_is_written_down_with_the_clai
     let report = world.respond(&world.instance_event(instance, eni, 4)).await;
     assert!(!is_done(&report, "isolate"), "{}", report.to_json_line());
     world.proxy.configure(|c| c.rules.clear());
-    let step = ledger
-        .get_step(&world.finding_id(4), "step#isolate")
-        .await
-        .unwrap()
-        .unwrap();
-    let written: Vec<SgSwap> = step
-        .intended
-        .iter()
-        .filter_map(|v| serde_json::from_value(v.clone()).ok())
-        .collect();
-    assert_eq!(written.len(), 1, "{:?}", step.intended);
+    let written = written_swaps(&world, 4).await;
+    assert_eq!(written.len(), 1, "{written:?}");
     assert_eq!(&written[0].eni_id, eni);
 }
 

@@ -196,34 +196,20 @@ async fn read_instance(
     // ENIs are requester-managed (ECS task ENIs attached to the instance, for one), and EC2
     // refuses changes to those. Paginated: EC2 refuses an unpaginated describe of interfaces
     // in an account with many, unless filtered by VPC, subnet, group or address.
-    let attached_to = async {
-        let mut attached = Vec::new();
-        let mut token = None;
-        loop {
-            let page = clients
-                .ec2
-                .describe_network_interfaces()
-                .filters(
-                    Filter::builder()
-                        .name("attachment.instance-id")
-                        .values(&instance.instance_id)
-                        .build(),
-                )
-                .max_results(1000)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(aws("EC2 DescribeNetworkInterfaces"))?;
-            attached.extend(page.network_interfaces().iter().cloned());
-            token = page
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_string);
-            if token.is_none() {
-                return Ok::<_, StepError>(attached);
-            }
-        }
-    };
+    let attached_to = clients
+        .ec2
+        .describe_network_interfaces()
+        .filters(
+            Filter::builder()
+                .name("attachment.instance-id")
+                .values(&instance.instance_id)
+                .build(),
+        )
+        .max_results(1000)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>();
     let instance_reads = async {
         let (described, attached) = tokio::join!(
             clients
@@ -231,7 +217,11 @@ async fn read_instance(
                 .describe_instances()
                 .instance_ids(&instance.instance_id)
                 .send(),
-            attached_to
+            async {
+                attached_to
+                    .await
+                    .map_err(aws("EC2 DescribeNetworkInterfaces"))
+            }
         );
         let output = match described {
             Ok(output) => output,

@@ -149,11 +149,6 @@ async fn groups_with_roles(
     Ok(output.security_groups().to_vec())
 }
 
-/// One of the responder's groups (either role).
-fn is_responders(group: &SecurityGroup) -> bool {
-    has_role(group, "quarantine") || has_role(group, "untracking")
-}
-
 fn has_role(group: &SecurityGroup, role: &str) -> bool {
     group
         .tags()
@@ -441,11 +436,11 @@ pub(super) async fn sg_swap(
         egress: [GroupRule::all("0.0.0.0/0"), GroupRule::all("::/0")].into(),
     };
     let untracking_name = format!("{}-untracking", params.quarantine_group_name);
-    // What is written down for an interface that carries its own groups now (never swapped,
-    // or put back) is taken back: a record left naming it would have a later release "restore"
-    // its groups over another finding's quarantine. `settled`: those interfaces.
-    // Never one whose interface, as read, carried a group the intent names: an earlier
-    // attempt's swap may stand there (a stale record is the lesser harm).
+    // What is written down for an interface this attempt did not leave swapped (`settled`:
+    // none swapped yet, or put back) is taken back: a record left naming it would have a later
+    // release "restore" its groups over another finding's quarantine. Never a record whose
+    // interface, as read, carried a group it names: an earlier attempt's swap may stand there
+    // (a stale record is the lesser harm).
     let take_back = async |settled: &[&str], written_now: &[serde_json::Value]| {
         let mut stale: Vec<serde_json::Value> = Vec::new();
         for intent in log.written_down.iter().chain(written_now) {
@@ -471,26 +466,7 @@ pub(super) async fn sg_swap(
             tracing::warn!(error = %error, "swaps not made were not taken back from the record");
         }
     };
-    // The responder's groups an earlier attempt wrote down (a describe by tag may lag behind
-    // their creation).
-    let written_groups: Vec<String> = log
-        .written_down
-        .iter()
-        .filter_map(|v| serde_json::from_value::<SgSwap>(v.clone()).ok())
-        .flat_map(|s| [s.quarantine_group, s.untracking_group])
-        .collect();
-    // Interfaces with groups of their own, as read (not only `ours`).
-    let with_own_groups = |ours: &[&str]| -> Vec<&str> {
-        modifiable
-            .iter()
-            .filter(|t| {
-                t.groups
-                    .iter()
-                    .any(|g| !ours.contains(&g.as_str()) && !written_groups.contains(g))
-            })
-            .map(|t| t.eni_id.as_str())
-            .collect()
-    };
+    let unswapped: Vec<&str> = modifiable.iter().map(|t| t.eni_id.as_str()).collect();
     // The two groups together.
     let groups = tokio::try_join!(
         ensure_group(
@@ -515,20 +491,11 @@ pub(super) async fn sg_swap(
     let (quarantine, untracking) = match groups {
         Ok(groups) => groups,
         Err(error) => {
-            // Only the groups read before the claim can have told it anything.
-            if let Some(known) = known_groups {
-                let ours: Vec<&str> = known
-                    .iter()
-                    .filter(|g| is_responders(g))
-                    .filter_map(|g| g.group_id())
-                    .collect();
-                take_back(&with_own_groups(&ours), &[]).await;
-            }
+            take_back(&unswapped, &[]).await;
             return Err(error.into());
         }
     };
     let ours = [quarantine.as_str(), untracking.as_str()];
-    let own_groups = with_own_groups(&ours);
 
     // The originals are the groups before us: never the responder's own (an earlier, lost
     // record would otherwise be "restored" to quarantine). An ENI that carries only ours was
@@ -554,7 +521,7 @@ pub(super) async fn sg_swap(
                 .unwrap_or_default();
         }
         if original.is_empty() {
-            take_back(&own_groups, &[]).await;
+            take_back(&unswapped, &[]).await;
             return Err(RungError::Failed(StepError::Refused(format!(
                 "{} already carries only the responder's groups: its original groups are not known here; release the finding that quarantined it",
                 target.eni_id
@@ -577,7 +544,7 @@ pub(super) async fn sg_swap(
         .cloned()
         .collect();
     if let Err(error) = log.intend(&unwritten).await {
-        take_back(&own_groups, &[]).await;
+        take_back(&unswapped, &[]).await;
         return Err(RungError::Failed(error));
     }
     let eni_ids: Vec<String> = originals.iter().map(|(id, _)| id.clone()).collect();
