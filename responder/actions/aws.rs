@@ -78,9 +78,14 @@ impl ProvideCredentials for Primed {
 /// Likewise a finding whose isolation has finished (done, or released): the ledger does not let
 /// that step run again once its outcome is recorded, so a republished finding need not read the
 /// network for it. (Should the record have failed, a later run reads for itself.)
+///
+/// And a task definition revision named by its full ARN: ECS never changes a revision's
+/// contents (registering makes a new revision), and the ARN names its account and region.
 #[derive(Debug, Default)]
 pub struct StableFacts {
     subnet_vpc: Mutex<HashMap<String, String>>,
+    /// Each revision's read, shared by the steps that ask for it at once (one call).
+    task_definitions: Mutex<HashMap<String, Arc<TaskDefinitionCell>>>,
     isolation_settled: Mutex<HashSet<String>>,
     /// The Slack webhook's URL, once read from its secret.
     pub(crate) webhook_url: tokio::sync::OnceCell<String>,
@@ -90,6 +95,12 @@ pub struct StableFacts {
 
 /// Subnets remembered at most, so a long-lived container's memory stays bounded.
 const SUBNETS_REMEMBERED: usize = 4096;
+/// Task definition revisions remembered at most (a few kilobytes each).
+const TASK_DEFINITIONS_REMEMBERED: usize = 64;
+
+/// One task definition revision, read once: `None` inside when ECS returned none.
+pub(crate) type TaskDefinitionCell =
+    tokio::sync::OnceCell<Option<Arc<aws_sdk_ecs::types::TaskDefinition>>>;
 /// Findings remembered at most.
 const FINDINGS_REMEMBERED: usize = 4096;
 
@@ -114,6 +125,17 @@ impl StableFacts {
             }
             settled.insert(finding_id.to_string());
         }
+    }
+
+    /// The place of `arn`'s read: the same cell for every caller until it is forgotten.
+    pub(crate) fn task_definition_cell(&self, arn: &str) -> Arc<TaskDefinitionCell> {
+        let Ok(mut known) = self.task_definitions.lock() else {
+            return Arc::default();
+        };
+        if known.len() >= TASK_DEFINITIONS_REMEMBERED && !known.contains_key(arn) {
+            known.clear();
+        }
+        known.entry(arn.to_string()).or_default().clone()
     }
 
     /// Remember that `subnet_id` is in `vpc_id`.

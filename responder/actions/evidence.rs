@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::isolate::ContainmentRecord;
-use super::workload::{acl_json, describe_acls, describe_service, describe_task, eni_json};
-use super::{aws, Action, Clients, Failure, Phase, StepContext, StepError};
+use super::workload::{
+    acl_json, describe_acls, describe_service, describe_task, describe_task_definition, eni_json,
+};
+use super::{aws, Action, Clients, Earlier, Failure, Phase, StepContext, StepError};
 use crate::incident::{EcsTaskTarget, Incident, Target, TargetKind};
 
 /// The `evidence` action.
@@ -58,7 +59,7 @@ impl Action for Evidence {
             bucket,
             ctx.incident,
             ctx.raw_finding,
-            ctx.earlier.containment.as_ref(),
+            ctx.earlier,
             params.legal_hold,
             describable,
         )
@@ -136,18 +137,17 @@ async fn preserve(
     bucket: &str,
     incident: &Incident,
     raw_finding: &crate::event::RawFinding,
-    containment: Option<&ContainmentRecord>,
+    earlier: &Earlier,
     legal_hold: bool,
     describable: bool,
 ) -> Result<EvidenceOutput, StepError> {
+    let containment = earlier.containment.as_ref();
     // Whether the bucket locks objects is read alongside the documents.
     let collect = async {
         let mut documents: Vec<(&str, Value)> = vec![("finding.json", raw_finding.to_value())];
         match &incident.target {
             _ if !describable => {}
-            Target::EcsTask(task) => {
-                documents.extend(ecs_documents(clients, task, containment).await?)
-            }
+            Target::EcsTask(task) => documents.extend(ecs_documents(clients, task, earlier).await?),
             Target::Ec2Instance(instance) => {
                 let output = clients
                     .ec2
@@ -235,21 +235,16 @@ async fn preserve(
 async fn ecs_documents(
     clients: &Clients,
     task: &EcsTaskTarget,
-    containment: Option<&ContainmentRecord>,
+    earlier: &Earlier,
 ) -> Result<Vec<(&'static str, Value)>, StepError> {
+    let containment = earlier.containment.as_ref();
     let mut documents = Vec::new();
     let read_definition = |arn: Option<String>| async move {
         let Some(arn) = arn else {
             return Ok(None);
         };
-        let output = clients
-            .ecs
-            .describe_task_definition()
-            .task_definition(&arn)
-            .send()
-            .await
-            .map_err(aws("ECS DescribeTaskDefinition"))?;
-        Ok::<_, StepError>(output.task_definition().map(|def| json!({
+        let described = describe_task_definition(clients, &arn).await?;
+        Ok::<_, StepError>(described.map(|def| json!({
             "taskDefinitionArn": def.task_definition_arn(),
             "family": def.family(), "revision": def.revision(),
             "networkMode": def.network_mode().map(|m| m.as_str()),
@@ -293,7 +288,13 @@ async fn ecs_documents(
     let (facts, definition, service, interfaces, mut acls) = tokio::try_join!(
         describe_task(clients, task),
         async { Ok::<_, StepError>(read_definition(named_definition.clone()).await) },
-        describe_service(clients, task),
+        // Read by this response already (the exemption guardrail), seconds ago: not again.
+        async {
+            match &earlier.service {
+                Some(service) => Ok(Some(service.clone())),
+                None => describe_service(clients, task).await,
+            }
+        },
         async { Ok::<_, StepError>(read_interfaces(named_eni.clone()).await) },
         known_acls
     )?;

@@ -177,6 +177,9 @@ pub struct Earlier {
     pub instance_cut: bool,
     /// Evidence is preserved (now or before).
     pub evidence_done: bool,
+    /// The task's service as this response read it (for the exemption guardrail and the
+    /// guard), so that no step describes it again.
+    pub service: Option<workload::ServiceFacts>,
 }
 
 /// Everything a step's `run` may use.

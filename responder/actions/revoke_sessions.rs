@@ -302,15 +302,9 @@ async fn task_definition_role(
     clients: &Clients,
     definition_arn: &str,
 ) -> Result<Option<String>, StepError> {
-    let described = clients
-        .ecs
-        .describe_task_definition()
-        .task_definition(definition_arn)
-        .send()
-        .await
-        .map_err(aws("ECS DescribeTaskDefinition"))?;
+    let described = super::workload::describe_task_definition(clients, definition_arn).await?;
     Ok(described
-        .task_definition()
+        .as_deref()
         .and_then(|d| d.task_role_arn())
         .map(str::to_string))
 }

@@ -199,15 +199,9 @@ async fn task_definition(
     let Some(arn) = arn else {
         return Ok((Vec::new(), Vec::new()));
     };
-    let described = clients
-        .ecs
-        .describe_task_definition()
-        .task_definition(arn)
-        .send()
-        .await
-        .map_err(aws("ECS DescribeTaskDefinition"))?;
+    let described = super::workload::describe_task_definition(clients, arn).await?;
     let containers = described
-        .task_definition()
+        .as_deref()
         .map(|d| d.container_definitions())
         .unwrap_or_default();
     let images = containers

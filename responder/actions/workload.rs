@@ -2,7 +2,10 @@
 //! guardrail) and their JSON renderings for evidence: what ECS says about a task and its
 //! service, what EC2 says about an ENI and the VPC's network ACLs.
 
+use std::sync::Arc;
+
 use aws_sdk_ec2::types::{Filter, NetworkAcl};
+use aws_sdk_ecs::types::TaskDefinition;
 use serde_json::{json, Value};
 
 use super::{aws, Clients, StepError};
@@ -110,6 +113,47 @@ pub fn ecs_task_json(task: &aws_sdk_ecs::types::Task) -> Value {
     })
 }
 
+/// DescribeTaskDefinition, with each container's environment values dropped (nothing reads
+/// them and they may hold secrets). A revision named by its full ARN is read once per
+/// container and shared by every step that asks ([`super::aws::StableFacts`]); a family alone
+/// (its latest revision) is read each time. `Ok(None)` when ECS returns no definition.
+pub async fn describe_task_definition(
+    clients: &Clients,
+    arn: &str,
+) -> Result<Option<Arc<TaskDefinition>>, StepError> {
+    let read = || async {
+        let output = clients
+            .ecs
+            .describe_task_definition()
+            .task_definition(arn)
+            .send()
+            .await
+            .map_err(aws("ECS DescribeTaskDefinition"))?;
+        Ok::<_, StepError>(output.task_definition.map(|mut definition| {
+            for container in definition.container_definitions.iter_mut().flatten() {
+                for variable in container.environment.iter_mut().flatten() {
+                    variable.value = None;
+                }
+            }
+            Arc::new(definition)
+        }))
+    };
+    if !names_revision(arn) {
+        return read().await;
+    }
+    let cell = clients.stable.task_definition_cell(arn);
+    cell.get_or_try_init(read).await.cloned()
+}
+
+/// `arn:…:task-definition/family:revision`: one revision, whose contents never change.
+fn names_revision(arn: &str) -> bool {
+    arn.starts_with("arn:")
+        && arn.contains(":task-definition/")
+        && arn.rsplit_once(':').is_some_and(|(_, revision)| {
+            !revision.is_empty() && revision.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
 /// What DescribeServices says about a task's service.
 #[derive(Debug, Clone)]
 pub struct ServiceFacts {
@@ -202,4 +246,28 @@ pub fn eni_json(eni: &aws_sdk_ec2::types::NetworkInterface) -> Value {
         "groups": eni.groups().iter().map(|g| json!({"groupId": g.group_id(), "groupName": g.group_name()})).collect::<Vec<_>>(),
         "macAddress": eni.mac_address(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_revision;
+
+    #[test]
+    fn only_a_full_arn_with_a_revision_is_remembered() {
+        assert!(names_revision(
+            "arn:aws:ecs:us-east-1:123456789012:task-definition/web:42"
+        ));
+        // The family's latest revision changes with each registration.
+        assert!(!names_revision(
+            "arn:aws:ecs:us-east-1:123456789012:task-definition/web"
+        ));
+        // Without an ARN the account is implied: another account's `web:42` is another revision.
+        assert!(!names_revision("web:42"));
+        assert!(!names_revision(
+            "arn:aws:ecs:us-east-1:123456789012:task-definition/web:"
+        ));
+        assert!(!names_revision(
+            "arn:aws:ecs:us-east-1:123456789012:service/cluster/web:42"
+        ));
+    }
 }

@@ -79,6 +79,7 @@ impl Invocation<'_> {
                 StepState::Failed
             },
             previous: None,
+            unrecorded: None,
         }
     }
 }

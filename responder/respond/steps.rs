@@ -85,6 +85,18 @@ pub(super) struct StepRun {
     pub(super) state: StepState,
     /// What an earlier invocation recorded, when it did the step.
     pub(super) previous: Option<StepOutput>,
+    /// The outcome still to write in the ledger, when this invocation ran the step.
+    pub(super) unrecorded: Option<Unrecorded>,
+}
+
+/// A step's outcome not yet written in the ledger. Written alongside the next phase's first
+/// calls, which read what came before from [`Progress`], not from the ledger: the notice
+/// goes out a round trip or two sooner. Always written before the response lock is let go.
+pub(super) struct Unrecorded {
+    action: ActionName,
+    key: String,
+    status: StepStatus,
+    stored: Value,
 }
 
 impl StepRun {
@@ -94,6 +106,7 @@ impl StepRun {
             ms: 0,
             state: StepState::Skipped,
             previous: None,
+            unrecorded: None,
         }
     }
 
@@ -103,6 +116,7 @@ impl StepRun {
             ms: 0,
             state: StepState::Failed,
             previous: None,
+            unrecorded: None,
         }
     }
 }
@@ -116,12 +130,12 @@ pub(super) struct Progress {
     pub(super) earlier: Earlier,
     containment_ms: Option<u64>,
     exempt_on: Option<String>,
-    /// The task's service as DescribeServices gave it (read for the exemption guardrail).
-    service: Option<workload::ServiceFacts>,
     /// Containment held back by the blast-radius guard or the breaker, and why.
     withheld: Option<(crate::report::Withheld, bool)>,
     /// This invocation took a slot of the task's service (given back if nothing was contained).
     took_service_slot: bool,
+    /// Outcomes of steps run here, still to write in the ledger.
+    unrecorded: Vec<Unrecorded>,
 }
 
 impl Progress {
@@ -131,7 +145,9 @@ impl Progress {
             ms,
             state,
             previous,
+            unrecorded,
         } = run;
+        self.unrecorded.extend(unrecorded);
         match action {
             ActionName::Isolate => match (&outcome, previous) {
                 (Outcome::Done { detail, .. }, _) => {
@@ -366,7 +382,7 @@ impl Invocation<'_> {
         let mut early_claims = BTreeMap::new();
         if let Some(service) = service {
             let unknown;
-            (progress.exempt_on, progress.service, unknown) = service;
+            (progress.exempt_on, progress.earlier.service, unknown) = service;
             let enforces = plan
                 .steps
                 .iter()
@@ -409,6 +425,9 @@ impl Invocation<'_> {
         }
         let mut prefetched = Some(prefetched);
         for step in in_phase(Phase::Contain) {
+            // A later containment step may read an earlier one's record (drain-instance reads
+            // isolate's): written first.
+            self.record(std::mem::take(&mut progress.unrecorded)).await;
             let run = match early_claims.remove(&step.action) {
                 Some(claim) => {
                     // Read by now, or nearly: it started with the response. Waited for only
@@ -451,14 +470,16 @@ impl Invocation<'_> {
 
         // 2. Preserve, concurrently: each step's outcome is independent of the others'. What
         // ECS's scheduler will do next is read alongside, for the notification.
-        let (runs, outlook) = {
+        let (runs, outlook, ()) = {
+            let contained = std::mem::take(&mut progress.unrecorded);
             let view: &Progress = progress;
             let report: &Report = report;
             tokio::join!(
                 futures::future::join_all(in_phase(Phase::Preserve).map(|step| async move {
                     (step.action, self.run_step(step, view, report).await)
                 })),
-                self.ecs_outlook(view)
+                self.ecs_outlook(view),
+                self.record(contained)
             )
         };
         for (action, run) in runs {
@@ -493,12 +514,18 @@ impl Invocation<'_> {
                     .unwrap_or(steps.len());
                 steps.insert(at, stop_step.clone());
             }
-            let run = self.run_step(&stop_step, progress, report).await;
+            let preserved = std::mem::take(&mut progress.unrecorded);
+            let (run, ()) = tokio::join!(
+                self.run_step(&stop_step, progress, report),
+                self.record(preserved)
+            );
             progress.absorb(ActionName::Stop, run);
         }
         // Then the rest of the phase (scale-service): after the task is stopped, if it is.
         for step in in_phase(Phase::Stop).filter(|s| s.action != ActionName::Stop) {
-            let run = self.run_step(step, progress, report).await;
+            let before = std::mem::take(&mut progress.unrecorded);
+            let (run, ()) =
+                tokio::join!(self.run_step(step, progress, report), self.record(before));
             progress.absorb(step.action, run);
         }
 
@@ -530,9 +557,14 @@ impl Invocation<'_> {
         // 4. Notify, last, with everything above in the message.
         if let Some(notify_step) = in_phase(Phase::Notify).next() {
             progress.write(report, &steps);
-            let run = self.notify(notify_step, progress, report).await;
+            let before = std::mem::take(&mut progress.unrecorded);
+            let (run, ()) = tokio::join!(
+                self.notify(notify_step, progress, report),
+                self.record(before)
+            );
             progress.absorb(ActionName::Notify, run);
         }
+        self.record(std::mem::take(&mut progress.unrecorded)).await;
         progress.write(report, &steps);
     }
 
@@ -598,7 +630,7 @@ impl Invocation<'_> {
                 }, true)));
             }
             // ECS does not know the service (deleted): there is nothing to keep running.
-            let facts = progress.service.as_ref()?;
+            let facts = progress.earlier.service.as_ref()?;
             let desired = u32::try_from(facts.service.desired_count().max(0)).unwrap_or(0);
             let running = u32::try_from(facts.service.running_count().max(0)).unwrap_or(0);
             let (cap, why) = crate::plan::guard::service_cap(&guard.blast_radius, desired, running);
@@ -675,6 +707,7 @@ impl Invocation<'_> {
         };
         // Only a task in quarantine has health checks to fail (not one already gone).
         let service = progress
+            .earlier
             .service
             .as_ref()
             .filter(|_| progress.exempt_on.is_none())
@@ -925,7 +958,24 @@ impl Invocation<'_> {
         }
     }
 
-    /// Run a step given its claim, and record how it ended.
+    /// Write in the ledger how steps run here ended, all at once.
+    async fn record(&self, unrecorded: Vec<Unrecorded>) {
+        let Some(ledger) = self.ledger else {
+            return;
+        };
+        let finding_id = &self.incident.finding_id;
+        futures::future::join_all(unrecorded.iter().map(|step| async move {
+            if let Err(error) = ledger
+                .finish(finding_id, &step.key, step.status, &step.stored)
+                .await
+            {
+                tracing::error!(finding_id = %finding_id, step = step.action.name(), error = %error, "step outcome not recorded");
+            }
+        }))
+        .await;
+    }
+
+    /// Run a step given its claim; how it ended is written in the ledger by [`Self::record`].
     #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
@@ -970,9 +1020,6 @@ impl Invocation<'_> {
                 )
             }
         };
-        if let Err(error) = ledger.finish(finding_id, &key, status, &stored).await {
-            tracing::error!(finding_id = %finding_id, step = step.action.name(), error = %error, "step outcome not recorded");
-        }
         let ms = started.elapsed().as_millis() as u64;
         tracing::info!(finding_id = %finding_id, rule = %step.rule, step = step.action.name(), outcome = status.name(), duration_ms = ms, "step finished");
         StepRun {
@@ -980,6 +1027,12 @@ impl Invocation<'_> {
             ms,
             state: StepState::of_record(status),
             previous: None,
+            unrecorded: Some(Unrecorded {
+                action: step.action,
+                key,
+                status,
+                stored,
+            }),
         }
     }
 }
@@ -1028,6 +1081,7 @@ fn already_recorded(action: ActionName, record: StepRecord, started: Instant) ->
         ms: started.elapsed().as_millis() as u64,
         state: StepState::of_record(record.status),
         previous,
+        unrecorded: None,
     }
 }
 

@@ -175,3 +175,43 @@ async fn the_notification_is_readable_and_carries_the_report() {
         );
     }
 }
+
+/// One response reads each thing once: the service, read for the exemption guardrail, is not
+/// described again for the evidence; the task definition, which the evidence and ECS's
+/// outlook both need at once, is described once; and a second finding on a task of the same
+/// revision does not describe it at all (a revision never changes). Every step's outcome is in
+/// the ledger when the response returns, though written alongside the next phase's calls.
+#[tokio::test]
+async fn a_response_reads_each_thing_once_and_records_every_step() {
+    use responder::actions::ledger::{Ledger, StepStatus};
+    let world = World::new(4).await.without_guard();
+    let report = world.respond(&world.miner_event(0, 11)).await;
+    for step in ["isolate", "evidence", "tag", "notify"] {
+        assert!(is_done(&report, step), "{step}: {}", report.to_json_line());
+    }
+    assert!(
+        report.ecs_outlook.is_some(),
+        "the outlook read the task definition too"
+    );
+    assert_eq!(world.count_calls("DescribeServices"), 1);
+    assert_eq!(world.count_calls("DescribeTaskDefinition"), 1);
+    let ledger = Ledger::new(
+        world.clients.dynamodb.clone(),
+        world.fixture.table.clone(),
+        "a-reader",
+        400,
+    );
+    let steps = ledger.steps(&world.finding_id(11)).await.unwrap();
+    assert_eq!(steps.len(), 4, "{steps:?}");
+    for step in &steps {
+        assert_eq!(step.status, StepStatus::Done, "{step:?}");
+    }
+
+    let report = world.respond(&world.miner_event(1, 12)).await;
+    assert!(is_done(&report, "evidence"), "{}", report.to_json_line());
+    assert_eq!(
+        world.count_calls("DescribeTaskDefinition"),
+        1,
+        "the same revision is not described again"
+    );
+}

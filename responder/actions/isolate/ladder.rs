@@ -513,16 +513,10 @@ async fn read_shared(
         let Some(arn) = task_definition_arn else {
             return Ok(None);
         };
-        let described = clients
-            .ecs
-            .describe_task_definition()
-            .task_definition(arn)
-            .send()
-            .await
-            .map_err(aws("ECS DescribeTaskDefinition"))?;
+        let described = crate::actions::workload::describe_task_definition(clients, arn).await?;
         Ok::<_, StepError>(
             described
-                .task_definition()
+                .as_deref()
                 .and_then(|d| d.network_mode())
                 .map(|m| m.as_str().to_string()),
         )
