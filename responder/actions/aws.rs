@@ -357,6 +357,8 @@ const RETRYABLE_CODES: &[&str] = &[
     "InternalFailure",
     "InternalServerError",
     "ServerException",
+    // DynamoDB: the item is in a transaction being written; it is over in milliseconds.
+    "TransactionConflictException",
 ];
 
 /// Classify an SDK error with the operation it came from.

@@ -7,7 +7,8 @@
 //!   `owner` (invocation), `lease_until`, `attempts`, `rule`, `detail` (JSON), `updated_at`,
 //!   and `intended` (JSON each): changes written down before they are made.
 //! - `finding#{id}`, `lock` — held while one invocation responds to the finding, so a second
-//!   delivery arriving meanwhile stands back instead of racing it step by step.
+//!   delivery arriving meanwhile stands back instead of racing it step by step. Let go in one
+//!   transaction with the last step's outcome and the audit record ([`Ledger::close`]).
 //! - `task#{task arn}`, `finding#{id}` — lets a task's STOPPED event or `release TASK_ARN` find
 //!   the containment records of that task.
 //! - `isolations#{shard}` (16), `finding#{id}` — every finding isolation was attempted for,
@@ -247,6 +248,52 @@ pub struct Ledger {
     deadline: Option<i64>,
     /// The account of the workload this response acts on, written with every claim.
     account: Option<String>,
+}
+
+/// How a step's finish changes its item; only its owner may ([`OWNER_CONDITION`]).
+const FINISH_UPDATE: &str = "SET #status = :status, detail = :detail, updated_at = :now";
+const OWNER_CONDITION: &str = "#owner = :owner";
+
+fn finish_names() -> HashMap<String, String> {
+    HashMap::from([
+        ("#status".to_string(), "status".to_string()),
+        ("#owner".to_string(), "owner".to_string()),
+    ])
+}
+
+/// How a claimed step ended, written by [`Ledger::close`].
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// The finding.
+    pub finding_id: String,
+    /// The step's item (`step#…`).
+    pub step_key: String,
+    /// How it ended.
+    pub status: StepStatus,
+    /// What it recorded.
+    pub detail: Value,
+}
+
+/// The end of one response, for [`Ledger::close`].
+pub struct End<'a> {
+    /// Outcomes not yet recorded.
+    pub finishes: Vec<Finish>,
+    /// The finding whose response lock this invocation holds, if it holds one.
+    pub lock_of: Option<&'a str>,
+    /// The finding the audit record is about, if any.
+    pub audit_of: Option<&'a str>,
+    /// The report.
+    pub report: &'a Value,
+    /// When the event was received.
+    pub at: DateTime<Utc>,
+}
+
+/// What [`Ledger::close`] did.
+pub struct Closed {
+    /// Where the audit record is, or why it is not.
+    pub audit: Result<String, StepError>,
+    /// Why the response lock was not let go (its lease then runs out on its own).
+    pub unlock: Option<StepError>,
 }
 
 pub(super) fn s(value: impl Into<String>) -> AttributeValue {
@@ -556,18 +603,119 @@ impl Ledger {
             .table_name(&self.table)
             .key("pk", s(finding_pk(finding_id)))
             .key("sk", s(step_key))
-            .update_expression("SET #status = :status, detail = :detail, updated_at = :now")
-            .condition_expression("#owner = :owner")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":status", s(status.name()))
-            .expression_attribute_values(":detail", s(fit_item(detail)))
-            .expression_attribute_values(":now", s(Utc::now().to_rfc3339()))
-            .expression_attribute_values(":owner", s(&self.owner))
+            .update_expression(FINISH_UPDATE)
+            .condition_expression(OWNER_CONDITION)
+            .set_expression_attribute_names(Some(finish_names()))
+            .set_expression_attribute_values(Some(self.finish_values(status, detail)))
             .send()
             .await
             .map_err(aws("DynamoDB UpdateItem (finish step)"))?;
         Ok(())
+    }
+
+    fn finish_values(&self, status: StepStatus, detail: &Value) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            (":status".to_string(), s(status.name())),
+            (":detail".to_string(), s(fit_item(detail))),
+            (":now".to_string(), s(Utc::now().to_rfc3339())),
+            (":owner".to_string(), s(&self.owner)),
+        ])
+    }
+
+    /// The end of a response in one write: the steps' outcomes not yet recorded, the response
+    /// lock let go, the audit record. All or none, so no later delivery takes the lock before
+    /// the outcomes are in. Should the transaction fail (a condition no longer holds: the
+    /// lock's lease ran out and another invocation took it; throttling), the same writes are
+    /// made one at a time: the outcomes, then the lock and the audit record together, as
+    /// before transactions. The audit record is written whatever happens.
+    pub async fn close(&self, end: &End<'_>) -> Closed {
+        if end.finishes.is_empty() && end.lock_of.is_none() {
+            let audit = self.put_audit(end.audit_of, end.report, end.at).await;
+            return Closed {
+                audit,
+                unlock: None,
+            };
+        }
+        match self.close_in_one(end).await {
+            Ok(audit) => Closed {
+                audit: Ok(audit),
+                unlock: None,
+            },
+            Err(error) => {
+                tracing::warn!(error = %error, "the response's end not written in one transaction: one write at a time");
+                futures::future::join_all(end.finishes.iter().map(|step| async move {
+                    if let Err(error) = self
+                        .finish(&step.finding_id, &step.step_key, step.status, &step.detail)
+                        .await
+                    {
+                        tracing::error!(finding_id = %step.finding_id, step = %step.step_key, error = %error, "step outcome not recorded");
+                    }
+                }))
+                .await;
+                let unlock = async {
+                    match end.lock_of {
+                        Some(finding_id) => self.unclaim(finding_id, "lock").await.err(),
+                        None => None,
+                    }
+                };
+                let (audit, unlock) =
+                    tokio::join!(self.put_audit(end.audit_of, end.report, end.at), unlock);
+                Closed { audit, unlock }
+            }
+        }
+    }
+
+    async fn close_in_one(&self, end: &End<'_>) -> Result<String, StepError> {
+        use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
+        let built = |error: aws_sdk_dynamodb::error::BuildError| {
+            StepError::Refused(format!("DynamoDB TransactWriteItems not built: {error}"))
+        };
+        let mut items = Vec::with_capacity(end.finishes.len() + 2);
+        for step in &end.finishes {
+            let update = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(finding_pk(&step.finding_id)))
+                .key("sk", s(&step.step_key))
+                .update_expression(FINISH_UPDATE)
+                .condition_expression(OWNER_CONDITION)
+                .set_expression_attribute_names(Some(finish_names()))
+                .set_expression_attribute_values(Some(
+                    self.finish_values(step.status, &step.detail),
+                ))
+                .build()
+                .map_err(built)?;
+            items.push(TransactWriteItem::builder().update(update).build());
+        }
+        if let Some(finding_id) = end.lock_of {
+            let delete = Delete::builder()
+                .table_name(&self.table)
+                .key("pk", s(finding_pk(finding_id)))
+                .key("sk", s("lock"))
+                .condition_expression("#owner = :owner")
+                .expression_attribute_names("#owner", "owner")
+                .expression_attribute_values(":owner", s(&self.owner))
+                .build()
+                .map_err(built)?;
+            items.push(TransactWriteItem::builder().delete(delete).build());
+        }
+        let (place, item) = self.audit_item(end.audit_of, end.report, end.at);
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .build()
+            .map_err(built)?;
+        items.push(TransactWriteItem::builder().put(put).build());
+        // The SDK's retry of a transaction whose answer was lost is then answered as the
+        // first, not refused by the lock it already deleted (DynamoDB keeps tokens 10 minutes).
+        let token = hex::encode(Sha256::digest(format!("{}\n{place}", self.owner)));
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .client_request_token(&token[..32])
+            .send()
+            .await
+            .map_err(aws("DynamoDB TransactWriteItems (end of the response)"))?;
+        Ok(place)
     }
 
     /// Say, before making them, which changes a claimed step is about to make. Appended to
@@ -850,6 +998,24 @@ impl Ledger {
         report: &Value,
         at: DateTime<Utc>,
     ) -> Result<String, StepError> {
+        let (place, item) = self.audit_item(finding_id, report, at);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(aws("DynamoDB PutItem (audit)"))?;
+        Ok(place)
+    }
+
+    /// Where an audit record goes (`pk / sk`) and the item.
+    fn audit_item(
+        &self,
+        finding_id: Option<&str>,
+        report: &Value,
+        at: DateTime<Utc>,
+    ) -> (String, HashMap<String, AttributeValue>) {
         // Events without a finding (task state changes, foreign events) come in bursts during
         // deployments: spread over 16 partitions a day, not one hot key.
         let pk = match finding_id {
@@ -861,22 +1027,19 @@ impl Ledger {
         };
         let sk = format!("audit#{}#{}", at.to_rfc3339(), self.owner);
         let expires_at = at.timestamp() + self.audit_ttl.as_secs() as i64;
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(&pk))
-            .item("sk", s(&sk))
-            .item("report", s(fit_item(report)))
-            .item(
-                "decision",
+        let place = format!("{pk} / {sk}");
+        let item = HashMap::from([
+            ("pk".to_string(), s(pk)),
+            ("sk".to_string(), s(sk)),
+            ("report".to_string(), s(fit_item(report))),
+            (
+                "decision".to_string(),
                 s(report["decision"].as_str().unwrap_or("unknown")),
-            )
-            .item("expires_at", n(expires_at))
-            .item("updated_at", s(at.to_rfc3339()))
-            .send()
-            .await
-            .map_err(aws("DynamoDB PutItem (audit)"))?;
-        Ok(format!("{pk} / {sk}"))
+            ),
+            ("expires_at".to_string(), n(expires_at)),
+            ("updated_at".to_string(), s(at.to_rfc3339())),
+        ]);
+        (place, item)
     }
 
     /// Audit records of a finding, oldest first (for people inspecting the ledger).

@@ -120,6 +120,8 @@ impl Responder {
         };
 
         let mut holds_lock = false;
+        // Steps' outcomes written with the audit record.
+        let mut finishes = Vec::new();
         // A member account's finding acts through that account's role.
         let mut member_clients: Option<Clients> = None;
         let mut report = match parse_event(bytes) {
@@ -191,6 +193,7 @@ impl Responder {
                         // Boxed: its nested futures are too deep a type to lay out inline in callers'.
                         let carried = Box::pin(invocation.carry_out(plan, &mut report)).await;
                         holds_lock = carried.holds_lock;
+                        finishes = carried.finishes;
                         execution.containment_ms = carried.containment_ms;
                         // Another invocation holds part of the work: if it dies, nobody would
                         // finish or tell. Asking Lambda to retry costs little (finished steps
@@ -298,16 +301,18 @@ impl Responder {
             Some(ledger) => {
                 report.execution = Some(execution.clone());
                 let value = serde_json::to_value(&report).unwrap_or_default();
-                // The response lock is let go alongside: nothing is done after this.
-                let unlock = async {
-                    let finding_id = report.finding_id.as_deref().filter(|_| holds_lock)?;
-                    ledger.unclaim(finding_id, "lock").await.err()
-                };
-                let (audit, unlocked) = tokio::join!(
-                    ledger.put_audit(report.finding_id.as_deref(), &value, started_at),
-                    unlock
-                );
-                if let Some(error) = unlocked {
+                // With the last outcomes, and the response lock let go: nothing is done after.
+                let closed = ledger
+                    .close(&crate::actions::ledger::End {
+                        finishes,
+                        lock_of: report.finding_id.as_deref().filter(|_| holds_lock),
+                        audit_of: report.finding_id.as_deref(),
+                        report: &value,
+                        at: started_at,
+                    })
+                    .await;
+                let audit = closed.audit;
+                if let Some(error) = closed.unlock {
                     // The lease runs out on its own; a later delivery then proceeds.
                     tracing::warn!(error = %error, "response lock not released");
                 }

@@ -7,8 +7,8 @@ use std::time::Instant;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::steps::{already_reason, failed, Invocation, Progress, StepRun, StepState};
-use crate::actions::ledger::{Claim, StepStatus};
+use super::steps::{already_reason, failed, Invocation, Progress, StepRun, StepState, Unrecorded};
+use crate::actions::ledger::{Claim, Finish, StepStatus};
 use crate::actions::{run_action, StepError, ENV_TABLE};
 use crate::plan::Step;
 use crate::playbook::Mode;
@@ -67,9 +67,7 @@ impl Invocation<'_> {
                 json!({"error": failure.error.to_string()}),
             ),
         };
-        if let Err(error) = ledger.finish(finding_id, &key, status, &stored).await {
-            tracing::error!(error = %error, "notify outcome not recorded");
-        }
+        // Written with the response's end (the lock let go, the audit record): one write.
         StepRun {
             outcome,
             ms: started.elapsed().as_millis() as u64,
@@ -79,7 +77,15 @@ impl Invocation<'_> {
                 StepState::Failed
             },
             previous: None,
-            unrecorded: None,
+            unrecorded: Some(Unrecorded {
+                action: step.action,
+                finish: Finish {
+                    finding_id: finding_id.clone(),
+                    step_key: key,
+                    status,
+                    detail: stored,
+                },
+            }),
         }
     }
 }

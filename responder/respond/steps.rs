@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::Responder;
 use crate::actions::isolate::{self, IsolateFallback, IsolateOutput};
-use crate::actions::ledger::{Claim, Ledger, StepRecord, StepStatus};
+use crate::actions::ledger::{Claim, Finish, Ledger, StepRecord, StepStatus};
 use crate::actions::stop::StopParams;
 use crate::actions::{
     output_from_ledger, run_action, workload, ActionName, ActionSpec, Clients, Earlier, Phase,
@@ -91,12 +91,11 @@ pub(super) struct StepRun {
 
 /// A step's outcome not yet written in the ledger. Written alongside the next phase's first
 /// calls, which read what came before from [`Progress`], not from the ledger: the notice
-/// goes out a round trip or two sooner. Always written before the response lock is let go.
+/// goes out a round trip or two sooner. The last (notify's) is written with the response's
+/// end, in one transaction with the lock let go and the audit record ([`Ledger::close`]).
 pub(super) struct Unrecorded {
-    action: ActionName,
-    key: String,
-    status: StepStatus,
-    stored: Value,
+    pub(super) action: ActionName,
+    pub(super) finish: Finish,
 }
 
 impl StepRun {
@@ -220,6 +219,8 @@ pub(super) struct CarriedOut {
     pub(super) held_elsewhere: bool,
     /// This invocation holds the finding's response lock: the caller lets it go.
     pub(super) holds_lock: bool,
+    /// Outcomes the caller writes with the lock let go and the audit record.
+    pub(super) finishes: Vec<Finish>,
 }
 
 impl Invocation<'_> {
@@ -355,6 +356,10 @@ impl Invocation<'_> {
                     .states
                     .values()
                     .any(|s| *s == StepState::InProgressElsewhere),
+                finishes: std::mem::take(&mut progress.unrecorded)
+                    .into_iter()
+                    .map(|u| u.finish)
+                    .collect(),
             }
         };
         // The prefetch never ends on its own: the response decides when it is over.
@@ -564,7 +569,6 @@ impl Invocation<'_> {
             );
             progress.absorb(ActionName::Notify, run);
         }
-        self.record(std::mem::take(&mut progress.unrecorded)).await;
         progress.write(report, &steps);
     }
 
@@ -963,12 +967,14 @@ impl Invocation<'_> {
         let Some(ledger) = self.ledger else {
             return;
         };
-        let finding_id = &self.incident.finding_id;
         futures::future::join_all(unrecorded.iter().map(|step| async move {
-            if let Err(error) = ledger
-                .finish(finding_id, &step.key, step.status, &step.stored)
-                .await
-            {
+            let Finish {
+                finding_id,
+                step_key,
+                status,
+                detail,
+            } = &step.finish;
+            if let Err(error) = ledger.finish(finding_id, step_key, *status, detail).await {
                 tracing::error!(finding_id = %finding_id, step = step.action.name(), error = %error, "step outcome not recorded");
             }
         }))
@@ -1029,9 +1035,12 @@ impl Invocation<'_> {
             previous: None,
             unrecorded: Some(Unrecorded {
                 action: step.action,
-                key,
-                status,
-                stored,
+                finish: Finish {
+                    finding_id: finding_id.clone(),
+                    step_key: key,
+                    status,
+                    detail: stored,
+                },
             }),
         }
     }

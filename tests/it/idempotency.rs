@@ -83,10 +83,19 @@ async fn twenty_replays_make_one_set_of_mutations() {
         .collect();
     // Only the ledger's own bookkeeping (response lock, audit records) was written.
     assert!(extra.is_empty(), "replays changed something: {extra:?}");
+    // Each replay's audit record goes in one write with its lock let go.
+    assert_eq!(world.count_calls("PutItem"), 0);
+    assert_eq!(world.count_calls("TransactWriteItems"), 20);
+    let ledger = Ledger::new(
+        world.clients.dynamodb.clone(),
+        world.fixture.table.clone(),
+        "a-reader",
+        400,
+    );
     assert_eq!(
-        world.count_calls("PutItem"),
-        20,
-        "one audit record per replay"
+        ledger.audits(&world.finding_id(8)).await.unwrap().len(),
+        21,
+        "one audit record per delivery"
     );
 
     assert_eq!(
@@ -532,4 +541,80 @@ async fn killed_at(operation: &str, kill: Kill) -> Option<String> {
         ));
     }
     None
+}
+
+/// The end of a response (notify's outcome, the lock let go, the audit record) is one
+/// transaction; refused, or its answer lost, the same writes are made one at a time: the
+/// outcome is recorded, the lock let go, one audit record written, and a second delivery
+/// finds everything done.
+#[tokio::test]
+async fn the_end_of_a_response_is_written_whatever_its_transaction_does() {
+    for (n, fault) in [
+        (0, Fault::Refuse("AccessDeniedException")),
+        (1, Fault::LostAnswer),
+    ] {
+        let world = World::new(2).await;
+        world.proxy.configure(|c| {
+            c.rules
+                .push(FaultRule::new("TransactWriteItems", fault, Some(1)))
+        });
+        let finding = 30 + n;
+        let report = world.respond(&world.miner_event(0, finding)).await;
+        assert!(is_done(&report, "notify"), "{}", report.to_json_line());
+        let execution = report.execution.as_ref().unwrap();
+        assert!(
+            execution.audit.is_some(),
+            "{fault:?}: {}",
+            report.to_json_line()
+        );
+        let ledger = Ledger::new(
+            world.clients.dynamodb.clone(),
+            world.fixture.table.clone(),
+            "a-reader",
+            400,
+        );
+        let id = world.finding_id(finding);
+        let steps = ledger.steps(&id).await.unwrap();
+        assert_eq!(steps.len(), 4, "{fault:?}: {steps:?}");
+        assert!(
+            steps
+                .iter()
+                .all(|s| s.status == responder::actions::ledger::StepStatus::Done),
+            "{fault:?}: {steps:?}"
+        );
+        assert_eq!(ledger.audits(&id).await.unwrap().len(), 1, "{fault:?}");
+
+        // The lock was let go: the next delivery is not held back, and has nothing to do.
+        let again = world.respond(&world.miner_event(0, finding)).await;
+        assert!(
+            skipped_reason(&again, "notify").starts_with("already notified"),
+            "{fault:?}: {}",
+            again.to_json_line()
+        );
+        assert_eq!(ledger.audits(&id).await.unwrap().len(), 2, "{fault:?}");
+    }
+}
+
+/// DynamoDB refuses a write to an item a transaction is writing (TransactionConflict): a
+/// delivery whose response lock meets the previous delivery's closing transaction asks to be
+/// retried, as one that finds the lock held does.
+#[tokio::test]
+async fn a_lock_caught_in_a_closing_transaction_asks_for_a_retry() {
+    let world = World::new(2).await;
+    world.proxy.configure(|c| {
+        c.rules.push(FaultRule::new(
+            "UpdateItem",
+            Fault::Refuse("TransactionConflictException"),
+            Some(1),
+        ))
+    });
+    let event = world.miner_event(0, 40);
+    let response = world
+        .responder
+        .respond(None, event.to_string().as_bytes(), "conflicted", None, None)
+        .await;
+    assert!(response.retryable, "{}", response.report.to_json_line());
+    assert_eq!(world.count_calls("CreateNetworkAclEntry"), 0);
+    let retried = world.respond(&event).await;
+    assert!(is_done(&retried, "isolate"), "{}", retried.to_json_line());
 }
