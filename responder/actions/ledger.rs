@@ -254,6 +254,10 @@ pub struct Ledger {
 const FINISH_UPDATE: &str = "SET #status = :status, detail = :detail, updated_at = :now";
 const OWNER_CONDITION: &str = "#owner = :owner";
 
+fn built(error: aws_sdk_dynamodb::error::BuildError) -> StepError {
+    StepError::Refused(format!("DynamoDB TransactWriteItems not built: {error}"))
+}
+
 fn finish_names() -> HashMap<String, String> {
     HashMap::from([
         ("#status".to_string(), "status".to_string()),
@@ -643,15 +647,7 @@ impl Ledger {
             },
             Err(error) => {
                 tracing::warn!(error = %error, "the response's end not written in one transaction: one write at a time");
-                futures::future::join_all(end.finishes.iter().map(|step| async move {
-                    if let Err(error) = self
-                        .finish(&step.finding_id, &step.step_key, step.status, &step.detail)
-                        .await
-                    {
-                        tracing::error!(finding_id = %step.finding_id, step = %step.step_key, error = %error, "step outcome not recorded");
-                    }
-                }))
-                .await;
+                self.finish_each(&end.finishes).await;
                 let unlock = async {
                     match end.lock_of {
                         Some(finding_id) => self.unclaim(finding_id, "lock").await.err(),
@@ -665,26 +661,73 @@ impl Ledger {
         }
     }
 
+    /// Record how several claimed steps ended, in one transaction when there are several;
+    /// should it fail (a condition no longer holds, throttling), one write at a time.
+    pub async fn finish_all(&self, finishes: &[Finish]) {
+        if finishes.len() > 1 {
+            let written = match finishes
+                .iter()
+                .map(|step| self.finish_item(step))
+                .collect::<Result<Vec<_>, StepError>>()
+            {
+                Ok(items) => self
+                    .client
+                    .transact_write_items()
+                    .set_transact_items(Some(items))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(aws("DynamoDB TransactWriteItems (finish steps)")),
+                Err(error) => Err(error),
+            };
+            match written {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(error = %error, "steps' outcomes not written in one transaction: one write at a time");
+                }
+            }
+        }
+        self.finish_each(finishes).await;
+    }
+
+    /// Each step's outcome in its own write, concurrently.
+    async fn finish_each(&self, finishes: &[Finish]) {
+        futures::future::join_all(finishes.iter().map(|step| async move {
+            if let Err(error) = self
+                .finish(&step.finding_id, &step.step_key, step.status, &step.detail)
+                .await
+            {
+                tracing::error!(finding_id = %step.finding_id, step = %step.step_key, error = %error, "step outcome not recorded");
+            }
+        }))
+        .await;
+    }
+
+    /// A step's finish as part of a transaction.
+    fn finish_item(
+        &self,
+        step: &Finish,
+    ) -> Result<aws_sdk_dynamodb::types::TransactWriteItem, StepError> {
+        let update = aws_sdk_dynamodb::types::Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(finding_pk(&step.finding_id)))
+            .key("sk", s(&step.step_key))
+            .update_expression(FINISH_UPDATE)
+            .condition_expression(OWNER_CONDITION)
+            .set_expression_attribute_names(Some(finish_names()))
+            .set_expression_attribute_values(Some(self.finish_values(step.status, &step.detail)))
+            .build()
+            .map_err(built)?;
+        Ok(aws_sdk_dynamodb::types::TransactWriteItem::builder()
+            .update(update)
+            .build())
+    }
+
     async fn close_in_one(&self, end: &End<'_>) -> Result<String, StepError> {
-        use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
-        let built = |error: aws_sdk_dynamodb::error::BuildError| {
-            StepError::Refused(format!("DynamoDB TransactWriteItems not built: {error}"))
-        };
+        use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
         let mut items = Vec::with_capacity(end.finishes.len() + 2);
         for step in &end.finishes {
-            let update = Update::builder()
-                .table_name(&self.table)
-                .key("pk", s(finding_pk(&step.finding_id)))
-                .key("sk", s(&step.step_key))
-                .update_expression(FINISH_UPDATE)
-                .condition_expression(OWNER_CONDITION)
-                .set_expression_attribute_names(Some(finish_names()))
-                .set_expression_attribute_values(Some(
-                    self.finish_values(step.status, &step.detail),
-                ))
-                .build()
-                .map_err(built)?;
-            items.push(TransactWriteItem::builder().update(update).build());
+            items.push(self.finish_item(step)?);
         }
         if let Some(finding_id) = end.lock_of {
             let delete = Delete::builder()

@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::steps::{already_reason, failed, Invocation, Progress, StepRun, StepState, Unrecorded};
+use super::steps::{already_reason, failed, Invocation, Progress, StepRun, StepState};
 use crate::actions::ledger::{Claim, Finish, StepStatus};
 use crate::actions::{run_action, StepError, ENV_TABLE};
 use crate::plan::Step;
@@ -77,14 +77,11 @@ impl Invocation<'_> {
                 StepState::Failed
             },
             previous: None,
-            unrecorded: Some(Unrecorded {
-                action: step.action,
-                finish: Finish {
-                    finding_id: finding_id.clone(),
-                    step_key: key,
-                    status,
-                    detail: stored,
-                },
+            unrecorded: Some(Finish {
+                finding_id: finding_id.clone(),
+                step_key: key,
+                status,
+                detail: stored,
             }),
         }
     }

@@ -85,17 +85,12 @@ pub(super) struct StepRun {
     pub(super) state: StepState,
     /// What an earlier invocation recorded, when it did the step.
     pub(super) previous: Option<StepOutput>,
-    /// The outcome still to write in the ledger, when this invocation ran the step.
-    pub(super) unrecorded: Option<Unrecorded>,
-}
-
-/// A step's outcome not yet written in the ledger. Written alongside the next phase's first
-/// calls, which read what came before from [`Progress`], not from the ledger: the notice
-/// goes out a round trip or two sooner. The last (notify's) is written with the response's
-/// end, in one transaction with the lock let go and the audit record ([`Ledger::close`]).
-pub(super) struct Unrecorded {
-    pub(super) action: ActionName,
-    pub(super) finish: Finish,
+    /// The outcome still to write in the ledger, when this invocation ran the step. Written
+    /// alongside the next phase's first calls, which read what came before from [`Progress`],
+    /// not from the ledger: the notice goes out a round trip or two sooner. The last (the
+    /// notice's) is written with the response's end, in one transaction with the lock let go
+    /// and the audit record ([`Ledger::close`]).
+    pub(super) unrecorded: Option<Finish>,
 }
 
 impl StepRun {
@@ -134,7 +129,7 @@ pub(super) struct Progress {
     /// This invocation took a slot of the task's service (given back if nothing was contained).
     took_service_slot: bool,
     /// Outcomes of steps run here, still to write in the ledger.
-    unrecorded: Vec<Unrecorded>,
+    unrecorded: Vec<Finish>,
 }
 
 impl Progress {
@@ -356,10 +351,7 @@ impl Invocation<'_> {
                     .states
                     .values()
                     .any(|s| *s == StepState::InProgressElsewhere),
-                finishes: std::mem::take(&mut progress.unrecorded)
-                    .into_iter()
-                    .map(|u| u.finish)
-                    .collect(),
+                finishes: std::mem::take(&mut progress.unrecorded),
             }
         };
         // The prefetch never ends on its own: the response decides when it is over.
@@ -962,23 +954,12 @@ impl Invocation<'_> {
         }
     }
 
-    /// Write in the ledger how steps run here ended, all at once.
-    async fn record(&self, unrecorded: Vec<Unrecorded>) {
+    /// Write in the ledger how steps run here ended, all at once (one transaction).
+    async fn record(&self, unrecorded: Vec<Finish>) {
         let Some(ledger) = self.ledger else {
             return;
         };
-        futures::future::join_all(unrecorded.iter().map(|step| async move {
-            let Finish {
-                finding_id,
-                step_key,
-                status,
-                detail,
-            } = &step.finish;
-            if let Err(error) = ledger.finish(finding_id, step_key, *status, detail).await {
-                tracing::error!(finding_id = %finding_id, step = step.action.name(), error = %error, "step outcome not recorded");
-            }
-        }))
-        .await;
+        ledger.finish_all(&unrecorded).await;
     }
 
     /// Run a step given its claim; how it ended is written in the ledger by [`Self::record`].
@@ -1033,14 +1014,11 @@ impl Invocation<'_> {
             ms,
             state: StepState::of_record(status),
             previous: None,
-            unrecorded: Some(Unrecorded {
-                action: step.action,
-                finish: Finish {
-                    finding_id: finding_id.clone(),
-                    step_key: key,
-                    status,
-                    detail: stored,
-                },
+            unrecorded: Some(Finish {
+                finding_id: finding_id.clone(),
+                step_key: key,
+                status,
+                detail: stored,
             }),
         }
     }

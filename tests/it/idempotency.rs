@@ -543,20 +543,22 @@ async fn killed_at(operation: &str, kill: Kill) -> Option<String> {
     None
 }
 
-/// The end of a response (notify's outcome, the lock let go, the audit record) is one
-/// transaction; refused, or its answer lost, the same writes are made one at a time: the
-/// outcome is recorded, the lock let go, one audit record written, and a second delivery
-/// finds everything done.
+/// Steps' outcomes written together are one transaction, and so is the end of a response
+/// (notify's outcome, the lock let go, the audit record); refused, or an answer lost, the
+/// same writes are made one at a time: every outcome is recorded, the lock let go, one audit
+/// record written, and a second delivery finds everything done.
 #[tokio::test]
 async fn the_end_of_a_response_is_written_whatever_its_transaction_does() {
-    for (n, fault) in [
-        (0, Fault::Refuse("AccessDeniedException")),
-        (1, Fault::LostAnswer),
-    ] {
+    // The first transaction writes the evidence's and the tag's outcomes, the second the
+    // response's end; an SDK retry of a lost answer is a matching call too.
+    let cases = [Fault::Refuse("AccessDeniedException"), Fault::LostAnswer]
+        .into_iter()
+        .flat_map(|fault| [1, 2, 3].map(|times| (fault, times)));
+    for (n, (fault, times)) in cases.enumerate() {
         let world = World::new(2).await;
         world.proxy.configure(|c| {
             c.rules
-                .push(FaultRule::new("TransactWriteItems", fault, Some(1)))
+                .push(FaultRule::new("TransactWriteItems", fault, Some(times)))
         });
         let finding = 30 + n;
         let report = world.respond(&world.miner_event(0, finding)).await;
