@@ -440,7 +440,22 @@ impl Ledger {
                 .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
                 .expression_attribute_values(":new", AttributeValue::L(items))
         };
-        let result = request.send().await;
+        // An item a transaction is writing (a step's finish, the response's end) refuses other
+        // writes for those milliseconds (TransactionConflictException), and the SDK does not
+        // retry that: tried again here a few times before it counts as an error.
+        let mut pause = Duration::from_millis(20);
+        let result = loop {
+            let result = request.clone().send().await;
+            let conflict = result.as_ref().err().is_some_and(|e| {
+                e.as_service_error()
+                    .is_some_and(|e| e.is_transaction_conflict_exception())
+            });
+            if !conflict || pause > Duration::from_millis(160) {
+                break result;
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+        };
         match result {
             Ok(output) => {
                 let mut written_down = output.attributes().map(intended_of).unwrap_or_default();
@@ -748,13 +763,12 @@ impl Ledger {
             .build()
             .map_err(built)?;
         items.push(TransactWriteItem::builder().put(put).build());
-        // The SDK's retry of a transaction whose answer was lost is then answered as the
-        // first, not refused by the lock it already deleted (DynamoDB keeps tokens 10 minutes).
-        let token = hex::encode(Sha256::digest(format!("{}\n{place}", self.owner)));
+        // The SDK gives the call an idempotency token (ClientRequestToken) before its retries:
+        // a retry of a transaction whose answer was lost is answered as the first was, not
+        // refused by the lock it already deleted.
         self.client
             .transact_write_items()
             .set_transact_items(Some(items))
-            .client_request_token(&token[..32])
             .send()
             .await
             .map_err(aws("DynamoDB TransactWriteItems (end of the response)"))?;

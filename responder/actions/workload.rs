@@ -145,7 +145,8 @@ pub async fn describe_task_definition(
     cell.get_or_try_init(read).await.cloned()
 }
 
-/// `arn:…:task-definition/family:revision`: one revision, whose contents never change.
+/// `arn:…:task-definition/family:revision`: one revision, whose contents never change. Its
+/// status does (deregistered, deleted), and so can its tags: neither is read or kept here.
 fn names_revision(arn: &str) -> bool {
     arn.starts_with("arn:")
         && arn.contains(":task-definition/")

@@ -597,26 +597,35 @@ async fn the_end_of_a_response_is_written_whatever_its_transaction_does() {
     }
 }
 
-/// DynamoDB refuses a write to an item a transaction is writing (TransactionConflict): a
-/// delivery whose response lock meets the previous delivery's closing transaction asks to be
-/// retried, as one that finds the lock held does.
+/// DynamoDB refuses a write to an item a transaction is writing (TransactionConflict), for
+/// the milliseconds the transaction takes, and the SDK does not retry that: a claim meeting
+/// one is tried again, and a delivery whose lock stays caught asks to be retried, as one that
+/// finds the lock held does.
 #[tokio::test]
-async fn a_lock_caught_in_a_closing_transaction_asks_for_a_retry() {
-    let world = World::new(2).await;
-    world.proxy.configure(|c| {
-        c.rules.push(FaultRule::new(
-            "UpdateItem",
-            Fault::Refuse("TransactionConflictException"),
-            Some(1),
-        ))
-    });
-    let event = world.miner_event(0, 40);
-    let response = world
-        .responder
-        .respond(None, event.to_string().as_bytes(), "conflicted", None, None)
-        .await;
-    assert!(response.retryable, "{}", response.report.to_json_line());
-    assert_eq!(world.count_calls("CreateNetworkAclEntry"), 0);
-    let retried = world.respond(&event).await;
-    assert!(is_done(&retried, "isolate"), "{}", retried.to_json_line());
+async fn a_claim_caught_in_a_transaction_is_tried_again() {
+    for (conflicts, finding) in [(1, 40), (5, 41)] {
+        let world = World::new(2).await;
+        world.proxy.configure(|c| {
+            c.rules.push(FaultRule::new(
+                "UpdateItem",
+                Fault::Refuse("TransactionConflictException"),
+                Some(conflicts),
+            ))
+        });
+        let event = world.miner_event(0, finding);
+        let response = world
+            .responder
+            .respond(None, event.to_string().as_bytes(), "conflicted", None, None)
+            .await;
+        let report = &response.report;
+        if conflicts == 1 {
+            assert!(!response.retryable, "{}", report.to_json_line());
+            assert!(is_done(report, "isolate"), "{}", report.to_json_line());
+        } else {
+            assert!(response.retryable, "{}", report.to_json_line());
+            assert_eq!(world.count_calls("CreateNetworkAclEntry"), 0);
+            let retried = world.respond(&event).await;
+            assert!(is_done(&retried, "isolate"), "{}", retried.to_json_line());
+        }
+    }
 }
