@@ -377,6 +377,7 @@ impl Invocation<'_> {
         // alongside them the containment steps' claims: a claim the guard then refuses is
         // given back as it was.
         let mut early_claims = BTreeMap::new();
+        let mut early_preserve_claims = BTreeMap::new();
         if let Some(service) = service {
             let unknown;
             (progress.exempt_on, progress.earlier.service, unknown) = service;
@@ -412,8 +413,24 @@ impl Invocation<'_> {
                             }
                         }),
                 );
-                let ((), claims) = tokio::join!(self.guard(plan, progress, unknown), claims);
+                // The next phase's steps are claimed now too: when containment is over, they
+                // start with their reads, a round trip sooner.
+                let preserve_claims = futures::future::join_all(
+                    in_phase(Phase::Preserve)
+                        .filter(|s| s.mode == Mode::Enforce && !s.action.is_containment())
+                        .filter_map(|step| Some((step, self.ledger?)))
+                        .map(|(step, ledger)| async move {
+                            let key = format!("step#{}", step.action.name());
+                            let claim = ledger
+                                .claim(&self.incident.finding_id, &key, &step.rule)
+                                .await;
+                            (step.action, claim)
+                        }),
+                );
+                let ((), claims, preserve_claims) =
+                    tokio::join!(self.guard(plan, progress, unknown), claims, preserve_claims);
                 early_claims.extend(claims);
+                early_preserve_claims.extend(preserve_claims);
             }
             if let Some((withheld, _)) = &progress.withheld {
                 report.notes.insert(0, withheld.loud());
@@ -471,9 +488,16 @@ impl Invocation<'_> {
             let contained = std::mem::take(&mut progress.unrecorded);
             let view: &Progress = progress;
             let report: &Report = report;
+            let steps: Vec<_> = in_phase(Phase::Preserve)
+                .map(|step| (step, early_preserve_claims.remove(&step.action)))
+                .collect();
             tokio::join!(
-                futures::future::join_all(in_phase(Phase::Preserve).map(|step| async move {
-                    (step.action, self.run_step(step, view, report).await)
+                futures::future::join_all(steps.into_iter().map(|(step, claim)| async move {
+                    let run = match claim {
+                        Some(claim) => self.run_preclaimed(step, claim, view, report).await,
+                        None => self.run_step(step, view, report).await,
+                    };
+                    (step.action, run)
                 })),
                 self.ecs_outlook(view),
                 self.record(contained)
@@ -937,6 +961,30 @@ impl Invocation<'_> {
                     .await
             }
         }
+    }
+
+    /// A step of a later phase claimed alongside the containment claims (not a containment
+    /// step, in `enforce` mode): run it, or give the claim back when what came before
+    /// withholds it.
+    async fn run_preclaimed(
+        &self,
+        step: &Step,
+        claim: Result<Claim, StepError>,
+        progress: &Progress,
+        report: &Report,
+    ) -> StepRun {
+        let started = Instant::now();
+        let Some(ledger) = self.ledger else {
+            return StepRun::failed(&StepError::MissingConfig(ENV_TABLE, "the ledger table"));
+        };
+        if let Some(reason) = step.spec.withheld(&progress.earlier) {
+            if let Ok(Claim::Acquired { previous, .. }) = claim {
+                self.give_back(step, previous).await;
+            }
+            return StepRun::skipped(reason);
+        }
+        self.execute(step, claim, ledger, progress, report, None, started)
+            .await
     }
 
     /// Give back a claim this invocation will not use, as the item was.
