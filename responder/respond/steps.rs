@@ -376,111 +376,124 @@ impl Invocation<'_> {
         // will run). Then the guard and the breaker, in the ledger, before any change, and
         // alongside them the containment steps' claims: a claim the guard then refuses is
         // given back as it was.
-        let mut early_claims = BTreeMap::new();
-        let mut early_preserve_claims = BTreeMap::new();
-        if let Some(service) = service {
-            let unknown;
-            (progress.exempt_on, progress.earlier.service, unknown) = service;
-            let enforces = plan
-                .steps
-                .iter()
-                .any(|s| s.action.is_containment() && s.mode == Mode::Enforce);
-            if progress.exempt_on.is_none() && enforces {
-                let mut intents_before_claim = Some(intents_before_claim);
-                let claims = futures::future::join_all(
-                    in_phase(Phase::Contain)
-                        .filter(|s| s.mode == Mode::Enforce)
-                        .filter_map(|step| Some((step, self.ledger?)))
-                        .map(|(step, ledger)| {
-                            let intents = intents_before_claim
-                                .take_if(|_| step.action == ActionName::Isolate);
-                            async move {
-                                // Sent after the first round trip's reads, or dropped.
-                                let intents = match intents {
-                                    Some(intents) => intents.await.unwrap_or_default(),
-                                    None => Vec::new(),
-                                };
-                                let key = format!("step#{}", step.action.name());
-                                let claim = ledger
-                                    .claim_with(
-                                        &self.incident.finding_id,
-                                        &key,
-                                        &step.rule,
-                                        &intents,
-                                    )
-                                    .await;
-                                (step.action, claim)
-                            }
-                        }),
-                );
-                // The next phase's steps are claimed now too: when containment is over, they
-                // start with their reads, a round trip sooner.
-                let preserve_claims = futures::future::join_all(
-                    in_phase(Phase::Preserve)
-                        .filter(|s| s.mode == Mode::Enforce && !s.action.is_containment())
-                        .filter_map(|step| Some((step, self.ledger?)))
-                        .map(|(step, ledger)| async move {
-                            let key = format!("step#{}", step.action.name());
-                            let claim = ledger
-                                .claim(&self.incident.finding_id, &key, &step.rule)
-                                .await;
-                            (step.action, claim)
-                        }),
-                );
-                let ((), claims, preserve_claims) =
-                    tokio::join!(self.guard(plan, progress, unknown), claims, preserve_claims);
-                early_claims.extend(claims);
-                early_preserve_claims.extend(preserve_claims);
+        // The preserve phase's steps (in enforce mode, not containment) are claimed once the
+        // containment claims are answered, while containment goes on: when it is over they
+        // start with their reads, a round trip sooner, and the containment path waits for
+        // nothing more.
+        let (claims_answered, containment_claimed) = tokio::sync::oneshot::channel::<()>();
+        let preserve_claims = async {
+            if containment_claimed.await.is_err() {
+                return BTreeMap::new();
             }
-            if let Some((withheld, _)) = &progress.withheld {
-                report.notes.insert(0, withheld.loud());
-                report.withheld = Some(withheld.clone());
-            }
-        }
-        let mut prefetched = Some(prefetched);
-        for step in in_phase(Phase::Contain) {
-            // A later containment step may read an earlier one's record (drain-instance reads
-            // isolate's): written first.
-            self.record(std::mem::take(&mut progress.unrecorded)).await;
-            let run = match early_claims.remove(&step.action) {
-                Some(claim) => {
-                    // Read by now, or nearly: it started with the response. Waited for only
-                    // when the step will run; otherwise the reads are stopped.
-                    let runs =
-                        matches!(claim, Ok(Claim::Acquired { .. })) && progress.withheld.is_none();
-                    let read = match (step.action, prefetched.take()) {
-                        (ActionName::Isolate, Some(receiver)) if runs => receiver.await.ok(),
-                        (ActionName::Isolate, Some(receiver)) => {
-                            drop(receiver);
-                            None
-                        }
-                        (_, receiver) => {
-                            prefetched = receiver;
-                            None
-                        }
-                    };
-                    self.run_claimed(step, claim, progress, report, read.as_ref())
-                        .await
+            futures::future::join_all(
+                in_phase(Phase::Preserve)
+                    .filter(|s| s.mode == Mode::Enforce && !s.action.is_containment())
+                    .filter_map(|step| Some((step, self.ledger?)))
+                    .map(|(step, ledger)| async move {
+                        let key = format!("step#{}", step.action.name());
+                        let claim = ledger
+                            .claim(&self.incident.finding_id, &key, &step.rule)
+                            .await;
+                        (step.action, claim)
+                    }),
+            )
+            .await
+            .into_iter()
+            .collect::<BTreeMap<_, _>>()
+        };
+        let contain = async {
+            let mut early_claims = BTreeMap::new();
+            if let Some(service) = service {
+                let unknown;
+                (progress.exempt_on, progress.earlier.service, unknown) = service;
+                let enforces = plan
+                    .steps
+                    .iter()
+                    .any(|s| s.action.is_containment() && s.mode == Mode::Enforce);
+                if progress.exempt_on.is_none() && enforces {
+                    let mut intents_before_claim = Some(intents_before_claim);
+                    let claims = futures::future::join_all(
+                        in_phase(Phase::Contain)
+                            .filter(|s| s.mode == Mode::Enforce)
+                            .filter_map(|step| Some((step, self.ledger?)))
+                            .map(|(step, ledger)| {
+                                let intents = intents_before_claim
+                                    .take_if(|_| step.action == ActionName::Isolate);
+                                async move {
+                                    // Sent after the first round trip's reads, or dropped.
+                                    let intents = match intents {
+                                        Some(intents) => intents.await.unwrap_or_default(),
+                                        None => Vec::new(),
+                                    };
+                                    let key = format!("step#{}", step.action.name());
+                                    let claim = ledger
+                                        .claim_with(
+                                            &self.incident.finding_id,
+                                            &key,
+                                            &step.rule,
+                                            &intents,
+                                        )
+                                        .await;
+                                    (step.action, claim)
+                                }
+                            }),
+                    );
+                    let ((), claims) = tokio::join!(self.guard(plan, progress, unknown), claims);
+                    early_claims.extend(claims);
+                    // The next phase's steps are claimed now, while containment goes on.
+                    let _ = claims_answered.send(());
                 }
-                None => self.run_step(step, progress, report).await,
-            };
-            let contained_now = step.action == ActionName::Isolate
-                && matches!(&run.outcome, Outcome::Done { detail: StepOutput::Isolate(o), .. } if o.contained().is_some());
-            if contained_now {
-                progress.containment_ms = Some(self.started.elapsed().as_millis() as u64);
+                if let Some((withheld, _)) = &progress.withheld {
+                    report.notes.insert(0, withheld.loud());
+                    report.withheld = Some(withheld.clone());
+                }
             }
-            progress.absorb(step.action, run);
-        }
-        // Not needed any more: a read still under way stops.
-        drop(prefetched);
-        if matches!(
-            progress.states.get(&ActionName::Isolate),
-            Some(StepState::Done | StepState::Released)
-        ) {
-            self.clients
-                .stable
-                .settle_isolation(&self.incident.finding_id);
-        }
+            let mut prefetched = Some(prefetched);
+            for step in in_phase(Phase::Contain) {
+                // A later containment step may read an earlier one's record (drain-instance reads
+                // isolate's): written first.
+                self.record(std::mem::take(&mut progress.unrecorded)).await;
+                let run = match early_claims.remove(&step.action) {
+                    Some(claim) => {
+                        // Read by now, or nearly: it started with the response. Waited for only
+                        // when the step will run; otherwise the reads are stopped.
+                        let runs = matches!(claim, Ok(Claim::Acquired { .. }))
+                            && progress.withheld.is_none();
+                        let read = match (step.action, prefetched.take()) {
+                            (ActionName::Isolate, Some(receiver)) if runs => receiver.await.ok(),
+                            (ActionName::Isolate, Some(receiver)) => {
+                                drop(receiver);
+                                None
+                            }
+                            (_, receiver) => {
+                                prefetched = receiver;
+                                None
+                            }
+                        };
+                        self.run_claimed(step, claim, progress, report, read.as_ref())
+                            .await
+                    }
+                    None => self.run_step(step, progress, report).await,
+                };
+                let contained_now = step.action == ActionName::Isolate
+                    && matches!(&run.outcome, Outcome::Done { detail: StepOutput::Isolate(o), .. } if o.contained().is_some());
+                if contained_now {
+                    progress.containment_ms = Some(self.started.elapsed().as_millis() as u64);
+                }
+                progress.absorb(step.action, run);
+            }
+            // Not needed any more: a read still under way stops.
+            drop(prefetched);
+            if matches!(
+                progress.states.get(&ActionName::Isolate),
+                Some(StepState::Done | StepState::Released)
+            ) {
+                self.clients
+                    .stable
+                    .settle_isolation(&self.incident.finding_id);
+            }
+        };
+        let ((), mut early_preserve_claims) = tokio::join!(contain, preserve_claims);
 
         // 2. Preserve, concurrently: each step's outcome is independent of the others'. What
         // ECS's scheduler will do next is read alongside, for the notification.
