@@ -408,8 +408,8 @@ impl Ledger {
                  updated_at = :now, attempts = if_not_exists(attempts, :zero) + :one{account_set}{intended_set}"
             ))
             // A claim this invocation already holds is its own: the SDK retried a write whose
-            // answer was lost, or Lambda retried the invocation (same request id) after it
-            // died. Never a step it finished: that stays done.
+            // answer was lost. (Lambda's retry of a dead invocation is another owner: it finds
+            // the claim expired.) Never a step it finished: that stays done.
             .condition_expression(
                 "attribute_not_exists(pk) OR #status = :failed OR \
                  (#status = :claimed AND (lease_until < :epoch OR #owner = :owner))",
