@@ -183,7 +183,7 @@ async fn the_notification_is_readable_and_carries_the_report() {
 /// the ledger when the response returns, though written alongside the next phase's calls.
 #[tokio::test]
 async fn a_response_reads_each_thing_once_and_records_every_step() {
-    use responder::actions::ledger::{Ledger, StepStatus};
+    use responder::actions::ledger::StepStatus;
     let world = World::new(4).await.without_guard();
     let report = world.respond(&world.miner_event(0, 11)).await;
     for step in ["isolate", "evidence", "tag", "notify"] {
@@ -195,12 +195,7 @@ async fn a_response_reads_each_thing_once_and_records_every_step() {
     );
     assert_eq!(world.count_calls("DescribeServices"), 1);
     assert_eq!(world.count_calls("DescribeTaskDefinition"), 1);
-    let ledger = Ledger::new(
-        world.clients.dynamodb.clone(),
-        world.fixture.table.clone(),
-        "a-reader",
-        400,
-    );
+    let ledger = world.ledger_as("a-reader");
     let steps = ledger.steps(&world.finding_id(11)).await.unwrap();
     assert_eq!(steps.len(), 4, "{steps:?}");
     for step in &steps {

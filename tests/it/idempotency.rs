@@ -86,12 +86,7 @@ async fn twenty_replays_make_one_set_of_mutations() {
     // Each replay's audit record goes in one write with its lock let go.
     assert_eq!(world.count_calls("PutItem"), 0);
     assert_eq!(world.count_calls("TransactWriteItems"), 20);
-    let ledger = Ledger::new(
-        world.clients.dynamodb.clone(),
-        world.fixture.table.clone(),
-        "a-reader",
-        400,
-    );
+    let ledger = world.ledger_as("a-reader");
     assert_eq!(
         ledger.audits(&world.finding_id(8)).await.unwrap().len(),
         21,
@@ -569,12 +564,7 @@ async fn the_end_of_a_response_is_written_whatever_its_transaction_does() {
             "{fault:?}: {}",
             report.to_json_line()
         );
-        let ledger = Ledger::new(
-            world.clients.dynamodb.clone(),
-            world.fixture.table.clone(),
-            "a-reader",
-            400,
-        );
+        let ledger = world.ledger_as("a-reader");
         let id = world.finding_id(finding);
         let steps = ledger.steps(&id).await.unwrap();
         assert_eq!(steps.len(), 4, "{fault:?}: {steps:?}");

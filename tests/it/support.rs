@@ -398,6 +398,17 @@ impl World {
             .unwrap();
     }
 
+    /// The world's ledger as an invocation named `owner` would use it (to read what
+    /// responses recorded, or to claim as another invocation).
+    pub fn ledger_as(&self, owner: &str) -> responder::actions::ledger::Ledger {
+        responder::actions::ledger::Ledger::new(
+            self.clients.dynamodb.clone(),
+            self.fixture.table.clone(),
+            owner,
+            400,
+        )
+    }
+
     pub fn count_calls(&self, operation: &str) -> usize {
         self.proxy
             .calls()
