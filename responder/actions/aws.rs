@@ -84,6 +84,9 @@ impl ProvideCredentials for Primed {
 #[derive(Debug, Default)]
 pub struct StableFacts {
     subnet_vpc: Mutex<HashMap<String, String>>,
+    /// Set once the region's subnets were listed (or the listing failed): a container lists
+    /// them once, with its first task's DescribeTasks.
+    pub(crate) subnets_listed: tokio::sync::OnceCell<()>,
     /// Each revision's read, shared by the steps that ask for it at once (one call).
     task_definitions: Mutex<HashMap<String, Arc<TaskDefinitionCell>>>,
     isolation_settled: Mutex<HashSet<String>>,

@@ -826,6 +826,63 @@ async fn deregister_stays_in_the_workloads_vpc_and_finds_instances_by_id() {
 }
 
 /// Findings for several tasks of one VPC, and two for the same task, delivered at once: each
+/// A container's first task finding: the region's subnets are listed alongside DescribeTasks,
+/// so the task's network interface and its VPC are described together (one round trip), not the
+/// interface first to learn the VPC. The listing is made once per container.
+#[tokio::test]
+async fn a_fresh_container_describes_the_task_interface_and_its_vpc_together() {
+    let world = World::new(2).await.without_guard();
+    // The interface answers slowly: whatever waits for it starts after this.
+    world.proxy.configure(|c| {
+        c.rules.push(FaultRule::new(
+            "DescribeNetworkInterfaces",
+            Fault::Latency(std::time::Duration::from_millis(300)),
+            None,
+        ))
+    });
+    let report = world.respond(&world.miner_event(0, 70)).await;
+    assert!(report.containment().is_some(), "{}", report.to_json_line());
+    let calls = world.proxy.calls();
+    let first = |operation: &str| {
+        calls
+            .iter()
+            .filter(|c| c.operation == operation)
+            .min_by_key(|c| c.received)
+            .unwrap_or_else(|| panic!("no {operation}"))
+            .clone()
+    };
+    let interface = first("DescribeNetworkInterfaces");
+    let tasks = first("DescribeTasks");
+    let listing = first("DescribeSubnets");
+    assert!(
+        listing.received < tasks.answered,
+        "the subnets are listed alongside DescribeTasks"
+    );
+    for vpc_read in [
+        "DescribeRouteTables",
+        "DescribeNetworkAcls",
+        "DescribeNatGateways",
+    ] {
+        assert!(
+            first(vpc_read).received < interface.answered,
+            "{vpc_read} waited for the task's interface"
+        );
+    }
+    assert_eq!(
+        world.count_calls("DescribeSubnets"),
+        2,
+        "the listing and the VPC's description"
+    );
+
+    let again = world.respond(&world.miner_event(1, 71)).await;
+    assert!(again.containment().is_some(), "{}", again.to_json_line());
+    assert_eq!(
+        world.count_calls("DescribeSubnets"),
+        3,
+        "a second finding in the container describes the VPC, and lists nothing again"
+    );
+}
+
 /// plans from the VPC as it read it without waiting for the others, so several pick the same
 /// free rule numbers. EC2 refuses all but one per number; the losers roll back, withdraw what
 /// they wrote down, and plan again under the VPC's lock. Every finding ends contained, no

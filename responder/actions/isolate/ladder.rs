@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::Filter;
 
-use super::describe::describe_vpc;
+use super::describe::{describe_vpc, learn_subnets};
 use super::endpoints::{agent_acls, guardduty_endpoints};
 use super::lockdown::lock_down;
 use super::nacl::nacl_quarantine;
@@ -403,8 +403,9 @@ fn swap_targets(
         .collect()
 }
 
-/// Read what [`isolate_task`] needs. With the subnet's VPC remembered from an earlier response
-/// (it cannot change), the interface and the VPC are described together: one round trip fewer.
+/// Read what [`isolate_task`] needs. With the subnet's VPC known (it cannot change: learnt from
+/// the region's subnets, listed alongside a container's first DescribeTasks, or from an earlier
+/// response), the interface and the VPC are described together: one round trip fewer.
 pub async fn prefetch(
     clients: &Clients,
     task: &EcsTaskTarget,
@@ -422,7 +423,16 @@ async fn read_task(
     region: &str,
     bounds: Bounds<'_>,
 ) -> Result<Read, StepError> {
-    let Some(facts) = describe_task(clients, task).await? else {
+    let uses_model = params
+        .rungs
+        .iter()
+        .any(|r| matches!(r, IsolationRung::NaclQuarantine | IsolationRung::SgSwap));
+    let (facts, ()) = tokio::join!(describe_task(clients, task), async {
+        if uses_model {
+            learn_subnets(clients).await;
+        }
+    });
+    let Some(facts) = facts? else {
         return Ok(Read::Gone(
             "ECS no longer lists the task (MISSING): stopped tasks are listed for at least an hour after they stop".to_string(),
         ));
@@ -456,10 +466,6 @@ async fn read_task(
         )
         .await;
     };
-    let uses_model = params
-        .rungs
-        .iter()
-        .any(|r| matches!(r, IsolationRung::NaclQuarantine | IsolationRung::SgSwap));
     let remembered = clients.stable.vpc_of(&subnet_id).filter(|_| uses_model);
     let (eni, mut vpc) = match &remembered {
         Some(vpc_id) => {
