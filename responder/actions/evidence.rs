@@ -273,10 +273,16 @@ async fn ecs_documents(
             .map_err(aws("EC2 DescribeNetworkInterfaces"))
     };
     let known_vpc = containment.and_then(|c| c.vpc_id.clone());
+    // The ACLs as the isolation's verification read them, after its entries (this response's
+    // own isolation): not read again.
+    let verified_acls = containment
+        .map(|c| c.acls_after.clone())
+        .filter(|acls| !acls.is_empty());
     let known_acls = async {
-        match &known_vpc {
-            Some(vpc_id) => describe_acls(clients, vpc_id).await.map(Some),
-            None => Ok(None),
+        match (verified_acls, &known_vpc) {
+            (Some(acls), _) => Ok::<_, StepError>(Some(acls)),
+            (None, Some(vpc_id)) => describe_acls(clients, vpc_id).await.map(Some),
+            (None, None) => Ok(None),
         }
     };
     // Everything read together: the task described again (evidence records the state after

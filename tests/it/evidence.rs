@@ -6,7 +6,7 @@ use responder::report::Outcome;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::support::{evidence, is_done, outcome, skipped_reason, World};
+use crate::support::{evidence, is_done, isolation, outcome, skipped_reason, World};
 
 fn playbooks(yaml: &str) -> PlaybookSet {
     PlaybookSet::from_sources([("test.yaml".to_string(), yaml.to_string())]).unwrap()
@@ -195,6 +195,34 @@ async fn a_response_reads_each_thing_once_and_records_every_step() {
     );
     assert_eq!(world.count_calls("DescribeServices"), 1);
     assert_eq!(world.count_calls("DescribeTaskDefinition"), 1);
+    assert_eq!(
+        world.count_calls("DescribeNetworkAcls"),
+        2,
+        "the plan's read and the verification's, which the evidence keeps as its \"after\""
+    );
+    // That "after" holds the quarantine's entries, as AWS answered after making them.
+    let stored = evidence(&report);
+    let after_key = stored
+        .objects
+        .iter()
+        .find(|o| o.key.ends_with("/network-acls-after.json"))
+        .map(|o| o.key.clone())
+        .unwrap();
+    let after: Value =
+        serde_json::from_slice(&world.object(&world.fixture.bucket, &after_key).await).unwrap();
+    let cidr = format!("{}/32", world.fixture.tasks[0].ip);
+    let quarantine_entries = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|acl| acl["entries"].as_array().unwrap())
+        .filter(|entry| entry.to_string().contains(&cidr))
+        .count();
+    assert_eq!(
+        quarantine_entries,
+        isolation(&report).nacl_entries.len(),
+        "{after}"
+    );
     let ledger = world.ledger_as("a-reader");
     let steps = ledger.steps(&world.finding_id(11)).await.unwrap();
     assert_eq!(steps.len(), 4, "{steps:?}");

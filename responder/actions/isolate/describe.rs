@@ -189,15 +189,26 @@ pub async fn describe_vpc(clients: &Clients, vpc_id: &str) -> Result<Vpc, StepEr
 
 /// The VPC's network ACLs, for the model.
 pub(crate) async fn describe_acls(clients: &Clients, vpc_id: &str) -> Result<Vec<Acl>, StepError> {
-    let acls = all_items!(
+    Ok(described_acls(clients, vpc_id)
+        .await?
+        .iter()
+        .filter_map(acl)
+        .collect())
+}
+
+/// The VPC's network ACLs as EC2 describes them.
+pub(crate) async fn described_acls(
+    clients: &Clients,
+    vpc_id: &str,
+) -> Result<Vec<aws_sdk_ec2::types::NetworkAcl>, StepError> {
+    all_items!(
         clients
             .ec2
             .describe_network_acls()
             .filters(vpc_filter(vpc_id)),
         "EC2 DescribeNetworkAcls"
     )
-    .await?;
-    Ok(acls.iter().filter_map(acl).collect())
+    .await
 }
 
 /// One described ACL in the model's terms.

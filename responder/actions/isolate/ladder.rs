@@ -870,6 +870,7 @@ pub(super) async fn isolate_task(
                         );
                         record.nacl_entries = done.entries;
                         record.acls_before = done.acls_before;
+                        record.acls_after = done.acls_after;
                         record.headroom = done.headroom;
                         record.notes.extend(
                             done.skipped
@@ -1098,6 +1099,7 @@ pub(super) async fn isolate_instance(
                 );
                 record.nacl_entries = done.entries;
                 record.acls_before = done.acls_before;
+                record.acls_after = done.acls_after;
                 record.headroom = done.headroom;
                 record.reachability = combined(&record.reachability, &done.reachability);
                 open = open_reasons(&record.reachability, &params.accept_open);

@@ -581,6 +581,11 @@ pub struct ContainmentRecord {
     /// The ACLs as they were before, as evidence.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acls_before: Vec<Acl>,
+    /// The ACLs as the verification read them, right after the entries were made: the
+    /// evidence's "after", for this response only (not recorded: a later response that needs
+    /// them reads them afresh).
+    #[serde(skip)]
+    pub acls_after: Vec<aws_sdk_ec2::types::NetworkAcl>,
 }
 
 impl ContainmentRecord {

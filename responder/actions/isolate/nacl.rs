@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use aws_sdk_ec2::types::RuleAction;
 
-use super::describe::describe_acls;
+use super::describe::{acl, describe_acls, described_acls};
 use super::ladder::RungError;
 use super::{IsolateParams, NaclEntry};
 use crate::actions::ledger::StepLog;
@@ -38,6 +38,8 @@ pub(super) struct Quarantined {
     pub(super) acls_before: Vec<Acl>,
     /// The model's verdicts from a fresh describe after the entries were made.
     pub(super) reachability: Vec<Reachability>,
+    /// The ACLs as that describe found them (evidence).
+    pub(super) acls_after: Vec<aws_sdk_ec2::types::NetworkAcl>,
     /// Room left per ACL.
     pub(super) headroom: Vec<Headroom>,
     /// ACLs that needed no entry, and why.
@@ -113,13 +115,14 @@ pub(super) async fn nacl_quarantine(
     };
 
     // Verify from what AWS now holds, not from what was asked for.
-    let mut after = vpc.clone();
-    after.acls = describe_acls(clients, &vpc.vpc_id)
+    let acls_after = described_acls(clients, &vpc.vpc_id)
         .await
         .map_err(|error| RungError::Partial {
             error,
             entries: created.clone(),
         })?;
+    let mut after = vpc.clone();
+    after.acls = acls_after.iter().filter_map(acl).collect();
     let table = reachability(&after, workload, &agent_subnets);
     let open = open_classes(&table, &accepted)
         .into_iter()
@@ -130,6 +133,7 @@ pub(super) async fn nacl_quarantine(
         entries: created,
         acls_before: before,
         reachability: table,
+        acls_after,
         headroom: plan.headroom,
         skipped: plan.skipped,
         open,
