@@ -202,6 +202,13 @@ mod round_trips {
 
     struct Trip {
         containment: f64,
+        /// Round trips deep: the longest chain of calls, each made after the one before it was
+        /// answered, that ends with the containing call (what the added latency multiplies on
+        /// AWS, where concurrent calls are answered concurrently; the emulator answers one at
+        /// a time, which stretches `containment`).
+        depth: usize,
+        /// The deepest chain of the whole incident.
+        incident_depth: usize,
         sequential: usize,
         incident: f64,
         calls: BTreeMap<String, usize>,
@@ -226,12 +233,29 @@ mod round_trips {
             return Err(format!("finding {id} not handled: {:?}", response.report.error).into());
         }
         let calls = proxy.calls();
-        let contained = calls
+        let containing = calls
             .iter()
             .filter(|c| c.operation == contained_by && c.status < 300)
-            .map(|c| c.answered)
-            .max()
+            .max_by_key(|c| c.answered)
             .ok_or("the workload was not contained")?;
+        let contained = containing.answered;
+        // Each call's depth: one more than the deepest call answered before it was made.
+        let mut by_arrival: Vec<&emulator::proxy::Call> = calls.iter().collect();
+        by_arrival.sort_by_key(|c| c.received);
+        let mut depths: Vec<(Instant, Instant, usize)> = Vec::with_capacity(by_arrival.len());
+        let mut depth = 0;
+        for call in by_arrival {
+            let before = depths
+                .iter()
+                .filter(|(_, answered, _)| *answered <= call.received)
+                .map(|(_, _, d)| *d)
+                .max()
+                .unwrap_or(0);
+            depths.push((call.received, call.answered, before + 1));
+            if std::ptr::eq(call, containing) {
+                depth = before + 1;
+            }
+        }
         let mut per_api = BTreeMap::new();
         for call in &calls {
             // S3 calls are named by method and path: by method only, here.
@@ -254,6 +278,8 @@ mod round_trips {
         }
         Ok(Trip {
             containment: rtt(contained),
+            depth,
+            incident_depth: depths.iter().map(|(_, _, d)| *d).max().unwrap_or(0),
             sequential: calls.iter().filter(|c| c.answered <= contained).count(),
             incident: rtt(ended),
             calls: per_api,
@@ -371,11 +397,13 @@ mod round_trips {
             ("EC2, warm", &ec2_warm, "second group swap"),
         ] {
             println!(
-                "round trips, {label} (every call +{} ms, median of {ROUNDS}): receipt to {what} {:.1} RTT (baseline, the same calls one after another: {}); whole incident {:.1} RTT, {} calls",
+                "round trips, {label} (every call +{} ms, median of {ROUNDS}): receipt to {what} {:.1} RTT, {} deep (baseline, the same calls one after another: {}); whole incident {:.1} RTT, {} deep, {} calls",
                 LATENCY.as_millis(),
                 median(trips.iter().map(|t| t.containment).collect()),
+                median(trips.iter().map(|t| t.depth as f64).collect()),
                 median(trips.iter().map(|t| t.sequential as f64).collect()),
                 median(trips.iter().map(|t| t.incident).collect()),
+                median(trips.iter().map(|t| t.incident_depth as f64).collect()),
                 median(trips.iter().map(|t| t.calls.values().sum::<usize>() as f64).collect()),
             );
         }
