@@ -250,9 +250,6 @@ pub struct Ledger {
     account: Option<String>,
 }
 
-/// The sort-key prefix of a finding's notices: `step#notify#{state}`.
-pub const NOTICE_PREFIX: &str = "step#notify#";
-
 /// How a step's finish changes its item; only its owner may ([`OWNER_CONDITION`]).
 const FINISH_UPDATE: &str = "SET #status = :status, detail = :detail, updated_at = :now";
 const OWNER_CONDITION: &str = "#owner = :owner";
@@ -279,36 +276,6 @@ pub struct Finish {
     pub status: StepStatus,
     /// What it recorded.
     pub detail: Value,
-    /// `None` when this invocation claimed the step's item: the finish is conditional on
-    /// owning it. The rule, when the item was not claimed beforehand (a notice, recorded after
-    /// it is sent): written as a claim would be, unless the item is done or another
-    /// invocation's claim on it is live.
-    pub unclaimed_rule: Option<String>,
-}
-
-/// A recorded step's item a claim could take now: never claimed, failed, or claimed with an
-/// expired lease (or by `owner` itself), as [`Ledger::claim_with`]'s condition says.
-const CLAIMABLE: &str = "attribute_not_exists(pk) OR #status = :failed OR \
-     (#status = :claimed AND (lease_until < :epoch OR #owner = :owner))";
-
-/// Where an unclaimed step's record may be written: as a claim could be taken, or over this
-/// invocation's own record (a write whose answer was lost, made again one at a time).
-const RECORDABLE: &str = "attribute_not_exists(pk) OR #status = :failed OR #owner = :owner OR \
-     (#status = :claimed AND lease_until < :epoch)";
-
-/// An unclaimed step's record (see [`Finish::unclaimed_rule`]).
-const RECORD_UPDATE: &str = "SET #status = :status, detail = :detail, updated_at = :now, \
-     #owner = :owner, #rule = :rule, attempts = if_not_exists(attempts, :zero) + :one";
-
-impl StepRecord {
-    /// Whether a claim by `owner` would take this item now (epoch seconds `now`).
-    pub fn claimable_by(&self, owner: &str, now: i64) -> bool {
-        match self.status {
-            StepStatus::Failed => true,
-            StepStatus::Claimed => self.lease_until < now || self.owner == owner,
-            StepStatus::Done | StepStatus::Released => false,
-        }
-    }
 }
 
 /// The end of one response, for [`Ledger::close`].
@@ -373,11 +340,6 @@ impl Ledger {
             deadline: None,
             account: None,
         }
-    }
-
-    /// The invocation its claims belong to.
-    pub fn owner(&self) -> &str {
-        &self.owner
     }
 
     /// Claims record `account` as the workload's (a member account's, or this one's).
@@ -448,7 +410,10 @@ impl Ledger {
             // A claim this invocation already holds is its own: the SDK retried a write whose
             // answer was lost. (Lambda's retry of a dead invocation is another owner: it finds
             // the claim expired.) Never a step it finished: that stays done.
-            .condition_expression(CLAIMABLE)
+            .condition_expression(
+                "attribute_not_exists(pk) OR #status = :failed OR \
+                 (#status = :claimed AND (lease_until < :epoch OR #owner = :owner))",
+            )
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_names("#rule", "rule")
@@ -743,68 +708,14 @@ impl Ledger {
     /// Each step's outcome in its own write, concurrently.
     async fn finish_each(&self, finishes: &[Finish]) {
         futures::future::join_all(finishes.iter().map(|step| async move {
-            let written = match &step.unclaimed_rule {
-                None => {
-                    self.finish(&step.finding_id, &step.step_key, step.status, &step.detail)
-                        .await
-                }
-                Some(rule) => self.record_unclaimed(step, rule).await,
-            };
-            if let Err(error) = written {
+            if let Err(error) = self
+                .finish(&step.finding_id, &step.step_key, step.status, &step.detail)
+                .await
+            {
                 tracing::error!(finding_id = %step.finding_id, step = %step.step_key, error = %error, "step outcome not recorded");
             }
         }))
         .await;
-    }
-
-    /// Record an unclaimed step's outcome (see [`Finish::unclaimed_rule`]).
-    async fn record_unclaimed(&self, step: &Finish, rule: &str) -> Result<(), StepError> {
-        let (update, names, values) = self.unclaimed_parts(step, rule);
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(finding_pk(&step.finding_id)))
-            .key("sk", s(&step.step_key))
-            .update_expression(update)
-            .condition_expression(RECORDABLE)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await
-            .map_err(aws("DynamoDB UpdateItem (record step)"))?;
-        Ok(())
-    }
-
-    /// An unclaimed record's update expression, names and values, as a claim's.
-    fn unclaimed_parts(
-        &self,
-        step: &Finish,
-        rule: &str,
-    ) -> (
-        String,
-        HashMap<String, String>,
-        HashMap<String, AttributeValue>,
-    ) {
-        let now = Utc::now();
-        let mut names = finish_names();
-        names.insert("#rule".to_string(), "rule".to_string());
-        let mut values = self.finish_values(step.status, &step.detail);
-        values.extend([
-            (":rule".to_string(), s(rule)),
-            (":claimed".to_string(), s("claimed")),
-            (":failed".to_string(), s("failed")),
-            (":epoch".to_string(), n(now.timestamp())),
-            (":zero".to_string(), n(0)),
-            (":one".to_string(), n(1)),
-        ]);
-        let update = match &self.account {
-            Some(account) => {
-                values.insert(":account".to_string(), s(account));
-                format!("{RECORD_UPDATE}, account = :account")
-            }
-            None => RECORD_UPDATE.to_string(),
-        };
-        (update, names, values)
     }
 
     /// A step's finish as part of a transaction.
@@ -812,28 +723,16 @@ impl Ledger {
         &self,
         step: &Finish,
     ) -> Result<aws_sdk_dynamodb::types::TransactWriteItem, StepError> {
-        let builder = aws_sdk_dynamodb::types::Update::builder()
+        let update = aws_sdk_dynamodb::types::Update::builder()
             .table_name(&self.table)
             .key("pk", s(finding_pk(&step.finding_id)))
-            .key("sk", s(&step.step_key));
-        let builder = match &step.unclaimed_rule {
-            None => builder
-                .update_expression(FINISH_UPDATE)
-                .condition_expression(OWNER_CONDITION)
-                .set_expression_attribute_names(Some(finish_names()))
-                .set_expression_attribute_values(Some(
-                    self.finish_values(step.status, &step.detail),
-                )),
-            Some(rule) => {
-                let (update, names, values) = self.unclaimed_parts(step, rule);
-                builder
-                    .update_expression(update)
-                    .condition_expression(RECORDABLE)
-                    .set_expression_attribute_names(Some(names))
-                    .set_expression_attribute_values(Some(values))
-            }
-        };
-        let update = builder.build().map_err(built)?;
+            .key("sk", s(&step.step_key))
+            .update_expression(FINISH_UPDATE)
+            .condition_expression(OWNER_CONDITION)
+            .set_expression_attribute_names(Some(finish_names()))
+            .set_expression_attribute_values(Some(self.finish_values(step.status, &step.detail)))
+            .build()
+            .map_err(built)?;
         Ok(aws_sdk_dynamodb::types::TransactWriteItem::builder()
             .update(update)
             .build())
@@ -1032,19 +931,6 @@ impl Ledger {
             .await
             .map_err(aws("DynamoDB DeleteItem (isolation index)"))?;
         Ok(())
-    }
-
-    /// The finding's notices as recorded (`step#notify#…`, one per state of the response), read
-    /// consistently: by a response that holds the finding's lock, before it decides whether its
-    /// own state was told already.
-    pub async fn notices(&self, finding_id: &str) -> Result<Vec<StepRecord>, StepError> {
-        let items = self
-            .query_prefix(&finding_pk(finding_id), NOTICE_PREFIX)
-            .await?;
-        Ok(items
-            .iter()
-            .filter_map(|item| step_record(finding_id, item))
-            .collect())
     }
 
     /// Every step item of a finding (audit items excluded).

@@ -1,11 +1,6 @@
 //! Notify once per state of the response: the ledger key is where every step stands, so a
 //! replay or a second delivery that changes nothing sends nothing, while an escalation, a retry
 //! that finished a failed step, or a crash before notifying sends again.
-//!
-//! The notices already recorded are read early in the response, which holds the finding's lock
-//! throughout (no other response records one meanwhile), so the notice goes out as soon as the
-//! report is complete and is recorded with the response's end. Should that read have failed,
-//! the notice claims its item first, as a step does.
 
 use std::time::Instant;
 
@@ -13,7 +8,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::steps::{already_reason, failed, Invocation, Progress, StepRun, StepState};
-use crate::actions::ledger::{Claim, Finish, StepRecord, StepStatus};
+use crate::actions::ledger::{Claim, Finish, StepStatus};
 use crate::actions::{run_action, StepError, ENV_TABLE};
 use crate::plan::Step;
 use crate::playbook::Mode;
@@ -21,13 +16,11 @@ use crate::report::{Outcome, Report};
 
 impl Invocation<'_> {
     /// Send the notice for the report as it stands, unless this state was already sent.
-    /// `notices`: those recorded, read earlier in this response (see the module's docs).
     pub(super) async fn notify(
         &self,
         step: &Step,
         progress: &Progress,
         report: &Report,
-        notices: Option<Result<Vec<StepRecord>, StepError>>,
     ) -> StepRun {
         let started = Instant::now();
         if step.mode == Mode::DryRun {
@@ -52,34 +45,16 @@ impl Invocation<'_> {
         }
         let key = format!("step#notify#{}", &hex::encode(hasher.finalize())[..12]);
         let finding_id = &self.incident.finding_id;
-        let told = |record: &StepRecord| {
-            StepRun::skipped(format!(
-                "already notified of this state ({})",
-                already_reason(record)
-            ))
-        };
-        let unclaimed_rule = match notices {
-            Some(Ok(notices)) => {
-                let now = chrono::Utc::now().timestamp();
-                if let Some(record) = notices
-                    .iter()
-                    .find(|r| r.key == key && !r.claimable_by(ledger.owner(), now))
-                {
-                    return told(record);
-                }
-                Some(step.rule.clone())
+        match ledger.claim(finding_id, &key, &step.rule).await {
+            Err(error) => return StepRun::failed(&error),
+            Ok(Claim::Taken(record)) => {
+                return StepRun::skipped(format!(
+                    "already notified of this state ({})",
+                    already_reason(&record)
+                ))
             }
-            read => {
-                if let Some(Err(error)) = read {
-                    tracing::warn!(error = %error, "notices not read ahead; this one is claimed before it is sent");
-                }
-                match ledger.claim(finding_id, &key, &step.rule).await {
-                    Err(error) => return StepRun::failed(&error),
-                    Ok(Claim::Taken(record)) => return told(&record),
-                    Ok(Claim::Acquired { .. }) => None,
-                }
-            }
-        };
+            Ok(Claim::Acquired { .. }) => {}
+        }
         let ctx = self.context(step, ledger, &[], &progress.earlier, report, None);
         let (status, outcome, stored) = match run_action(&step.spec, &ctx).await {
             Ok(output) => {
@@ -107,7 +82,6 @@ impl Invocation<'_> {
                 step_key: key,
                 status,
                 detail: stored,
-                unclaimed_rule,
             }),
         }
     }

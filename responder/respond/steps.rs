@@ -493,18 +493,7 @@ impl Invocation<'_> {
                     .settle_isolation(&self.incident.finding_id);
             }
         };
-        // The notices told so far, read while this response holds the finding's lock (no other
-        // response records one meanwhile): at the end the notice goes out at once, recorded
-        // with the response's end, instead of after a claim of its own.
-        let notices = async {
-            let sends = in_phase(Phase::Notify).any(|s| s.mode != Mode::DryRun);
-            match self.ledger {
-                Some(ledger) if sends => Some(ledger.notices(&self.incident.finding_id).await),
-                _ => None,
-            }
-        };
-        let ((), mut early_preserve_claims, notices) =
-            tokio::join!(contain, preserve_claims, notices);
+        let ((), mut early_preserve_claims) = tokio::join!(contain, preserve_claims);
 
         // 2. Preserve, concurrently: each step's outcome is independent of the others'. What
         // ECS's scheduler will do next is read alongside, for the notification.
@@ -604,7 +593,7 @@ impl Invocation<'_> {
             progress.write(report, &steps);
             let before = std::mem::take(&mut progress.unrecorded);
             let (run, ()) = tokio::join!(
-                self.notify(notify_step, progress, report, notices),
+                self.notify(notify_step, progress, report),
                 self.record(before)
             );
             progress.absorb(ActionName::Notify, run);
@@ -1091,7 +1080,6 @@ impl Invocation<'_> {
                 step_key: key,
                 status,
                 detail: stored,
-                unclaimed_rule: None,
             }),
         }
     }

@@ -4,7 +4,7 @@
 use emulator::proxy::{Fault, FaultRule};
 use std::time::{Duration, SystemTime};
 
-use responder::actions::ledger::{Claim, Ledger, StepStatus};
+use responder::actions::ledger::{Claim, Ledger};
 use responder::network::reach::{DestinationClass, Verdict};
 use responder::report::Outcome;
 use serde_json::json;
@@ -618,61 +618,4 @@ async fn a_claim_caught_in_a_transaction_is_tried_again() {
             assert!(is_done(&retried, "isolate"), "{}", retried.to_json_line());
         }
     }
-}
-
-/// The notices told so far are read while the response holds the finding's lock, so the notice
-/// goes out as soon as the report is complete, with no ledger write of its own before it, and
-/// is recorded with the response's end. Should that read fail, the notice claims its item
-/// first, as a step does. Either way a second delivery tells nothing new.
-#[tokio::test]
-async fn the_notice_goes_out_without_a_claim_of_its_own() {
-    let world = World::new(2).await.without_guard();
-    let report = world.respond(&world.miner_event(0, 50)).await;
-    assert!(is_done(&report, "notify"), "{}", report.to_json_line());
-    let calls = world.proxy.calls();
-    let manifest = calls
-        .iter()
-        .find(|c| c.operation.ends_with("/manifest.json"))
-        .unwrap();
-    let publish = calls.iter().find(|c| c.operation == "Publish").unwrap();
-    let claims_before_publish = calls
-        .iter()
-        .filter(|c| {
-            c.operation == "UpdateItem"
-                && c.received > manifest.answered
-                && c.received < publish.received
-        })
-        .count();
-    assert_eq!(
-        claims_before_publish, 0,
-        "nothing claimed between the evidence and the notice"
-    );
-    assert_eq!(world.count_calls("Query"), 1, "the notices, read once");
-    let ledger = world.ledger_as("a-reader");
-    let notices = ledger.notices(&world.finding_id(50)).await.unwrap();
-    assert_eq!(notices.len(), 1, "{notices:?}");
-    assert_eq!(notices[0].status, StepStatus::Done);
-    assert_eq!(notices[0].rule.as_deref(), Some("ecs-task-high"));
-    assert_eq!(notices[0].attempts, 1);
-
-    // The read refused: the notice is claimed before it is sent, and told once.
-    world.proxy.configure(|c| {
-        c.rules.push(FaultRule::new(
-            "Query",
-            Fault::Refuse("AccessDeniedException"),
-            Some(1),
-        ))
-    });
-    let report = world.respond(&world.miner_event(1, 51)).await;
-    assert!(is_done(&report, "notify"), "{}", report.to_json_line());
-    for finding in [50, 51] {
-        let task = finding - 50;
-        let again = world.respond(&world.miner_event(task, finding)).await;
-        assert!(
-            skipped_reason(&again, "notify").starts_with("already notified"),
-            "{}",
-            again.to_json_line()
-        );
-    }
-    assert_eq!(world.notifications().await.len(), 2);
 }
