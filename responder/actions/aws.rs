@@ -71,8 +71,8 @@ impl ProvideCredentials for Primed {
 }
 
 /// What a warm container remembers to save a round trip on the containment path: only facts
-/// that cannot change, so nothing here needs re-checking. A subnet never moves to another VPC
-/// (its id is retired with it). ACL entries, groups, routes and endpoints can change between
+/// that cannot change, so nothing here needs re-checking. EC2 has no call that moves a subnet
+/// to another VPC. ACL entries, groups, routes and endpoints can change between
 /// two findings, by an operator or an attacker: they are always described afresh.
 ///
 /// Likewise a finding whose isolation has finished (done, or released): the ledger does not let
@@ -84,8 +84,8 @@ impl ProvideCredentials for Primed {
 #[derive(Debug, Default)]
 pub struct StableFacts {
     subnet_vpc: Mutex<HashMap<String, String>>,
-    /// Set once the region's subnets were listed (or the listing failed): a container lists
-    /// them once, with its first task's DescribeTasks.
+    /// Set once the account's subnets in the region were listed (or the listing failed): each
+    /// account's clients list them once per container, with the first task's DescribeTasks.
     pub(crate) subnets_listed: tokio::sync::OnceCell<()>,
     /// Each revision's read, shared by the steps that ask for it at once (one call).
     task_definitions: Mutex<HashMap<String, Arc<TaskDefinitionCell>>>,

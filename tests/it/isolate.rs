@@ -825,7 +825,6 @@ async fn deregister_stays_in_the_workloads_vpc_and_finds_instances_by_id() {
     );
 }
 
-/// Findings for several tasks of one VPC, and two for the same task, delivered at once: each
 /// A container's first task finding: the region's subnets are listed alongside DescribeTasks,
 /// so the task's network interface and its VPC are described together (one round trip), not the
 /// interface first to learn the VPC. The listing is made once per container.
@@ -883,6 +882,49 @@ async fn a_fresh_container_describes_the_task_interface_and_its_vpc_together() {
     );
 }
 
+/// plans from the VPC as it read it without waiting for the others, so several pick the same
+/// A listing of the subnets that hangs holds containment back briefly, not until it answers:
+/// the task's VPC is learnt from its interface meanwhile.
+#[tokio::test]
+async fn a_slow_listing_of_subnets_does_not_hold_containment_back() {
+    let slow = std::time::Duration::from_secs(2);
+    let world = World::new(2).await.without_guard();
+    world.proxy.configure(|c| {
+        c.rules.push(FaultRule::new(
+            "DescribeSubnets",
+            Fault::Latency(slow),
+            Some(1),
+        ))
+    });
+    let report = world.respond(&world.miner_event(0, 72)).await;
+    assert!(report.containment().is_some(), "{}", report.to_json_line());
+    // The proxy records a call once answered: the listing, when it has been.
+    let mut waited = 0;
+    let listing = loop {
+        waited += 1;
+        assert!(waited < 100, "the listing was never answered");
+        let listed = world
+            .proxy
+            .calls()
+            .into_iter()
+            .find(|c| c.operation == "DescribeSubnets" && c.answered - c.received >= slow);
+        if let Some(listing) = listed {
+            break listing;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let calls = world.proxy.calls();
+    let entry = calls
+        .iter()
+        .find(|c| c.operation == "CreateNetworkAclEntry")
+        .unwrap();
+    assert!(
+        entry.received < listing.answered,
+        "the entries waited for the listing"
+    );
+}
+
+/// Findings for several tasks of one VPC, and two for the same task, delivered at once: each
 /// plans from the VPC as it read it without waiting for the others, so several pick the same
 /// free rule numbers. EC2 refuses all but one per number; the losers roll back, withdraw what
 /// they wrote down, and plan again under the VPC's lock. Every finding ends contained, no

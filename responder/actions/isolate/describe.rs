@@ -29,32 +29,40 @@ fn vpc_filter(vpc_id: &str) -> Filter {
     Filter::builder().name("vpc-id").values(vpc_id).build()
 }
 
-/// Learn the VPC of each of the region's subnets (one page of up to 1,000), once per container:
-/// alongside a cold container's first DescribeTasks, so the task's interface and its VPC are
-/// described together in the next round trip instead of one after the other. A subnet never
-/// moves to another VPC, so what is learnt stays true. A failed or partial listing costs
-/// nothing but that round trip: a subnet not learnt here is learnt from the task's interface.
-pub(super) async fn learn_subnets(clients: &Clients) {
-    clients
-        .stable
-        .subnets_listed
-        .get_or_init(|| async {
-            match clients.ec2.describe_subnets().max_results(1000).send().await {
-                Ok(listed) => {
-                    for subnet in listed.subnets() {
-                        if let (Some(subnet_id), Some(vpc_id)) = (subnet.subnet_id(), subnet.vpc_id())
-                        {
-                            clients.stable.remember_subnet(subnet_id, vpc_id);
+/// Learn the VPC of each subnet the account sees in the region (its own and those shared with
+/// it; one page of up to 1,000), once per account and container, in the background: started
+/// alongside a container's first DescribeTasks, so that the task's interface and its VPC are
+/// described together in the next round trip instead of one after the other. EC2 has no call
+/// that moves a subnet to another VPC, so what is learnt stays true. `None` when the listing
+/// was made already (or is under way).
+pub(super) fn start_learning_subnets(clients: &Clients) -> Option<tokio::task::JoinHandle<()>> {
+    if clients.stable.subnets_listed.initialized() {
+        return None;
+    }
+    let clients = clients.clone();
+    Some(tokio::spawn(async move {
+        let stable = &clients.stable;
+        stable
+            .subnets_listed
+            .get_or_init(|| async {
+                match clients.ec2.describe_subnets().max_results(1000).send().await {
+                    Ok(listed) => {
+                        for subnet in listed.subnets() {
+                            if let (Some(subnet_id), Some(vpc_id)) =
+                                (subnet.subnet_id(), subnet.vpc_id())
+                            {
+                                stable.remember_subnet(subnet_id, vpc_id);
+                            }
                         }
                     }
+                    Err(error) => {
+                        let error = aws("EC2 DescribeSubnets (the account's subnets)")(error);
+                        tracing::warn!(error = %error, "subnets not listed; each task's VPC is learnt from its network interface");
+                    }
                 }
-                Err(error) => {
-                    let error = aws("EC2 DescribeSubnets (the region's subnets)")(error);
-                    tracing::warn!(error = %error, "subnets not listed; each task's VPC is learnt from its network interface");
-                }
-            }
-        })
-        .await;
+            })
+            .await;
+    }))
 }
 
 /// Describe a VPC for the model.

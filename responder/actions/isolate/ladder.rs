@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::Filter;
 
-use super::describe::{describe_vpc, learn_subnets};
+use super::describe::{describe_vpc, start_learning_subnets};
 use super::endpoints::{agent_acls, guardduty_endpoints};
 use super::lockdown::lock_down;
 use super::nacl::nacl_quarantine;
@@ -403,9 +403,13 @@ fn swap_targets(
         .collect()
 }
 
-/// Read what [`isolate_task`] needs. With the subnet's VPC known (it cannot change: learnt from
-/// the region's subnets, listed alongside a container's first DescribeTasks, or from an earlier
-/// response), the interface and the VPC are described together: one round trip fewer.
+/// How much longer than DescribeTasks a container's first task finding waits for the listing of
+/// the account's subnets.
+const LISTING_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Read what [`isolate_task`] needs. With the subnet's VPC known (EC2 has no call that moves a
+/// subnet: learnt from the account's subnets, listed alongside a container's first
+/// DescribeTasks, or from an earlier response), the interface and the VPC are described together: one round trip fewer.
 pub async fn prefetch(
     clients: &Clients,
     task: &EcsTaskTarget,
@@ -427,11 +431,18 @@ async fn read_task(
         .rungs
         .iter()
         .any(|r| matches!(r, IsolationRung::NaclQuarantine | IsolationRung::SgSwap));
-    let (facts, ()) = tokio::join!(describe_task(clients, task), async {
-        if uses_model {
-            learn_subnets(clients).await;
-        }
-    });
+    let listing = if uses_model {
+        start_learning_subnets(clients)
+    } else {
+        None
+    };
+    let facts = describe_task(clients, task).await;
+    if let Some(listing) = listing {
+        // A little longer than DescribeTasks, not as long as a slow or throttled listing takes:
+        // it goes on in the background, and a subnet it has not learnt yet is learnt from the
+        // task's interface.
+        let _ = tokio::time::timeout(LISTING_GRACE, listing).await;
+    }
     let Some(facts) = facts? else {
         return Ok(Read::Gone(
             "ECS no longer lists the task (MISSING): stopped tasks are listed for at least an hour after they stop".to_string(),

@@ -583,7 +583,8 @@ pub struct ContainmentRecord {
     pub acls_before: Vec<Acl>,
     /// The ACLs as the verification read them, right after the entries were made: the
     /// evidence's "after", for this response only (not recorded: a later response that needs
-    /// them reads them afresh).
+    /// them reads them afresh). EC2 is eventually consistent: a read this soon may not show
+    /// every entry yet, as any later read might not either.
     #[serde(skip)]
     pub acls_after: Vec<aws_sdk_ec2::types::NetworkAcl>,
 }
