@@ -40,6 +40,10 @@ pub struct Clients {
     pub guardduty: aws_sdk_guardduty::Client,
     /// Facts that stay true for the life of the container, learnt from earlier responses.
     pub stable: Arc<StableFacts>,
+    /// Set once the subnets this account sees in the region were listed, or the listing failed
+    /// (it is not tried again): once per account and container, alongside a task finding's
+    /// DescribeTasks. What it learns goes to [`StableFacts`] (subnet ids are unique).
+    pub(crate) subnets_listed: Arc<tokio::sync::OnceCell<()>>,
     /// The configuration the clients were built from: member accounts' clients start from it.
     base: aws_config::SdkConfig,
     /// Clients acting in member accounts, by account (see [`Clients::in_account`]).
@@ -84,9 +88,6 @@ impl ProvideCredentials for Primed {
 #[derive(Debug, Default)]
 pub struct StableFacts {
     subnet_vpc: Mutex<HashMap<String, String>>,
-    /// Set once the account's subnets in the region were listed (or the listing failed): each
-    /// account's clients list them once per container, with the first task's DescribeTasks.
-    pub(crate) subnets_listed: tokio::sync::OnceCell<()>,
     /// Each revision's read, shared by the steps that ask for it at once (one call).
     task_definitions: Mutex<HashMap<String, Arc<TaskDefinitionCell>>>,
     isolation_settled: Mutex<HashSet<String>>,
@@ -187,6 +188,7 @@ impl Clients {
             #[cfg(feature = "preflight")]
             guardduty: aws_sdk_guardduty::Client::new(config),
             stable: Arc::default(),
+            subnets_listed: Arc::default(),
             // The role provider of a member account needs a clock; a hand-built configuration
             // (an emulator's) may have none.
             base: match config.time_source() {
@@ -271,6 +273,8 @@ impl Clients {
             elbv2: aws_sdk_elasticloadbalancingv2::Client::new(&member),
             iam: aws_sdk_iam::Client::new(&member),
             autoscaling: aws_sdk_autoscaling::Client::new(&member),
+            // The member account's own subnets: listed by its own clients.
+            subnets_listed: Arc::default(),
             ..self.clone()
         };
         members.insert(account.to_string(), clients.clone());

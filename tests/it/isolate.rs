@@ -831,7 +831,15 @@ async fn deregister_stays_in_the_workloads_vpc_and_finds_instances_by_id() {
 #[tokio::test]
 async fn a_fresh_container_describes_the_task_interface_and_its_vpc_together() {
     let world = World::new(2).await.without_guard();
-    // The interface answers slowly: whatever waits for it starts after this.
+    // DescribeTasks a little slow, as the listing may be slower than it under load; the
+    // interface slower still: whatever waits for it starts after this.
+    world.proxy.configure(|c| {
+        c.rules.push(FaultRule::new(
+            "DescribeTasks",
+            Fault::Latency(std::time::Duration::from_millis(200)),
+            Some(1),
+        ))
+    });
     world.proxy.configure(|c| {
         c.rules.push(FaultRule::new(
             "DescribeNetworkInterfaces",
@@ -882,7 +890,6 @@ async fn a_fresh_container_describes_the_task_interface_and_its_vpc_together() {
     );
 }
 
-/// plans from the VPC as it read it without waiting for the others, so several pick the same
 /// A listing of the subnets that hangs holds containment back briefly, not until it answers:
 /// the task's VPC is learnt from its interface meanwhile.
 #[tokio::test]

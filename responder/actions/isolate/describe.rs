@@ -33,16 +33,17 @@ fn vpc_filter(vpc_id: &str) -> Filter {
 /// it; one page of up to 1,000), once per account and container, in the background: started
 /// alongside a container's first DescribeTasks, so that the task's interface and its VPC are
 /// described together in the next round trip instead of one after the other. EC2 has no call
-/// that moves a subnet to another VPC, so what is learnt stays true. `None` when the listing
-/// was made already (or is under way).
+/// that moves a subnet to another VPC, so what is learnt stays true. `None` once the listing
+/// was made (or failed: it is not tried again); while it is under way, the task spawned waits
+/// for it.
 pub(super) fn start_learning_subnets(clients: &Clients) -> Option<tokio::task::JoinHandle<()>> {
-    if clients.stable.subnets_listed.initialized() {
+    if clients.subnets_listed.initialized() {
         return None;
     }
     let clients = clients.clone();
     Some(tokio::spawn(async move {
         let stable = &clients.stable;
-        stable
+        clients
             .subnets_listed
             .get_or_init(|| async {
                 match clients.ec2.describe_subnets().max_results(1000).send().await {

@@ -403,8 +403,8 @@ fn swap_targets(
         .collect()
 }
 
-/// How much longer than DescribeTasks a container's first task finding waits for the listing of
-/// the account's subnets.
+/// How much longer than DescribeTasks a task finding waits for a listing of the account's
+/// subnets under way.
 const LISTING_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Read what [`isolate_task`] needs. With the subnet's VPC known (EC2 has no call that moves a
