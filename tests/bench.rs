@@ -242,16 +242,16 @@ mod round_trips {
         // Each call's depth: one more than the deepest call answered before it was made.
         let mut by_arrival: Vec<&emulator::proxy::Call> = calls.iter().collect();
         by_arrival.sort_by_key(|c| c.received);
-        let mut depths: Vec<(Instant, Instant, usize)> = Vec::with_capacity(by_arrival.len());
+        let mut depths: Vec<(Instant, usize)> = Vec::with_capacity(by_arrival.len());
         let mut depth = 0;
         for call in by_arrival {
             let before = depths
                 .iter()
-                .filter(|(_, answered, _)| *answered <= call.received)
-                .map(|(_, _, d)| *d)
+                .filter(|(answered, _)| *answered <= call.received)
+                .map(|(_, d)| *d)
                 .max()
                 .unwrap_or(0);
-            depths.push((call.received, call.answered, before + 1));
+            depths.push((call.answered, before + 1));
             if std::ptr::eq(call, containing) {
                 depth = before + 1;
             }
@@ -279,7 +279,7 @@ mod round_trips {
         Ok(Trip {
             containment: rtt(contained),
             depth,
-            incident_depth: depths.iter().map(|(_, _, d)| *d).max().unwrap_or(0),
+            incident_depth: depths.iter().map(|(_, d)| *d).max().unwrap_or(0),
             sequential: calls.iter().filter(|c| c.answered <= contained).count(),
             incident: rtt(ended),
             calls: per_api,

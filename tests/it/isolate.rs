@@ -825,9 +825,10 @@ async fn deregister_stays_in_the_workloads_vpc_and_finds_instances_by_id() {
     );
 }
 
-/// A container's first task finding: the region's subnets are listed alongside DescribeTasks,
-/// so the task's network interface and its VPC are described together (one round trip), not the
-/// interface first to learn the VPC. The listing is made once per container.
+/// A container's first task finding: the subnets the account sees are listed alongside
+/// DescribeTasks, so the task's network interface and its VPC are described together (one round
+/// trip), not the interface first to learn the VPC. The listing is made once per container (and
+/// account: the emulator has one).
 #[tokio::test]
 async fn a_fresh_container_describes_the_task_interface_and_its_vpc_together() {
     let world = World::new(2).await.without_guard();
@@ -838,14 +839,12 @@ async fn a_fresh_container_describes_the_task_interface_and_its_vpc_together() {
             "DescribeTasks",
             Fault::Latency(std::time::Duration::from_millis(200)),
             Some(1),
-        ))
-    });
-    world.proxy.configure(|c| {
+        ));
         c.rules.push(FaultRule::new(
             "DescribeNetworkInterfaces",
             Fault::Latency(std::time::Duration::from_millis(300)),
             None,
-        ))
+        ));
     });
     let report = world.respond(&world.miner_event(0, 70)).await;
     assert!(report.containment().is_some(), "{}", report.to_json_line());

@@ -409,7 +409,8 @@ const LISTING_GRACE: std::time::Duration = std::time::Duration::from_millis(300)
 
 /// Read what [`isolate_task`] needs. With the subnet's VPC known (EC2 has no call that moves a
 /// subnet: learnt from the account's subnets, listed alongside a container's first
-/// DescribeTasks, or from an earlier response), the interface and the VPC are described together: one round trip fewer.
+/// DescribeTasks, or from an earlier response), the interface and the VPC are described
+/// together: one round trip fewer.
 pub async fn prefetch(
     clients: &Clients,
     task: &EcsTaskTarget,
