@@ -208,56 +208,83 @@ pub fn parse_through_value(bytes: &[u8]) -> Result<Inbound, EventError> {
     parse_value(value)
 }
 
-/// Any JSON, read as a [`Value`] would be (every string's text, every number's range, the
-/// nesting limit) but kept nowhere: the typed pass checks only the syntax of the members it
-/// skips. (A scan for the same things by hand — UTF-8, brackets, exponents outside strings —
-/// was no faster.)
-struct Checked;
-
-impl<'de> serde::Deserialize<'de> for Checked {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(Checked)
+/// Whether `text` may hold what a JSON value refuses and the typed pass, which checks only the
+/// syntax of the members it skips, would let through: nesting past serde_json's limit (128) or
+/// a number past f64's range. Found by a scan that reads no value: nesting deeper than
+/// [`ONE_PASS_DEPTH`], and any number with an exponent or longer than [`ONE_PASS_NUMBER`]
+/// characters, are left to the general path, which says whether they are wrong (GuardDuty
+/// writes neither). `text` is UTF-8 already, and its only escapes are `\"`, `\\` and `\/`.
+fn beyond_one_pass(text: &[u8]) -> bool {
+    let mut depth = 0usize;
+    let mut at = 0;
+    while let Some(&byte) = text.get(at) {
+        match byte {
+            b'"' => {
+                // To the closing quote, over each escape's two bytes.
+                at += 1;
+                loop {
+                    let Some(found) = text
+                        .get(at..)
+                        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+                    else {
+                        return true;
+                    };
+                    if text.get(at + found) == Some(&b'"') {
+                        at += found + 1;
+                        break;
+                    }
+                    at += found + 2;
+                }
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > ONE_PASS_DEPTH {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let number = text.get(at..).unwrap_or_default();
+                let length = number
+                    .iter()
+                    .take_while(|b| matches!(b, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-'))
+                    .count();
+                if length > ONE_PASS_NUMBER
+                    || number.iter().take(length).any(|b| matches!(b, b'e' | b'E'))
+                {
+                    return true;
+                }
+                at += length;
+                continue;
+            }
+            _ => {}
+        }
+        at += 1;
     }
+    false
 }
 
-impl<'de> serde::de::Visitor<'de> for Checked {
-    type Value = Checked;
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_unit<E>(self) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_none<E>(self) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_some<D: serde::Deserializer<'de>>(self, inner: D) -> Result<Checked, D::Error> {
-        <Checked as serde::Deserialize>::deserialize(inner)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
-        while seq.next_element::<Checked>()?.is_some() {}
-        Ok(Checked)
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
-        while map.next_entry::<Checked, Checked>()?.is_some() {}
-        Ok(Checked)
-    }
+/// The texts the one-pass read looks for in every event, their searchers built once (building
+/// one costs about as much as the search).
+struct Finders {
+    cli_names: memchr::memmem::Finder<'static>,
+    value_marker: memchr::memmem::Finder<'static>,
+    guardduty: memchr::memmem::Finder<'static>,
 }
+
+static FINDERS: std::sync::LazyLock<Finders> = std::sync::LazyLock::new(|| Finders {
+    cli_names: memchr::memmem::Finder::new(b"\"SchemaVersion\""),
+    value_marker: memchr::memmem::Finder::new(b"$serde_json::private::"),
+    guardduty: memchr::memmem::Finder::new(GUARDDUTY_SOURCE.as_bytes()),
+});
+
+/// Nesting the one-pass read takes: well within serde_json's 128.
+const ONE_PASS_DEPTH: usize = 100;
+
+/// The longest number the one-pass read takes: 300 digits before any point is below 1e300,
+/// within f64's range (about 1.8e308).
+const ONE_PASS_NUMBER: usize = 300;
 
 /// A GuardDuty finding's EventBridge event, as nearly all of them arrive, read straight into
 /// its types after a check that builds nothing: no JSON value built. Only an event the general
@@ -290,21 +317,25 @@ fn guardduty_event_in_one_pass(bytes: &[u8]) -> Option<Inbound> {
             .any(|at| !matches!(bytes.get(at + 1), Some(b'"' | b'\\' | b'/')));
     // `get-findings` output's member names (PascalCase) in any object: the general path may
     // read it as such; GuardDuty's events name nothing so.
-    let cli_names = memchr::memmem::find(bytes, b"\"SchemaVersion\"").is_some();
+    let cli_names = FINDERS.cli_names.find(bytes).is_some();
     // serde_json's private member that makes a value of a string (with its `raw_value`
     // feature): a JSON value reads it so, the typed pass ignores it.
-    let value_marker = memchr::memmem::find(bytes, b"$serde_json::private::").is_some();
+    let value_marker = FINDERS.value_marker.find(bytes).is_some();
     // Nothing else is a GuardDuty event (ECS task changes come in bursts).
-    let guardduty = memchr::memmem::find(bytes, GUARDDUTY_SOURCE.as_bytes()).is_some();
+    let guardduty = FINDERS.guardduty.find(bytes).is_some();
     // An array would be read as the envelope's fields in order; the general path wants an
     // object.
     let an_object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     if escapes_or_unsafe || cli_names || value_marker || !guardduty || !an_object {
         return None;
     }
-    // What a JSON value would refuse.
-    serde_json::from_slice::<Checked>(bytes).ok()?;
-    let event: EventBridgeEvent<Detail> = serde_json::from_slice(bytes).ok()?;
+    // Text that is not UTF-8 is the general path's to refuse. Checked once here, the typed
+    // pass reads the text without checking each string again.
+    let text = std::str::from_utf8(bytes).ok()?;
+    if beyond_one_pass(bytes) {
+        return None;
+    }
+    let event: EventBridgeEvent<Detail> = serde_json::from_str(text).ok()?;
     if event.source != GUARDDUTY_SOURCE || event.detail_type != GUARDDUTY_DETAIL_TYPE {
         return None;
     }
@@ -855,6 +886,34 @@ mod display_tests {
         (shown(parse_event(bytes)), shown(parse_through_value(bytes)))
     }
 
+    /// The scan for what the one-pass read leaves to the general path follows strings over
+    /// their escapes: brackets and numbers inside a string are text, after it they count.
+    #[test]
+    fn the_scan_knows_text_from_structure() {
+        let deep = |inner: &str| format!("{}{inner}{}", "[".repeat(101), "]".repeat(101));
+        for plain in [
+            r#"{"a": "[[[[ 1e400 ]]]]", "b": 12.5, "c": -3}"#.to_string(),
+            r#"{"a": "\\\"", "b": "\"1e9\"", "c": true, "d": false}"#.to_string(),
+            format!(r#"{{"a": "{}"}}"#, "{".repeat(500)),
+            format!("{}1{}", "[".repeat(100), "]".repeat(100)),
+            format!(r#"{{"a": {}}}"#, "9".repeat(300)),
+        ] {
+            assert!(!beyond_one_pass(plain.as_bytes()), "{plain}");
+        }
+        for left in [
+            r#"{"a": "\\", "b": 1e400}"#.to_string(),
+            r#"{"a": "\"", "b": 1E4}"#.to_string(),
+            r#"{"a": "\\\"", "b": [-2e-1]}"#.to_string(),
+            format!(r#"{{"a": {}}}"#, "9".repeat(301)),
+            format!(r#"{{"a": "\\", "b": {}}}"#, deep("1")),
+            deep(r#""]]]]""#),
+            r#"{"a": "unterminated}"#.to_string(),
+            r#"{"a": "ends in an escape\"#.to_string(),
+        ] {
+            assert!(beyond_one_pass(left.as_bytes()), "{left}");
+        }
+    }
+
     /// Every way to spoil one member of a sample finding's event: removed, or given each kind
     /// of JSON value; an array for the envelope; a member named twice; an escape; the CLI's
     /// names. The one-pass read of a GuardDuty event agrees with the general path on each:
@@ -943,8 +1002,11 @@ mod display_tests {
             // What a JSON value refuses, in members nothing reads, in the detail and outside.
             for member in ["\"detail\": {", "\"resource\": {"] {
                 let long = format!("\"x\": {}, ", "9".repeat(400));
-                let cases: [&[u8]; 8] = [
+                let cases: [&[u8]; 10] = [
                     b"\"x\": 1e400, ",
+                    // After strings ending in an escaped backslash or quote.
+                    b"\"x\": \"a\\\\\", \"y\": 1e400, ",
+                    b"\"x\": [\"\\\"\", \"\\\\\", 1e400], ",
                     b"\"x\": -1e400, ",
                     b"\"x\": 1234567890123456789012345678901234567890e300, ",
                     b"\"x\": 1e-400, ",
