@@ -115,6 +115,15 @@ impl Outcome {
     }
 }
 
+/// A shared value serialised as the value itself (serde's `rc` feature would do the same for
+/// every `Arc` in the build).
+pub(crate) fn serialize_shared<S: serde::Serializer>(
+    value: &std::sync::Arc<serde_json::Value>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(value.as_ref(), serializer)
+}
+
 /// One step of the plan, with its outcome once executed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepReport {
@@ -127,7 +136,8 @@ pub struct StepReport {
     /// Why the step is in the plan.
     pub reason: String,
     /// The action's parameters, as JSON.
-    pub params: serde_json::Value,
+    #[serde(serialize_with = "serialize_shared")]
+    pub params: std::sync::Arc<serde_json::Value>,
     /// How the step turned out; absent until it is executed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,

@@ -10,15 +10,16 @@ use crate::actions::isolate::{IsolationRung, SharedNetwork};
 use crate::actions::{ActionName, ActionSpec};
 use crate::event::Inbound;
 use crate::incident::{Incident, Target};
-use crate::playbook::{Mode, PlaybookSet, SeverityThreshold, TagCondition};
+use crate::playbook::{Mode, PlannedAction, PlaybookSet, SeverityThreshold, TagCondition};
 
 /// One planned step.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Step {
     /// The action to run.
     pub action: ActionName,
-    /// The action's parameters, as JSON (for reports).
-    pub params: serde_json::Value,
+    /// The action's parameters, as JSON (for reports), shared with the playbook's copy.
+    #[serde(serialize_with = "crate::report::serialize_shared")]
+    pub params: std::sync::Arc<serde_json::Value>,
     /// The rule that asked for this step.
     pub rule: String,
     /// The mode the step runs in (the rule's, capped by any ceiling).
@@ -553,7 +554,7 @@ pub fn plan(incident: &Incident, playbooks: &PlaybookSet) -> Decision {
         }
         matched_rules.push(rule.name.clone());
         first_mode.get_or_insert(rule.mode);
-        for action in &rule.actions {
+        for (index, action) in rule.actions.iter().enumerate() {
             if let Some(earlier) = steps.iter().find(|s| s.action == action.name()) {
                 notes.push(format!(
                     "rule {:?} also asks for `{}`; the step from rule {:?} is kept",
@@ -563,12 +564,22 @@ pub fn plan(incident: &Incident, playbooks: &PlaybookSet) -> Decision {
                 ));
                 continue;
             }
+            // Made at load; made here for an action changed since.
+            let (params, reason) = match loaded.planned.get(index) {
+                Some(planned) if planned.action == *action => {
+                    (planned.params.clone(), planned.reason.clone())
+                }
+                _ => {
+                    let planned = PlannedAction::of(action);
+                    (planned.params, planned.reason)
+                }
+            };
             steps.push(Step {
                 action: action.name(),
-                params: action.params_json(),
+                params,
                 rule: rule.name.clone(),
                 mode: rule.mode,
-                reason: action.reason(),
+                reason,
                 spec: action.clone(),
             });
         }

@@ -797,3 +797,51 @@ mod robustness {
         }
     }
 }
+
+/// A step shows its action's parameters and reason as the action makes them: made once when
+/// the playbook is loaded and shared by every plan, and made afresh for an action changed
+/// after loading.
+#[test]
+fn steps_show_parameters_made_once_per_playbook() {
+    let mut set = PlaybookSet::defaults().unwrap();
+    let incident = incident_of(&fargate_high());
+    let Decision::Act(first) = plan(&incident, &set) else {
+        panic!("no plan")
+    };
+    let Decision::Act(second) = plan(&incident, &set) else {
+        panic!("no plan")
+    };
+    for (one, other) in first.steps.iter().zip(&second.steps) {
+        assert_eq!(*one.params, one.spec.params_json());
+        assert_eq!(one.reason, one.spec.reason());
+        assert!(std::sync::Arc::ptr_eq(&one.params, &other.params));
+    }
+    let isolate = set
+        .rules
+        .iter_mut()
+        .flat_map(|r| r.rule.actions.iter_mut())
+        .find_map(|a| match a {
+            crate::actions::ActionSpec::Isolate(p) => Some(p),
+            _ => None,
+        })
+        .unwrap();
+    isolate.nacl_entry_quota += 1;
+    let Decision::Act(changed) = plan(&incident, &set) else {
+        panic!("no plan")
+    };
+    let step = changed
+        .steps
+        .iter()
+        .find(|s| s.action == ActionName::Isolate)
+        .unwrap();
+    assert_eq!(*step.params, step.spec.params_json());
+    assert_ne!(
+        *step.params,
+        *first
+            .steps
+            .iter()
+            .find(|s| s.action == ActionName::Isolate)
+            .unwrap()
+            .params
+    );
+}

@@ -11,7 +11,7 @@ use serde_yaml_ng::Value;
 
 use super::checks;
 use super::positions::{display, Positions, Segment};
-use super::{Extends, Guardrails, LoadedRule, PlaybookFile, PlaybookSet, Rule};
+use super::{Extends, Guardrails, LoadedRule, PlannedAction, PlaybookFile, PlaybookSet, Rule};
 use crate::actions::ActionSpec;
 
 /// Every `playbooks/*.yaml` compiled into the binary (see `build.rs`), so the Lambda is
@@ -397,6 +397,7 @@ fn parse_file(file: &str, text: &str, errors: &mut Vec<PlaybookError>) -> Parsed
                     }
                     let name_at = [path.as_slice(), &["name".into()]].concat();
                     parsed.rules.push(LoadedRule {
+                        planned: rule.actions.iter().map(PlannedAction::of).collect(),
                         rule,
                         source: file.to_string(),
                         location: reader.positions.find(&path),

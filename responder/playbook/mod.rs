@@ -227,6 +227,31 @@ pub struct LoadedRule {
     pub location: Option<(usize, usize)>,
     /// Where its `name` is.
     pub name_location: Option<(usize, usize)>,
+    /// Each of the rule's actions as a plan shows it, in order: the same for every finding,
+    /// so made once, when the playbook is loaded.
+    pub planned: Vec<PlannedAction>,
+}
+
+/// An action's parameters as JSON and the reason for its step, as every plan shows them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedAction {
+    /// The action these were made from.
+    pub action: ActionSpec,
+    /// The parameters, shared by every plan's step.
+    pub params: std::sync::Arc<serde_json::Value>,
+    /// Why a step with these parameters is in a plan.
+    pub reason: String,
+}
+
+impl PlannedAction {
+    /// As [`ActionSpec::params_json`] and [`ActionSpec::reason`] make them.
+    pub fn of(action: &ActionSpec) -> PlannedAction {
+        PlannedAction {
+            action: action.clone(),
+            params: std::sync::Arc::new(action.params_json()),
+            reason: action.reason(),
+        }
+    }
 }
 
 impl LoadedRule {

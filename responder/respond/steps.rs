@@ -1106,7 +1106,7 @@ fn fallback_stop(plan: &ActPlan) -> Option<Step> {
     plan.steps.iter().find_map(|s| match &s.spec {
         ActionSpec::Isolate(p) if p.fallback == IsolateFallback::Stop => Some(Step {
             action: ActionName::Stop,
-            params: json!({"force": false}),
+            params: std::sync::Arc::new(json!({"force": false})),
             rule: s.rule.clone(),
             mode: s.mode,
             reason: "fallback: isolation did not succeed, so the task is stopped once evidence is preserved".to_string(),
