@@ -209,11 +209,12 @@ pub fn parse_through_value(bytes: &[u8]) -> Result<Inbound, EventError> {
 }
 
 /// Whether `text` may hold what a JSON value refuses and the typed pass, which checks only the
-/// syntax of the members it skips, would let through: nesting past serde_json's limit (128) or
-/// a number past f64's range. Found by a scan that reads no value: nesting deeper than
-/// [`ONE_PASS_DEPTH`], and any number with an exponent or longer than [`ONE_PASS_NUMBER`]
-/// characters, are left to the general path, which says whether they are wrong (GuardDuty
-/// writes neither). `text` is UTF-8 already, and its only escapes are `\"`, `\\` and `\/`.
+/// syntax of the members it skips, would let through: nesting past serde_json's limit (it
+/// reads 127 levels) or a number past f64's range. Found by a scan that reads no value:
+/// nesting deeper than [`ONE_PASS_DEPTH`], and any number with an exponent or longer than
+/// [`ONE_PASS_NUMBER`] characters, are left to the general path, which says whether they are
+/// wrong (GuardDuty writes neither). In a string, a backslash and the byte after it are passed
+/// over together.
 fn beyond_one_pass(text: &[u8]) -> bool {
     let mut depth = 0usize;
     let mut at = 0;
@@ -279,7 +280,7 @@ static FINDERS: std::sync::LazyLock<Finders> = std::sync::LazyLock::new(|| Finde
     guardduty: memchr::memmem::Finder::new(GUARDDUTY_SOURCE.as_bytes()),
 });
 
-/// Nesting the one-pass read takes: well within serde_json's 128.
+/// Nesting the one-pass read takes: well within serde_json's.
 const ONE_PASS_DEPTH: usize = 100;
 
 /// The longest number the one-pass read takes: 300 digits before any point is below 1e300,
@@ -897,6 +898,8 @@ mod display_tests {
             format!(r#"{{"a": "{}"}}"#, "{".repeat(500)),
             format!("{}1{}", "[".repeat(100), "]".repeat(100)),
             format!(r#"{{"a": {}}}"#, "9".repeat(300)),
+            // A string ending in an escaped backslash ends there.
+            r#"{"a": "\\", "b": 1}"#.to_string(),
         ] {
             assert!(!beyond_one_pass(plain.as_bytes()), "{plain}");
         }
@@ -906,7 +909,10 @@ mod display_tests {
             r#"{"a": "\\\"", "b": [-2e-1]}"#.to_string(),
             format!(r#"{{"a": {}}}"#, "9".repeat(301)),
             format!(r#"{{"a": "\\", "b": {}}}"#, deep("1")),
-            deep(r#""]]]]""#),
+            // Brackets inside a string do not close anything.
+            format!(r#"{}"]]]]"{}"#, "[".repeat(50), "[".repeat(51)),
+            // A number between two strings holding an escaped quote is outside both.
+            r#"{"a": "\"", "b": 1e400, "c": "\""}"#.to_string(),
             r#"{"a": "unterminated}"#.to_string(),
             r#"{"a": "ends in an escape\"#.to_string(),
         ] {
@@ -1002,11 +1008,12 @@ mod display_tests {
             // What a JSON value refuses, in members nothing reads, in the detail and outside.
             for member in ["\"detail\": {", "\"resource\": {"] {
                 let long = format!("\"x\": {}, ", "9".repeat(400));
-                let cases: [&[u8]; 10] = [
+                let cases: [&[u8]; 11] = [
                     b"\"x\": 1e400, ",
                     // After strings ending in an escaped backslash or quote.
                     b"\"x\": \"a\\\\\", \"y\": 1e400, ",
                     b"\"x\": [\"\\\"\", \"\\\\\", 1e400], ",
+                    b"\"x\": \"\\\"\", \"y\": 1e400, \"z\": \"\\\"\", ",
                     b"\"x\": -1e400, ",
                     b"\"x\": 1234567890123456789012345678901234567890e300, ",
                     b"\"x\": 1e-400, ",

@@ -17,7 +17,7 @@ use crate::playbook::{Mode, PlannedAction, PlaybookSet, SeverityThreshold, TagCo
 pub struct Step {
     /// The action to run.
     pub action: ActionName,
-    /// The action's parameters, as JSON (for reports), shared with the playbook's copy.
+    /// The action's parameters, as JSON (for reports); usually the playbook's copy, shared.
     #[serde(serialize_with = "crate::report::serialize_shared")]
     pub params: std::sync::Arc<serde_json::Value>,
     /// The rule that asked for this step.

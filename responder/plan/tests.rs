@@ -826,6 +826,7 @@ fn steps_show_parameters_made_once_per_playbook() {
         })
         .unwrap();
     isolate.nacl_entry_quota += 1;
+    isolate.fallback = crate::actions::isolate::IsolateFallback::Stop;
     let Decision::Act(changed) = plan(&incident, &set) else {
         panic!("no plan")
     };
@@ -835,6 +836,13 @@ fn steps_show_parameters_made_once_per_playbook() {
         .find(|s| s.action == ActionName::Isolate)
         .unwrap();
     assert_eq!(*step.params, step.spec.params_json());
+    assert_eq!(step.reason, step.spec.reason());
+    let before = first
+        .steps
+        .iter()
+        .find(|s| s.action == ActionName::Isolate)
+        .unwrap();
+    assert_ne!(step.reason, before.reason);
     assert_ne!(
         *step.params,
         *first
