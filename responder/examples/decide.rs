@@ -45,7 +45,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let decided = started.elapsed();
-    // For a profiler or an instruction count (`perf stat`): the decide loop alone.
+    // For a profiler or an instruction count (`valgrind --tool=callgrind`): the decide loop
+    // alone.
     if std::env::var_os("DECIDE_ONLY").is_some() {
         println!(
             "decide ({profile}) alone: {:.2} µs/event",

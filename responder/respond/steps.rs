@@ -1104,14 +1104,17 @@ type ServiceRead = (
 /// The isolate fallback as a stop step, when the plan asks for one.
 fn fallback_stop(plan: &ActPlan) -> Option<Step> {
     plan.steps.iter().find_map(|s| match &s.spec {
-        ActionSpec::Isolate(p) if p.fallback == IsolateFallback::Stop => Some(Step {
-            action: ActionName::Stop,
-            params: std::sync::Arc::new(json!({"force": false})),
-            rule: s.rule.clone(),
-            mode: s.mode,
-            reason: "fallback: isolation did not succeed, so the task is stopped once evidence is preserved".to_string(),
-            spec: ActionSpec::Stop(StopParams { force: false }),
-        }),
+        ActionSpec::Isolate(p) if p.fallback == IsolateFallback::Stop => {
+            let spec = ActionSpec::Stop(StopParams { force: false });
+            Some(Step {
+                action: ActionName::Stop,
+                params: std::sync::Arc::new(spec.params_json()),
+                rule: s.rule.clone(),
+                mode: s.mode,
+                reason: "fallback: isolation did not succeed, so the task is stopped once evidence is preserved".to_string(),
+                spec,
+            })
+        }
         _ => None,
     })
 }
