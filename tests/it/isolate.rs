@@ -244,6 +244,89 @@ async fn with_the_groups_in_place_an_instance_swap_is_written_down_with_the_clai
     assert_eq!(&written[0].eni_id, eni);
 }
 
+/// Two findings about one instance, handled at once: each response swaps the groups, and one's
+/// first swap lands after the other's quarantine swap (here: delayed by the proxy), so the
+/// other reads back the untracking group. It sets the quarantine group again rather than
+/// taking the allow-all group for someone else's change: the instance ends quarantined, never
+/// with its own groups put back or the allow-all group left on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_first_swap_landing_after_another_response_quarantine_is_quarantined_again() {
+    let world = std::sync::Arc::new(World::new(2).await.without_guard());
+    let (instance, eni) = emulator::fixture::launch_instance(&world.clients, &world.fixture)
+        .await
+        .unwrap();
+    let app = world.fixture.app_security_group.clone();
+    let ms = std::time::Duration::from_millis;
+    // The first swap sent waits 600 ms; the other response's two swaps go through; the
+    // first's quarantine swap waits 1,200 ms more. Every describe of interfaces waits 1 s, so
+    // the other response reads its groups back between the late first swap and its
+    // quarantine swap.
+    world.proxy.configure(|c| {
+        c.rules.extend([
+            FaultRule::new(
+                "ModifyNetworkInterfaceAttribute",
+                Fault::Latency(ms(600)),
+                Some(1),
+            ),
+            FaultRule::new(
+                "ModifyNetworkInterfaceAttribute",
+                Fault::Latency(ms(0)),
+                Some(2),
+            ),
+            FaultRule::new(
+                "ModifyNetworkInterfaceAttribute",
+                Fault::Latency(ms(1_200)),
+                Some(1),
+            ),
+            FaultRule::new("DescribeNetworkInterfaces", Fault::Latency(ms(1_000)), None),
+        ])
+    });
+    let runs: Vec<_> = [20, 21]
+        .into_iter()
+        .map(|finding| {
+            let world = std::sync::Arc::clone(&world);
+            let event = world.instance_event(&instance, &eni, finding);
+            tokio::spawn(async move { world.respond(&event).await })
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for run in runs {
+        reports.push(run.await.unwrap());
+    }
+    world.proxy.configure(|c| c.rules.clear());
+    for report in &reports {
+        assert!(is_done(report, "isolate"), "{}", report.to_json_line());
+        assert_eq!(
+            isolation(report).sg_swaps[0].original_groups,
+            std::slice::from_ref(&app)
+        );
+    }
+    let quarantine = isolation(&reports[0]).sg_swaps[0].quarantine_group.clone();
+    assert_eq!(world.eni_groups(&eni).await, [quarantine.as_str()]);
+    let set_again = reports
+        .iter()
+        .flat_map(|r| isolation(r).notes.iter())
+        .filter(|n| n.contains("quarantine group was set again"))
+        .count();
+    assert_eq!(
+        set_again,
+        1,
+        "{:#?}",
+        reports
+            .iter()
+            .map(|r| &isolation(r).notes)
+            .collect::<Vec<_>>()
+    );
+    for finding in [20, 21] {
+        world
+            .responder
+            .release(&world.finding_id(finding), "release-test")
+            .await
+            .unwrap();
+    }
+    assert_eq!(world.eni_groups(&eni).await, [app.as_str()]);
+}
+
 /// An instance's interfaces EC2 will not describe by instance (a refused or failing call;
 /// an attachment the describe does not show yet) are described by id, never taken as
 /// modifiable unread: the instance is isolated all the same.

@@ -6,8 +6,9 @@
 //!
 //! The groups are found by tag or created once per VPC, and their rules are reconciled on every
 //! use: a tagged group with other rules is put back to exactly what it must be, never trusted.
-//! The ENIs' groups are checked after the first swap; the responder's own groups are never
-//! recorded as a workload's originals.
+//! The ENIs' groups are read back after the second swap (not between the two, which would
+//! hold the quarantine back a round trip); the responder's own groups are never recorded as a
+//! workload's originals.
 
 use std::collections::BTreeSet;
 
@@ -230,8 +231,38 @@ async fn ensure_group(
     Ok(id)
 }
 
-/// Revoke what a responder group must not have, authorize what it lacks.
+/// Revoke what a responder group must not have, authorize what it lacks. A rule gone before
+/// its revoke (another invocation making the same group right, the first time it is used) has
+/// the group read again and made right from what it is then, at most twice.
 async fn reconcile(
+    clients: &Clients,
+    id: &str,
+    group: &aws_sdk_ec2::types::SecurityGroup,
+    desired: &Desired,
+) -> Result<(), StepError> {
+    let mut group = group.clone();
+    for _ in 0..2 {
+        match reconcile_once(clients, id, &group, desired).await {
+            Err(StepError::Aws { code, .. }) if code == "InvalidPermission.NotFound" => {
+                let output = clients
+                    .ec2
+                    .describe_security_groups()
+                    .group_ids(id)
+                    .send()
+                    .await
+                    .map_err(aws("EC2 DescribeSecurityGroups"))?;
+                group =
+                    output.security_groups().first().cloned().ok_or_else(|| {
+                        StepError::Refused(format!("security group {id} is gone"))
+                    })?;
+            }
+            done => return done,
+        }
+    }
+    reconcile_once(clients, id, &group, desired).await
+}
+
+async fn reconcile_once(
     clients: &Clients,
     id: &str,
     group: &aws_sdk_ec2::types::SecurityGroup,
@@ -391,7 +422,8 @@ pub(super) fn intents_before_claim(
         .collect()
 }
 
-/// Swap the groups of every modifiable ENI. Returns the swaps and, per ENI left alone, why.
+/// Swap the groups of every modifiable ENI. Returns the swaps and notes: per ENI left alone,
+/// why, and what reading the groups back found.
 pub(super) async fn sg_swap(
     clients: &Clients,
     log: StepLog<'_>,
@@ -567,10 +599,10 @@ pub(super) async fn sg_swap(
         take_back(&settled, &intents).await;
     };
 
-    // Step 1: the untracking group on every ENI (together), then check it took. Returns the
-    // ENIs changed and the first error.
-    let swap_all = async |group: &str| {
-        let results = futures::future::join_all(originals.iter().map(|(eni, _)| {
+    // Step 1: the untracking group on every ENI (together). Returns the ENIs changed and the
+    // first error.
+    let swap_all = async |group: &str, enis: &[&(String, Vec<String>)]| {
+        let results = futures::future::join_all(enis.iter().map(|(eni, _)| {
             clients
                 .ec2
                 .modify_network_interface_attribute()
@@ -581,9 +613,9 @@ pub(super) async fn sg_swap(
         .await;
         let mut changed = Vec::new();
         let mut error = None;
-        for (original, result) in originals.iter().zip(results) {
+        for (original, result) in enis.iter().zip(results) {
             match result {
-                Ok(_) => changed.push(original.clone()),
+                Ok(_) => changed.push((*original).clone()),
                 Err(e) => {
                     error.get_or_insert(aws("EC2 ModifyNetworkInterfaceAttribute")(e));
                 }
@@ -591,34 +623,65 @@ pub(super) async fn sg_swap(
         }
         (changed, error)
     };
-    if let (_, Some(error)) = swap_all(&untracking).await {
+    let every: Vec<&(String, Vec<String>)> = originals.iter().collect();
+    if let (_, Some(error)) = swap_all(&untracking, &every).await {
         // Every interface goes back, not only those whose call answered: a call that failed
         // may have been made (its answer lost, then throttled retries). Setting the original
         // groups again changes nothing where they are.
         put_back(&originals).await;
         return Err(RungError::Failed(error));
     }
-    let now = match groups_of(clients, &eni_ids).await {
-        Ok(now) => now,
-        Err(error) => {
-            put_back(&originals).await;
-            return Err(RungError::Failed(error));
-        }
-    };
-    if let Some((eni, groups)) = now
-        .iter()
-        .find(|(_, groups)| groups.as_slice() != std::slice::from_ref(&untracking))
-    {
-        put_back(&originals).await;
-        return Err(RungError::Failed(StepError::Refused(format!(
-            "{eni} has groups {groups:?} after the untracking step, not {untracking}: someone else is changing it; put back"
-        ))));
-    }
-    // Step 2: the quarantine group.
-    if let (_, Some(error)) = swap_all(&quarantine).await {
+    // Step 2: the quarantine group, as soon as the first swap is answered: the groups are
+    // read back after it, not between (a round trip less before the quarantine stands).
+    if let (_, Some(error)) = swap_all(&quarantine, &every).await {
         // Every ENI carries the untracking group or the quarantine group: all go back.
         put_back(&originals).await;
         return Err(RungError::Failed(error));
+    }
+    let mut notes = skipped;
+    match groups_of(clients, &eni_ids).await {
+        // EC2 answered both swaps: they stand and are on record, read back or not.
+        Err(error) => notes.push(format!(
+            "the groups were not read back after the swap: {error}"
+        )),
+        Ok(now) => {
+            // A group that is not the responder's: someone else is changing the interface
+            // (an operator, a release): put back, as before any change of ours.
+            if let Some((eni, groups)) = now
+                .iter()
+                .find(|(_, groups)| groups.iter().any(|g| !ours.contains(&g.as_str())))
+            {
+                put_back(&originals).await;
+                return Err(RungError::Failed(StepError::Refused(format!(
+                    "{eni} has groups {groups:?} after the swap, not {quarantine}: someone else is changing it; put back"
+                ))));
+            }
+            // Only the responder's groups, but not the quarantine group alone: another
+            // response's first swap on the same instance came after ours, or the read lags
+            // behind the swap. The quarantine group is set again (that response sets it too).
+            let again: Vec<&(String, Vec<String>)> = originals
+                .iter()
+                .filter(|(eni, _)| {
+                    now.iter().any(|(id, groups)| {
+                        id == eni && groups.as_slice() != std::slice::from_ref(&quarantine)
+                    })
+                })
+                .collect();
+            if !again.is_empty() {
+                if let (_, Some(error)) = swap_all(&quarantine, &again).await {
+                    put_back(&originals).await;
+                    return Err(RungError::Failed(error));
+                }
+                notes.push(format!(
+                    "{} carried the untracking group after the swap (another response's first swap, or a read behind the swap): the quarantine group was set again",
+                    again
+                        .iter()
+                        .map(|(eni, _)| eni.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
     }
     let swaps = originals
         .into_iter()
@@ -629,5 +692,5 @@ pub(super) async fn sg_swap(
             untracking_group: untracking.clone(),
         })
         .collect();
-    Ok((swaps, skipped))
+    Ok((swaps, notes))
 }
