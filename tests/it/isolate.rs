@@ -95,8 +95,29 @@ async fn an_instance_eni_gets_the_two_step_security_group_swap_and_release_resto
         .await
         .unwrap();
     let event = world.instance_event(&instance_id, &eni_id, 7);
+    // The new quarantine group's default egress rule is said to be gone already when revoked
+    // (as when another invocation made the group right first): the group is read again and
+    // the rule revoked then, not trusted gone.
+    world.proxy.configure(|c| {
+        c.rules.push(FaultRule::new(
+            "RevokeSecurityGroupEgress",
+            Fault::Refuse("InvalidPermission.NotFound"),
+            Some(1),
+        ))
+    });
     let report = world.respond(&event).await;
+    world.proxy.configure(|c| c.rules.clear());
     assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
+    let revokes = world
+        .proxy
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "RevokeSecurityGroupEgress")
+        .count();
+    assert_eq!(
+        revokes, 2,
+        "the refused revoke, then the one made after reading the group"
+    );
     let record = isolation(&report);
     assert_eq!(record.rung, Some(IsolationRung::SgSwap));
     let swap = &record.sg_swaps[0];

@@ -842,7 +842,7 @@ pub(super) async fn isolate_task(
                             && !matches!(row.class, DestinationClass::Dns | DestinationClass::LinkLocalServices)
                         {
                             row.reason = format!(
-                                "{}; the service lockdown refuses new connections and ends TCP and UDP flows that carry traffic during its untracking step (AWS documents no time for a tracked flow to become untracked; one idle meanwhile may stay tracked), but ICMP, other protocols and connections through NAT gateways, load balancers or endpoints stay tracked until idle",
+                                "{}; the service lockdown refuses new connections and may end TCP and UDP flows in its untracking step (AWS does not document that a tracked flow becomes untracked; reports say only one that carries a packet meanwhile does), but ICMP, other protocols and connections through NAT gateways, load balancers or endpoints stay tracked until idle",
                                 row.reason
                             );
                         }
@@ -978,7 +978,7 @@ fn security_group_reachability(paths: &[Reachability]) -> Vec<Reachability> {
                 }
                 _ => (
                     Verdict::Open,
-                    "the quarantine security group refuses new connections and the untracking step ends TCP and UDP flows that carry traffic while it stands (AWS documents no time for a tracked flow to become untracked; one idle meanwhile may stay tracked), but ICMP, other protocols and connections through NAT gateways, load balancers, firewall or interface endpoints and transit gateways are always tracked and outlive the swap until idle".to_string(),
+                    "the quarantine security group refuses new connections and the untracking step may end TCP and UDP flows (AWS does not document that a tracked flow becomes untracked; reports say only one that carries a packet while the allow-all group is in effect does, about one round trip), but ICMP, other protocols and connections through NAT gateways, load balancers, firewall or interface endpoints and transit gateways are always tracked and outlive the swap until idle".to_string(),
                 ),
             };
             Reachability {

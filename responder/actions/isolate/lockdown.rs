@@ -2,7 +2,8 @@
 //! subnet, a public IP): when every network interface using the task's security groups belongs
 //! to a task of the same ECS service — and each group is tagged
 //! `incident-responder:lockdown=allowed` by its owner — the groups' rules are replaced: first
-//! allow-all for 0.0.0.0/0 and ::/0 both ways (so TCP and UDP flows become untracked), then only
+//! allow-all for 0.0.0.0/0 and ::/0 both ways (meant to make TCP and UDP flows untracked; an idle
+//! one may stay tracked), then only
 //! the GuardDuty agent's egress. Every task of the service is contained with it. The rules are
 //! recorded exactly and restored by `release`.
 //!

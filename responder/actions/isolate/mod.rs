@@ -2,8 +2,9 @@
 //!
 //! An ordered ladder of rungs ([`ladder`]), each attempt recorded:
 //! - `sg-swap` ([`sg_swap`]) — replace the ENI's security groups, first with an allow-all
-//!   "untracking" group (so existing flows become untracked) and then with the quarantine
-//!   group, which cuts them
+//!   "untracking" group (meant to make existing flows untracked; AWS documents no time for
+//!   that, and an idle flow may stay tracked) and then with the quarantine group, which ends
+//!   untracked flows
 //!   ([connection tracking](https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/security-group-connection-tracking.html)).
 //!   EC2 refuses this on requester-managed ENIs, which every Fargate (and ECS `awsvpc`) task has.
 //! - `nacl-quarantine` ([`nacl`], numbers from [`allocator`]) — DENY the task's /32 (and /128)

@@ -1,7 +1,8 @@
 //! The `sg-swap` rung: the workload's ENIs get an allow-all "untracking" group, then the
 //! quarantine group (no ingress; egress only to the GuardDuty endpoint on 443). Flows allowed by
-//! all-traffic rules for 0.0.0.0/0 and ::/0 in both directions are untracked, so the second swap
-//! cuts them
+//! all-traffic rules for 0.0.0.0/0 and ::/0 in both directions are untracked, and an untracked
+//! flow ends when its rule goes, so the second swap is meant to end them; AWS documents no time
+//! for an existing tracked flow to become untracked (reports say a packet must cross it meanwhile)
 //! ([connection tracking](https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/security-group-connection-tracking.html)).
 //!
 //! The groups are found by tag or created once per VPC, and their rules are reconciled on every
@@ -233,7 +234,7 @@ async fn ensure_group(
 
 /// Revoke what a responder group must not have, authorize what it lacks. A rule gone before
 /// its revoke (another invocation making the same group right, the first time it is used) has
-/// the group read again and made right from what it is then, at most twice.
+/// the group read again and made right from what it is then, at most twice more.
 async fn reconcile(
     clients: &Clients,
     id: &str,
@@ -241,33 +242,62 @@ async fn reconcile(
     desired: &Desired,
 ) -> Result<(), StepError> {
     let mut group = group.clone();
-    for _ in 0..2 {
-        match reconcile_once(clients, id, &group, desired).await {
-            Err(StepError::Aws { code, .. }) if code == "InvalidPermission.NotFound" => {
-                let output = clients
-                    .ec2
-                    .describe_security_groups()
-                    .group_ids(id)
-                    .send()
-                    .await
-                    .map_err(aws("EC2 DescribeSecurityGroups"))?;
-                group =
-                    output.security_groups().first().cloned().ok_or_else(|| {
-                        StepError::Refused(format!("security group {id} is gone"))
-                    })?;
-            }
-            done => return done,
+    for _ in 0..3 {
+        if reconcile_once(clients, id, &group, desired).await? == Revoked::All {
+            return Ok(());
         }
+        let output = clients
+            .ec2
+            .describe_security_groups()
+            .group_ids(id)
+            .send()
+            .await
+            .map_err(aws("EC2 DescribeSecurityGroups"))?;
+        group = output
+            .security_groups()
+            .first()
+            .cloned()
+            .ok_or_else(|| StepError::Refused(format!("security group {id} is gone")))?;
     }
-    reconcile_once(clients, id, &group, desired).await
+    Err(StepError::Refused(format!(
+        "security group {id}: rules revoked by another invocation while this one made it right, three times; it is not known to hold only its own rules"
+    )))
 }
 
+/// Whether every rule a revoke named was in the group.
+#[derive(PartialEq)]
+enum Revoked {
+    All,
+    /// EC2 did not know a rule (`InvalidPermission.NotFound`, or named among the unknown in its
+    /// answer): the group changed since it was read.
+    Stale,
+}
+
+/// A revoke's answer: a rule EC2 did not know is `Stale`, not a failure.
+fn revoked<O, E, R>(
+    result: Result<O, aws_sdk_ec2::error::SdkError<E, R>>,
+    unknown: impl Fn(&O) -> bool,
+    operation: &'static str,
+) -> Result<Revoked, StepError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + crate::actions::aws::HttpStatus,
+{
+    match result {
+        Ok(output) if unknown(&output) => Ok(Revoked::Stale),
+        Ok(_) => Ok(Revoked::All),
+        Err(error) if error.code() == Some("InvalidPermission.NotFound") => Ok(Revoked::Stale),
+        Err(error) => Err(aws(operation)(error)),
+    }
+}
+
+/// One pass of [`reconcile`] from the group as read; `Stale` when a revoke found a rule gone.
 async fn reconcile_once(
     clients: &Clients,
     id: &str,
     group: &aws_sdk_ec2::types::SecurityGroup,
     desired: &Desired,
-) -> Result<(), StepError> {
+) -> Result<Revoked, StepError> {
     let ec2 = &clients.ec2;
     let (ingress, foreign_ingress) = rules_of(group.ip_permissions());
     let (egress, foreign_egress) = rules_of(group.ip_permissions_egress());
@@ -282,20 +312,32 @@ async fn reconcile_once(
         .chain(foreign_egress)
         .collect();
     if !revoke_in.is_empty() {
-        ec2.revoke_security_group_ingress()
+        let result = ec2
+            .revoke_security_group_ingress()
             .group_id(id)
             .set_ip_permissions(Some(revoke_in))
             .send()
-            .await
-            .map_err(aws("EC2 RevokeSecurityGroupIngress"))?;
+            .await;
+        let unknown = |o: &aws_sdk_ec2::operation::revoke_security_group_ingress::RevokeSecurityGroupIngressOutput| {
+            !o.unknown_ip_permissions().is_empty()
+        };
+        if revoked(result, unknown, "EC2 RevokeSecurityGroupIngress")? == Revoked::Stale {
+            return Ok(Revoked::Stale);
+        }
     }
     if !revoke_out.is_empty() {
-        ec2.revoke_security_group_egress()
+        let result = ec2
+            .revoke_security_group_egress()
             .group_id(id)
             .set_ip_permissions(Some(revoke_out))
             .send()
-            .await
-            .map_err(aws("EC2 RevokeSecurityGroupEgress"))?;
+            .await;
+        let unknown = |o: &aws_sdk_ec2::operation::revoke_security_group_egress::RevokeSecurityGroupEgressOutput| {
+            !o.unknown_ip_permissions().is_empty()
+        };
+        if revoked(result, unknown, "EC2 RevokeSecurityGroupEgress")? == Revoked::Stale {
+            return Ok(Revoked::Stale);
+        }
     }
     let add_in: Vec<IpPermission> = desired
         .ingress
@@ -325,7 +367,7 @@ async fn reconcile_once(
             .await;
         ignore_duplicate(result, "EC2 AuthorizeSecurityGroupEgress")?;
     }
-    Ok(())
+    Ok(Revoked::All)
 }
 
 /// A rule another invocation added meanwhile is what we wanted anyway.
@@ -599,8 +641,7 @@ pub(super) async fn sg_swap(
         take_back(&settled, &intents).await;
     };
 
-    // Step 1: the untracking group on every ENI (together). Returns the ENIs changed and the
-    // first error.
+    // Sets `group` on the interfaces (together); the first error, if any.
     let swap_all = async |group: &str, enis: &[&(String, Vec<String>)]| {
         let results = futures::future::join_all(enis.iter().map(|(eni, _)| {
             clients
@@ -611,20 +652,14 @@ pub(super) async fn sg_swap(
                 .send()
         }))
         .await;
-        let mut changed = Vec::new();
-        let mut error = None;
-        for (original, result) in enis.iter().zip(results) {
-            match result {
-                Ok(_) => changed.push((*original).clone()),
-                Err(e) => {
-                    error.get_or_insert(aws("EC2 ModifyNetworkInterfaceAttribute")(e));
-                }
-            }
-        }
-        (changed, error)
+        results
+            .into_iter()
+            .find_map(Result::err)
+            .map(aws("EC2 ModifyNetworkInterfaceAttribute"))
     };
     let every: Vec<&(String, Vec<String>)> = originals.iter().collect();
-    if let (_, Some(error)) = swap_all(&untracking, &every).await {
+    // Step 1: the untracking group.
+    if let Some(error) = swap_all(&untracking, &every).await {
         // Every interface goes back, not only those whose call answered: a call that failed
         // may have been made (its answer lost, then throttled retries). Setting the original
         // groups again changes nothing where they are.
@@ -633,13 +668,25 @@ pub(super) async fn sg_swap(
     }
     // Step 2: the quarantine group, as soon as the first swap is answered: the groups are
     // read back after it, not between (a round trip less before the quarantine stands).
-    if let (_, Some(error)) = swap_all(&quarantine, &every).await {
+    if let Some(error) = swap_all(&quarantine, &every).await {
         // Every ENI carries the untracking group or the quarantine group: all go back.
         put_back(&originals).await;
         return Err(RungError::Failed(error));
     }
     let mut notes = skipped;
-    match groups_of(clients, &eni_ids).await {
+    let foreign = |now: &[(String, Vec<String>)]| {
+        now.iter()
+            .find(|(_, groups)| groups.iter().any(|g| !ours.contains(&g.as_str())))
+            .cloned()
+    };
+    // A read that shows a group not the responder's may only lag behind the swaps (EC2 is
+    // eventually consistent): read once more, a moment later, before concluding.
+    let mut read_back = groups_of(clients, &eni_ids).await;
+    if read_back.as_deref().is_ok_and(|now| foreign(now).is_some()) {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        read_back = groups_of(clients, &eni_ids).await;
+    }
+    match read_back {
         // EC2 answered both swaps: they stand and are on record, read back or not.
         Err(error) => notes.push(format!(
             "the groups were not read back after the swap: {error}"
@@ -647,10 +694,7 @@ pub(super) async fn sg_swap(
         Ok(now) => {
             // A group that is not the responder's: someone else is changing the interface
             // (an operator, a release): put back, as before any change of ours.
-            if let Some((eni, groups)) = now
-                .iter()
-                .find(|(_, groups)| groups.iter().any(|g| !ours.contains(&g.as_str())))
-            {
+            if let Some((eni, groups)) = foreign(&now) {
                 put_back(&originals).await;
                 return Err(RungError::Failed(StepError::Refused(format!(
                     "{eni} has groups {groups:?} after the swap, not {quarantine}: someone else is changing it; put back"
@@ -658,7 +702,8 @@ pub(super) async fn sg_swap(
             }
             // Only the responder's groups, but not the quarantine group alone: another
             // response's first swap on the same instance came after ours, or the read lags
-            // behind the swap. The quarantine group is set again (that response sets it too).
+            // behind the swap. The quarantine group is set again (that response sets it too);
+            // never put back here, which could undo that response's quarantine.
             let again: Vec<&(String, Vec<String>)> = originals
                 .iter()
                 .filter(|(eni, _)| {
@@ -668,17 +713,18 @@ pub(super) async fn sg_swap(
                 })
                 .collect();
             if !again.is_empty() {
-                if let (_, Some(error)) = swap_all(&quarantine, &again).await {
-                    put_back(&originals).await;
+                let enis = again
+                    .iter()
+                    .map(|(eni, _)| eni.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                // Failing, the step fails with its swaps still written down: a retry or a
+                // release finds them.
+                if let Some(error) = swap_all(&quarantine, &again).await {
                     return Err(RungError::Failed(error));
                 }
                 notes.push(format!(
-                    "{} carried the untracking group after the swap (another response's first swap, or a read behind the swap): the quarantine group was set again",
-                    again
-                        .iter()
-                        .map(|(eni, _)| eni.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    "{enis} carried the untracking group after the swap (another response's first swap, or a read behind the swap): the quarantine group was set again"
                 ));
             }
         }
