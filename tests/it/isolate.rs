@@ -348,6 +348,77 @@ async fn a_first_swap_landing_after_another_response_quarantine_is_quarantined_a
     assert_eq!(world.eni_groups(&eni).await, [app.as_str()]);
 }
 
+/// Someone else changes the interface's groups after both swaps (here: the test, while the
+/// read-back is held at the proxy): the read-back finds a group that is not the responder's,
+/// reads once more, and then puts the workload's groups back and fails, taking back the swap
+/// it wrote down; it never reports a quarantine that does not stand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_group_changed_by_someone_else_after_the_swaps_is_put_back_and_said() {
+    let world = World::new(2).await;
+    let (instance, eni) = emulator::fixture::launch_instance(&world.clients, &world.fixture)
+        .await
+        .unwrap();
+    let app = world.fixture.app_security_group.clone();
+    world.proxy.configure(|c| {
+        c.rules.push(FaultRule::new(
+            "DescribeNetworkInterfaces",
+            Fault::Latency(std::time::Duration::from_millis(1_500)),
+            None,
+        ))
+    });
+    let event = world.instance_event(&instance, &eni, 30);
+    let meddle = async {
+        // Once both swaps are answered, an operator puts the workload's group beside ours.
+        while world.count_calls("ModifyNetworkInterfaceAttribute") < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // (Interfaces are described slowly here: the quarantine group is found by its tag.)
+        let quarantine = world
+            .clients
+            .ec2
+            .describe_security_groups()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:incident-responder:role")
+                    .values("quarantine")
+                    .build(),
+            )
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("vpc-id")
+                    .values(&world.fixture.vpc_id)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let quarantine = quarantine.security_groups()[0]
+            .group_id()
+            .unwrap()
+            .to_string();
+        world
+            .clients
+            .ec2
+            .modify_network_interface_attribute()
+            .network_interface_id(&eni)
+            .groups(quarantine)
+            .groups(&app)
+            .send()
+            .await
+            .unwrap();
+    };
+    let (report, ()) = tokio::join!(world.respond(&event), meddle);
+    world.proxy.configure(|c| c.rules.clear());
+    match outcome(&report, "isolate") {
+        Outcome::Failed { error, .. } => {
+            assert!(error.contains("someone else is changing it"), "{error}")
+        }
+        other => panic!("isolate should fail: {other:?}"),
+    }
+    assert_eq!(world.eni_groups(&eni).await, [app.as_str()]);
+    assert!(written_swaps(&world, 30).await.is_empty());
+}
+
 /// An instance's interfaces EC2 will not describe by instance (a refused or failing call;
 /// an attachment the describe does not show yet) are described by id, never taken as
 /// modifiable unread: the instance is isolated all the same.
