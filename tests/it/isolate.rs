@@ -419,6 +419,100 @@ async fn a_group_changed_by_someone_else_after_the_swaps_is_put_back_and_said() 
     assert!(written_swaps(&world, 30).await.is_empty());
 }
 
+/// An instance's stateless ACL entries (what the swap cannot end) are made alongside the
+/// group swaps, not after them: with every swap slow, the entries are all answered before the
+/// second swap is. A swap EC2 refuses then leaves the entries standing and said: the step
+/// fails with them on record, the groups are put back, and release takes the entries out.
+#[tokio::test]
+async fn an_instances_acl_entries_go_in_alongside_its_swaps_and_stand_if_the_swap_is_refused() {
+    let world = World::new(2).await;
+    let before = world.acl_state().await;
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        instances.push(
+            emulator::fixture::launch_instance(&world.clients, &world.fixture)
+                .await
+                .unwrap(),
+        );
+    }
+    let app = world.fixture.app_security_group.clone();
+    world.proxy.configure(|c| {
+        c.rules.push(FaultRule::new(
+            "ModifyNetworkInterfaceAttribute",
+            Fault::Latency(std::time::Duration::from_millis(500)),
+            None,
+        ))
+    });
+    let (instance, eni) = &instances[0];
+    let report = world
+        .respond(&world.instance_event(instance, eni, 40))
+        .await;
+    world.proxy.configure(|c| c.rules.clear());
+    assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
+    assert!(!isolation(&report).nacl_entries.is_empty());
+    let calls = world.proxy.calls();
+    let second_swap = calls
+        .iter()
+        .filter(|c| c.operation == "ModifyNetworkInterfaceAttribute")
+        .map(|c| c.answered)
+        .nth(1)
+        .unwrap();
+    let entries: Vec<_> = calls
+        .iter()
+        .filter(|c| c.operation == "CreateNetworkAclEntry")
+        .collect();
+    assert!(!entries.is_empty());
+    assert!(
+        entries.iter().all(|c| c.answered < second_swap),
+        "the entries waited for the swaps"
+    );
+    world
+        .responder
+        .release(&world.finding_id(40), "release-test")
+        .await
+        .unwrap();
+
+    // The second instance's swap is refused: the entries stand, on record.
+    let (instance, eni) = &instances[1];
+    world.proxy.configure(|c| {
+        c.rules.push(FaultRule::new(
+            "ModifyNetworkInterfaceAttribute",
+            Fault::Refuse("UnauthorizedOperation"),
+            Some(1),
+        ))
+    });
+    let report = world
+        .respond(&world.instance_event(instance, eni, 41))
+        .await;
+    world.proxy.configure(|c| c.rules.clear());
+    let record = match outcome(&report, "isolate") {
+        Outcome::Failed {
+            error,
+            partial: Some(StepOutput::Isolate(IsolateOutput::Incomplete { record, .. })),
+            ..
+        } => {
+            assert!(error.contains("security-group swap failed"), "{error}");
+            record.clone()
+        }
+        other => panic!("the swap was refused, the entries kept: {other:?}"),
+    };
+    assert!(record.sg_swaps.is_empty());
+    assert!(!record.nacl_entries.is_empty());
+    assert_eq!(record.rung, Some(IsolationRung::NaclQuarantine));
+    assert_eq!(world.eni_groups(eni).await, [app.as_str()]);
+    assert_ne!(world.acl_state().await, before);
+    world
+        .responder
+        .release(&world.finding_id(41), "release-test")
+        .await
+        .unwrap();
+    assert_eq!(
+        world.acl_state().await,
+        before,
+        "release takes the entries out"
+    );
+}
+
 /// An instance's interfaces EC2 will not describe by instance (a refused or failing call;
 /// an attachment the describe does not show yet) are described by id, never taken as
 /// modifiable unread: the instance is isolated all the same.

@@ -1061,60 +1061,110 @@ pub(super) async fn isolate_instance(
         }),
         _ => None,
     };
-    let (swaps, skipped) = sg_swap(clients, log, &vpc_id, enis, params, endpoints, Some(groups))
-        .await
-        .map_err(|e| match e {
-            RungError::NotApplicable(d) => StepError::Refused(d),
-            RungError::Failed(e) | RungError::Partial { error: e, .. } => e,
-        })?;
+    // What the swap can be credited with depends on the model alone, not on the swap: the
+    // stateless ACL entries for what it cannot end are made alongside it, not after it.
+    let swap_table = workload
+        .as_ref()
+        .map(|w| security_group_reachability(&reachability(vpc, w, &BTreeSet::new())));
+    let acl_rung = async {
+        let workload = workload.as_ref()?;
+        let open = open_reasons(swap_table.as_deref()?, &params.accept_open);
+        if open.is_empty() || !params.rungs.contains(&IsolationRung::NaclQuarantine) {
+            return None;
+        }
+        let agent = if params.keep_guardduty_agent {
+            match agent_acls(clients, vpc, region, &workload.subnet_id).await {
+                Ok(agent) => agent,
+                Err(error) => return Some(Err(RungError::Failed(error))),
+            }
+        } else {
+            BTreeSet::new()
+        };
+        Some(nacl_quarantine(clients, log, vpc, workload, params, agent).await)
+    };
+    let (swapped, acls) = tokio::join!(
+        sg_swap(clients, log, &vpc_id, enis, params, endpoints, Some(groups)),
+        acl_rung
+    );
+    let swap_error = |e: RungError| match e {
+        RungError::NotApplicable(d) => StepError::Refused(d),
+        RungError::Failed(e) | RungError::Partial { error: e, .. } => e,
+    };
     let mut record = ContainmentRecord {
         target: instance.instance_id.clone(),
-        rung: Some(IsolationRung::SgSwap),
-        attempts: vec![RungAttempt {
-            rung: IsolationRung::SgSwap,
-            result: "applied".to_string(),
-            detail: format!(
-                "security groups swapped on {}",
-                crate::report::count(swaps.len(), "ENI", "ENIs")
-            ),
-        }],
         eni_ids: enis.iter().map(|t| t.eni_id.clone()).collect(),
-        sg_swaps: swaps,
-        notes: skipped,
         ip: found.private_ip_address().map(str::to_string),
         vpc_id: Some(vpc_id),
         subnet_id: found.subnet_id().map(str::to_string),
         ..ContainmentRecord::default()
     };
-    let Some(workload) = workload else {
+    let swapped = match swapped {
+        Ok((swaps, notes)) => {
+            record.rung = Some(IsolationRung::SgSwap);
+            record.attempts.push(RungAttempt {
+                rung: IsolationRung::SgSwap,
+                result: "applied".to_string(),
+                detail: format!(
+                    "security groups swapped on {}",
+                    crate::report::count(swaps.len(), "ENI", "ENIs")
+                ),
+            });
+            record.sg_swaps = swaps;
+            record.notes = notes;
+            None
+        }
+        Err(error) => Some(swap_error(error)),
+    };
+    // The entries made alongside a swap that failed are written down (a retry adopts them,
+    // release takes them out); the step says what stands rather than only the swap's error,
+    // unless the error is one a retry may get past.
+    let made_entries = match &acls {
+        Some(Ok(done)) => !done.entries.is_empty(),
+        Some(Err(RungError::Partial { entries, .. })) => !entries.is_empty(),
+        _ => false,
+    };
+    if let Some(error) = &swapped {
+        if !made_entries || error.is_retryable() {
+            return Err(error.clone());
+        }
+        record.attempts.push(RungAttempt {
+            rung: IsolationRung::SgSwap,
+            result: "failed".to_string(),
+            detail: error.to_string(),
+        });
+    }
+    if workload.is_none() {
         return Ok(IsolateOutput::Incomplete {
             record: Box::new(record),
             why: "the instance reports no private address or subnet: what the swap cut cannot be evaluated".to_string(),
         });
-    };
-    record.reachability =
-        security_group_reachability(&reachability(vpc, &workload, &BTreeSet::new()));
+    }
+    record.reachability = swap_table.unwrap_or_default();
     let mut open = open_reasons(&record.reachability, &params.accept_open);
+    if let Some(error) = &swapped {
+        open.push(format!("the security-group swap failed: {error}"));
+    }
     // Connections the swap cannot end (tracked through a NAT gateway, a transit gateway or an
     // endpoint) are cut by the stateless ACLs, when the rule allows that rung too.
-    if !open.is_empty() && params.rungs.contains(&IsolationRung::NaclQuarantine) {
-        let agent = if params.keep_guardduty_agent {
-            agent_acls(clients, vpc, region, &workload.subnet_id).await?
-        } else {
-            BTreeSet::new()
-        };
-        let attempt = match nacl_quarantine(clients, log, vpc, &workload, params, agent).await {
+    if let Some(acls) = acls {
+        let attempt = match acls {
             Ok(done) => {
                 let detail = format!(
                     "{} network ACL entries for the connections the swap cannot end",
                     done.entries.len()
                 );
+                if record.rung.is_none() {
+                    record.rung = Some(IsolationRung::NaclQuarantine);
+                }
                 record.nacl_entries = done.entries;
                 record.acls_before = done.acls_before;
                 record.acls_after = done.acls_after;
                 record.headroom = done.headroom;
                 record.reachability = combined(&record.reachability, &done.reachability);
                 open = open_reasons(&record.reachability, &params.accept_open);
+                if let Some(error) = &swapped {
+                    open.push(format!("the security-group swap failed: {error}"));
+                }
                 RungAttempt {
                     rung: IsolationRung::NaclQuarantine,
                     result: "applied".to_string(),
