@@ -1061,11 +1061,25 @@ pub(super) async fn isolate_instance(
         }),
         _ => None,
     };
+    let swap_error = |e: RungError| match e {
+        RungError::NotApplicable(d) => StepError::Refused(d),
+        RungError::Failed(e) | RungError::Partial { error: e, .. } => e,
+    };
+    // No interface whose groups may change: refused before any change (no ACL entry either).
+    if enis.iter().all(|t| t.unmodifiable.is_some()) {
+        return match sg_swap(clients, log, &vpc_id, enis, params, endpoints, Some(groups)).await {
+            Err(error) => Err(swap_error(error)),
+            Ok(_) => Err(StepError::Refused(
+                "no network interface whose groups the account may change".to_string(),
+            )),
+        };
+    }
     // What the swap can be credited with depends on the model alone, not on the swap: the
     // stateless ACL entries for what it cannot end are made alongside it, not after it.
-    let swap_table = workload
+    let model_table = workload
         .as_ref()
-        .map(|w| security_group_reachability(&reachability(vpc, w, &BTreeSet::new())));
+        .map(|w| reachability(vpc, w, &BTreeSet::new()));
+    let swap_table = model_table.as_deref().map(security_group_reachability);
     let acl_rung = async {
         let workload = workload.as_ref()?;
         let open = open_reasons(swap_table.as_deref()?, &params.accept_open);
@@ -1086,10 +1100,6 @@ pub(super) async fn isolate_instance(
         sg_swap(clients, log, &vpc_id, enis, params, endpoints, Some(groups)),
         acl_rung
     );
-    let swap_error = |e: RungError| match e {
-        RungError::NotApplicable(d) => StepError::Refused(d),
-        RungError::Failed(e) | RungError::Partial { error: e, .. } => e,
-    };
     let mut record = ContainmentRecord {
         target: instance.instance_id.clone(),
         eni_ids: enis.iter().map(|t| t.eni_id.clone()).collect(),
@@ -1115,16 +1125,16 @@ pub(super) async fn isolate_instance(
         }
         Err(error) => Some(swap_error(error)),
     };
-    // The entries made alongside a swap that failed are written down (a retry adopts them,
-    // release takes them out); the step says what stands rather than only the swap's error,
-    // unless the error is one a retry may get past.
+    // Entries made alongside a swap that failed stand: the step fails with them on record
+    // (release takes them out), even when a retry might have got past the swap's error, so
+    // that the report never hides a change that was made.
     let made_entries = match &acls {
         Some(Ok(done)) => !done.entries.is_empty(),
         Some(Err(RungError::Partial { entries, .. })) => !entries.is_empty(),
         _ => false,
     };
     if let Some(error) = &swapped {
-        if !made_entries || error.is_retryable() {
+        if !made_entries {
             return Err(error.clone());
         }
         record.attempts.push(RungAttempt {
@@ -1139,7 +1149,11 @@ pub(super) async fn isolate_instance(
             why: "the instance reports no private address or subnet: what the swap cut cannot be evaluated".to_string(),
         });
     }
-    record.reachability = swap_table.unwrap_or_default();
+    // A swap that failed is credited with nothing: the model's own reasons stand.
+    record.reachability = match swapped {
+        None => swap_table.unwrap_or_default(),
+        Some(_) => model_table.unwrap_or_default(),
+    };
     let mut open = open_reasons(&record.reachability, &params.accept_open);
     if let Some(error) = &swapped {
         open.push(format!("the security-group swap failed: {error}"));
@@ -1172,6 +1186,9 @@ pub(super) async fn isolate_instance(
                 }
             }
             Err(RungError::Partial { error, entries }) => {
+                if record.rung.is_none() && !entries.is_empty() {
+                    record.rung = Some(IsolationRung::NaclQuarantine);
+                }
                 record.nacl_entries = entries;
                 open.push(format!("not confirmed cut: {error}"));
                 RungAttempt {
