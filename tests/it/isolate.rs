@@ -354,6 +354,17 @@ async fn a_first_swap_landing_after_another_response_quarantine_is_quarantined_a
 /// it wrote down; it never reports a quarantine that does not stand.
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 async fn a_group_changed_by_someone_else_after_the_swaps_is_put_back_and_said() {
+    someone_else_after_the_swaps(false).await
+}
+
+/// The same group taken off again before the read-back is made once more: the first read
+/// lagged or the change was brief; the quarantine stands and the step is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_group_gone_again_by_the_second_read_back_leaves_the_quarantine_standing() {
+    someone_else_after_the_swaps(true).await
+}
+
+async fn someone_else_after_the_swaps(undone_before_the_second_read: bool) {
     let world = World::new(2).await;
     let (instance, eni) = emulator::fixture::launch_instance(&world.clients, &world.fixture)
         .await
@@ -396,19 +407,51 @@ async fn a_group_changed_by_someone_else_after_the_swaps_is_put_back_and_said() 
             .group_id()
             .unwrap()
             .to_string();
+        let described = world.count_calls("DescribeNetworkInterfaces");
         world
             .clients
             .ec2
             .modify_network_interface_attribute()
             .network_interface_id(&eni)
-            .groups(quarantine)
+            .groups(&quarantine)
             .groups(&app)
             .send()
             .await
             .unwrap();
+        if undone_before_the_second_read {
+            // Taken off once the first read-back is answered, before the second one is sent.
+            while world.count_calls("DescribeNetworkInterfaces") == described {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            world
+                .clients
+                .ec2
+                .modify_network_interface_attribute()
+                .network_interface_id(&eni)
+                .groups(&quarantine)
+                .send()
+                .await
+                .unwrap();
+        }
+        quarantine
     };
-    let (report, ()) = tokio::join!(world.respond(&event), meddle);
+    let (report, quarantine) = tokio::join!(world.respond(&event), meddle);
     world.proxy.configure(|c| c.rules.clear());
+    if undone_before_the_second_read {
+        assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
+        assert_eq!(world.eni_groups(&eni).await, [quarantine.as_str()]);
+        let read_back = world
+            .proxy
+            .calls()
+            .iter()
+            .filter(|c| c.operation == "DescribeNetworkInterfaces")
+            .count();
+        assert!(
+            read_back >= 3,
+            "the attachment read and two read-backs: {read_back}"
+        );
+        return;
+    }
     match outcome(&report, "isolate") {
         Outcome::Failed { error, .. } => {
             assert!(error.contains("someone else is changing it"), "{error}")

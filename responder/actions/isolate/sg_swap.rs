@@ -234,7 +234,7 @@ async fn ensure_group(
 
 /// Revoke what a responder group must not have, authorize what it lacks. A rule gone before
 /// its revoke (another invocation making the same group right, the first time it is used) has
-/// the group read again and made right from what it is then, at most twice more.
+/// the group read again and made right from what it is then, at most three times.
 async fn reconcile(
     clients: &Clients,
     id: &str,
@@ -242,10 +242,22 @@ async fn reconcile(
     desired: &Desired,
 ) -> Result<(), StepError> {
     let mut group = group.clone();
-    for _ in 0..3 {
-        if reconcile_once(clients, id, &group, desired).await? == Revoked::All {
-            return Ok(());
-        }
+    // EC2's reads may lag behind its changes: each read again waits a little longer.
+    let mut pauses = [250, 500].into_iter();
+    while reconcile_once(clients, id, &group, desired).await? == Revoked::Stale {
+        let Some(pause) = pauses.next() else {
+            // Another invocation is making the group right at the same time: a retry finds
+            // it done.
+            return Err(StepError::Aws {
+                operation: "EC2 RevokeSecurityGroupIngress/Egress",
+                code: "InvalidPermission.NotFound".to_string(),
+                message: format!(
+                    "security group {id}: rules gone before their revoke three times (another invocation making it right too); it is not known to hold only its own rules"
+                ),
+                retryable: true,
+            });
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
         let output = clients
             .ec2
             .describe_security_groups()
@@ -259,9 +271,7 @@ async fn reconcile(
             .cloned()
             .ok_or_else(|| StepError::Refused(format!("security group {id} is gone")))?;
     }
-    Err(StepError::Refused(format!(
-        "security group {id}: rules revoked by another invocation while this one made it right, three times; it is not known to hold only its own rules"
-    )))
+    Ok(())
 }
 
 /// Whether every rule a revoke named was in the group.
@@ -684,7 +694,10 @@ pub(super) async fn sg_swap(
     let mut read_back = groups_of(clients, &eni_ids).await;
     if read_back.as_deref().is_ok_and(|now| foreign(now).is_some()) {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        read_back = groups_of(clients, &eni_ids).await;
+        // A second read that fails leaves the first one's answer standing.
+        if let Ok(again) = groups_of(clients, &eni_ids).await {
+            read_back = Ok(again);
+        }
     }
     match read_back {
         // EC2 answered both swaps: they stand and are on record, read back or not.
@@ -702,8 +715,8 @@ pub(super) async fn sg_swap(
             }
             // Only the responder's groups, but not the quarantine group alone: another
             // response's first swap on the same instance came after ours, or the read lags
-            // behind the swap. The quarantine group is set again (that response sets it too);
-            // never put back here, which could undo that response's quarantine.
+            // behind the swap. The quarantine group is set again (that response sets it too)
+            // rather than the workload's groups put back, which would undo its quarantine.
             let again: Vec<&(String, Vec<String>)> = originals
                 .iter()
                 .filter(|(eni, _)| {
@@ -718,9 +731,10 @@ pub(super) async fn sg_swap(
                     .map(|(eni, _)| eni.as_str())
                     .collect::<Vec<_>>()
                     .join(", ");
-                // Failing, the step fails with its swaps still written down: a retry or a
-                // release finds them.
+                // Failing, the interface may keep the allow-all group: every interface goes
+                // back, as when the second swap fails.
                 if let Some(error) = swap_all(&quarantine, &again).await {
+                    put_back(&originals).await;
                     return Err(RungError::Failed(error));
                 }
                 notes.push(format!(
