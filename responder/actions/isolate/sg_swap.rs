@@ -234,7 +234,7 @@ async fn ensure_group(
 
 /// Revoke what a responder group must not have, authorize what it lacks. A rule gone before
 /// its revoke (another invocation making the same group right, the first time it is used) has
-/// the group read again and made right from what it is then, at most three times.
+/// the group read again and made right from what it is then: three passes at most.
 async fn reconcile(
     clients: &Clients,
     id: &str,
@@ -731,10 +731,11 @@ pub(super) async fn sg_swap(
                     .map(|(eni, _)| eni.as_str())
                     .collect::<Vec<_>>()
                     .join(", ");
-                // Failing, the interface may keep the allow-all group: every interface goes
-                // back, as when the second swap fails.
+                // Failing, the step fails with its swaps still written down (a retry or a
+                // release finds them) and puts nothing back: the untracking group seen is a
+                // response's own, which sets the quarantine group next, or a read behind the
+                // quarantine; putting back would undo either.
                 if let Some(error) = swap_all(&quarantine, &again).await {
-                    put_back(&originals).await;
                     return Err(RungError::Failed(error));
                 }
                 notes.push(format!(
