@@ -1066,13 +1066,8 @@ pub(super) async fn isolate_instance(
         RungError::Failed(e) | RungError::Partial { error: e, .. } => e,
     };
     // No interface whose groups may change: refused before any change (no ACL entry either).
-    if enis.iter().all(|t| t.unmodifiable.is_some()) {
-        return match sg_swap(clients, log, &vpc_id, enis, params, endpoints, Some(groups)).await {
-            Err(error) => Err(swap_error(error)),
-            Ok(_) => Err(StepError::Refused(
-                "no network interface whose groups the account may change".to_string(),
-            )),
-        };
+    if let Some(why) = super::sg_swap::nothing_to_swap(enis) {
+        return Err(StepError::Refused(why));
     }
     // What the swap can be credited with depends on the model alone, not on the swap: the
     // stateless ACL entries for what it cannot end are made alongside it, not after it.
@@ -1155,9 +1150,6 @@ pub(super) async fn isolate_instance(
         Some(_) => model_table.unwrap_or_default(),
     };
     let mut open = open_reasons(&record.reachability, &params.accept_open);
-    if let Some(error) = &swapped {
-        open.push(format!("the security-group swap failed: {error}"));
-    }
     // Connections the swap cannot end (tracked through a NAT gateway, a transit gateway or an
     // endpoint) are cut by the stateless ACLs, when the rule allows that rung too.
     if let Some(acls) = acls {
@@ -1176,9 +1168,6 @@ pub(super) async fn isolate_instance(
                 record.headroom = done.headroom;
                 record.reachability = combined(&record.reachability, &done.reachability);
                 open = open_reasons(&record.reachability, &params.accept_open);
-                if let Some(error) = &swapped {
-                    open.push(format!("the security-group swap failed: {error}"));
-                }
                 RungAttempt {
                     rung: IsolationRung::NaclQuarantine,
                     result: "applied".to_string(),
@@ -1210,6 +1199,9 @@ pub(super) async fn isolate_instance(
             },
         };
         record.attempts.push(attempt);
+    }
+    if let Some(error) = &swapped {
+        open.push(format!("the security-group swap failed: {error}"));
     }
     if open.is_empty() {
         Ok(IsolateOutput::Contained {

@@ -474,6 +474,29 @@ pub(super) fn intents_before_claim(
         .collect()
 }
 
+/// Why each interface the swap leaves alone is left alone.
+fn left_alone(targets: &[SwapTarget]) -> Vec<String> {
+    targets
+        .iter()
+        .filter_map(|t| {
+            t.unmodifiable
+                .as_ref()
+                .map(|why| format!("{} left alone: {why}", t.eni_id))
+        })
+        .collect()
+}
+
+/// Why the swap cannot apply at all: no interface whose groups may change. Known before any
+/// call, so a caller can refuse before changing anything else.
+pub(super) fn nothing_to_swap(targets: &[SwapTarget]) -> Option<String> {
+    targets.iter().all(|t| t.unmodifiable.is_some()).then(|| {
+        format!(
+            "no network interface whose groups the account may change ({})",
+            left_alone(targets).join("; ")
+        )
+    })
+}
+
 /// Swap the groups of every modifiable ENI. Returns the swaps and notes: per ENI left alone,
 /// why, and what reading the groups back found.
 pub(super) async fn sg_swap(
@@ -485,24 +508,14 @@ pub(super) async fn sg_swap(
     endpoints: &[Endpoint],
     known_groups: Option<&[SecurityGroup]>,
 ) -> Result<(Vec<SgSwap>, Vec<String>), RungError> {
-    let skipped: Vec<String> = targets
-        .iter()
-        .filter_map(|t| {
-            t.unmodifiable
-                .as_ref()
-                .map(|why| format!("{} left alone: {why}", t.eni_id))
-        })
-        .collect();
+    if let Some(why) = nothing_to_swap(targets) {
+        return Err(RungError::NotApplicable(why));
+    }
+    let skipped = left_alone(targets);
     let modifiable: Vec<&SwapTarget> = targets
         .iter()
         .filter(|t| t.unmodifiable.is_none())
         .collect();
-    if modifiable.is_empty() {
-        return Err(RungError::NotApplicable(format!(
-            "no network interface whose groups the account may change ({})",
-            skipped.join("; ")
-        )));
-    }
     let quarantine_rules = Desired {
         ingress: BTreeSet::new(),
         egress: endpoints
