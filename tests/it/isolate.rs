@@ -562,6 +562,125 @@ async fn an_instances_acl_entries_go_in_alongside_its_swaps_and_stand_if_the_swa
     );
 }
 
+/// A retryable error in either of an instance's rungs, once the other has changed something,
+/// fails the step retryably with those changes on record: Lambda's retry finishes the job,
+/// adopting them (no entry or swap made twice), and release undoes them meanwhile.
+#[tokio::test]
+async fn a_throttled_rung_beside_a_made_one_is_retried_with_the_changes_on_record() {
+    let world = World::new(2).await;
+    let before = world.acl_state().await;
+    let app = world.fixture.app_security_group.clone();
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        instances.push(
+            emulator::fixture::launch_instance(&world.clients, &world.fixture)
+                .await
+                .unwrap(),
+        );
+    }
+    let respond = async |n: usize, invocation: &str| {
+        let (instance, eni) = &instances[n];
+        let event = world.instance_event(instance, eni, 50 + n);
+        world
+            .responder
+            .respond(None, event.to_string().as_bytes(), invocation, None, None)
+            .await
+    };
+    let partial_of = |outcome: &Outcome| match outcome {
+        Outcome::Failed {
+            retryable: true,
+            partial: Some(StepOutput::Isolate(IsolateOutput::Incomplete { record, .. })),
+            ..
+        } => record.clone(),
+        other => panic!("a retryable failure with the changes on record: {other:?}"),
+    };
+
+    // The first instance's swaps are throttled past the SDK's attempts; its entries go in.
+    world.proxy.configure(|c| {
+        c.rules.push(FaultRule::new(
+            "ModifyNetworkInterfaceAttribute",
+            Fault::Throttle,
+            None,
+        ))
+    });
+    let first = respond(0, "swap-1").await;
+    world.proxy.configure(|c| c.rules.clear());
+    assert!(first.retryable, "{}", first.report.to_json_line());
+    let record = partial_of(outcome(&first.report, "isolate"));
+    assert!(record.sg_swaps.is_empty());
+    let entries = record.nacl_entries.len();
+    assert!(entries > 0);
+    assert_eq!(world.eni_groups(&instances[0].1).await, [app.as_str()]);
+    let again = respond(0, "swap-2").await;
+    assert!(
+        is_done(&again.report, "isolate"),
+        "{}",
+        again.report.to_json_line()
+    );
+    let record = isolation(&again.report);
+    assert_eq!(record.rung, Some(IsolationRung::SgSwap));
+    assert_eq!(record.nacl_entries.len(), entries, "the entries adopted");
+    assert_eq!(
+        world.count_calls("CreateNetworkAclEntry"),
+        entries,
+        "no entry made twice"
+    );
+    assert_eq!(
+        world.eni_groups(&instances[0].1).await,
+        [record.sg_swaps[0].quarantine_group.as_str()]
+    );
+    world
+        .responder
+        .release(&world.finding_id(50), "release-test")
+        .await
+        .unwrap();
+    assert_eq!(world.acl_state().await, before);
+    assert_eq!(world.eni_groups(&instances[0].1).await, [app.as_str()]);
+
+    // The second instance's entries are throttled; its swaps go in and are on record.
+    world.proxy.clear_calls();
+    world.proxy.configure(|c| {
+        c.rules.push(FaultRule::new(
+            "CreateNetworkAclEntry",
+            Fault::Throttle,
+            None,
+        ))
+    });
+    let first = respond(1, "acl-1").await;
+    world.proxy.configure(|c| c.rules.clear());
+    assert!(first.retryable, "{}", first.report.to_json_line());
+    let record = partial_of(outcome(&first.report, "isolate"));
+    assert_eq!(record.sg_swaps.len(), 1, "{record:?}");
+    assert!(record.nacl_entries.is_empty());
+    let quarantine = record.sg_swaps[0].quarantine_group.clone();
+    assert_eq!(
+        world.eni_groups(&instances[1].1).await,
+        [quarantine.as_str()]
+    );
+    let swaps = world.count_calls("ModifyNetworkInterfaceAttribute");
+    let again = respond(1, "acl-2").await;
+    assert!(
+        is_done(&again.report, "isolate"),
+        "{}",
+        again.report.to_json_line()
+    );
+    let record = isolation(&again.report);
+    assert_eq!(record.sg_swaps.len(), 1);
+    assert!(!record.nacl_entries.is_empty());
+    assert_eq!(
+        world.count_calls("ModifyNetworkInterfaceAttribute"),
+        swaps,
+        "no swap made twice"
+    );
+    world
+        .responder
+        .release(&world.finding_id(51), "release-test")
+        .await
+        .unwrap();
+    assert_eq!(world.acl_state().await, before);
+    assert_eq!(world.eni_groups(&instances[1].1).await, [app.as_str()]);
+}
+
 /// An instance's interfaces EC2 will not describe by instance (a refused or failing call;
 /// an attachment the describe does not show yet) are described by id, never taken as
 /// modifiable unread: the instance is isolated all the same.
@@ -594,6 +713,73 @@ async fn interfaces_not_described_by_instance_are_described_by_id() {
     assert_eq!(
         world.eni_groups(&eni).await,
         [swap.quarantine_group.as_str()]
+    );
+}
+
+/// The entries are verified by describing the ACLs again; a verification read throttled past
+/// the SDK's attempts fails the step retryably with the entries on record (release could take
+/// them out), and the retry adopts them (none made twice) and verifies.
+#[tokio::test]
+async fn a_throttled_verification_is_retried_with_the_entries_on_record() {
+    let world = World::new(2).await;
+    // Every other entry answers a second late: the verification's read comes after it.
+    world.proxy.configure(|c| {
+        c.rules.push(FaultRule::share(
+            "CreateNetworkAclEntry",
+            Fault::Latency(std::time::Duration::from_secs(1)),
+            2,
+        ))
+    });
+    let event = world.miner_event(0, 60).to_string();
+    let throttle_the_verification = async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while world.count_calls("CreateNetworkAclEntry") == 0 {
+            assert!(std::time::Instant::now() < deadline, "no entry made");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        world.proxy.configure(|c| {
+            c.rules
+                .push(FaultRule::new("DescribeNetworkAcls", Fault::Throttle, None))
+        });
+    };
+    let (first, ()) = tokio::join!(
+        world
+            .responder
+            .respond(None, event.as_bytes(), "verify-1", None, None),
+        throttle_the_verification
+    );
+    world.proxy.configure(|c| c.rules.clear());
+    assert!(first.retryable, "{}", first.report.to_json_line());
+    let entries = match outcome(&first.report, "isolate") {
+        Outcome::Failed {
+            retryable: true,
+            partial: Some(StepOutput::Isolate(IsolateOutput::Incomplete { record, why })),
+            ..
+        } => {
+            assert!(why.contains("not confirmed cut"), "{why}");
+            record.nacl_entries.clone()
+        }
+        other => panic!("a retryable failure with the entries on record: {other:?}"),
+    };
+    assert_eq!(entries.len(), 4);
+    let again = world
+        .responder
+        .respond(None, event.as_bytes(), "verify-2", None, None)
+        .await;
+    assert!(
+        is_done(&again.report, "isolate"),
+        "{}",
+        again.report.to_json_line()
+    );
+    assert_eq!(
+        isolation(&again.report).nacl_entries,
+        entries,
+        "the entries adopted"
+    );
+    assert_eq!(
+        world.count_calls("CreateNetworkAclEntry"),
+        4,
+        "none made twice"
     );
 }
 

@@ -19,7 +19,7 @@ use super::{
 use crate::actions::drain::{describe_container_instance, tenants, Bounds};
 use crate::actions::ledger::StepLog;
 use crate::actions::workload::describe_task;
-use crate::actions::{aws, Clients, StepError};
+use crate::actions::{aws, Clients, Failure, StepError};
 use crate::incident::{Ec2InstanceTarget, EcsTaskTarget};
 use crate::network::reach::{reachability, DestinationClass, Reachability, Verdict};
 use crate::network::Workload;
@@ -615,7 +615,7 @@ async fn isolate_shared(
     params: &IsolateParams,
     region: &str,
     shared: &SharedInstance,
-) -> Result<IsolateOutput, StepError> {
+) -> Result<IsolateOutput, Failure<IsolateOutput>> {
     let instance_id = &shared.instance.instance_id;
     let held_back = |why: &str| {
         StepError::Refused(format!(
@@ -624,7 +624,7 @@ async fn isolate_shared(
     };
     let cut = match &shared.verdict {
         Ok(cut) => cut,
-        Err(why) => return Err(held_back(why)),
+        Err(why) => return Err(held_back(why).into()),
     };
     // An instance already gone takes no slot.
     if let Err(gone) = shared.network.settled()? {
@@ -684,11 +684,11 @@ async fn isolate_shared(
     };
     if let Some(error) = failed {
         give_back(&newly_taken).await;
-        return Err(error);
+        return Err(error.into());
     }
     if !refused.is_empty() {
         give_back(&newly_taken).await;
-        return Err(held_back(&refused.join("; ")));
+        return Err(held_back(&refused.join("; ")).into());
     }
     // Written down before any change: a failure or a death after the swap leaves a record
     // that still says a shared instance was cut and which slots go with it.
@@ -701,7 +701,7 @@ async fn isolate_shared(
         .await
     {
         give_back(&newly_taken).await;
-        return Err(error);
+        return Err(error.into());
     }
     let output = Box::pin(isolate_instance(
         clients,
@@ -713,14 +713,17 @@ async fn isolate_shared(
     ))
     .await;
     // On an error the instance may be cut already (a partial rung, a retryable failure): the
-    // slots stay with the written-down intent, and release gives them back.
-    let mut output = output?;
+    // slots stay with the written-down intent, and release gives them back; what was cut is
+    // said the same way as when it succeeds.
     let cut = cut.summary.clone();
-    if let IsolateOutput::Contained { record } | IsolateOutput::Incomplete { record, .. } =
-        &mut output
-    {
+    let shared_by = |output: &mut IsolateOutput| {
+        let (IsolateOutput::Contained { record } | IsolateOutput::Incomplete { record, .. }) =
+            output
+        else {
+            return;
+        };
         record.shared_by_task = Some(task.task_arn.clone());
-        record.shared_with = taken;
+        record.shared_with = taken.clone();
         record.notes.insert(
             0,
             format!(
@@ -730,8 +733,19 @@ async fn isolate_shared(
         record.notes.push(
             "the ECS agent on the instance is cut off too: ECS neither starts nor stops tasks there until release and keeps counting them as running (a load balancer's failed health checks still get them replaced); stops asked for meanwhile happen when release reconnects it. The task's STOPPED event does not release the instance (a person does, with `responder release`)".to_string(),
         );
+    };
+    match output {
+        Ok(mut output) => {
+            shared_by(&mut output);
+            Ok(output)
+        }
+        Err(mut failure) => {
+            if let Some(partial) = &mut failure.partial {
+                shared_by(partial);
+            }
+            Err(failure)
+        }
     }
-    Ok(output)
 }
 
 /// The VPC as read before, or described now.
@@ -753,14 +767,14 @@ pub(super) async fn isolate_task(
     params: &IsolateParams,
     region: &str,
     read: &Prefetched,
-) -> Result<IsolateOutput, StepError> {
+) -> Result<IsolateOutput, Failure<IsolateOutput>> {
     let network = match read.settled()? {
         Err(gone) => return Ok(gone),
         Ok(Read::Task(network)) => network,
         Ok(Read::Shared(shared)) => {
             return isolate_shared(clients, log, task, params, region, shared).await
         }
-        Ok(_) => return Err(mismatched()),
+        Ok(_) => return Err(mismatched().into()),
     };
     let TaskNetwork {
         eni_id,
@@ -798,6 +812,8 @@ pub(super) async fn isolate_task(
 
     let mut failures = Vec::new();
     let mut open = Vec::new();
+    // A rung's retryable error after entries were made: Lambda's retry finishes the job.
+    let mut retry = None;
     for rung in &params.rungs {
         let attempt = match rung {
             IsolationRung::SgSwap if eni.requester_managed => Err(RungError::NotApplicable(
@@ -905,6 +921,9 @@ pub(super) async fn isolate_task(
                         // rolled back): keep them on record (release undoes them), claim nothing.
                         record.nacl_entries = entries;
                         open.push(format!("not confirmed cut: {error}"));
+                        if error.is_retryable() {
+                            retry = Some(error);
+                        }
                         Ok("entries made, then the rung failed; they stay on record for release".to_string())
                     }
                     Err(other) => Err(other),
@@ -938,16 +957,33 @@ pub(super) async fn isolate_task(
                 });
                 if let Some(error) = fatal.filter(StepError::is_retryable) {
                     // Throttled or AWS-side failure: stop climbing, let the retry redo it.
-                    return Err(error);
+                    open.push(format!("{}: {error}", rung.name()));
+                    retry = Some(error);
+                    break;
                 }
             }
         }
+        if retry.is_some() {
+            break;
+        }
+    }
+    if let Some(error) = retry {
+        // What an earlier rung (or this one) changed stays on record for the retry and release.
+        let changed = record.rung.is_some() || !record.nacl_entries.is_empty();
+        return Err(Failure {
+            error,
+            partial: changed.then(|| IsolateOutput::Incomplete {
+                record: Box::new(record),
+                why: format!("still open: {}", open.join("; ")),
+            }),
+        });
     }
     if record.rung.is_none() {
         return Err(StepError::Refused(format!(
             "no isolation rung succeeded ({})",
             failures.join("; ")
-        )));
+        ))
+        .into());
     }
     if open.is_empty() {
         return Ok(IsolateOutput::Contained {
@@ -999,7 +1035,7 @@ pub(super) async fn isolate_instance(
     params: &IsolateParams,
     region: &str,
     read: &Prefetched,
-) -> Result<IsolateOutput, StepError> {
+) -> Result<IsolateOutput, Failure<IsolateOutput>> {
     // What the reads told the claim to write down, taken back when no swap will be made.
     let take_back = async || {
         let told: Vec<serde_json::Value> = read
@@ -1022,8 +1058,8 @@ pub(super) async fn isolate_instance(
             take_back().await;
             return match settled {
                 Ok(Err(gone)) => Ok(gone),
-                Ok(Ok(_)) => Err(mismatched()),
-                Err(error) => Err(error),
+                Ok(Ok(_)) => Err(mismatched().into()),
+                Err(error) => Err(error.into()),
             };
         }
     };
@@ -1037,7 +1073,7 @@ pub(super) async fn isolate_instance(
     } = network.as_ref();
     let vpc_id = vpc_id.clone();
     if let Some(refusal) = without_sg_swap(params) {
-        return Err(refusal);
+        return Err(refusal.into());
     }
     let workload = match (found.private_ip_address(), found.subnet_id()) {
         (Some(ip), Some(subnet)) => Some(Workload {
@@ -1047,7 +1083,8 @@ pub(super) async fn isolate_instance(
                     take_back().await;
                     return Err(StepError::Refused(format!(
                         "the instance's address {ip:?} is not IPv4"
-                    )));
+                    ))
+                    .into());
                 }
             },
             ipv6: found
@@ -1067,7 +1104,7 @@ pub(super) async fn isolate_instance(
     };
     // No interface whose groups may change: refused before any change (no ACL entry either).
     if let Some(why) = super::sg_swap::nothing_to_swap(enis) {
-        return Err(StepError::Refused(why));
+        return Err(StepError::Refused(why).into());
     }
     // What the swap can be credited with depends on the model alone, not on the swap: the
     // stateless ACL entries for what it cannot end are made alongside it, not after it.
@@ -1121,8 +1158,7 @@ pub(super) async fn isolate_instance(
         Err(error) => Some(swap_error(error)),
     };
     // Entries made alongside a swap that failed stand: the step fails with them on record
-    // (release takes them out), even when a retry might have got past the swap's error, so
-    // that the report never hides a change that was made.
+    // (release takes them out, a retry adopts them), so that no report hides a change made.
     let made_entries = match &acls {
         Some(Ok(done)) => !done.entries.is_empty(),
         Some(Err(RungError::Partial { entries, .. })) => !entries.is_empty(),
@@ -1130,7 +1166,7 @@ pub(super) async fn isolate_instance(
     };
     if let Some(error) = &swapped {
         if !made_entries {
-            return Err(error.clone());
+            return Err(error.clone().into());
         }
         record.attempts.push(RungAttempt {
             rung: IsolationRung::SgSwap,
@@ -1150,6 +1186,9 @@ pub(super) async fn isolate_instance(
         Some(_) => model_table.unwrap_or_default(),
     };
     let mut open = open_reasons(&record.reachability, &params.accept_open);
+    // A retryable error of either rung, once something is changed: Lambda's retry finishes
+    // the job, and this attempt's changes stay on record meanwhile.
+    let mut retry = swapped.clone().filter(StepError::is_retryable);
     // Connections the swap cannot end (tracked through a NAT gateway, a transit gateway or an
     // endpoint) are cut by the stateless ACLs, when the rule allows that rung too.
     if let Some(acls) = acls {
@@ -1180,13 +1219,26 @@ pub(super) async fn isolate_instance(
                 }
                 record.nacl_entries = entries;
                 open.push(format!("not confirmed cut: {error}"));
+                let detail = error.to_string();
+                if error.is_retryable() {
+                    retry.get_or_insert(error);
+                }
                 RungAttempt {
                     rung: IsolationRung::NaclQuarantine,
                     result: "failed".to_string(),
-                    detail: error.to_string(),
+                    detail,
                 }
             }
-            Err(RungError::Failed(error)) if error.is_retryable() => return Err(error),
+            Err(RungError::Failed(error)) if error.is_retryable() => {
+                let attempt = RungAttempt {
+                    rung: IsolationRung::NaclQuarantine,
+                    result: "failed".to_string(),
+                    detail: error.to_string(),
+                };
+                open.push(format!("the network ACL rung failed: {error}"));
+                retry.get_or_insert(error);
+                attempt
+            }
             Err(RungError::Failed(error)) => RungAttempt {
                 rung: IsolationRung::NaclQuarantine,
                 result: "failed".to_string(),
@@ -1203,15 +1255,22 @@ pub(super) async fn isolate_instance(
     if let Some(error) = &swapped {
         open.push(format!("the security-group swap failed: {error}"));
     }
-    if open.is_empty() {
-        Ok(IsolateOutput::Contained {
+    let output = if open.is_empty() {
+        IsolateOutput::Contained {
             record: Box::new(record),
-        })
+        }
     } else {
-        Ok(IsolateOutput::Incomplete {
+        IsolateOutput::Incomplete {
             record: Box::new(record),
             why: format!("still open: {}", open.join("; ")),
-        })
+        }
+    };
+    match retry {
+        Some(error) => Err(Failure {
+            error,
+            partial: Some(output),
+        }),
+        None => Ok(output),
     }
 }
 

@@ -680,9 +680,26 @@ pub(super) async fn sg_swap(
             .find_map(Result::err)
             .map(aws("EC2 ModifyNetworkInterfaceAttribute"))
     };
-    let every: Vec<&(String, Vec<String>)> = originals.iter().collect();
+    // An earlier attempt's swap (written down, then the step failed or died) is carried on
+    // where the interface, as read, shows it got to: never the allow-all group put on an
+    // interface already quarantined, nor the swap made twice.
+    let carries_only = |eni: &str, group: &str| {
+        written_down.iter().any(|s| s.eni_id == eni)
+            && modifiable
+                .iter()
+                .any(|t| t.eni_id == eni && t.groups.as_slice() == [group])
+    };
+    let every: Vec<&(String, Vec<String>)> = originals
+        .iter()
+        .filter(|(eni, _)| !carries_only(eni, &quarantine))
+        .collect();
+    let first: Vec<&(String, Vec<String>)> = every
+        .iter()
+        .copied()
+        .filter(|(eni, _)| !carries_only(eni, &untracking))
+        .collect();
     // Step 1: the untracking group.
-    if let Some(error) = swap_all(&untracking, &every).await {
+    if let Some(error) = swap_all(&untracking, &first).await {
         // Every interface goes back, not only those whose call answered: a call that failed
         // may have been made (its answer lost, then throttled retries). Setting the original
         // groups again changes nothing where they are.
