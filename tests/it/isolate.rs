@@ -607,7 +607,16 @@ async fn a_throttled_rung_beside_a_made_one_is_retried_with_the_changes_on_recor
     world.proxy.configure(|c| c.rules.clear());
     assert!(first.retryable, "{}", first.report.to_json_line());
     let record = partial_of(outcome(&first.report, "isolate"));
-    assert!(record.sg_swaps.is_empty());
+    // Its put-back was throttled too: the swap is on record as one that may stand.
+    assert_eq!(record.sg_swaps.len(), 1);
+    assert!(
+        record
+            .notes
+            .iter()
+            .any(|n| n.contains("could not be put back")),
+        "{:?}",
+        record.notes
+    );
     let entries = record.nacl_entries.len();
     assert!(entries > 0);
     assert_eq!(world.eni_groups(&instances[0].1).await, [app.as_str()]);
@@ -679,6 +688,194 @@ async fn a_throttled_rung_beside_a_made_one_is_retried_with_the_changes_on_recor
         .unwrap();
     assert_eq!(world.acl_state().await, before);
     assert_eq!(world.eni_groups(&instances[1].1).await, [app.as_str()]);
+}
+
+/// The responder's group in `vpc_id` with this role, found by its tag.
+async fn responder_group(world: &World, role: &str) -> String {
+    let found = world
+        .clients
+        .ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:incident-responder:role")
+                .values(role)
+                .build(),
+        )
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("vpc-id")
+                .values(&world.fixture.vpc_id)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    found.security_groups()[0].group_id().unwrap().to_string()
+}
+
+/// Waits until `n` calls of `operation` have been answered.
+async fn answered(world: &World, operation: &str, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while world.count_calls(operation) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{operation} never came"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Both swaps answered and the groups' read-back refused: the swaps stand (EC2 answered
+/// them), the step is done, and the record says the groups were not read back.
+#[tokio::test]
+async fn a_read_back_that_cannot_be_made_leaves_the_answered_swaps_standing_and_said() {
+    let world = World::new(2).await;
+    let (instance, eni) = emulator::fixture::launch_instance(&world.clients, &world.fixture)
+        .await
+        .unwrap();
+    // The second swap answers a second late: the read-back comes after it.
+    world.proxy.configure(|c| {
+        c.rules.push(FaultRule::share(
+            "ModifyNetworkInterfaceAttribute",
+            Fault::Latency(std::time::Duration::from_secs(1)),
+            2,
+        ))
+    });
+    let refuse_the_read_back = async {
+        answered(&world, "ModifyNetworkInterfaceAttribute", 1).await;
+        world.proxy.configure(|c| {
+            c.rules.push(FaultRule::new(
+                "DescribeNetworkInterfaces",
+                Fault::Refuse("UnauthorizedOperation"),
+                Some(1),
+            ))
+        });
+    };
+    let event = world.instance_event(&instance, &eni, 70);
+    let (report, ()) = tokio::join!(world.respond(&event), refuse_the_read_back);
+    world.proxy.configure(|c| c.rules.clear());
+    assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
+    let record = isolation(&report);
+    assert!(
+        record
+            .notes
+            .iter()
+            .any(|n| n.contains("not read back after the swap")),
+        "{:?}",
+        record.notes
+    );
+    assert_eq!(
+        world.eni_groups(&eni).await,
+        [record.sg_swaps[0].quarantine_group.as_str()]
+    );
+}
+
+/// The read-back finds the untracking group again (as when another response's first swap
+/// lands after our quarantine) and setting the quarantine group again is throttled: the step
+/// fails retryably with the swap on record and says the interface may carry either group;
+/// nothing is put back. The retry sets the quarantine group alone (the untracking swap is not
+/// made again) and is done.
+#[tokio::test]
+async fn a_throttled_second_setting_of_the_quarantine_group_is_on_record_and_retried() {
+    let world = World::new(2).await;
+    let (instance, eni) = emulator::fixture::launch_instance(&world.clients, &world.fixture)
+        .await
+        .unwrap();
+    let app = world.fixture.app_security_group.clone();
+    world.proxy.configure(|c| {
+        c.rules.push(FaultRule::share(
+            "ModifyNetworkInterfaceAttribute",
+            Fault::Latency(std::time::Duration::from_secs(1)),
+            2,
+        ))
+    });
+    let event = world.instance_event(&instance, &eni, 71).to_string();
+    let untrack_again = async {
+        answered(&world, "ModifyNetworkInterfaceAttribute", 1).await;
+        // The read-back after the second swap waits a second at the proxy.
+        world.proxy.configure(|c| {
+            c.rules.push(FaultRule::new(
+                "DescribeNetworkInterfaces",
+                Fault::Latency(std::time::Duration::from_secs(1)),
+                Some(1),
+            ))
+        });
+        let untracking = responder_group(&world, "untracking").await;
+        answered(&world, "ModifyNetworkInterfaceAttribute", 2).await;
+        world
+            .clients
+            .ec2
+            .modify_network_interface_attribute()
+            .network_interface_id(&eni)
+            .groups(&untracking)
+            .send()
+            .await
+            .unwrap();
+        world.proxy.configure(|c| {
+            c.rules
+                .retain(|r| r.operation != "ModifyNetworkInterfaceAttribute");
+            c.rules.push(FaultRule::new(
+                "ModifyNetworkInterfaceAttribute",
+                Fault::Throttle,
+                None,
+            ))
+        });
+        untracking
+    };
+    let (first, untracking) = tokio::join!(
+        world
+            .responder
+            .respond(None, event.as_bytes(), "again-1", None, None),
+        untrack_again
+    );
+    world.proxy.configure(|c| c.rules.clear());
+    assert!(first.retryable, "{}", first.report.to_json_line());
+    let record = match outcome(&first.report, "isolate") {
+        Outcome::Failed {
+            retryable: true,
+            partial: Some(StepOutput::Isolate(IsolateOutput::Incomplete { record, .. })),
+            ..
+        } => record.clone(),
+        other => panic!("a retryable failure with the swap on record: {other:?}"),
+    };
+    assert_eq!(record.sg_swaps.len(), 1, "{record:?}");
+    assert_eq!(record.sg_swaps[0].original_groups, [app.as_str()]);
+    assert!(
+        record
+            .notes
+            .iter()
+            .any(|n| n.contains("could not be put back")),
+        "{:?}",
+        record.notes
+    );
+    assert_eq!(world.eni_groups(&eni).await, [untracking.as_str()]);
+
+    let swaps = world.count_calls("ModifyNetworkInterfaceAttribute");
+    let again = world
+        .responder
+        .respond(None, event.as_bytes(), "again-2", None, None)
+        .await;
+    assert!(
+        is_done(&again.report, "isolate"),
+        "{}",
+        again.report.to_json_line()
+    );
+    let quarantine = isolation(&again.report).sg_swaps[0]
+        .quarantine_group
+        .clone();
+    assert_eq!(world.eni_groups(&eni).await, [quarantine.as_str()]);
+    assert_eq!(
+        world.count_calls("ModifyNetworkInterfaceAttribute"),
+        swaps + 1,
+        "the quarantine group alone, no untracking swap again"
+    );
+    world
+        .responder
+        .release(&world.finding_id(71), "release-test")
+        .await
+        .unwrap();
+    assert_eq!(world.eni_groups(&eni).await, [app.as_str()]);
 }
 
 /// An instance's interfaces EC2 will not describe by instance (a refused or failing call;

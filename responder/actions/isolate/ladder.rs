@@ -948,6 +948,11 @@ pub(super) async fn isolate_task(
                     RungError::NotApplicable(d) => ("not_applicable", d, None),
                     RungError::Failed(e) => ("failed", e.to_string(), Some(e)),
                     RungError::Partial { error, .. } => ("failed", error.to_string(), Some(error)),
+                    RungError::Swapped { error, swaps } => {
+                        record.notes.push(not_put_back(&swaps));
+                        record.sg_swaps = swaps;
+                        ("failed", error.to_string(), Some(error))
+                    }
                 };
                 failures.push(format!("{}: {detail}", rung.name()));
                 record.attempts.push(RungAttempt {
@@ -967,9 +972,10 @@ pub(super) async fn isolate_task(
             break;
         }
     }
+    // What an earlier rung (or a failed one) changed stays on record for the retry and release.
+    let changed =
+        record.rung.is_some() || !record.nacl_entries.is_empty() || !record.sg_swaps.is_empty();
     if let Some(error) = retry {
-        // What an earlier rung (or this one) changed stays on record for the retry and release.
-        let changed = record.rung.is_some() || !record.nacl_entries.is_empty();
         return Err(Failure {
             error,
             partial: changed.then(|| IsolateOutput::Incomplete {
@@ -979,11 +985,14 @@ pub(super) async fn isolate_task(
         });
     }
     if record.rung.is_none() {
-        return Err(StepError::Refused(format!(
-            "no isolation rung succeeded ({})",
-            failures.join("; ")
-        ))
-        .into());
+        let why = format!("no isolation rung succeeded ({})", failures.join("; "));
+        return Err(Failure {
+            error: StepError::Refused(why.clone()),
+            partial: changed.then(|| IsolateOutput::Incomplete {
+                record: Box::new(record),
+                why,
+            }),
+        });
     }
     if open.is_empty() {
         return Ok(IsolateOutput::Contained {
@@ -1099,8 +1108,9 @@ pub(super) async fn isolate_instance(
         _ => None,
     };
     let swap_error = |e: RungError| match e {
-        RungError::NotApplicable(d) => StepError::Refused(d),
-        RungError::Failed(e) | RungError::Partial { error: e, .. } => e,
+        RungError::NotApplicable(d) => (StepError::Refused(d), Vec::new()),
+        RungError::Failed(e) | RungError::Partial { error: e, .. } => (e, Vec::new()),
+        RungError::Swapped { error, swaps } => (error, swaps),
     };
     // No interface whose groups may change: refused before any change (no ACL entry either).
     if let Some(why) = super::sg_swap::nothing_to_swap(enis) {
@@ -1155,7 +1165,14 @@ pub(super) async fn isolate_instance(
             record.notes = notes;
             None
         }
-        Err(error) => Some(swap_error(error)),
+        Err(error) => {
+            let (error, swaps) = swap_error(error);
+            if !swaps.is_empty() {
+                record.notes.push(not_put_back(&swaps));
+                record.sg_swaps = swaps;
+            }
+            Some(error)
+        }
     };
     // Entries made alongside a swap that failed stand: the step fails with them on record
     // (release takes them out, a retry adopts them), so that no report hides a change made.
@@ -1165,7 +1182,7 @@ pub(super) async fn isolate_instance(
         _ => false,
     };
     if let Some(error) = &swapped {
-        if !made_entries {
+        if !made_entries && record.sg_swaps.is_empty() {
             return Err(error.clone().into());
         }
         record.attempts.push(RungAttempt {
@@ -1175,9 +1192,13 @@ pub(super) async fn isolate_instance(
         });
     }
     if workload.is_none() {
+        let failed = swapped
+            .as_ref()
+            .map(|e| format!("the security-group swap failed: {e}; "))
+            .unwrap_or_default();
         return Ok(IsolateOutput::Incomplete {
             record: Box::new(record),
-            why: "the instance reports no private address or subnet: what the swap cut cannot be evaluated".to_string(),
+            why: format!("{failed}the instance reports no private address or subnet: what the swap cut cannot be evaluated"),
         });
     }
     // A swap that failed is credited with nothing: the model's own reasons stand.
@@ -1229,7 +1250,10 @@ pub(super) async fn isolate_instance(
                     detail,
                 }
             }
-            Err(RungError::Failed(error)) if error.is_retryable() => {
+            // (Only the swap leaves interfaces swapped: `Swapped` is never the ACL rung's.)
+            Err(RungError::Failed(error) | RungError::Swapped { error, .. })
+                if error.is_retryable() =>
+            {
                 let attempt = RungAttempt {
                     rung: IsolationRung::NaclQuarantine,
                     result: "failed".to_string(),
@@ -1239,7 +1263,7 @@ pub(super) async fn isolate_instance(
                 retry.get_or_insert(error);
                 attempt
             }
-            Err(RungError::Failed(error)) => RungAttempt {
+            Err(RungError::Failed(error) | RungError::Swapped { error, .. }) => RungAttempt {
                 rung: IsolationRung::NaclQuarantine,
                 result: "failed".to_string(),
                 detail: error.to_string(),
@@ -1274,6 +1298,15 @@ pub(super) async fn isolate_instance(
     }
 }
 
+/// The note for interfaces a failed swap could not put back.
+fn not_put_back(swaps: &[super::SgSwap]) -> String {
+    let enis: Vec<&str> = swaps.iter().map(|s| s.eni_id.as_str()).collect();
+    format!(
+        "the swap failed and {} could not be put back: each may carry the untracking (allow-all) or the quarantine group; its original groups are on record and `responder release` restores them",
+        enis.join(", ")
+    )
+}
+
 /// Open classes the rule does not accept, with the model's reasons.
 fn open_reasons(table: &[Reachability], accepted: &[DestinationClass]) -> Vec<String> {
     crate::network::reach::open_classes(table, accepted)
@@ -1306,6 +1339,14 @@ pub(super) enum RungError {
         error: StepError,
         /// The entries made.
         entries: Vec<NaclEntry>,
+    },
+    /// The group swap failed after changing interfaces it could not put back: they may carry
+    /// the untracking or the quarantine group, and their swaps are kept on record.
+    Swapped {
+        /// What went wrong.
+        error: StepError,
+        /// The interfaces not put back.
+        swaps: Vec<super::SgSwap>,
     },
 }
 

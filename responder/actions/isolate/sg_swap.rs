@@ -645,23 +645,40 @@ pub(super) async fn sg_swap(
         return Err(RungError::Failed(error));
     }
     let eni_ids: Vec<String> = originals.iter().map(|(id, _)| id.clone()).collect();
+    let swap_of = |(eni_id, original_groups): &(String, Vec<String>)| SgSwap {
+        eni_id: eni_id.clone(),
+        original_groups: original_groups.clone(),
+        quarantine_group: quarantine.clone(),
+        untracking_group: untracking.clone(),
+    };
     // Puts the groups back and takes back what is written down for each interface that has
-    // them again.
-    let put_back = async |done: &[(String, Vec<String>)]| {
+    // them again. The step then fails with `error`, and with the swaps of the interfaces not
+    // put back on record: they may carry either of the responder's groups.
+    let put_back = async |done: &[(String, Vec<String>)], error: StepError| {
         let mut settled: Vec<&str> = Vec::new();
-        for (eni, groups) in done {
+        let mut standing = Vec::new();
+        for swap in done {
             let restored = clients
                 .ec2
                 .modify_network_interface_attribute()
-                .network_interface_id(eni)
-                .set_groups(Some(groups.clone()))
+                .network_interface_id(&swap.0)
+                .set_groups(Some(swap.1.clone()))
                 .send()
                 .await;
-            if restored.is_ok() {
-                settled.push(eni);
+            match restored {
+                Ok(_) => settled.push(swap.0.as_str()),
+                Err(_) => standing.push(swap_of(swap)),
             }
         }
         take_back(&settled, &intents).await;
+        if standing.is_empty() {
+            RungError::Failed(error)
+        } else {
+            RungError::Swapped {
+                error,
+                swaps: standing,
+            }
+        }
     };
 
     // Sets `group` on the interfaces (together); the first error, if any.
@@ -703,15 +720,13 @@ pub(super) async fn sg_swap(
         // Every interface goes back, not only those whose call answered: a call that failed
         // may have been made (its answer lost, then throttled retries). Setting the original
         // groups again changes nothing where they are.
-        put_back(&originals).await;
-        return Err(RungError::Failed(error));
+        return Err(put_back(&originals, error).await);
     }
     // Step 2: the quarantine group, as soon as the first swap is answered: the groups are
     // read back after it, not between (a round trip less before the quarantine stands).
     if let Some(error) = swap_all(&quarantine, &every).await {
         // Every ENI carries the untracking group or the quarantine group: all go back.
-        put_back(&originals).await;
-        return Err(RungError::Failed(error));
+        return Err(put_back(&originals, error).await);
     }
     let mut notes = skipped;
     let foreign = |now: &[(String, Vec<String>)]| {
@@ -738,10 +753,10 @@ pub(super) async fn sg_swap(
             // A group that is not the responder's: someone else is changing the interface
             // (an operator, a release): put back, as before any change of ours.
             if let Some((eni, groups)) = foreign(&now) {
-                put_back(&originals).await;
-                return Err(RungError::Failed(StepError::Refused(format!(
+                let error = StepError::Refused(format!(
                     "{eni} has groups {groups:?} after the swap, not {quarantine}: someone else is changing it; put back"
-                ))));
+                ));
+                return Err(put_back(&originals, error).await);
             }
             // Only the responder's groups, but not the quarantine group alone: another
             // response's first swap on the same instance came after ours, or the read lags
@@ -766,7 +781,10 @@ pub(super) async fn sg_swap(
                 // response's own, which sets the quarantine group next, or a read behind the
                 // quarantine; putting back would undo either.
                 if let Some(error) = swap_all(&quarantine, &again).await {
-                    return Err(RungError::Failed(error));
+                    return Err(RungError::Swapped {
+                        error,
+                        swaps: originals.iter().map(swap_of).collect(),
+                    });
                 }
                 notes.push(format!(
                     "{enis} carried the untracking group after the swap (another response's first swap, or a read behind the swap): the quarantine group was set again"
@@ -774,14 +792,5 @@ pub(super) async fn sg_swap(
             }
         }
     }
-    let swaps = originals
-        .into_iter()
-        .map(|(eni_id, original_groups)| SgSwap {
-            eni_id,
-            original_groups,
-            quarantine_group: quarantine.clone(),
-            untracking_group: untracking.clone(),
-        })
-        .collect();
-    Ok((swaps, notes))
+    Ok((originals.iter().map(swap_of).collect(), notes))
 }
