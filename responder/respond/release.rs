@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::steps::recorded_isolation;
 use super::Responder;
 use crate::actions::hold::{self, HoldOutput};
+use crate::actions::isolate::lockdown::GroupLockdown;
 use crate::actions::isolate::{ContainmentRecord, NaclEntry, SgSwap, SharedIntent};
 use crate::actions::ledger::{Ledger, StepRecord, StepStatus};
 use crate::actions::protect::{self, Protection};
@@ -733,10 +734,24 @@ pub(super) fn with_intended(
         .iter()
         .filter_map(|value| serde_json::from_value(value.clone()).ok())
         .collect();
-    if intended.is_empty() && swaps.is_empty() && shared.is_empty() {
+    let lockdowns: Vec<GroupLockdown> = step
+        .intended
+        .iter()
+        .filter_map(|value| serde_json::from_value(value.clone()).ok())
+        .collect();
+    if intended.is_empty() && swaps.is_empty() && shared.is_empty() && lockdowns.is_empty() {
         return record;
     }
     let mut record = record.unwrap_or_default();
+    for lockdown in lockdowns {
+        if !record
+            .group_lockdowns
+            .iter()
+            .any(|g| g.group_id == lockdown.group_id)
+        {
+            record.group_lockdowns.push(lockdown);
+        }
+    }
     for intent in shared {
         record.shared_by_task.get_or_insert(intent.shared_by_task);
         for task in intent.shared_with {

@@ -315,6 +315,82 @@ async fn rules_of(world: &World, group: &str) -> (String, String) {
     )
 }
 
+/// A lockdown made before a later rung's retryable failure is written down first: the retry
+/// finds the group locked down and keeps the rules written down as its originals (not the
+/// lockdown it finds), and release puts those back exactly.
+#[tokio::test]
+async fn a_lockdown_retried_after_a_later_rung_failed_keeps_the_groups_own_rules() {
+    let yaml = "rules:\n  - name: r\n    mode: enforce\n    blast_radius: {min_healthy: 0}\n    match: {targets: [ecs_task]}\n    actions:\n      - isolate: {rungs: [service-sg-lockdown, nacl-quarantine], accept_open: [dns, link-local-services]}\n      - notify\n";
+    let world = World::with_layout(2, playbooks(yaml), &Layout::default()).await;
+    let group = world.fixture.app_security_group.clone();
+    world
+        .clients
+        .ec2
+        .create_tags()
+        .resources(&group)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("incident-responder:lockdown")
+                .value("allowed")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let before = rules_of(&world, &group).await;
+    assert_ne!(before, ("[]".to_string(), "[]".to_string()));
+    world.proxy.configure(|c| {
+        c.rules.push(emulator::proxy::FaultRule::new(
+            "CreateNetworkAclEntry",
+            emulator::proxy::Fault::Throttle,
+            None,
+        ))
+    });
+    let event = world.miner_event(0, 33).to_string();
+    let first = world
+        .responder
+        .respond(None, event.as_bytes(), "lockdown-1", None, None)
+        .await;
+    world.proxy.configure(|c| c.rules.clear());
+    assert!(first.retryable, "{}", first.report.to_json_line());
+    let Outcome::Failed {
+        partial: Some(StepOutput::Isolate(output)),
+        retryable: true,
+        ..
+    } = outcome(&first.report, "isolate")
+    else {
+        panic!("{}", first.report.to_json_line())
+    };
+    let locked = output.record().unwrap().group_lockdowns.clone();
+    assert_eq!(locked.len(), 1);
+    assert_ne!(rules_of(&world, &group).await, before, "locked down");
+
+    let again = world
+        .responder
+        .respond(None, event.as_bytes(), "lockdown-2", None, None)
+        .await;
+    let record = match outcome(&again.report, "isolate") {
+        Outcome::Done { .. } => isolation(&again.report).clone(),
+        Outcome::Failed {
+            partial: Some(StepOutput::Isolate(output)),
+            ..
+        } => output.record().unwrap().clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(record.group_lockdowns, locked, "the group's own rules kept");
+    assert!(!record.nacl_entries.is_empty());
+    world
+        .responder
+        .release(&world.finding_id(33), "release-lockdown")
+        .await
+        .unwrap();
+    assert_eq!(
+        rules_of(&world, &group).await,
+        before,
+        "the group's rules are back exactly"
+    );
+}
+
 #[tokio::test]
 async fn a_service_lockdown_takes_only_an_opted_in_exclusive_group_and_release_restores_it() {
     // The rule will not accept the own subnet open: the ladder goes on to the lockdown.

@@ -819,7 +819,9 @@ pub(super) async fn isolate_task(
             IsolationRung::SgSwap if eni.requester_managed => Err(RungError::NotApplicable(
                 "the ENI is requester-managed (every Fargate and awsvpc task ENI): EC2 refuses security-group changes on it".to_string(),
             )),
-            IsolationRung::SgSwap => {
+            // A read failing within a rung is that rung's failure (`?` here ends the rung, not
+            // the ladder), so what earlier rungs changed stays on record.
+            IsolationRung::SgSwap => async {
                 let endpoints = if params.keep_guardduty_agent {
                     guardduty_endpoints(clients, &vpc_id, region).await?
                 } else {
@@ -842,17 +844,24 @@ pub(super) async fn isolate_task(
                         "security groups swapped: untracking group, then quarantine group".to_string()
                     })
             }
-            IsolationRung::ServiceSgLockdown => {
+            .await,
+            IsolationRung::ServiceSgLockdown => async {
                 let endpoints = if params.keep_guardduty_agent {
                     guardduty_endpoints(clients, &vpc_id, region).await?
                 } else {
                     Vec::new()
                 };
-                lock_down(clients, task, &eni.groups, &endpoints, ipv6.is_some()).await.map(|locked| {
+                let vpc = model_of(clients, network).await?;
+                lock_down(clients, log, task, &eni.groups, &endpoints, ipv6.is_some()).await.map(|locked| {
                     let service = task.service.as_deref().unwrap_or("?");
                     record.notes.push(format!(
                         "every task of service {service} is contained with this task: its security groups are locked down until `responder release`"
                     ));
+                    // As the first rung: the model's own verdicts, since the lockdown turns
+                    // no class from open to cut (an empty table would claim everything cut).
+                    if record.reachability.is_empty() {
+                        record.reachability = reachability(&vpc, &workload, &BTreeSet::new());
+                    }
                     for row in &mut record.reachability {
                         if row.verdict == Verdict::Open
                             && !matches!(row.class, DestinationClass::Dns | DestinationClass::LinkLocalServices)
@@ -863,13 +872,15 @@ pub(super) async fn isolate_task(
                             );
                         }
                     }
+                    open = open_reasons(&record.reachability, &params.accept_open);
                     let ids: Vec<&str> = locked.iter().map(|g| g.group_id.as_str()).collect();
                     let detail = format!("rules of {} replaced (untracking, then quarantine)", ids.join(", "));
                     record.group_lockdowns = locked;
                     detail
                 })
             }
-            IsolationRung::NaclQuarantine => {
+            .await,
+            IsolationRung::NaclQuarantine => async {
                 let vpc = model_of(clients, network).await?;
                 let agent = if params.keep_guardduty_agent {
                     agent_acls(clients, &vpc, region, &subnet_id).await?
@@ -929,6 +940,7 @@ pub(super) async fn isolate_task(
                     Err(other) => Err(other),
                 }
             }
+            .await,
         };
         match attempt {
             Ok(detail) => {

@@ -5,7 +5,9 @@
 //! allow-all for 0.0.0.0/0 and ::/0 both ways (meant to make TCP and UDP flows untracked; an idle
 //! one may stay tracked), then only
 //! the GuardDuty agent's egress. Every task of the service is contained with it. The rules are
-//! recorded exactly and restored by `release`.
+//! recorded exactly, written down in the ledger before the first change (so a retry after a
+//! later rung failed, or after a death, restores what the group had, not the lockdown it
+//! finds), and restored by `release`.
 //!
 //! What it cannot do is said, not hidden: ICMP and other protocols, and connections through NAT
 //! gateways, load balancers or endpoints, stay tracked and outlive the change until idle.
@@ -17,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::endpoints::Endpoint;
 use super::ladder::RungError;
+use crate::actions::ledger::StepLog;
 use crate::actions::{aws, Clients, StepError};
 use crate::incident::EcsTaskTarget;
 
@@ -277,6 +280,7 @@ async fn service_enis(
 /// and used by nothing but the service's tasks.
 pub(super) async fn lock_down(
     clients: &Clients,
+    log: StepLog<'_>,
     task: &EcsTaskTarget,
     groups: &[String],
     endpoints: &[Endpoint],
@@ -358,24 +362,61 @@ pub(super) async fn lock_down(
             prefix_lists: Vec::new(),
         })
         .collect();
-    let mut done = Vec::new();
+    // What an earlier attempt of this step wrote down: the groups' rules before it changed
+    // them (what a group holds now may be that attempt's lockdown).
+    let written_down: Vec<GroupLockdown> = log
+        .written_down
+        .iter()
+        .filter_map(|v| serde_json::from_value(v.clone()).ok())
+        .collect();
+    let mut done: Vec<GroupLockdown> = Vec::new();
+    // Puts back every group changed so far (nothing half-applied) and takes back what is
+    // written down for those put back.
+    let put_back = async |done: &[GroupLockdown]| {
+        let mut restored = Vec::new();
+        for saved in done {
+            if restore(clients, saved).await.is_ok() {
+                restored.push(serde_json::to_value(saved).unwrap_or_default());
+            }
+        }
+        if let Err(error) = log
+            .ledger
+            .withdraw_intents(log.finding_id, log.step_key, &restored)
+            .await
+        {
+            tracing::warn!(error = %error, "lockdowns put back were not taken back from the record");
+        }
+    };
     for group in described.security_groups() {
         let Some(id) = group.group_id() else { continue };
-        let saved = GroupLockdown {
-            group_id: id.to_string(),
-            service: service.to_string(),
-            ingress: group.ip_permissions().iter().map(SavedRule::of).collect(),
-            egress: group
-                .ip_permissions_egress()
-                .iter()
-                .map(SavedRule::of)
-                .collect(),
+        let now_in: Vec<SavedRule> = group.ip_permissions().iter().map(SavedRule::of).collect();
+        let now_out: Vec<SavedRule> = group
+            .ip_permissions_egress()
+            .iter()
+            .map(SavedRule::of)
+            .collect();
+        let saved = match written_down.iter().find(|w| w.group_id == id) {
+            Some(earlier) => earlier.clone(),
+            None => {
+                let saved = GroupLockdown {
+                    group_id: id.to_string(),
+                    service: service.to_string(),
+                    ingress: now_in.clone(),
+                    egress: now_out.clone(),
+                };
+                let intent = serde_json::to_value(&saved).unwrap_or_default();
+                if let Err(error) = log.intend(&[intent]).await {
+                    put_back(&done).await;
+                    return Err(RungError::Failed(error));
+                }
+                saved
+            }
         };
         let steps = async {
             set_rules(
                 clients,
                 id,
-                (&saved.ingress, &saved.egress),
+                (&now_in, &now_out),
                 (&untracking_in, &untracking_out),
             )
             .await?;
@@ -398,15 +439,12 @@ pub(super) async fn lock_down(
             }
             Ok(())
         };
+        done.push(saved);
         if let Err(error) = steps.await {
             // Put every group back as it was; nothing half-applied.
-            let _ = restore(clients, &saved).await;
-            for earlier in &done {
-                let _ = restore(clients, earlier).await;
-            }
+            put_back(&done).await;
             return Err(RungError::Failed(error));
         }
-        done.push(saved);
     }
     Ok(done)
 }

@@ -654,9 +654,14 @@ pub(super) async fn sg_swap(
     // Puts the groups back and takes back what is written down for each interface that has
     // them again. The step then fails with `error`, and with the swaps of the interfaces not
     // put back on record: they may carry either of the responder's groups.
-    let put_back = async |done: &[(String, Vec<String>)], error: StepError| {
+    let put_back = async |done: &[&(String, Vec<String>)], error: StepError| {
         let mut settled: Vec<&str> = Vec::new();
-        let mut standing = Vec::new();
+        // Interfaces this attempt found past the untracking step are left as they are.
+        let mut standing: Vec<SgSwap> = originals
+            .iter()
+            .filter(|swap| !done.contains(swap))
+            .map(swap_of)
+            .collect();
         for swap in done {
             let restored = clients
                 .ec2
@@ -697,36 +702,38 @@ pub(super) async fn sg_swap(
             .find_map(Result::err)
             .map(aws("EC2 ModifyNetworkInterfaceAttribute"))
     };
-    // An earlier attempt's swap (written down, then the step failed or died) is carried on
-    // where the interface, as read, shows it got to: never the allow-all group put on an
-    // interface already quarantined, nor the swap made twice.
-    let carries_only = |eni: &str, group: &str| {
+    // An interface an earlier attempt swapped (its swap written down, then the step failed
+    // or died) and that reads as carrying only the responder's groups is past the untracking
+    // step: it gets the quarantine group alone, never the allow-all group again. A read that
+    // lags behind that attempt's swaps (EC2 documents no bound) shows the workload's groups
+    // and gets both steps, as a first attempt does.
+    let past_untracking = |eni: &str| {
         written_down.iter().any(|s| s.eni_id == eni)
-            && modifiable
-                .iter()
-                .any(|t| t.eni_id == eni && t.groups.as_slice() == [group])
+            && modifiable.iter().any(|t| {
+                t.eni_id == eni
+                    && !t.groups.is_empty()
+                    && t.groups.iter().all(|g| ours.contains(&g.as_str()))
+            })
     };
-    let every: Vec<&(String, Vec<String>)> = originals
+    let every: Vec<&(String, Vec<String>)> = originals.iter().collect();
+    let first: Vec<&(String, Vec<String>)> = originals
         .iter()
-        .filter(|(eni, _)| !carries_only(eni, &quarantine))
-        .collect();
-    let first: Vec<&(String, Vec<String>)> = every
-        .iter()
-        .copied()
-        .filter(|(eni, _)| !carries_only(eni, &untracking))
+        .filter(|(eni, _)| !past_untracking(eni))
         .collect();
     // Step 1: the untracking group.
     if let Some(error) = swap_all(&untracking, &first).await {
-        // Every interface goes back, not only those whose call answered: a call that failed
-        // may have been made (its answer lost, then throttled retries). Setting the original
-        // groups again changes nothing where they are.
-        return Err(put_back(&originals, error).await);
+        // Every interface of this step goes back, not only those whose call answered: a call
+        // that failed may have been made (its answer lost, then throttled retries). Setting
+        // the original groups again changes nothing where they are.
+        return Err(put_back(&first, error).await);
     }
     // Step 2: the quarantine group, as soon as the first swap is answered: the groups are
     // read back after it, not between (a round trip less before the quarantine stands).
+    // Set on every interface, those past the untracking step too: setting it again changes
+    // nothing where it is, and needs no read to be right.
     if let Some(error) = swap_all(&quarantine, &every).await {
-        // Every ENI carries the untracking group or the quarantine group: all go back.
-        return Err(put_back(&originals, error).await);
+        // Those of step 1 carry the untracking group or the quarantine group: they go back.
+        return Err(put_back(&first, error).await);
     }
     let mut notes = skipped;
     let foreign = |now: &[(String, Vec<String>)]| {
@@ -756,7 +763,7 @@ pub(super) async fn sg_swap(
                 let error = StepError::Refused(format!(
                     "{eni} has groups {groups:?} after the swap, not {quarantine}: someone else is changing it; put back"
                 ));
-                return Err(put_back(&originals, error).await);
+                return Err(put_back(&every, error).await);
             }
             // Only the responder's groups, but not the quarantine group alone: another
             // response's first swap on the same instance came after ours, or the read lags
