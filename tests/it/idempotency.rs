@@ -448,13 +448,34 @@ async fn killed_at(operation: &str, kill: Kill) -> Option<String> {
     world
         .proxy
         .configure(|c| c.rules.push(FaultRule::new(&operation, fault, Some(1))));
-    let deadline = SystemTime::now() + Duration::from_secs(2);
+    // Within 10 s of its deadline the invocation writes its changes down before making them,
+    // the one death it sees coming; Lambda kills it once the call is reached (not at a fixed
+    // time: on a loaded machine the call may come later), after a held call took effect.
+    let deadline = SystemTime::now() + Duration::from_secs(5);
     let dying = world.respond_until(&event, "killed", None, Some(deadline));
-    if tokio::time::timeout(Duration::from_millis(2500), dying)
-        .await
-        .is_ok()
-    {
-        return Some(format!("{case}: the invocation never reached the call"));
+    let reached = async {
+        loop {
+            let mut held = false;
+            world
+                .proxy
+                .configure(|c| held = c.rules.iter().all(|r| r.times == Some(0)));
+            if held {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let killed = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::select! {
+            _ = dying => false,
+            () = reached => true,
+        }
+    });
+    match killed.await {
+        Ok(true) => {}
+        Ok(false) => return Some(format!("{case}: the invocation never reached the call")),
+        Err(_) => return Some(format!("{case}: neither the call nor the end came in 30 s")),
     }
     until_lease_over(deadline).await;
     let mut last = None;

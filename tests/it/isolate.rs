@@ -980,6 +980,40 @@ async fn a_throttled_verification_is_retried_with_the_entries_on_record() {
     );
 }
 
+/// A create whose answer is lost after EC2 made the entry (here a 5xx after the write; a
+/// timeout is the same) is tried again and refused as `NetworkAclEntryAlreadyExists`. The
+/// entry, as planned at its number, is this response's, not another's: four entries, all on
+/// record, and release leaves the ACLs as they were (no entry made and left unrecorded).
+#[tokio::test]
+async fn an_entry_whose_answer_was_lost_is_this_responses_own() {
+    let world = World::new(2).await;
+    let before = world.acl_state().await;
+    world.proxy.configure(|c| {
+        c.rules.push(FaultRule::new(
+            "CreateNetworkAclEntry",
+            Fault::LostAnswer,
+            Some(1),
+        ))
+    });
+    let report = world.respond(&world.miner_event(0, 80)).await;
+    world.proxy.configure(|c| c.rules.clear());
+    assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
+    assert_eq!(isolation(&report).nacl_entries.len(), 4);
+    let ours = world
+        .acl_state()
+        .await
+        .into_iter()
+        .filter(|e| e["rule"].as_i64().is_some_and(|r| (1..=99).contains(&r)))
+        .count();
+    assert_eq!(ours, 4, "no entry made twice");
+    world
+        .responder
+        .release(&world.finding_id(80), "release-test")
+        .await
+        .unwrap();
+    assert_eq!(world.acl_state().await, before, "none left behind");
+}
+
 #[tokio::test]
 async fn a_full_acl_fails_the_rung_cleanly_and_the_fallback_stops_the_task_after_evidence() {
     let yaml = "rules:\n  - name: contain-or-stop\n    mode: enforce\n    match: {targets: [ecs_task]}\n    actions:\n      - isolate: {fallback: stop}\n      - evidence\n      - notify\n";

@@ -365,10 +365,16 @@ async fn a_lockdown_retried_after_a_later_rung_failed_keeps_the_groups_own_rules
     assert_eq!(locked.len(), 1);
     assert_ne!(rules_of(&world, &group).await, before, "locked down");
 
+    world.proxy.clear_calls();
     let again = world
         .responder
         .respond(None, event.as_bytes(), "lockdown-2", None, None)
         .await;
+    let allowed_all = world.count_calls("AuthorizeSecurityGroupIngress");
+    assert_eq!(
+        allowed_all, 0,
+        "no allow-all rules on the locked-down group again"
+    );
     let record = match outcome(&again.report, "isolate") {
         Outcome::Done { .. } => isolation(&again.report).clone(),
         Outcome::Failed {

@@ -965,6 +965,15 @@ pub(super) async fn isolate_task(
                         record.sg_swaps = swaps;
                         ("failed", error.to_string(), Some(error))
                     }
+                    RungError::Locked { error, groups } => {
+                        let ids: Vec<&str> = groups.iter().map(|g| g.group_id.as_str()).collect();
+                        record.notes.push(format!(
+                            "the lockdown failed and {} could not be put back: each may hold the untracking (allow-all) or the quarantine rules; its own rules are on record and `responder release` restores them",
+                            ids.join(", ")
+                        ));
+                        record.group_lockdowns = groups;
+                        ("failed", error.to_string(), Some(error))
+                    }
                 };
                 failures.push(format!("{}: {detail}", rung.name()));
                 record.attempts.push(RungAttempt {
@@ -985,8 +994,10 @@ pub(super) async fn isolate_task(
         }
     }
     // What an earlier rung (or a failed one) changed stays on record for the retry and release.
-    let changed =
-        record.rung.is_some() || !record.nacl_entries.is_empty() || !record.sg_swaps.is_empty();
+    let changed = record.rung.is_some()
+        || !record.nacl_entries.is_empty()
+        || !record.sg_swaps.is_empty()
+        || !record.group_lockdowns.is_empty();
     if let Some(error) = retry {
         return Err(Failure {
             error,
@@ -1121,7 +1132,9 @@ pub(super) async fn isolate_instance(
     };
     let swap_error = |e: RungError| match e {
         RungError::NotApplicable(d) => (StepError::Refused(d), Vec::new()),
-        RungError::Failed(e) | RungError::Partial { error: e, .. } => (e, Vec::new()),
+        RungError::Failed(e)
+        | RungError::Partial { error: e, .. }
+        | RungError::Locked { error: e, .. } => (e, Vec::new()),
         RungError::Swapped { error, swaps } => (error, swaps),
     };
     // No interface whose groups may change: refused before any change (no ACL entry either).
@@ -1263,9 +1276,11 @@ pub(super) async fn isolate_instance(
                 }
             }
             // (Only the swap leaves interfaces swapped: `Swapped` is never the ACL rung's.)
-            Err(RungError::Failed(error) | RungError::Swapped { error, .. })
-                if error.is_retryable() =>
-            {
+            Err(
+                RungError::Failed(error)
+                | RungError::Swapped { error, .. }
+                | RungError::Locked { error, .. },
+            ) if error.is_retryable() => {
                 let attempt = RungAttempt {
                     rung: IsolationRung::NaclQuarantine,
                     result: "failed".to_string(),
@@ -1275,7 +1290,11 @@ pub(super) async fn isolate_instance(
                 retry.get_or_insert(error);
                 attempt
             }
-            Err(RungError::Failed(error) | RungError::Swapped { error, .. }) => RungAttempt {
+            Err(
+                RungError::Failed(error)
+                | RungError::Swapped { error, .. }
+                | RungError::Locked { error, .. },
+            ) => RungAttempt {
                 rung: IsolationRung::NaclQuarantine,
                 result: "failed".to_string(),
                 detail: error.to_string(),
@@ -1359,6 +1378,14 @@ pub(super) enum RungError {
         error: StepError,
         /// The interfaces not put back.
         swaps: Vec<super::SgSwap>,
+    },
+    /// The service lockdown failed after changing groups it could not put back: they may hold
+    /// the untracking or the quarantine rules, and their own rules are kept on record.
+    Locked {
+        /// What went wrong.
+        error: StepError,
+        /// The groups not put back.
+        groups: Vec<super::lockdown::GroupLockdown>,
     },
 }
 

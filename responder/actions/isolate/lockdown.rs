@@ -372,11 +372,14 @@ pub(super) async fn lock_down(
     let mut done: Vec<GroupLockdown> = Vec::new();
     // Puts back every group changed so far (nothing half-applied) and takes back what is
     // written down for those put back.
-    let put_back = async |done: &[GroupLockdown]| {
+    // The step then fails with `error`, and with the groups not put back on record.
+    let put_back = async |done: &[GroupLockdown], error: StepError| {
         let mut restored = Vec::new();
+        let mut standing = Vec::new();
         for saved in done {
-            if restore(clients, saved).await.is_ok() {
-                restored.push(serde_json::to_value(saved).unwrap_or_default());
+            match restore(clients, saved).await {
+                Ok(()) => restored.push(serde_json::to_value(saved).unwrap_or_default()),
+                Err(_) => standing.push(saved.clone()),
             }
         }
         if let Err(error) = log
@@ -386,6 +389,25 @@ pub(super) async fn lock_down(
         {
             tracing::warn!(error = %error, "lockdowns put back were not taken back from the record");
         }
+        if standing.is_empty() {
+            RungError::Failed(error)
+        } else {
+            RungError::Locked {
+                error,
+                groups: standing,
+            }
+        }
+    };
+    let expected: BTreeSet<&str> = quarantine_out
+        .iter()
+        .flat_map(|r| r.ipv4.iter().map(|(c, _)| c.as_str()))
+        .collect();
+    let holds_quarantine = |ingress: &[SavedRule], egress: &[SavedRule]| {
+        let cidrs: BTreeSet<&str> = egress
+            .iter()
+            .flat_map(|r| r.ipv4.iter().chain(&r.ipv6).map(|(c, _)| c.as_str()))
+            .collect();
+        ingress.is_empty() && cidrs == expected
     };
     for group in described.security_groups() {
         let Some(id) = group.group_id() else { continue };
@@ -405,13 +427,27 @@ pub(super) async fn lock_down(
                     egress: now_out.clone(),
                 };
                 let intent = serde_json::to_value(&saved).unwrap_or_default();
-                if let Err(error) = log.intend(&[intent]).await {
-                    put_back(&done).await;
-                    return Err(RungError::Failed(error));
+                if let Err(error) = log.intend(std::slice::from_ref(&intent)).await {
+                    // Its answer may be lost after it was written: taken back (the group is
+                    // not changed), so no release puts this snapshot over later rules.
+                    if let Err(error) = log
+                        .ledger
+                        .withdraw_intents(log.finding_id, log.step_key, &[intent])
+                        .await
+                    {
+                        tracing::warn!(error = %error, "a lockdown not made was not taken back from the record");
+                    }
+                    return Err(put_back(&done, error).await);
                 }
                 saved
             }
         };
+        // Locked down already by an earlier attempt of this step (its rules written down):
+        // never the allow-all rules again on a group that holds the quarantine rules.
+        if written_down.iter().any(|w| w.group_id == id) && holds_quarantine(&now_in, &now_out) {
+            done.push(saved);
+            continue;
+        }
         let steps = async {
             set_rules(
                 clients,
@@ -424,15 +460,7 @@ pub(super) async fn lock_down(
             let (now_in, now_out) = current_rules(clients, id).await?;
             set_rules(clients, id, (&now_in, &now_out), (&[], &quarantine_out)).await?;
             let (after_in, after_out) = current_rules(clients, id).await?;
-            let expected: BTreeSet<&str> = quarantine_out
-                .iter()
-                .flat_map(|r| r.ipv4.iter().map(|(c, _)| c.as_str()))
-                .collect();
-            let egress: BTreeSet<&str> = after_out
-                .iter()
-                .flat_map(|r| r.ipv4.iter().chain(&r.ipv6).map(|(c, _)| c.as_str()))
-                .collect();
-            if !after_in.is_empty() || egress != expected {
+            if !holds_quarantine(&after_in, &after_out) {
                 return Err(StepError::Refused(format!(
                     "security group {id} does not hold the quarantine rules after the change: someone else is changing it"
                 )));
@@ -442,8 +470,7 @@ pub(super) async fn lock_down(
         done.push(saved);
         if let Err(error) = steps.await {
             // Put every group back as it was; nothing half-applied.
-            put_back(&done).await;
-            return Err(RungError::Failed(error));
+            return Err(put_back(&done, error).await);
         }
     }
     Ok(done)

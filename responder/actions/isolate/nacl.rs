@@ -254,27 +254,32 @@ async fn attempt(
         .ledger
         .seconds_left()
         .is_some_and(|left| left < INTENT_FIRST_WITHIN);
-    let (intended, results): (Result<(), StepError>, Vec<Result<(), StepError>>) = if near_deadline
-    {
-        match log.intend(&intents).await {
-            Err(error) => {
-                // Its answer may be lost after it was written: nothing was made.
-                withdraw(log, &intents).await;
-                return Attempt::Failed(RungError::Failed(error));
+    let (intended, results): (Result<(), StepError>, Vec<Result<(), CreateFailure>>) =
+        if near_deadline {
+            match log.intend(&intents).await {
+                Err(error) => {
+                    // Its answer may be lost after it was written: nothing was made.
+                    withdraw(log, &intents).await;
+                    return Attempt::Failed(RungError::Failed(error));
+                }
+                Ok(()) => (Ok(()), creates.await),
             }
-            Ok(()) => (Ok(()), creates.await),
-        }
-    } else {
-        tokio::join!(log.intend(&intents), creates)
-    };
+        } else {
+            tokio::join!(log.intend(&intents), creates)
+        };
     let mut created: Vec<NaclEntry> = kept.iter().map(|e| recorded(e)).collect();
     let mut made = Vec::new();
+    // Made or not, nobody can say yet: kept written down and on record.
+    let mut uncertain = Vec::new();
     let mut error = intended.as_ref().err().cloned();
     for (planned, result) in to_make.iter().zip(results) {
         match result {
             Ok(()) => made.push(recorded(planned)),
-            Err(e) => {
-                error.get_or_insert(e);
+            Err(failure) => {
+                if failure.uncertain {
+                    uncertain.push(recorded(planned));
+                }
+                error.get_or_insert(failure.error);
             }
         }
     }
@@ -285,11 +290,13 @@ async fn attempt(
         return Attempt::Made(acls.to_vec(), plan, created);
     };
     // Never leave a half-applied quarantine behind, nor an entry not written down.
-    let survivors: Vec<NaclEntry> = remove_entries(clients, &made)
+    let mut survivors: Vec<NaclEntry> = remove_entries(clients, &made)
         .await
         .into_iter()
         .filter_map(|(entry, removed)| removed.is_err().then_some(entry))
         .collect();
+    let unsure = !uncertain.is_empty();
+    survivors.append(&mut uncertain);
     // What was written down and not made (or made and removed) may be another response's
     // numbers by now: withdrawn, whether the intents' write was answered or not. What could
     // not be removed stays written down, and on the step's record.
@@ -303,6 +310,13 @@ async fn attempt(
         .cloned()
         .collect();
     withdraw(log, &not_made).await;
+    if unsure {
+        // A retry adopts what exists exactly as written down; release checks the same.
+        return Attempt::Failed(RungError::Partial {
+            error,
+            entries: survivors,
+        });
+    }
     if !survivors.is_empty() {
         return Attempt::Failed(RungError::Partial {
             error: StepError::Refused(format!(
@@ -381,7 +395,122 @@ fn recorded(planned: &PlannedEntry) -> NaclEntry {
     }
 }
 
-async fn create(clients: &Clients, entry: &PlannedEntry) -> Result<(), StepError> {
+/// Tries of one entry's creation (the SDK's own retries are off for it, below).
+const CREATE_TRIES: u32 = 4;
+
+/// Why an entry was not made, and whether it may have been all the same.
+struct CreateFailure {
+    error: StepError,
+    /// A try may have made it (its answer lost) and no read has settled it.
+    uncertain: bool,
+}
+
+/// Make one entry. The SDK's retries are off for this call and made here instead, to know
+/// when an earlier try may have made the entry though its answer was lost (a timeout, a lost
+/// connection, a 5xx): EC2 then refuses the next try as `NetworkAclEntryAlreadyExists`, which
+/// would otherwise read as another response's number (the entry left made and unrecorded, and
+/// the quarantine planned again at other numbers). The ACL is then described: the entry as
+/// planned at its number counts as made. (Throttling is taken to leave nothing made: EC2
+/// refuses the call for its request rate.) The tries together keep within the SDK's
+/// operation timeout.
+async fn create(clients: &Clients, entry: &PlannedEntry) -> Result<(), CreateFailure> {
+    let started = std::time::Instant::now();
+    let mut maybe_made = false;
+    let mut pause = Duration::from_millis(100);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let left = crate::actions::OPERATION_TIMEOUT.saturating_sub(started.elapsed());
+        let tried = tokio::time::timeout(left, create_once(clients, entry))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StepError::Aws {
+                    operation: "EC2 CreateNetworkAclEntry",
+                    code: "no response".to_string(),
+                    message: "no answer within the operation's time".to_string(),
+                    retryable: true,
+                })
+            });
+        let error = match tried {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        let (exists, retryable, throttled) = match &error {
+            StepError::Aws {
+                code, retryable, ..
+            } => (
+                code == "NetworkAclEntryAlreadyExists",
+                *retryable,
+                is_throttling(code),
+            ),
+            _ => (false, false, false),
+        };
+        if exists && maybe_made {
+            return settle(clients, entry, error).await;
+        }
+        maybe_made |= retryable && !throttled;
+        let out_of_time = started.elapsed() + pause >= crate::actions::OPERATION_TIMEOUT;
+        if !retryable || tries >= CREATE_TRIES || out_of_time {
+            if maybe_made {
+                return settle(clients, entry, error).await;
+            }
+            return Err(CreateFailure {
+                error,
+                uncertain: false,
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+    }
+}
+
+/// After a try that may have made the entry: made if the ACL holds it as planned at its
+/// number; not made if another entry holds the number; otherwise (nothing there, which a read
+/// lagging behind the create would show too, or no read) uncertain.
+async fn settle(
+    clients: &Clients,
+    entry: &PlannedEntry,
+    error: StepError,
+) -> Result<(), CreateFailure> {
+    let described = clients
+        .ec2
+        .describe_network_acls()
+        .network_acl_ids(&entry.acl_id)
+        .send()
+        .await
+        .map_err(aws("EC2 DescribeNetworkAcls"));
+    let planned = entry.as_acl_entry();
+    let at_number = described.map(|d| {
+        d.network_acls()
+            .iter()
+            .filter_map(acl)
+            .flat_map(|found| found.entries)
+            .find(|e| e.rule_number == planned.rule_number && e.egress == planned.egress)
+    });
+    match at_number {
+        Ok(Some(found)) if found == planned => Ok(()),
+        Ok(Some(_)) => Err(CreateFailure {
+            error,
+            uncertain: false,
+        }),
+        Ok(None) | Err(_) => Err(CreateFailure {
+            error,
+            uncertain: true,
+        }),
+    }
+}
+
+/// Throttling codes: EC2 refused the call for its request rate.
+fn is_throttling(code: &str) -> bool {
+    code.contains("Throttl")
+        || matches!(
+            code,
+            "RequestLimitExceeded" | "TooManyRequestsException" | "SlowDown"
+        )
+}
+
+/// One try at making the entry, without the SDK's retries.
+async fn create_once(clients: &Clients, entry: &PlannedEntry) -> Result<(), StepError> {
     let mut request = clients
         .ec2
         .create_network_acl_entry()
@@ -407,6 +536,11 @@ async fn create(clients: &Clients, entry: &PlannedEntry) -> Result<(), StepError
         );
     }
     request
+        .customize()
+        .config_override(
+            aws_sdk_ec2::config::Builder::default()
+                .retry_config(aws_sdk_ec2::config::retry::RetryConfig::disabled()),
+        )
         .send()
         .await
         .map(|_| ())

@@ -720,8 +720,15 @@ pub(super) async fn sg_swap(
         .iter()
         .filter(|(eni, _)| !past_untracking(eni))
         .collect();
-    // Step 1: the untracking group.
-    if let Some(error) = swap_all(&untracking, &first).await {
+    let past: Vec<&(String, Vec<String>)> = originals
+        .iter()
+        .filter(|(eni, _)| past_untracking(eni))
+        .collect();
+    // Step 1: the untracking group; those past it get the quarantine group alongside, so
+    // that none is left with the allow-all group if step 1 fails elsewhere.
+    let (untracked, quarantined) =
+        tokio::join!(swap_all(&untracking, &first), swap_all(&quarantine, &past));
+    if let Some(error) = untracked.or(quarantined) {
         // Every interface of this step goes back, not only those whose call answered: a call
         // that failed may have been made (its answer lost, then throttled retries). Setting
         // the original groups again changes nothing where they are.
@@ -729,9 +736,9 @@ pub(super) async fn sg_swap(
     }
     // Step 2: the quarantine group, as soon as the first swap is answered: the groups are
     // read back after it, not between (a round trip less before the quarantine stands).
-    // Set on every interface, those past the untracking step too: setting it again changes
-    // nothing where it is, and needs no read to be right.
-    if let Some(error) = swap_all(&quarantine, &every).await {
+    // (Those past the untracking step had it set again in step 1: setting it again changes
+    // nothing where it is, and needs no read to be right.)
+    if let Some(error) = swap_all(&quarantine, &first).await {
         // Those of step 1 carry the untracking group or the quarantine group: they go back.
         return Err(put_back(&first, error).await);
     }
