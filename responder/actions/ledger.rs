@@ -215,6 +215,19 @@ impl StepLog<'_> {
             .record_intent(self.finding_id, self.step_key, intents)
             .await
     }
+
+    /// Take back written-down changes that were not made (or were undone). A failure is
+    /// logged, not returned: release checks each written-down change against AWS before it
+    /// undoes it, so a stale one costs a check, never a wrong change.
+    pub async fn withdraw(&self, intents: &[Value]) {
+        if let Err(error) = self
+            .ledger
+            .withdraw_intents(self.finding_id, self.step_key, intents)
+            .await
+        {
+            tracing::warn!(error = %error, step = self.step_key, "changes not made were not taken back from the record");
+        }
+    }
 }
 
 /// The answer to "may I run this step?".

@@ -9,7 +9,7 @@ use responder::playbook::PlaybookSet;
 use responder::report::{DecisionKind, Outcome};
 use serde_json::Value;
 
-use crate::support::{is_done, isolation, outcome, output, released, World};
+use crate::support::{is_done, isolation, outcome, output, released, retryable_isolation, World};
 
 fn playbooks(yaml: &str) -> PlaybookSet {
     PlaybookSet::from_sources([("test.yaml".to_string(), yaml.to_string())]).unwrap()
@@ -586,14 +586,6 @@ async fn a_throttled_rung_beside_a_made_one_is_retried_with_the_changes_on_recor
             .respond(None, event.to_string().as_bytes(), invocation, None, None)
             .await
     };
-    let partial_of = |outcome: &Outcome| match outcome {
-        Outcome::Failed {
-            retryable: true,
-            partial: Some(StepOutput::Isolate(IsolateOutput::Incomplete { record, .. })),
-            ..
-        } => record.clone(),
-        other => panic!("a retryable failure with the changes on record: {other:?}"),
-    };
 
     // The first instance's swaps are throttled past the SDK's attempts; its entries go in.
     world.proxy.configure(|c| {
@@ -606,7 +598,7 @@ async fn a_throttled_rung_beside_a_made_one_is_retried_with_the_changes_on_recor
     let first = respond(0, "swap-1").await;
     world.proxy.configure(|c| c.rules.clear());
     assert!(first.retryable, "{}", first.report.to_json_line());
-    let record = partial_of(outcome(&first.report, "isolate"));
+    let record = retryable_isolation(&first.report).0.clone();
     // Its put-back was throttled too: the swap is on record as one that may stand.
     assert_eq!(record.sg_swaps.len(), 1);
     assert!(
@@ -658,7 +650,7 @@ async fn a_throttled_rung_beside_a_made_one_is_retried_with_the_changes_on_recor
     let first = respond(1, "acl-1").await;
     world.proxy.configure(|c| c.rules.clear());
     assert!(first.retryable, "{}", first.report.to_json_line());
-    let record = partial_of(outcome(&first.report, "isolate"));
+    let record = retryable_isolation(&first.report).0.clone();
     assert_eq!(record.sg_swaps.len(), 1, "{record:?}");
     assert!(record.nacl_entries.is_empty());
     let quarantine = record.sg_swaps[0].quarantine_group.clone();
@@ -831,14 +823,7 @@ async fn a_throttled_second_setting_of_the_quarantine_group_is_on_record_and_ret
     );
     world.proxy.configure(|c| c.rules.clear());
     assert!(first.retryable, "{}", first.report.to_json_line());
-    let record = match outcome(&first.report, "isolate") {
-        Outcome::Failed {
-            retryable: true,
-            partial: Some(StepOutput::Isolate(IsolateOutput::Incomplete { record, .. })),
-            ..
-        } => record.clone(),
-        other => panic!("a retryable failure with the swap on record: {other:?}"),
-    };
+    let record = retryable_isolation(&first.report).0.clone();
     assert_eq!(record.sg_swaps.len(), 1, "{record:?}");
     assert_eq!(record.sg_swaps[0].original_groups, [app.as_str()]);
     assert!(
@@ -947,17 +932,9 @@ async fn a_throttled_verification_is_retried_with_the_entries_on_record() {
     );
     world.proxy.configure(|c| c.rules.clear());
     assert!(first.retryable, "{}", first.report.to_json_line());
-    let entries = match outcome(&first.report, "isolate") {
-        Outcome::Failed {
-            retryable: true,
-            partial: Some(StepOutput::Isolate(IsolateOutput::Incomplete { record, why })),
-            ..
-        } => {
-            assert!(why.contains("not confirmed cut"), "{why}");
-            record.nacl_entries.clone()
-        }
-        other => panic!("a retryable failure with the entries on record: {other:?}"),
-    };
+    let (record, _, why) = retryable_isolation(&first.report);
+    assert!(why.contains("not confirmed cut"), "{why}");
+    let entries = record.nacl_entries.clone();
     assert_eq!(entries.len(), 4);
     let again = world
         .responder
@@ -999,16 +976,77 @@ async fn an_entry_whose_answer_was_lost_is_this_responses_own() {
     world.proxy.configure(|c| c.rules.clear());
     assert!(is_done(&report, "isolate"), "{}", report.to_json_line());
     assert_eq!(isolation(&report).nacl_entries.len(), 4);
-    let ours = world
-        .acl_state()
-        .await
-        .into_iter()
-        .filter(|e| e["rule"].as_i64().is_some_and(|r| (1..=99).contains(&r)))
-        .count();
-    assert_eq!(ours, 4, "no entry made twice");
+    assert_eq!(world.quarantine_entries().await, 4, "no entry made twice");
     world
         .responder
         .release(&world.finding_id(80), "release-test")
+        .await
+        .unwrap();
+    assert_eq!(world.acl_state().await, before, "none left behind");
+}
+
+/// As above, but the read that would settle it is refused: whether the entry was made is not
+/// known. It stays written down and on record, the others are rolled back, and the step fails
+/// retryably; the retry adopts it (none made twice), and release leaves the ACLs as they were.
+#[tokio::test]
+async fn an_entry_whose_making_cannot_be_settled_stays_on_record_and_is_retried() {
+    let world = World::new(2).await;
+    let before = world.acl_state().await;
+    world.proxy.configure(|c| {
+        c.rules.push(FaultRule::new(
+            "CreateNetworkAclEntry",
+            Fault::LostAnswer,
+            Some(1),
+        ))
+    });
+    let event = world.miner_event(0, 81).to_string();
+    let refuse_the_settling_read = async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !world
+            .proxy
+            .calls()
+            .iter()
+            .any(|c| c.operation == "CreateNetworkAclEntry" && c.status >= 500)
+        {
+            assert!(std::time::Instant::now() < deadline, "no lost answer");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        world.proxy.configure(|c| {
+            c.rules.push(FaultRule::new(
+                "DescribeNetworkAcls",
+                Fault::Refuse("UnauthorizedOperation"),
+                Some(1),
+            ))
+        });
+    };
+    let (first, ()) = tokio::join!(
+        world
+            .responder
+            .respond(None, event.as_bytes(), "unsettled-1", None, None),
+        refuse_the_settling_read
+    );
+    world.proxy.configure(|c| c.rules.clear());
+    assert!(first.retryable, "{}", first.report.to_json_line());
+    let (record, error, _) = retryable_isolation(&first.report);
+    assert!(error.contains("not known yet"), "{error}");
+    let kept = record.nacl_entries.clone();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let again = world
+        .responder
+        .respond(None, event.as_bytes(), "unsettled-2", None, None)
+        .await;
+    assert!(
+        is_done(&again.report, "isolate"),
+        "{}",
+        again.report.to_json_line()
+    );
+    let entries = &isolation(&again.report).nacl_entries;
+    assert_eq!(entries.len(), 4);
+    assert!(entries.contains(&kept[0]), "the unsettled entry adopted");
+    assert_eq!(world.quarantine_entries().await, 4, "no entry made twice");
+    world
+        .responder
+        .release(&world.finding_id(81), "release-test")
         .await
         .unwrap();
     assert_eq!(world.acl_state().await, before, "none left behind");

@@ -353,15 +353,10 @@ async fn a_lockdown_retried_after_a_later_rung_failed_keeps_the_groups_own_rules
         .await;
     world.proxy.configure(|c| c.rules.clear());
     assert!(first.retryable, "{}", first.report.to_json_line());
-    let Outcome::Failed {
-        partial: Some(StepOutput::Isolate(output)),
-        retryable: true,
-        ..
-    } = outcome(&first.report, "isolate")
-    else {
-        panic!("{}", first.report.to_json_line())
-    };
-    let locked = output.record().unwrap().group_lockdowns.clone();
+    let locked = crate::support::retryable_isolation(&first.report)
+        .0
+        .group_lockdowns
+        .clone();
     assert_eq!(locked.len(), 1);
     assert_ne!(rules_of(&world, &group).await, before, "locked down");
 

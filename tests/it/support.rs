@@ -325,6 +325,15 @@ impl World {
         responder::network::reach::reachability(&vpc, &workload, &Default::default())
     }
 
+    /// How many entries the fixture VPC's ACLs hold in the responder's rule range (1–99).
+    pub async fn quarantine_entries(&self) -> usize {
+        self.acl_state()
+            .await
+            .iter()
+            .filter(|e| e["rule"].as_i64().is_some_and(|r| (1..=99).contains(&r)))
+            .count()
+    }
+
     /// Every entry of every ACL in the fixture VPC, as comparable JSON.
     pub async fn acl_state(&self) -> Vec<Value> {
         let acls = responder::actions::workload::describe_acls(&self.clients, &self.fixture.vpc_id)
@@ -457,6 +466,19 @@ pub fn isolation(report: &Report) -> &ContainmentRecord {
     match output(report, "isolate") {
         StepOutput::Isolate(IsolateOutput::Contained { record }) => record,
         other => panic!("not contained: {other:?}"),
+    }
+}
+
+/// What a retryable `isolate` failure kept on record (its partial output), with the error and
+/// why the record says it is incomplete; panics unless the step failed so.
+pub fn retryable_isolation(report: &Report) -> (&ContainmentRecord, &str, &str) {
+    match outcome(report, "isolate") {
+        Outcome::Failed {
+            retryable: true,
+            partial: Some(StepOutput::Isolate(IsolateOutput::Incomplete { record, why })),
+            error,
+        } => (record, error, why),
+        other => panic!("isolate should fail retryably with its changes on record: {other:?}"),
     }
 }
 

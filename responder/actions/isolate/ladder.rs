@@ -961,16 +961,13 @@ pub(super) async fn isolate_task(
                     RungError::Failed(e) => ("failed", e.to_string(), Some(e)),
                     RungError::Partial { error, .. } => ("failed", error.to_string(), Some(error)),
                     RungError::Swapped { error, swaps } => {
-                        record.notes.push(not_put_back(&swaps));
+                        record.notes.push(swaps_not_put_back(&swaps));
                         record.sg_swaps = swaps;
                         ("failed", error.to_string(), Some(error))
                     }
                     RungError::Locked { error, groups } => {
                         let ids: Vec<&str> = groups.iter().map(|g| g.group_id.as_str()).collect();
-                        record.notes.push(format!(
-                            "the lockdown failed and {} could not be put back: each may hold the untracking (allow-all) or the quarantine rules; its own rules are on record and `responder release` restores them",
-                            ids.join(", ")
-                        ));
+                        record.notes.push(not_put_back("lockdown", &ids));
                         record.group_lockdowns = groups;
                         ("failed", error.to_string(), Some(error))
                     }
@@ -1076,13 +1073,7 @@ pub(super) async fn isolate_instance(
             .filter(|intent| log.written_down.contains(intent))
             .cloned()
             .collect();
-        if let Err(error) = log
-            .ledger
-            .withdraw_intents(log.finding_id, log.step_key, &told)
-            .await
-        {
-            tracing::warn!(error = %error, "swaps not made were not taken back from the record");
-        }
+        log.withdraw(&told).await;
     };
     let network = match read.settled() {
         Ok(Ok(Read::Instance(network))) => network,
@@ -1193,7 +1184,7 @@ pub(super) async fn isolate_instance(
         Err(error) => {
             let (error, swaps) = swap_error(error);
             if !swaps.is_empty() {
-                record.notes.push(not_put_back(&swaps));
+                record.notes.push(swaps_not_put_back(&swaps));
                 record.sg_swaps = swaps;
             }
             Some(error)
@@ -1329,13 +1320,29 @@ pub(super) async fn isolate_instance(
     }
 }
 
-/// The note for interfaces a failed swap could not put back.
-fn not_put_back(swaps: &[super::SgSwap]) -> String {
-    let enis: Vec<&str> = swaps.iter().map(|s| s.eni_id.as_str()).collect();
+/// The note for what a failed swap (`change`: "swap", the interfaces' ids) or lockdown
+/// ("lockdown", the groups' ids) could not put back.
+fn not_put_back(change: &str, ids: &[&str]) -> String {
+    let (carries, own) = match change {
+        "lockdown" => (
+            "hold the untracking (allow-all) or the quarantine rules",
+            "its own rules",
+        ),
+        _ => (
+            "carry the untracking (allow-all) or the quarantine group",
+            "its original groups",
+        ),
+    };
     format!(
-        "the swap failed and {} could not be put back: each may carry the untracking (allow-all) or the quarantine group; its original groups are on record and `responder release` restores them",
-        enis.join(", ")
+        "the {change} failed and {} could not be put back: each may {carries}; {own} are on record and `responder release` restores them",
+        ids.join(", ")
     )
+}
+
+/// The note for interfaces a failed swap could not put back.
+fn swaps_not_put_back(swaps: &[super::SgSwap]) -> String {
+    let ids: Vec<&str> = swaps.iter().map(|s| s.eni_id.as_str()).collect();
+    not_put_back("swap", &ids)
 }
 
 /// Open classes the rule does not accept, with the model's reasons.

@@ -371,8 +371,8 @@ pub(super) async fn lock_down(
         .collect();
     let mut done: Vec<GroupLockdown> = Vec::new();
     // Puts back every group changed so far (nothing half-applied) and takes back what is
-    // written down for those put back.
-    // The step then fails with `error`, and with the groups not put back on record.
+    // written down for those put back; the step then fails with `error`, and with the groups
+    // not put back on record.
     let put_back = async |done: &[GroupLockdown], error: StepError| {
         let mut restored = Vec::new();
         let mut standing = Vec::new();
@@ -382,13 +382,7 @@ pub(super) async fn lock_down(
                 Err(_) => standing.push(saved.clone()),
             }
         }
-        if let Err(error) = log
-            .ledger
-            .withdraw_intents(log.finding_id, log.step_key, &restored)
-            .await
-        {
-            tracing::warn!(error = %error, "lockdowns put back were not taken back from the record");
-        }
+        log.withdraw(&restored).await;
         if standing.is_empty() {
             RungError::Failed(error)
         } else {
@@ -402,12 +396,22 @@ pub(super) async fn lock_down(
         .iter()
         .flat_map(|r| r.ipv4.iter().map(|(c, _)| c.as_str()))
         .collect();
+    // No inbound rule, and outbound only TCP 443 to the agent's addresses (EC2 may have merged
+    // them into fewer rules): nothing to another group, a prefix list or IPv6.
     let holds_quarantine = |ingress: &[SavedRule], egress: &[SavedRule]| {
+        let only_agent = egress.iter().all(|r| {
+            r.protocol == "tcp"
+                && r.from == Some(443)
+                && r.to == Some(443)
+                && r.ipv6.is_empty()
+                && r.groups.is_empty()
+                && r.prefix_lists.is_empty()
+        });
         let cidrs: BTreeSet<&str> = egress
             .iter()
-            .flat_map(|r| r.ipv4.iter().chain(&r.ipv6).map(|(c, _)| c.as_str()))
+            .flat_map(|r| r.ipv4.iter().map(|(c, _)| c.as_str()))
             .collect();
-        ingress.is_empty() && cidrs == expected
+        ingress.is_empty() && only_agent && cidrs == expected
     };
     for group in described.security_groups() {
         let Some(id) = group.group_id() else { continue };
@@ -417,7 +421,8 @@ pub(super) async fn lock_down(
             .iter()
             .map(SavedRule::of)
             .collect();
-        let saved = match written_down.iter().find(|w| w.group_id == id) {
+        let earlier = written_down.iter().find(|w| w.group_id == id);
+        let saved = match earlier {
             Some(earlier) => earlier.clone(),
             None => {
                 let saved = GroupLockdown {
@@ -430,13 +435,7 @@ pub(super) async fn lock_down(
                 if let Err(error) = log.intend(std::slice::from_ref(&intent)).await {
                     // Its answer may be lost after it was written: taken back (the group is
                     // not changed), so no release puts this snapshot over later rules.
-                    if let Err(error) = log
-                        .ledger
-                        .withdraw_intents(log.finding_id, log.step_key, &[intent])
-                        .await
-                    {
-                        tracing::warn!(error = %error, "a lockdown not made was not taken back from the record");
-                    }
+                    log.withdraw(&[intent]).await;
                     return Err(put_back(&done, error).await);
                 }
                 saved
@@ -444,7 +443,7 @@ pub(super) async fn lock_down(
         };
         // Locked down already by an earlier attempt of this step (its rules written down):
         // never the allow-all rules again on a group that holds the quarantine rules.
-        if written_down.iter().any(|w| w.group_id == id) && holds_quarantine(&now_in, &now_out) {
+        if earlier.is_some() && holds_quarantine(&now_in, &now_out) {
             done.push(saved);
             continue;
         }

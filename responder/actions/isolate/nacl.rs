@@ -249,7 +249,13 @@ async fn attempt(
         .iter()
         .map(|e| serde_json::to_value(recorded(e)).unwrap_or_default())
         .collect();
-    let creates = futures::future::join_all(to_make.iter().map(|e| create(clients, e)));
+    // An entry an earlier attempt wrote down and the describe did not show (it may lag) may
+    // stand already: a refusal of its number is settled by reading, as after a lost answer.
+    let creates = futures::future::join_all(
+        to_make
+            .iter()
+            .map(|e| create(clients, e, written_down.contains(&recorded(e)))),
+    );
     let near_deadline = log
         .ledger
         .seconds_left()
@@ -259,7 +265,7 @@ async fn attempt(
             match log.intend(&intents).await {
                 Err(error) => {
                     // Its answer may be lost after it was written: nothing was made.
-                    withdraw(log, &intents).await;
+                    log.withdraw(&intents).await;
                     return Attempt::Failed(RungError::Failed(error));
                 }
                 Ok(()) => (Ok(()), creates.await),
@@ -295,7 +301,7 @@ async fn attempt(
         .into_iter()
         .filter_map(|(entry, removed)| removed.is_err().then_some(entry))
         .collect();
-    let unsure = !uncertain.is_empty();
+    let (unrolled, unsure) = (survivors.len(), uncertain.len());
     survivors.append(&mut uncertain);
     // What was written down and not made (or made and removed) may be another response's
     // numbers by now: withdrawn, whether the intents' write was answered or not. What could
@@ -309,11 +315,29 @@ async fn attempt(
         })
         .cloned()
         .collect();
-    withdraw(log, &not_made).await;
-    if unsure {
-        // A retry adopts what exists exactly as written down; release checks the same.
+    log.withdraw(&not_made).await;
+    if unsure > 0 {
+        // Retryable whatever refused the last try: the retry adopts what exists exactly as
+        // written down (release checks the same). The entries adopted now stay too.
+        let rolled = if unrolled > 0 {
+            format!(
+                "; {} could not be rolled back",
+                crate::report::count(unrolled, "entry", "entries")
+            )
+        } else {
+            String::new()
+        };
+        survivors.extend(kept.iter().map(|e| recorded(e)));
         return Attempt::Failed(RungError::Partial {
-            error,
+            error: StepError::Aws {
+                operation: "EC2 CreateNetworkAclEntry",
+                code: "Unsettled".to_string(),
+                message: format!(
+                    "{error}; whether {} made is not known yet{rolled}",
+                    crate::report::count(unsure, "entry was", "entries were")
+                ),
+                retryable: true,
+            },
             entries: survivors,
         });
     }
@@ -337,18 +361,6 @@ async fn attempt(
     }
     remove_entries(clients, &adopted).await;
     Attempt::Failed(RungError::Failed(error))
-}
-
-/// Withdraw intents from the step's record; a failure is logged (release checks each written
-/// down entry against AWS before removing it).
-async fn withdraw(log: StepLog<'_>, intents: &[serde_json::Value]) {
-    if let Err(error) = log
-        .ledger
-        .withdraw_intents(log.finding_id, log.step_key, intents)
-        .await
-    {
-        tracing::warn!(error = %error, "refused entries not withdrawn from the record");
-    }
 }
 
 /// The ACLs without the entries in `ours` that exist exactly as recorded, and those entries.
@@ -413,9 +425,13 @@ struct CreateFailure {
 /// planned at its number counts as made. (Throttling is taken to leave nothing made: EC2
 /// refuses the call for its request rate.) The tries together keep within the SDK's
 /// operation timeout.
-async fn create(clients: &Clients, entry: &PlannedEntry) -> Result<(), CreateFailure> {
+async fn create(
+    clients: &Clients,
+    entry: &PlannedEntry,
+    written_down_before: bool,
+) -> Result<(), CreateFailure> {
     let started = std::time::Instant::now();
-    let mut maybe_made = false;
+    let mut maybe_made = written_down_before;
     let mut pause = Duration::from_millis(100);
     let mut tries = 0;
     loop {
@@ -446,13 +462,13 @@ async fn create(clients: &Clients, entry: &PlannedEntry) -> Result<(), CreateFai
             _ => (false, false, false),
         };
         if exists && maybe_made {
-            return settle(clients, entry, error).await;
+            return settle(clients, entry, error, started).await;
         }
         maybe_made |= retryable && !throttled;
         let out_of_time = started.elapsed() + pause >= crate::actions::OPERATION_TIMEOUT;
         if !retryable || tries >= CREATE_TRIES || out_of_time {
             if maybe_made {
-                return settle(clients, entry, error).await;
+                return settle(clients, entry, error, started).await;
             }
             return Err(CreateFailure {
                 error,
@@ -466,21 +482,26 @@ async fn create(clients: &Clients, entry: &PlannedEntry) -> Result<(), CreateFai
 
 /// After a try that may have made the entry: made if the ACL holds it as planned at its
 /// number; not made if another entry holds the number; otherwise (nothing there, which a read
-/// lagging behind the create would show too, or no read) uncertain.
+/// lagging behind the create would show too, or no read) uncertain. The read keeps within
+/// the time left of the tries' 15 s (the VPC's lock is held meanwhile).
 async fn settle(
     clients: &Clients,
     entry: &PlannedEntry,
     error: StepError,
+    started: std::time::Instant,
 ) -> Result<(), CreateFailure> {
-    let described = clients
+    let left = crate::actions::OPERATION_TIMEOUT.saturating_sub(started.elapsed());
+    let read = clients
         .ec2
         .describe_network_acls()
         .network_acl_ids(&entry.acl_id)
-        .send()
-        .await
-        .map_err(aws("EC2 DescribeNetworkAcls"));
+        .send();
+    let described = match tokio::time::timeout(left, read).await {
+        Ok(answer) => answer.map_err(aws("EC2 DescribeNetworkAcls")).map(Some),
+        Err(_) => Ok(None),
+    };
     let planned = entry.as_acl_entry();
-    let at_number = described.map(|d| {
+    let at_number = described.ok().flatten().and_then(|d| {
         d.network_acls()
             .iter()
             .filter_map(acl)
@@ -488,12 +509,12 @@ async fn settle(
             .find(|e| e.rule_number == planned.rule_number && e.egress == planned.egress)
     });
     match at_number {
-        Ok(Some(found)) if found == planned => Ok(()),
-        Ok(Some(_)) => Err(CreateFailure {
+        Some(found) if found == planned => Ok(()),
+        Some(_) => Err(CreateFailure {
             error,
             uncertain: false,
         }),
-        Ok(None) | Err(_) => Err(CreateFailure {
+        None => Err(CreateFailure {
             error,
             uncertain: true,
         }),

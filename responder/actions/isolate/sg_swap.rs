@@ -555,13 +555,7 @@ pub(super) async fn sg_swap(
                 stale.push(intent.clone());
             }
         }
-        if let Err(error) = log
-            .ledger
-            .withdraw_intents(log.finding_id, log.step_key, &stale)
-            .await
-        {
-            tracing::warn!(error = %error, "swaps not made were not taken back from the record");
-        }
+        log.withdraw(&stale).await;
     };
     let unswapped: Vec<&str> = modifiable.iter().map(|t| t.eni_id.as_str()).collect();
     // The two groups together.
@@ -716,14 +710,8 @@ pub(super) async fn sg_swap(
             })
     };
     let every: Vec<&(String, Vec<String>)> = originals.iter().collect();
-    let first: Vec<&(String, Vec<String>)> = originals
-        .iter()
-        .filter(|(eni, _)| !past_untracking(eni))
-        .collect();
-    let past: Vec<&(String, Vec<String>)> = originals
-        .iter()
-        .filter(|(eni, _)| past_untracking(eni))
-        .collect();
+    let (past, first): (Vec<&(String, Vec<String>)>, Vec<_>) =
+        originals.iter().partition(|(eni, _)| past_untracking(eni));
     // Step 1: the untracking group; those past it get the quarantine group alongside, so
     // that none is left with the allow-all group if step 1 fails elsewhere.
     let (untracked, quarantined) =
